@@ -1,0 +1,373 @@
+import { Observable, Subject, config, type Subscription } from 'rxjs';
+import { timeoutProvider } from 'rxjs/internal/scheduler/timeoutProvider';
+import { intervalProvider } from 'rxjs/internal/scheduler/intervalProvider';
+import { dateTimestampProvider } from 'rxjs/internal/scheduler/dateTimestampProvider';
+import { immediateProvider } from 'rxjs/internal/scheduler/immediateProvider';
+import { SimScheduler } from './scheduler.ts';
+import { SeedSplitter, type Rng } from './prng.ts';
+import { PARK, Task, type Co } from './task.ts';
+import type { TaskKind, TraceBody, TraceRecord } from './trace.ts';
+import { Lockdep } from './lockdep.ts';
+
+export interface SimulationOptions {
+  seed?: number;
+  /** Preemption at lock operations, sequence reads and page-table accesses. Off by default. */
+  preempt?: { probability: number; maxDelayNs: number } | false;
+}
+
+export interface RunLimits {
+  /** Stop before running any event later than this virtual time (ns). */
+  untilNs?: number;
+  /** Stop after this many events. */
+  maxEvents?: number;
+  /** Stop as soon as this task has finished. */
+  task?: Task;
+}
+
+/**
+ * The bounds a run gets when `run()` is not given its own (every run is bounded: a
+ * periodic kernel thread must end in a reported outcome, not a hang). One virtual hour,
+ * a hundred million events; pass `untilNs: Infinity` or a larger `maxEvents` to lift them.
+ */
+export const DEFAULT_RUN_LIMITS = { untilNs: 3_600_000_000_000, maxEvents: 100_000_000 } as const;
+
+export type RunReason = 'idle' | 'task-done' | 'time-limit' | 'event-limit' | 'stopped' | 'failed';
+
+export interface RunOutcome {
+  reason: RunReason;
+  now: number;
+  events: number;
+  seed: number;
+  /** The first model error, unhandled rxjs error or real-timer use, when reason is 'failed'. */
+  failure?: string;
+}
+
+/**
+ * The engine: one scheduler, one seed, the tasks, the trace. Everything that happens in
+ * a run happens inside `run()`, synchronously, on virtual time.
+ *
+ * @example
+ *   const sim = new Simulation({ seed: 7 });
+ *   sim.spawn('hello', function* () { yield* sim.sleep(1_000); });
+ *   sim.run(); // { reason: 'idle', now: 1000, ... }
+ */
+export class Simulation {
+  readonly scheduler = new SimScheduler();
+  readonly seed: number;
+  readonly lockdep: Lockdep;
+  private readonly seeds: SeedSplitter;
+  private readonly traceSubject = new Subject<TraceRecord>();
+  /** Every trace record, as an Observable (subscribe before `run`). */
+  readonly trace$: Observable<TraceRecord> = this.traceSubject.asObservable();
+  private traceSeq = 0;
+  private nextTaskId = 1;
+  private lastResumed: Task | null = null;
+  private currentTask: Task | null = null;
+  private failure: string | undefined;
+  private stopRequested = false;
+  private eventsRun = 0;
+  preempt: { probability: number; maxDelayNs: number } | false;
+
+  constructor(opts: SimulationOptions = {}) {
+    this.seed = (opts.seed ?? 1) | 0;
+    this.seeds = new SeedSplitter(this.seed);
+    this.preempt = opts.preempt ?? false;
+    this.lockdep = new Lockdep(this);
+  }
+
+  now(): number {
+    return this.scheduler.now();
+  }
+
+  /** The task being run, or null in an rxjs callback or timer event outside any task. */
+  get current(): Task | null {
+    return this.currentTask;
+  }
+
+  rng(stream: string): Rng {
+    return this.seeds.stream(stream);
+  }
+
+  get tracing(): boolean {
+    return this.traceSubject.observed;
+  }
+
+  emit(body: TraceBody): void {
+    if (!this.traceSubject.observed) return;
+    const rec = { seq: this.traceSeq++, t: this.now(), task: this.currentTask?.id ?? null, ...body } as TraceRecord;
+    this.traceSubject.next(rec);
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------
+
+  spawn<T>(name: string, body: () => Co<T>, opts: { kind?: TaskKind; pid?: number | null } = {}): Task<T> {
+    const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null);
+    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind });
+    this.scheduler.after(0, () => this.resume(task, undefined));
+    return task;
+  }
+
+  private resume(task: Task, value: unknown): void {
+    if (task.state === 'done') return;
+    if (this.lastResumed !== task) {
+      this.lastResumed = task;
+      this.currentTask = task;
+      this.emit({ type: 'task-switch', to: task.id });
+    }
+    this.currentTask = task;
+    task.state = 'running';
+    let step: IteratorResult<unknown, unknown>;
+    try {
+      step = task.gen.next(value);
+    } catch (err) {
+      task.state = 'done';
+      task.error = err;
+      this.currentTask = null;
+      this.fail(`task ${task.id} (${task.name}) threw: ${describe(err)}`);
+      return;
+    }
+    this.currentTask = null;
+    if (step.done) {
+      task.state = 'done';
+      task.result = step.value;
+      this.emit({ type: 'task-exit', id: task.id });
+      for (const j of task.joiners.splice(0)) j();
+    } else {
+      if (step.value !== PARK) {
+        this.fail(`task ${task.id} (${task.name}) yielded something other than a park (use yield*)`);
+        return;
+      }
+      task.state = 'parked';
+    }
+  }
+
+  /**
+   * Park the current task until `register`'s wake function is called (once; later calls
+   * are ignored). The wake-up is itself an event, so waking never runs a task re-entrantly.
+   */
+  *park<T = void>(register: (wake: (value: T) => void) => void): Co<T> {
+    const task = this.requireTask('park');
+    let woken = false;
+    register((v: T) => {
+      if (woken) return;
+      woken = true;
+      this.scheduler.after(0, () => this.resume(task, v));
+    });
+    return (yield PARK) as T;
+  }
+
+  /** Sleep in virtual time. Might sleep: recorded if called in atomic context. */
+  *sleep(ns: number): Co {
+    const task = this.requireTask('sleep');
+    this.mightSleep(`sleep ${ns} ns`);
+    this.scheduler.after(ns, () => this.resume(task, undefined));
+    yield PARK;
+  }
+
+  /** Wait until a task finishes and return its result. */
+  *join<T>(task: Task<T>): Co<T> {
+    if (!task.done) yield* this.park<void>((wake) => task.joiners.push(() => wake()));
+    return task.result as T;
+  }
+
+  /**
+   * Wait for an Observable's first value (or its completion, giving undefined).
+   * An error from the Observable is thrown into the waiting coroutine.
+   */
+  *waitFor<T>(source: Observable<T>): Co<T | undefined> {
+    this.mightSleep('wait for observable');
+    let sub: Subscription | undefined;
+    const got = yield* this.park<{ v?: T; err?: unknown; isErr: boolean }>((wake) => {
+      sub = source.subscribe({
+        next: (v) => wake({ v, isErr: false }),
+        error: (err) => wake({ err, isErr: true }),
+        complete: () => wake({ isErr: false }),
+      });
+    });
+    sub?.unsubscribe();
+    if (got.isErr) throw got.err;
+    return got.v;
+  }
+
+  /** An Observable that runs a coroutine as a task on subscribe and emits its result. */
+  fromTask<T>(name: string, body: () => Co<T>, kind: TaskKind = 'worker'): Observable<T> {
+    return new Observable<T>((subscriber) => {
+      const task = this.spawn(name, body, { kind });
+      task.joiners.push(() => {
+        if (task.error === undefined) {
+          subscriber.next(task.result as T);
+          subscriber.complete();
+        }
+      });
+    });
+  }
+
+  private requireTask(what: string): Task {
+    const t = this.currentTask;
+    if (!t) throw new Error(`${what} outside a task: only coroutines run by the engine may sleep`);
+    return t;
+  }
+
+  // ---- preemption and atomic context -----------------------------------------------------
+
+  /**
+   * A preemption point (lock operation, sequence read, page-table access). With preemption
+   * on, the seed decides whether the current task steps aside for others ready at the same
+   * instant, or for a short delay. It is not a sleep in the kernel's sense (it models being
+   * scheduled out or racing with another CPU), so it is allowed in atomic context.
+   */
+  *preemptPoint(site: string): Co {
+    const p = this.preempt;
+    const task = this.currentTask;
+    if (!p || !task) return;
+    const rng = this.rng('preempt');
+    if (!rng.chance(p.probability)) return;
+    const delay = p.maxDelayNs > 0 ? rng.int(0, p.maxDelayNs) : 0;
+    this.emit({ type: 'preempt', site, delay });
+    this.scheduler.after(delay, () => this.resume(task, undefined));
+    yield PARK;
+  }
+
+  /** Enter a context where sleeping is forbidden (a non-blockable notifier range). */
+  enterAtomic(reason: string): void {
+    this.currentTask?.atomic.push(reason);
+  }
+
+  exitAtomic(): void {
+    this.currentTask?.atomic.pop();
+  }
+
+  /** The kernel's might_sleep(): records a call that may sleep made in atomic context. */
+  mightSleep(what: string): void {
+    const t = this.currentTask;
+    if (t && t.atomic.length > 0) {
+      this.sleepInAtomic++;
+      this.emit({ type: 'might-sleep', what, context: t.atomic[t.atomic.length - 1] as string });
+    }
+  }
+
+  /** How many might-sleep calls were made in atomic context so far. */
+  sleepInAtomic = 0;
+
+  // ---- running -------------------------------------------------------------------------
+
+  /** Record a failure (model bug, unhandled rxjs error, real timer) and stop the run. */
+  fail(message: string): void {
+    if (this.failure === undefined) this.failure = message;
+  }
+
+  stop(): void {
+    this.stopRequested = true;
+  }
+
+  get failed(): string | undefined {
+    return this.failure;
+  }
+
+  /**
+   * Run events in virtual-time order until nothing is pending or a limit is reached.
+   * While it runs, rxjs's timer and clock providers point into this simulation and its
+   * unhandled-error hook records a failure; real timers armed by anything make the run fail.
+   */
+  run(limits: RunLimits = {}): RunOutcome {
+    const restore = this.installHooks();
+    this.stopRequested = false;
+    let reason: RunReason = 'idle';
+    let count = 0;
+    const untilNs = limits.untilNs ?? DEFAULT_RUN_LIMITS.untilNs;
+    const maxEvents = limits.maxEvents ?? DEFAULT_RUN_LIMITS.maxEvents;
+    try {
+      for (;;) {
+        if (this.failure !== undefined) { reason = 'failed'; break; }
+        if (this.stopRequested) { reason = 'stopped'; break; }
+        if (limits.task?.done) { reason = 'task-done'; break; }
+        const next = this.scheduler.peekTime();
+        if (next === undefined) { reason = 'idle'; break; }
+        if (next > untilNs) { reason = 'time-limit'; break; }
+        if (count >= maxEvents) { reason = 'event-limit'; break; }
+        const ev = this.scheduler.pop();
+        if (!ev) break;
+        count++;
+        this.eventsRun++;
+        try {
+          ev.fn();
+        } catch (err) {
+          this.fail(`event threw: ${describe(err)}`);
+        }
+      }
+    } finally {
+      restore();
+    }
+    if (reason === 'time-limit' || reason === 'event-limit') this.emit({ type: 'limit', reason });
+    const out: RunOutcome = { reason, now: this.now(), events: count, seed: this.seed };
+    if (this.failure !== undefined) out.failure = this.failure;
+    return out;
+  }
+
+  get totalEvents(): number {
+    return this.eventsRun;
+  }
+
+  private installHooks(): () => void {
+    const g = globalThis as Record<string, unknown>;
+    const saved = {
+      timeout: timeoutProvider.delegate,
+      interval: intervalProvider.delegate,
+      date: dateTimestampProvider.delegate,
+      immediate: immediateProvider.delegate,
+      onUnhandledError: config.onUnhandledError,
+      setTimeout: g.setTimeout,
+      setInterval: g.setInterval,
+      setImmediate: g.setImmediate,
+    };
+    const realTimer = (api: string) => () => {
+      this.emit({ type: 'real-timer', api });
+      this.fail(`a real timer was armed (${api}) during the simulation; pass the simulation's scheduler`);
+      return 0 as never;
+    };
+    // rxjs arms timeoutProvider only to report an unhandled error (or a stopped
+    // notification) outside the current call stack; no operator schedules work through it.
+    // Run that report as a virtual event so it reaches onUnhandledError below: failing here
+    // would hide the error behind a "real timer" message.
+    timeoutProvider.delegate = {
+      setTimeout: ((handler: () => void, timeout?: number) => {
+        return this.scheduler.after(timeout ?? 0, handler) as never;
+      }) as never,
+      clearTimeout: ((ev: { cancelled: boolean }) => { if (ev) ev.cancelled = true; }) as never,
+    };
+    intervalProvider.delegate = {
+      setInterval: ((handler: () => void) => {
+        realTimer('rxjs setInterval')();
+        return 0 as never;
+      }) as never,
+      clearInterval: (() => undefined) as never,
+    };
+    immediateProvider.delegate = {
+      setImmediate: ((handler: () => void) => {
+        realTimer('rxjs setImmediate')();
+        return this.scheduler.after(0, handler) as never;
+      }) as never,
+      clearImmediate: (() => undefined) as never,
+    };
+    dateTimestampProvider.delegate = { now: () => this.now() };
+    config.onUnhandledError = (err: unknown) => this.fail(`unhandled rxjs error: ${describe(err)}`);
+    g.setTimeout = realTimer('setTimeout');
+    g.setInterval = realTimer('setInterval');
+    g.setImmediate = realTimer('setImmediate');
+    return () => {
+      timeoutProvider.delegate = saved.timeout;
+      intervalProvider.delegate = saved.interval;
+      dateTimestampProvider.delegate = saved.date;
+      immediateProvider.delegate = saved.immediate;
+      config.onUnhandledError = saved.onUnhandledError;
+      g.setTimeout = saved.setTimeout;
+      g.setInterval = saved.setInterval;
+      g.setImmediate = saved.setImmediate;
+    };
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}\n${err.stack ?? ''}`;
+  return String(err);
+}

@@ -1,0 +1,47 @@
+/**
+ * The trace: every observable step of a run as a typed record, stamped with virtual
+ * time and a sequence number. Records are built with a fixed key order so that
+ * `serializeTrace` is byte-identical for the same seed and code.
+ */
+export type TraceRecord = { seq: number; t: number; task: number | null } & TraceBody;
+
+export type TraceBody =
+  | { type: 'task-spawn'; id: number; name: string; kind: TaskKind }
+  | { type: 'task-exit'; id: number }
+  | { type: 'task-switch'; to: number }
+  | { type: 'preempt'; site: string; delay: number }
+  | { type: 'syscall-begin'; pid: number; name: string; args: string }
+  | { type: 'syscall-end'; pid: number; name: string; ret: number }
+  | { type: 'fault'; mm: number; addr: number; write: boolean; kind: string; ret: number }
+  | { type: 'page-alloc'; frame: number }
+  | { type: 'page-free'; frame: number }
+  | { type: 'lock-acquire'; lock: string; mode: 'excl' | 'shared' }
+  | { type: 'lock-release'; lock: string }
+  | { type: 'lock-contend'; lock: string; owner: number | null }
+  | { type: 'might-sleep'; what: string; context: string }
+  | { type: 'deadlock'; tasks: number[]; locks: string[] }
+  | { type: 'lock-order'; first: string; second: string; chain: string[] }
+  | { type: 'invalidate-start'; mm: number; start: number; end: number; event: string; blockable: boolean; curSeq: number }
+  | { type: 'invalidate-end'; mm: number; start: number; end: number; event: string }
+  | { type: 'invalidate-eagain'; mm: number; start: number; end: number; event: string }
+  | { type: 'callback-start'; sub: string; op: string; start: number; end: number; event: string }
+  | { type: 'callback-return'; sub: string; op: string; ret: string }
+  | { type: 'notifier-warn'; sub: string; message: string }
+  /** A driver-side obligation of the notifier protocol not met (rules 26-28); judged by the sanitizer. */
+  | { type: 'notifier-contract'; sub: string; message: string }
+  /** A call the profile's kernel did not have, refused with -EINVAL. */
+  | { type: 'interface-refused'; api: string; message: string }
+  | { type: 'note'; text: string }
+  | { type: 'dirty-without-buffers'; frame: number; caller: string }
+  | { type: 'writeback'; file: number; index: number; frame: number }
+  | { type: 'real-timer'; api: string }
+  | { type: 'limit'; reason: string };
+
+export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
+
+/** One line of JSON per record; same records, same bytes. */
+export function serializeTrace(records: readonly TraceRecord[]): string {
+  let out = '';
+  for (const r of records) out += JSON.stringify(r) + '\n';
+  return out;
+}
