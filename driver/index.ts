@@ -1,0 +1,1 @@
+export { Dmirror, type MirrorEntry } from './dmirror.ts';

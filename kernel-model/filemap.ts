@@ -1,0 +1,191 @@
+import type { Co } from './sim/index.ts';
+import type { Kernel } from './kernel.ts';
+import type { MmStruct } from './mm.ts';
+import type { File } from './file.ts';
+import type { Vma } from './vma.ts';
+import { VM_WRITE } from './vma.ts';
+import { EFAULT } from './errno.ts';
+import { PAGE_SIZE, vpn } from './constants.ts';
+import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pteHas, ptePresent } from './page-table.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+
+/**
+ * filemap_get_folio / read_cache_folio: the page-cache page for `index`, read from disk
+ * on a miss. The page cache holds one reference. Returns the frame or -ENOMEM.
+ */
+export function findOrReadPage(kernel: Kernel, file: File, index: number): number {
+  const cached = file.pageCache.get(index);
+  if (cached !== undefined) return cached;
+  const { phys } = kernel;
+  const f = phys.allocPage();
+  if (f < 0) return f;
+  const bytes = file.disk.get(index);
+  if (bytes) phys.write(f, 0, bytes);
+  phys.mappingFile[f] = file.id;
+  phys.index[f] = index;
+  phys.set(f, PG_UPTODATE | (file.shmem ? PG_SWAPBACKED : 0));
+  file.pageCache.set(index, f);
+  kernel.lru.add(f);
+  return f;
+}
+
+/**
+ * do_read_fault / do_cow_fault / do_shared_fault for a missing PTE in a file VMA. A
+ * private write gets an anonymous copy at once (no notification: the PTE was empty); a
+ * shared write goes through page_mkwrite, which attaches the filesystem's buffers and
+ * dirties the page; a read maps the page-cache page, read-only unless it is shmem (which
+ * needs no write notification).
+ */
+export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boolean): Co<number> {
+  const { kernel } = mm;
+  const { phys } = kernel;
+  const file = vma.file as File;
+  const index = vma.fileIndex(page);
+  if (index >= file.pages) return -EFAULT; // SIGBUS beyond EOF
+  const f = findOrReadPage(kernel, file, index);
+  if (f < 0) return f;
+  const v = vpn(page);
+  if (!vma.shared) {
+    if (!write) {
+      phys.get(f);
+      phys.rmapAdd(f, mm, page);
+      mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED));
+      return 0;
+    }
+    const nf = phys.allocPage();
+    if (nf < 0) return nf;
+    phys.copyPage(nf, f);
+    phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
+    vma.anonVma = true;
+    phys.rmapAdd(nf, mm, page);
+    kernel.lru.add(nf);
+    mm.pageTable.set(v, makePte(nf, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+    return 0;
+  }
+  phys.get(f);
+  phys.rmapAdd(f, mm, page);
+  if (write) {
+    const r = yield* pageMkwrite(mm, vma, f);
+    if (r < 0) return r;
+    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+  } else {
+    const w = file.shmem && vma.flags & VM_WRITE ? PTE_WRITE : 0;
+    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | w));
+  }
+  return 0;
+}
+
+/**
+ * ->page_mkwrite (block_page_mkwrite): attach the filesystem's private state (buffers)
+ * and dirty the page before the first write through a shared mapping.
+ */
+export function* pageMkwrite(mm: MmStruct, _vma: Vma, frame: number): Co<number> {
+  const { phys } = mm.kernel;
+  if (phys.mappingFile[frame]! >= 0) phys.set(frame, PG_PRIVATE);
+  folioMarkDirty(mm.kernel, frame, 'page_mkwrite');
+  return 0;
+}
+
+/**
+ * folio_mark_dirty / set_page_dirty. A file page whose filesystem state was dropped
+ * (cleaned by writeback, buffers released) cannot be dirtied safely: in 2018 this was the
+ * ext4 crash reached from put_user_pages after DMA. Recorded as its own trace event.
+ */
+export function folioMarkDirty(kernel: Kernel, frame: number, caller: string): void {
+  const { phys } = kernel;
+  const file = phys.mappingFile[frame]!;
+  if (file >= 0 && !kernel.fileById(file)?.shmem && !phys.has(frame, PG_PRIVATE) && !phys.has(frame, PG_DIRTY)) {
+    kernel.sim.emit({ type: 'dirty-without-buffers', frame, caller });
+  }
+  phys.set(frame, PG_DIRTY);
+}
+
+/**
+ * folio_mkclean: write-protect and clean every PTE mapping a file page, one
+ * PROTECTION_PAGE invalidation per mapping (rule 76), regardless of pins. Returns
+ * whether any PTE was dirty (the dirty bit moves to the page).
+ */
+export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: number): Co<boolean> {
+  let dirty = false;
+  for (const vma of [...file.mappings]) {
+    if (!vma.shared) continue;
+    const addr = vma.addrOfIndex(index);
+    if (addr < vma.start || addr >= vma.end) continue;
+    const mm = vma.mm;
+    const pte = mm.pageTable.get(vpn(addr));
+    if (!ptePresent(pte) || pteFrame(pte) !== frame) continue;
+    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_PAGE, addr, addr + PAGE_SIZE);
+    yield* mmuNotifierInvalidateRangeStart(range);
+    const cur = mm.pageTable.get(vpn(addr));
+    if (pteHas(cur, PTE_DIRTY)) dirty = true;
+    mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
+    yield* mmuNotifierInvalidateRangeEnd(range);
+  }
+  return dirty;
+}
+
+/**
+ * Write back one dirty page-cache page: clear_page_dirty_for_io (folio_mkclean), then
+ * write the bytes to disk. `dropBuffers` models a later try_to_release_folio
+ * (reclaim or the filesystem dropping the buffers of a now-clean page).
+ */
+export function* writebackPage(kernel: Kernel, file: File, index: number, dropBuffers: boolean): Co<boolean> {
+  const frame = file.pageCache.get(index);
+  if (frame === undefined || file.shmem) return false;
+  const { phys } = kernel;
+  yield* folioMkclean(kernel, file, index, frame);
+  if (!phys.has(frame, PG_DIRTY)) return false;
+  phys.clear(frame, PG_DIRTY);
+  file.disk.set(index, phys.read(frame, 0, PAGE_SIZE));
+  if (dropBuffers) phys.clear(frame, PG_PRIVATE);
+  kernel.sim.emit({ type: 'writeback', file: file.id, index, frame });
+  return true;
+}
+
+/** Write back every dirty page of a file (fsync, msync MS_SYNC, the flusher). */
+export function* writebackFile(kernel: Kernel, file: File, dropBuffers = false): Co<number> {
+  let n = 0;
+  for (const index of [...file.pageCache.keys()].sort((a, b) => a - b)) {
+    if (yield* writebackPage(kernel, file, index, dropBuffers)) n++;
+  }
+  return n;
+}
+
+/**
+ * unmap_mapping_range + truncate_inode_pages for page indexes [first, last]: one CLEAR
+ * per VMA mapping the file range, over that VMA's overlap (rule 21c), then the pages
+ * leave the page cache (and the disk, for a truncate or hole punch).
+ */
+export function* truncatePages(kernel: Kernel, file: File, first: number, last: number): Co {
+  const { phys } = kernel;
+  for (const vma of [...file.mappings]) {
+    const s = Math.max(vma.start, vma.addrOfIndex(first));
+    const e = Math.min(vma.end, vma.addrOfIndex(last + 1));
+    if (s >= e) continue;
+    const mm = vma.mm;
+    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
+    yield* mmuNotifierInvalidateRangeStart(range);
+    const toFree: number[] = [];
+    for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
+      const f = pteFrame(pte);
+      // A private COW copy is anonymous and survives truncation of the file.
+      if (!ptePresent(pte) || phys.mappingFile[f] !== file.id) continue;
+      mm.pageTable.clear(v);
+      phys.rmapRemove(f, mm, v * PAGE_SIZE);
+      toFree.push(f);
+    }
+    yield* mmuNotifierInvalidateRangeEnd(range);
+    for (const f of toFree) phys.put(f);
+  }
+  for (const [index, f] of [...file.pageCache]) {
+    if (index < first || index > last) continue;
+    file.pageCache.delete(index);
+    phys.mappingFile[f] = -1;
+    phys.clear(f, PG_DIRTY | PG_PRIVATE);
+    kernel.lru.remove(f);
+    phys.put(f);
+  }
+  for (const index of [...file.disk.keys()]) if (index >= first && index <= last) file.disk.delete(index);
+}

@@ -1,0 +1,79 @@
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import { Vma, VM_DONTCOPY } from './vma.ts';
+import { insertVma } from './mmap.ts';
+import { PAGE_SIZE } from './constants.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+
+/**
+ * dup_mmap: copy the parent's VMAs into `child`, skipping VM_DONTCOPY ones (rule 69).
+ * Page tables are copied only for VMAs that need it (an anon_vma exists, rule 21i); a
+ * copied COW VMA gets a PROTECTION_PAGE invalidation over the whole VMA on the parent
+ * (rule 66), with write_protect_seq held. Per anonymous page (rule 67): an exclusive,
+ * maybe-pinned page in an mm with MMF_HAS_PINNED is copied for the child at once;
+ * otherwise it becomes COW-shared, read-only in both. Returns 0 or -ENOMEM.
+ */
+export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
+  const { phys, profile, swap, lru } = parent.kernel;
+  for (const vma of parent.vmas) {
+    if (vma.flags & VM_DONTCOPY) continue;
+    const copy = new Vma(child, vma.start, vma.end, vma.flags, vma.file, vma.pgoff);
+    copy.anonVma = vma.anonVma;
+    insertVma(child, copy);
+    if (!vma.anonVma) continue;
+    const cow = vma.cow;
+    let range = null;
+    if (cow) {
+      range = mmuNotifierRangeInit(parent, MmuNotifyEvent.PROTECTION_PAGE, vma.start, vma.end);
+      yield* mmuNotifierInvalidateRangeStart(range);
+      parent.writeProtectSeq++;
+    }
+    for (const [v, pte] of parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
+      const addr = v * PAGE_SIZE;
+      if (pteHas(pte, PTE_SWAP)) {
+        swap.dup(pteFrame(pte));
+        child.pageTable.set(v, pte);
+        continue;
+      }
+      const f = pteFrame(pte);
+      if (f === ZERO_PFN) {
+        child.pageTable.set(v, pte);
+        continue;
+      }
+      const anon = phys.has(f, PG_ANON);
+      const exclusive = profile.anonExclusive ? phys.has(f, PG_ANON_EXCLUSIVE) : true;
+      if (anon && cow && profile.forkCopiesPinned && parent.hasPinned && exclusive && phys.maybeDmaPinned(f)) {
+        // folio_needs_cow_for_dma: the child gets the copy; the parent keeps the pinned page.
+        const nf = phys.allocPage();
+        if (nf < 0) {
+          if (range) yield* mmuNotifierInvalidateRangeEnd(range);
+          return nf;
+        }
+        phys.copyPage(nf, f);
+        phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
+        phys.rmapAdd(nf, child, addr);
+        lru.add(nf);
+        child.pageTable.set(v, makePte(nf, pteFlags(pte) | PTE_PRESENT));
+        continue;
+      }
+      phys.get(f);
+      phys.rmapAdd(f, child, addr);
+      if (cow) {
+        phys.clear(f, PG_ANON_EXCLUSIVE);
+        const ro = makePte(f, pteFlags(pte) & ~PTE_WRITE);
+        parent.pageTable.set(v, ro);
+        child.pageTable.set(v, makePte(f, pteFlags(pte) & ~(PTE_WRITE | PTE_DIRTY | PTE_ACCESSED) | PTE_PRESENT));
+      } else {
+        child.pageTable.set(v, pte);
+      }
+    }
+    if (range) {
+      parent.writeProtectSeq++;
+      yield* mmuNotifierInvalidateRangeEnd(range);
+    }
+  }
+  return 0;
+}

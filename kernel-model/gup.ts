@@ -1,0 +1,237 @@
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import type { Vma } from './vma.ts';
+import { VM_IO, VM_MAYREAD, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE } from './vma.ts';
+import { EBUSY, EFAULT, EINTR, EINVAL, ENOMEM } from './errno.ts';
+import { PAGE_SIZE, isPageAligned, vpn } from './constants.ts';
+import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, pteFrame, pteHas, ptePresent, pteWith } from './page-table.ts';
+import { GUP_PIN_COUNTING_BIAS, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, ZERO_PFN } from './page-frames.ts';
+import { FAULT_FLAG_REMOTE, FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE, handleMmFault } from './memory.ts';
+import { folioMarkDirty } from './filemap.ts';
+import { migratePage } from './migrate.ts';
+import { requireInterface } from './profile.ts';
+import type { Kernel } from './kernel.ts';
+
+export const FOLL_WRITE = 0x01;
+export const FOLL_GET = 0x04;
+export const FOLL_FORCE = 0x10;
+export const FOLL_LONGTERM = 0x100;
+export const FOLL_PCI_P2PDMA = 0x400;
+/** Internal flags a caller may not pass (rule 54). */
+export const FOLL_TOUCH = 0x02;
+export const FOLL_REMOTE = 0x2000;
+export const FOLL_PIN = 0x40000;
+export const FOLL_FAST_ONLY = 0x80000;
+export const FOLL_TRIED = 0x800;
+export const FOLL_UNLOCKABLE = 0x100000;
+export const FOLL_MADV_POPULATE = 0x200000;
+const INTERNAL = FOLL_TOUCH | FOLL_REMOTE | FOLL_PIN | FOLL_FAST_ONLY | FOLL_TRIED | FOLL_UNLOCKABLE | FOLL_MADV_POPULATE;
+
+/**
+ * get_user_pages (FOLL_GET): a plain reference on each page of [start, start + n pages),
+ * faulting as needed. Caller holds mmap_lock for read (the `Fast` variant takes it).
+ * Returns the number of pages grabbed (possibly short, rule 64) or -errno.
+ *
+ * @example
+ *   const pages: number[] = [];
+ *   const n = yield* getUserPagesFast(mm, buf, 4, FOLL_WRITE, pages);
+ */
+export function* getUserPages(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  if (gupFlags & INTERNAL) return invalid(mm, `get_user_pages: internal flag passed (0x${(gupFlags & INTERNAL).toString(16)})`);
+  return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_GET, pages);
+}
+
+/** pin_user_pages (FOLL_PIN): pins with GUP_PIN_COUNTING_BIAS (rule 55). */
+export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  const { profile, sim } = mm.kernel;
+  if (requireInterface(profile, 'follPin', 'pin_user_pages', (m) => sim.emit({ type: 'note', text: m })) < 0) return -EINVAL;
+  if (gupFlags & (INTERNAL | FOLL_GET)) return invalid(mm, 'pin_user_pages: FOLL_GET or an internal flag passed');
+  return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+}
+
+/** get_user_pages_fast: takes mmap_lock itself. */
+export function* getUserPagesFast(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  yield* mm.mmapLock.downRead();
+  try {
+    return yield* getUserPages(mm, start, nrPages, gupFlags, pages);
+  } finally {
+    mm.mmapLock.upRead();
+  }
+}
+
+/** pin_user_pages_fast: takes mmap_lock itself (what ib_umem_get calls). */
+export function* pinUserPagesFast(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  yield* mm.mmapLock.downRead();
+  try {
+    return yield* pinUserPages(mm, start, nrPages, gupFlags, pages);
+  } finally {
+    mm.mmapLock.upRead();
+  }
+}
+
+function invalid(mm: MmStruct, why: string): number {
+  mm.kernel.sim.emit({ type: 'note', text: why });
+  return -EINVAL;
+}
+
+/** Probability that a GUP wait is interrupted by a fatal signal (seeded fault injection). */
+export const gupFaultInjection = { signalRate: 0 };
+
+function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number, pages: number[]): Co<number> {
+  const { kernel } = mm;
+  const { profile } = kernel;
+  // is_valid_gup_args (rule 54)
+  if ((flags & FOLL_GET) && (flags & FOLL_PIN)) return invalid(mm, 'FOLL_GET and FOLL_PIN are mutually exclusive');
+  if (profile.follPin && (flags & FOLL_LONGTERM) && !(flags & FOLL_PIN)) return invalid(mm, 'FOLL_LONGTERM requires FOLL_PIN');
+  if ((flags & FOLL_LONGTERM) && (flags & FOLL_PCI_P2PDMA)) return invalid(mm, 'FOLL_LONGTERM with FOLL_PCI_P2PDMA');
+  if (!isPageAligned(start) || nrPages < 0) return -EINVAL;
+  if (nrPages === 0) return 0;
+  if (flags & FOLL_PIN) mm.hasPinned = true; // MMF_HAS_PINNED, never cleared (rule 57)
+  for (let attempt = 0; ; attempt++) {
+    const got: number[] = [];
+    const r = yield* gupPages(kernel, mm, start, nrPages, flags, got);
+    if (r <= 0 || !(flags & FOLL_LONGTERM) || !(flags & FOLL_PIN)) {
+      pages.push(...got);
+      return r;
+    }
+    // Long-term pins may not stay in ZONE_MOVABLE: unpin everything, migrate the
+    // offenders, pin again (rule 62).
+    const offenders = got.filter((f) => f !== ZERO_PFN && kernel.phys.has(f, PG_MOVABLE_ZONE));
+    if (offenders.length === 0) {
+      pages.push(...got);
+      return r;
+    }
+    unpinUserPages(kernel, got);
+    if (attempt >= 2) return -ENOMEM;
+    for (const f of offenders) {
+      const m = yield* migratePage(kernel, f, 'longterm-pin');
+      if (m < 0) return m === -EBUSY ? -EBUSY : -ENOMEM;
+    }
+  }
+}
+
+/** gup_must_unshare: a read-only pin of a page it could not observe writes to (rule 61). */
+function mustUnshare(kernel: Kernel, vma: Vma, frame: number, flags: number): boolean {
+  const { phys, profile } = kernel;
+  if (!(flags & FOLL_PIN) || (flags & FOLL_WRITE)) return false;
+  if (frame !== ZERO_PFN && phys.has(frame, PG_ANON)) return profile.anonExclusive && !phys.has(frame, PG_ANON_EXCLUSIVE);
+  // Non-anonymous page (page cache or the zero page) in a COW mapping: long-term only, 6.2+.
+  return profile.unshareAnyCow && (flags & FOLL_LONGTERM) !== 0 && vma.cow;
+}
+
+function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number, flags: number, got: number[]): Co<number> {
+  const { phys, profile, sim } = kernel;
+  const write = (flags & FOLL_WRITE) !== 0;
+  for (let i = 0; i < nrPages; i++) {
+    const addr = start + i * PAGE_SIZE;
+    const partial = (err: number) => (i > 0 ? i : err);
+    if (gupFaultInjection.signalRate > 0 && sim.rng('fault-inject:signal').chance(gupFaultInjection.signalRate)) return partial(-EINTR);
+    const vma = mm.findVma(addr);
+    if (!vma) return partial(-EFAULT);
+    const vmaErr = checkVmaFlags(kernel, vma, flags);
+    if (vmaErr < 0) return partial(vmaErr);
+    let frame = -1;
+    for (let tries = 0; tries < 4; tries++) {
+      yield* sim.preemptPoint('gup pte read');
+      const pte = mm.pageTable.get(vpn(addr));
+      const present = ptePresent(pte) && !pteHas(pte, PTE_PROTNONE);
+      if (present && (!write || pteHas(pte, PTE_WRITE)) && !mustUnshare(kernel, vma, pteFrame(pte), flags)) {
+        frame = pteFrame(pte);
+        // FOLL_TOUCH|FOLL_WRITE: mark the page dirty if the PTE was not (rule 60).
+        if (write && !pteHas(pte, PTE_DIRTY)) {
+          mm.pageTable.set(vpn(addr), pteWith(pte, PTE_DIRTY));
+          if (phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'follow_page_pte');
+          else phys.set(frame, PG_DIRTY);
+        }
+        break;
+      }
+      const fflags = FAULT_FLAG_REMOTE | (write ? FAULT_FLAG_WRITE : present ? FAULT_FLAG_UNSHARE : 0);
+      const r = yield* handleMmFault(mm, vma, addr, fflags);
+      if (r < 0) return partial(r === -ENOMEM ? -ENOMEM : -EFAULT);
+    }
+    if (frame < 0) return partial(-EFAULT);
+    if (flags & FOLL_PIN) {
+      if (phys.order[frame]! > 0) {
+        phys.get(frame);
+        phys.pincount[frame]!++;
+      } else phys.get(frame, GUP_PIN_COUNTING_BIAS);
+      if (profile.anonExclusive && frame !== ZERO_PFN && phys.has(frame, PG_ANON) && !phys.has(frame, PG_ANON_EXCLUSIVE)) {
+        sim.emit({ type: 'note', text: `pinned anonymous frame ${frame} is not exclusive (rule 61 violated by the model)` });
+      }
+    } else phys.get(frame);
+    got.push(frame);
+  }
+  return nrPages;
+}
+
+/** check_vma_flags (rule 58). */
+function checkVmaFlags(kernel: Kernel, vma: Vma, flags: number): number {
+  const write = (flags & FOLL_WRITE) !== 0;
+  if (vma.flags & (VM_IO | VM_PFNMAP)) return -EFAULT;
+  if (write) {
+    const dirtyTracked = vma.file !== null && !vma.file.shmem && (vma.flags & VM_SHARED) !== 0;
+    if (dirtyTracked && (flags & FOLL_PIN) && (flags & FOLL_LONGTERM) && kernel.profile.refuseLongtermFileWrite) return -EFAULT;
+    if (!(vma.flags & VM_WRITE)) {
+      if (!(flags & FOLL_FORCE)) return -EFAULT;
+      if (vma.flags & VM_SHARED) return -EFAULT; // forced writes only break COW in private mappings
+    }
+  } else if (!(vma.flags & VM_READ)) {
+    if (!(flags & FOLL_FORCE) || !(vma.flags & VM_MAYREAD)) return -EFAULT;
+  }
+  return 0;
+}
+
+/** put_page for FOLL_GET references. */
+export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
+  for (const f of pages) kernel.phys.put(f);
+}
+
+/** unpin_user_pages: reverse a FOLL_PIN exactly; the zero page is not counted (rule 55). */
+export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
+  const { phys } = kernel;
+  for (const f of pages) {
+    if (f === ZERO_PFN) continue;
+    if (phys.order[f]! > 0) {
+      phys.pincount[f]!--;
+      phys.put(f);
+    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
+  }
+}
+
+/**
+ * unpin_user_pages_dirty_lock (rule 63): for each page not already dirty, lock it, dirty
+ * it through the filesystem's hook, unlock, then unpin.
+ */
+export function unpinUserPagesDirtyLock(kernel: Kernel, pages: readonly number[], makeDirty: boolean): void {
+  const { phys } = kernel;
+  for (const f of pages) {
+    if (makeDirty && f !== ZERO_PFN && !phys.has(f, PG_DIRTY)) {
+      phys.set(f, PG_LOCKED);
+      folioMarkDirty(kernel, f, 'unpin_user_pages_dirty_lock');
+      phys.clear(f, PG_LOCKED);
+    }
+    unpinUserPages(kernel, [f]);
+  }
+}
+
+/** The pre-5.6 equivalent for FOLL_GET users: set_page_dirty_lock then put_page. */
+export function putUserPagesDirty(kernel: Kernel, pages: readonly number[], makeDirty: boolean): void {
+  for (const f of pages) {
+    if (makeDirty && f !== ZERO_PFN && !kernel.phys.has(f, PG_DIRTY)) folioMarkDirty(kernel, f, 'set_page_dirty_lock');
+    kernel.phys.put(f);
+  }
+}
+
+/**
+ * Charge `npages` to the mm's pinned_vm against RLIMIT_MEMLOCK, as ib_umem_get does with
+ * account_locked_vm: -ENOMEM past the limit.
+ */
+export function accountPinnedVm(mm: MmStruct, npages: number): number {
+  if (mm.pinnedVm + npages > mm.memlockLimitPages) return -ENOMEM;
+  mm.pinnedVm += npages;
+  return 0;
+}
+
+export function unaccountPinnedVm(mm: MmStruct, npages: number): void {
+  mm.pinnedVm = Math.max(0, mm.pinnedVm - npages);
+}

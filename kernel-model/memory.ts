@@ -1,0 +1,201 @@
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import type { Vma } from './vma.ts';
+import { VM_WRITE, VM_SHARED } from './vma.ts';
+import { EFAULT, ENOMEM } from './errno.ts';
+import { PAGE_SIZE, pageAlignDown, vpn } from './constants.ts';
+import {
+  PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
+  makePte, pteFrame, pteHas, ptePresent,
+} from './page-table.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
+import { swapIn } from './swap.ts';
+
+export const FAULT_FLAG_WRITE = 1;
+/** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
+export const FAULT_FLAG_UNSHARE = 2;
+export const FAULT_FLAG_REMOTE = 4;
+
+/**
+ * handle_mm_fault: make the PTE for addr satisfy the access, as do_anonymous_page,
+ * do_fault, do_swap_page and do_wp_page do. Called with mmap_lock held for read.
+ * Returns 0 or -errno (-EFAULT standing in for SIGSEGV/SIGBUS, -ENOMEM for OOM).
+ *
+ * Populating an empty PTE or upgrading one in place sends no notification (rule 18);
+ * replacing the page (COW, unshare) sends a one-page CLEAR around the change (rule 21d).
+ */
+export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: number): Co<number> {
+  const { kernel } = mm;
+  const { phys, sim } = kernel;
+  const write = (flags & FAULT_FLAG_WRITE) !== 0;
+  const unshare = (flags & FAULT_FLAG_UNSHARE) !== 0;
+  const page = pageAlignDown(addr);
+  const v = vpn(page);
+  yield* sim.preemptPoint('pte read');
+  let pte = mm.pageTable.get(v);
+  let kind = 'none';
+  let ret = 0;
+
+  if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
+    kind = 'swap-in';
+    ret = yield* swapIn(mm, vma, page, write);
+  } else if (!ptePresent(pte)) {
+    if (vma.file) {
+      kind = 'file';
+      ret = yield* filemapFault(mm, vma, page, write);
+    } else if (!write) {
+      // Read of never-touched anonymous memory maps the shared zero page read-only.
+      kind = 'zero-page';
+      mm.pageTable.set(v, makePte(ZERO_PFN, PTE_PRESENT | PTE_ACCESSED));
+    } else {
+      kind = 'anon';
+      const f = phys.allocPage();
+      if (f < 0) ret = f;
+      else {
+        phys.set(f, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
+        vma.anonVma = true;
+        phys.rmapAdd(f, mm, page);
+        kernel.lru.add(f);
+        mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+      }
+    }
+  } else if (pteHas(pte, PTE_PROTNONE)) {
+    // NUMA-hint or PROT_NONE entry: the VMA check above already allowed the access, so
+    // this is a hinting fault: restore the normal protection.
+    kind = 'numa-hint';
+    const f = pteFrame(pte);
+    const w = write && (vma.flags & VM_WRITE) && (phys.has(f, PG_ANON_EXCLUSIVE) || vma.shared);
+    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+    if (write && !w) ret = yield* doWpPage(mm, vma, page, false);
+  } else if (write && !pteHas(pte, PTE_WRITE)) {
+    kind = 'wp';
+    ret = yield* doWpPage(mm, vma, page, false);
+  } else if (unshare && !pteHas(pte, PTE_WRITE)) {
+    kind = 'unshare';
+    ret = yield* doWpPage(mm, vma, page, true);
+  } else {
+    kind = 'spurious';
+  }
+  pte = mm.pageTable.get(v);
+  if (ret === 0 && ptePresent(pte)) mm.pageTable.set(v, pte + (pteHas(pte, PTE_ACCESSED) ? 0 : PTE_ACCESSED));
+  sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind, ret });
+  return ret;
+}
+
+/**
+ * do_wp_page: a write (or unshare) to a present read-only PTE. Shared mappings are made
+ * writable in place after page_mkwrite; an exclusive anonymous page is reused in place;
+ * anything else is copied (wp_page_copy) with a one-page CLEAR.
+ */
+function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<number> {
+  const { phys, profile } = mm.kernel;
+  const v = vpn(page);
+  const pte = mm.pageTable.get(v);
+  const f = pteFrame(pte);
+  if (vma.flags & VM_SHARED) {
+    if (unshare) return 0;
+    const r = yield* pageMkwrite(mm, vma, f);
+    if (r < 0) return r;
+    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+    return 0;
+  }
+  if (f !== ZERO_PFN && phys.has(f, PG_ANON)) {
+    const exclusive = profile.anonExclusive
+      ? phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1)
+      : phys.refcount[f] === 1 && phys.mapcount[f] === 1;
+    if (exclusive) {
+      // Only we map and reference it: reuse in place, no notification (rule 18).
+      phys.set(f, PG_ANON_EXCLUSIVE);
+      if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+      return 0;
+    }
+  } else if (unshare && f !== ZERO_PFN && !profile.unshareAnyCow) {
+    // Before 6.2 only anonymous pages were unshared for read-only pins.
+    return 0;
+  }
+  return yield* wpPageCopy(mm, vma, page, unshare);
+}
+
+/**
+ * wp_page_copy: give this mm its own exclusive copy of the page (or a zeroed page in place
+ * of the zero page). The CLEAR is sent after the new page is ready and before the PTE is
+ * replaced (rule 21d).
+ */
+export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<number> {
+  const { phys } = mm.kernel;
+  const v = vpn(page);
+  const old = mm.pageTable.get(v);
+  const oldFrame = pteFrame(old);
+  const nf = phys.allocPage();
+  if (nf < 0) return nf;
+  if (oldFrame !== ZERO_PFN) phys.copyPage(nf, oldFrame);
+  phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
+  vma.anonVma = true;
+  const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, page, page + PAGE_SIZE);
+  yield* mmuNotifierInvalidateRangeStart(range);
+  yield* mm.kernel.sim.preemptPoint('pte write');
+  if (mm.pageTable.get(v) === old) {
+    phys.rmapRemove(oldFrame, mm, page);
+    phys.rmapAdd(nf, mm, page);
+    mm.kernel.lru.add(nf);
+    const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY;
+    mm.pageTable.set(v, makePte(nf, bits));
+    yield* mmuNotifierInvalidateRangeEnd(range);
+    phys.put(oldFrame);
+  } else {
+    // The PTE changed under us: nothing replaced, but the pair was still sent (rule 21d).
+    yield* mmuNotifierInvalidateRangeEnd(range);
+    phys.put(nf);
+  }
+  return 0;
+}
+
+/**
+ * zap_pte_range over [start, end) of one VMA: clear the PTEs, move dirty bits to the
+ * pages, drop the mappings. The pages' references are returned to the caller, which puts
+ * them after the invalidation ends (the tlb_finish_mmu order of rule 11).
+ */
+export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, toFree: number[]): void {
+  const { phys, swap } = mm.kernel;
+  for (const [v, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
+    mm.pageTable.clear(v);
+    if (pteHas(pte, PTE_SWAP)) {
+      swap.free(pteFrame(pte));
+      continue;
+    }
+    const f = pteFrame(pte);
+    if (f === ZERO_PFN) continue;
+    if (pteHas(pte, PTE_DIRTY) && vma.file && !vma.file.shmem) folioMarkDirty(mm.kernel, f, 'zap_pte_range');
+    phys.rmapRemove(f, mm, v * PAGE_SIZE);
+    toFree.push(f);
+  }
+}
+
+/**
+ * Check the VMA allows the access (the SIGSEGV cases) and fault the page in if its PTE
+ * does not. Returns the frame, or -EFAULT / -ENOMEM. Called with mmap_lock held.
+ */
+export function* faultInPage(mm: MmStruct, addr: number, write: boolean, extraFlags = 0): Co<number> {
+  const vma = mm.findVma(addr);
+  if (!vma) return -EFAULT;
+  const needed = write ? VM_WRITE : 0x1;
+  if ((vma.flags & needed) === 0) return -EFAULT;
+  const v = vpn(addr);
+  yield* mm.kernel.sim.preemptPoint('pte read');
+  let pte = mm.pageTable.get(v);
+  const satisfied = (p: number) => ptePresent(p) && !pteHas(p, PTE_PROTNONE) && (!write || pteHas(p, PTE_WRITE));
+  let flags = (write ? FAULT_FLAG_WRITE : 0) | extraFlags;
+  // A swap-in or a NUMA-hint fault may leave a write still to do: fault again, as the
+  // kernel's retry does, a bounded number of times.
+  for (let tries = 0; !satisfied(pte) || flags & FAULT_FLAG_UNSHARE; tries++) {
+    if (tries === 4) return -ENOMEM;
+    const r = yield* handleMmFault(mm, vma, addr, flags);
+    if (r < 0) return r;
+    flags &= ~FAULT_FLAG_UNSHARE;
+    pte = mm.pageTable.get(v);
+  }
+  return pteFrame(pte);
+}

@@ -1,0 +1,72 @@
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE, protToVmFlags } from './vma.ts';
+import { EACCES, EINVAL, ENOMEM } from './errno.ts';
+import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { PTE_PROTNONE, PTE_WRITE, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
+import { splitVmasAt } from './mmap.ts';
+
+const PUD_PAGES = 512 * 512;
+const P4D_PAGES = 512 * 512 * 512;
+
+/**
+ * mprotect(2). Each VMA piece whose flags change gets change_protection: a
+ * PROTECTION_VMA invalidation from the first populated 1 GiB (PUD) slot to the end of
+ * the piece, per 512 GiB chunk, whatever the direction of the change (rule 21h).
+ */
+export function* doMprotect(mm: MmStruct, addr: number, length: number, prot: number): Co<number> {
+  if (!isPageAligned(addr) || length < 0) return -EINVAL;
+  if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) return -EINVAL;
+  const len = pageAlignUp(length);
+  if (len === 0) return 0;
+  const end = addr + len;
+  // The whole range must be mapped.
+  let cursor = addr;
+  for (const v of mm.vmasIn(addr, end)) {
+    if (v.start > cursor) return -ENOMEM;
+    cursor = v.end;
+  }
+  if (cursor < end) return -ENOMEM;
+  const want = protToVmFlags(prot);
+  for (const v of mm.vmasIn(addr, end)) {
+    if (want & VM_WRITE && v.shared && !(v.flags & VM_MAYWRITE)) return -EACCES;
+  }
+  for (const vma of splitVmasAt(mm, addr, end)) {
+    const newFlags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | want;
+    if (newFlags === vma.flags) continue;
+    vma.flags = newFlags;
+    yield* changeProtection(mm, vma.start, vma.end, (vma.flags & VM_SHARED) !== 0, want);
+  }
+  return 0;
+}
+
+function* changeProtection(mm: MmStruct, start: number, end: number, _shared: boolean, want: number): Co {
+  const sv = vpn(start);
+  const ev = vpn(end);
+  for (let chunk = Math.floor(sv / P4D_PAGES) * P4D_PAGES; chunk < ev; chunk += P4D_PAGES) {
+    const lo = Math.max(sv, chunk);
+    const hi = Math.min(ev, chunk + P4D_PAGES);
+    let first = -1;
+    for (let pud = Math.floor(lo / PUD_PAGES) * PUD_PAGES; pud < hi; pud += PUD_PAGES) {
+      if (mm.pageTable.pudPopulated(pud)) {
+        first = Math.max(lo, pud);
+        break;
+      }
+    }
+    if (first < 0) continue;
+    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_VMA, first * PAGE_SIZE, hi * PAGE_SIZE);
+    yield* mmuNotifierInvalidateRangeStart(range);
+    for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
+      if (pteHas(pte, PTE_SWAP)) continue;
+      let flags = pteFlags(pte);
+      // Write permission is only ever removed here; it comes back through write faults.
+      if (!(want & VM_WRITE)) flags &= ~PTE_WRITE;
+      if (want === 0) flags |= PTE_PROTNONE;
+      else flags &= ~PTE_PROTNONE;
+      mm.pageTable.set(v, makePte(pteFrame(pte), flags));
+    }
+    yield* mmuNotifierInvalidateRangeEnd(range);
+  }
+}

@@ -1,0 +1,240 @@
+import type { Co, Task } from './sim/index.ts';
+import type { Kernel } from './kernel.ts';
+import type { MmStruct } from './mm.ts';
+import type { File } from './file.ts';
+import { EFAULT, EINVAL, ESRCH } from './errno.ts';
+import { PAGE_SIZE, pageAlignDown, pageAlignUp, vpn } from './constants.ts';
+import { doMadvise } from './madvise.ts';
+import { doMmap, doMremap, doMunmapSyscall } from './mmap.ts';
+import { doMprotect } from './mprotect.ts';
+import { dupMmap } from './fork.ts';
+import { mmput } from './exit.ts';
+import { faultInPage } from './memory.ts';
+import { PTE_ACCESSED, PTE_DIRTY, pteWith } from './page-table.ts';
+import { findOrReadPage, folioMarkDirty, truncatePages, writebackFile } from './filemap.ts';
+import { PG_PRIVATE } from './page-frames.ts';
+
+export const MS_ASYNC = 1;
+export const MS_SYNC = 4;
+export const MS_INVALIDATE = 2;
+
+/**
+ * A process: an mm and the user threads (tasks) sharing it, with the system calls a
+ * scenario makes. Every call is a coroutine run by one of its threads, returns what
+ * Linux returns (a value or -errno), and appears in the trace as syscall-begin/end.
+ *
+ * @example
+ *   const buf = yield* p.mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+ *   yield* p.store(buf, new Uint8Array([1, 2, 3]));
+ */
+export class Process {
+  readonly threads: Task[] = [];
+  alive = true;
+
+  constructor(readonly kernel: Kernel, readonly pid: number, readonly name: string, readonly mm: MmStruct) {}
+
+  /** Start a user thread of this process. */
+  spawnThread<T>(name: string, body: () => Co<T>): Task<T> {
+    const t = this.kernel.sim.spawn(`${this.name}/${name}`, body, { kind: 'user', pid: this.pid });
+    this.threads.push(t);
+    return t;
+  }
+
+  private *syscall(name: string, args: string, body: () => Co<number>): Co<number> {
+    const { sim } = this.kernel;
+    sim.emit({ type: 'syscall-begin', pid: this.pid, name, args });
+    const ret = this.alive ? yield* body() : -ESRCH;
+    sim.emit({ type: 'syscall-end', pid: this.pid, name, ret });
+    return ret;
+  }
+
+  private *writeLocked(body: () => Co<number>): Co<number> {
+    yield* this.mm.mmapLock.downWrite();
+    try {
+      return yield* body();
+    } finally {
+      this.mm.mmapLock.upWrite();
+    }
+  }
+
+  *mmap(addr: number, length: number, prot: number, flags: number, file: File | null = null, offset = 0): Co<number> {
+    return yield* this.syscall('mmap', `${hx(addr)}, ${length}, ${prot}, ${flags}${file ? ', ' + file.name : ''}, ${offset}`, () =>
+      this.writeLocked(() => doMmap(this.mm, addr, length, prot, flags, file, offset)));
+  }
+
+  *munmap(addr: number, length: number): Co<number> {
+    return yield* this.syscall('munmap', `${hx(addr)}, ${length}`, () => this.writeLocked(() => doMunmapSyscall(this.mm, addr, length)));
+  }
+
+  *mremap(oldAddr: number, oldLength: number, newLength: number, flags = 0, newAddr = 0): Co<number> {
+    return yield* this.syscall('mremap', `${hx(oldAddr)}, ${oldLength}, ${newLength}, ${flags}, ${hx(newAddr)}`, () =>
+      this.writeLocked(() => doMremap(this.mm, oldAddr, oldLength, newLength, flags, newAddr)));
+  }
+
+  *mprotect(addr: number, length: number, prot: number): Co<number> {
+    return yield* this.syscall('mprotect', `${hx(addr)}, ${length}, ${prot}`, () => this.writeLocked(() => doMprotect(this.mm, addr, length, prot)));
+  }
+
+  *madvise(addr: number, length: number, advice: number): Co<number> {
+    return yield* this.syscall('madvise', `${hx(addr)}, ${length}, ${advice}`, () => this.writeLocked(() => doMadvise(this.mm, addr, length, advice)));
+  }
+
+  /**
+   * A CPU load of `length` bytes: faults pages in as needed. Returns the bytes, or
+   * -EFAULT where a real process would take SIGSEGV (no VMA, no permission) or SIGBUS.
+   */
+  *load(addr: number, length: number): Co<Uint8Array | number> {
+    const out = new Uint8Array(length);
+    const r = yield* this.access(addr, length, false, (frame, off, pos, n) => out.set(this.kernel.phys.read(frame, off, n), pos));
+    return r < 0 ? r : out;
+  }
+
+  /** A CPU store: write faults (COW, page_mkwrite) as needed; 0 or -EFAULT. */
+  *store(addr: number, bytes: Uint8Array): Co<number> {
+    return yield* this.access(addr, bytes.length, true, (frame, off, pos, n) => this.kernel.phys.write(frame, off, bytes.subarray(pos, pos + n)));
+  }
+
+  private *access(addr: number, length: number, write: boolean, fn: (frame: number, off: number, pos: number, n: number) => void): Co<number> {
+    if (!this.alive) return -ESRCH;
+    const mm = this.mm;
+    let pos = 0;
+    while (pos < length) {
+      const a = addr + pos;
+      const page = pageAlignDown(a);
+      const n = Math.min(length - pos, page + PAGE_SIZE - a);
+      yield* mm.mmapLock.downRead();
+      const frame = yield* faultInPage(mm, a, write);
+      if (frame >= 0) {
+        fn(frame, a - page, pos, n);
+        const v = vpn(page);
+        mm.pageTable.set(v, pteWith(mm.pageTable.get(v), PTE_ACCESSED | (write ? PTE_DIRTY : 0)));
+      }
+      mm.mmapLock.upRead();
+      if (frame < 0) return frame;
+      pos += n;
+    }
+    return 0;
+  }
+
+  /** fork(2): a child process with a copy of the address space (or -errno). */
+  *fork(name = `${this.name}-child`): Co<Process | number> {
+    const { kernel } = this;
+    const childMm = kernel.newMm();
+    let child: Process | null = null;
+    const ret = yield* this.syscall('fork', '', () =>
+      this.writeLocked(function* (this: Process) {
+        const r = yield* dupMmap(this.mm, childMm);
+        if (r < 0) return r;
+        child = kernel.createProcess(name, childMm);
+        return child.pid;
+      }.bind(this)));
+    return ret < 0 || !child ? ret : child;
+  }
+
+  /** exit(2): the process's mm reference goes; exit_mmap runs if it was the last. */
+  *exit(): Co<number> {
+    return yield* this.syscall('exit', '', function* (this: Process) {
+      this.alive = false;
+      yield* mmput(this.mm);
+      this.kernel.processes.delete(this.pid);
+      return 0;
+    }.bind(this));
+  }
+
+  /** msync(2): MS_SYNC writes back the file pages of shared mappings in the range. */
+  *msync(addr: number, length: number, flags: number): Co<number> {
+    return yield* this.syscall('msync', `${hx(addr)}, ${length}, ${flags}`, function* (this: Process) {
+      if (addr % PAGE_SIZE !== 0 || flags & ~(MS_ASYNC | MS_SYNC | MS_INVALIDATE) || (flags & MS_ASYNC && flags & MS_SYNC)) return -EINVAL;
+      const end = addr + pageAlignUp(length);
+      const vmas = this.mm.vmasIn(addr, end);
+      if (vmas.length === 0) return -12; // ENOMEM: range not mapped
+      if (flags & MS_SYNC) for (const v of vmas) if (v.file && v.shared) yield* writebackFile(this.kernel, v.file);
+      return 0;
+    }.bind(this));
+  }
+
+  /** fsync(2). */
+  *fsync(file: File): Co<number> {
+    return yield* this.syscall('fsync', file.name, function* (this: Process) {
+      yield* writebackFile(this.kernel, file);
+      return 0;
+    }.bind(this));
+  }
+
+  /** pwrite(2) through the page cache: the pages become dirty with buffers attached. */
+  *pwrite(file: File, offset: number, bytes: Uint8Array): Co<number> {
+    return yield* this.syscall('pwrite', `${file.name}, ${bytes.length}, ${offset}`, function* (this: Process) {
+      if (offset < 0) return -EINVAL;
+      const { phys } = this.kernel;
+      let pos = 0;
+      while (pos < bytes.length) {
+        const off = offset + pos;
+        const index = Math.floor(off / PAGE_SIZE);
+        const n = Math.min(bytes.length - pos, PAGE_SIZE - (off % PAGE_SIZE));
+        const f = findOrReadPage(this.kernel, file, index);
+        if (f < 0) return f;
+        phys.write(f, off % PAGE_SIZE, bytes.subarray(pos, pos + n));
+        phys.set(f, PG_PRIVATE);
+        folioMarkDirty(this.kernel, f, 'generic_perform_write');
+        pos += n;
+      }
+      if (offset + bytes.length > file.size) file.size = offset + bytes.length;
+      yield* this.kernel.sim.preemptPoint('pwrite');
+      return bytes.length;
+    }.bind(this));
+  }
+
+  /** pread(2) through the page cache. */
+  *pread(file: File, offset: number, length: number): Co<Uint8Array | number> {
+    if (offset < 0 || length < 0) return -EINVAL;
+    const out = new Uint8Array(Math.max(0, Math.min(length, file.size - offset)));
+    for (let pos = 0; pos < out.length;) {
+      const off = offset + pos;
+      const n = Math.min(out.length - pos, PAGE_SIZE - (off % PAGE_SIZE));
+      const f = findOrReadPage(this.kernel, file, Math.floor(off / PAGE_SIZE));
+      if (f < 0) return f;
+      out.set(this.kernel.phys.read(f, off % PAGE_SIZE, n), pos);
+      pos += n;
+    }
+    yield* this.kernel.sim.preemptPoint('pread');
+    return out;
+  }
+
+  /** ftruncate(2): shrinking unmaps and drops the pages past the new size (rule 21c). */
+  *ftruncate(file: File, size: number): Co<number> {
+    return yield* this.syscall('ftruncate', `${file.name}, ${size}`, function* (this: Process) {
+      if (size < 0) return -EINVAL;
+      const oldPages = file.pages;
+      file.size = size;
+      const firstGone = Math.ceil(size / PAGE_SIZE);
+      if (firstGone < oldPages) yield* truncatePages(this.kernel, file, firstGone, oldPages - 1);
+      // Zero the tail of a partial last page, as truncate_inode_pages_range does.
+      if (size % PAGE_SIZE) {
+        const idx = Math.floor(size / PAGE_SIZE);
+        const f = file.pageCache.get(idx);
+        const off = size % PAGE_SIZE;
+        if (f !== undefined) this.kernel.phys.write(f, off, new Uint8Array(PAGE_SIZE - off));
+        const d = file.disk.get(idx);
+        if (d) d.fill(0, off);
+      }
+      return 0;
+    }.bind(this));
+  }
+
+  /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over whole pages. */
+  *punchHole(file: File, offset: number, length: number): Co<number> {
+    return yield* this.syscall('fallocate', `${file.name}, PUNCH_HOLE, ${offset}, ${length}`, function* (this: Process) {
+      if (offset < 0 || length <= 0) return -EINVAL;
+      const first = Math.ceil(offset / PAGE_SIZE);
+      const last = Math.floor((offset + length) / PAGE_SIZE) - 1;
+      if (last >= first) yield* truncatePages(this.kernel, file, first, last);
+      return 0;
+    }.bind(this));
+  }
+}
+
+function hx(n: number): string {
+  return '0x' + n.toString(16);
+}
+
+export { EFAULT };

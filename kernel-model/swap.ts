@@ -1,0 +1,108 @@
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import type { Vma } from './vma.ts';
+import { vpn } from './constants.ts';
+import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
+import { VM_WRITE } from './vma.ts';
+
+/**
+ * A swap area: slots holding the bytes of swapped-out anonymous pages, shared by the
+ * PTEs that reference them (after fork a slot can be referenced twice).
+ */
+export class SwapArea {
+  private readonly slots = new Map<number, { bytes: Uint8Array | undefined; refs: number; frame: number }>();
+  private readonly byFrame = new Map<number, number>();
+  private nextSlot = 1;
+
+  /** `dropCached` releases a frame still held by the swap cache when its slot goes. */
+  constructor(private readonly dropCached: (frame: number) => void = () => undefined) {}
+
+  /** Store a page's bytes (undefined for an all-zero page); returns the slot. */
+  store(bytes: Uint8Array | undefined, refs: number): number {
+    const slot = this.nextSlot++;
+    this.slots.set(slot, { bytes, refs, frame: -1 });
+    return slot;
+  }
+
+  /** The frame still in the swap cache for this slot, or -1. */
+  cachedFrame(slot: number): number {
+    return this.slots.get(slot)?.frame ?? -1;
+  }
+
+  /** Put a frame in the swap cache for `slot` (frame -1 removes it). */
+  setCachedFrame(slot: number, frame: number): void {
+    const s = this.slots.get(slot);
+    if (!s) return;
+    if (s.frame >= 0) this.byFrame.delete(s.frame);
+    s.frame = frame;
+    if (frame >= 0) this.byFrame.set(frame, slot);
+  }
+
+  /** The slot whose swap cache holds this frame, or -1. */
+  slotOf(frame: number): number {
+    return this.byFrame.get(frame) ?? -1;
+  }
+
+  bytes(slot: number): Uint8Array | undefined {
+    return this.slots.get(slot)?.bytes;
+  }
+
+  refs(slot: number): number {
+    return this.slots.get(slot)?.refs ?? 0;
+  }
+
+  dup(slot: number): void {
+    const s = this.slots.get(slot);
+    if (s) s.refs++;
+  }
+
+  free(slot: number): void {
+    const s = this.slots.get(slot);
+    if (s && --s.refs <= 0) {
+      this.slots.delete(slot);
+      if (s.frame >= 0) {
+        this.byFrame.delete(s.frame);
+        this.dropCached(s.frame);
+      }
+    }
+  }
+
+  get used(): number {
+    return this.slots.size;
+  }
+}
+
+/**
+ * do_swap_page: bring a swapped-out anonymous page back into a new frame. The page is
+ * exclusive when this was the slot's only user; a write maps it writable at once.
+ */
+export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): Co<number> {
+  const { phys, swap, lru } = mm.kernel;
+  const v = vpn(page);
+  const slot = pteFrame(mm.pageTable.get(v));
+  const exclusive = swap.refs(slot) === 1;
+  let f = swap.cachedFrame(slot);
+  if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
+    // Still in the swap cache (reclaim could not free it): map the same page again.
+    phys.get(f);
+    if (exclusive) {
+      swap.setCachedFrame(slot, -1);
+      phys.clear(f, PG_SWAPCACHE);
+      phys.put(f); // the swap cache's reference
+    }
+  } else {
+    f = phys.allocPage();
+    if (f < 0) return f;
+    const bytes = swap.bytes(slot);
+    if (bytes) phys.write(f, 0, bytes);
+    lru.add(f);
+  }
+  phys.set(f, PG_ANON | PG_SWAPBACKED | (exclusive ? PG_ANON_EXCLUSIVE : 0));
+  swap.free(slot);
+  phys.rmapAdd(f, mm, page);
+  const w = write && exclusive && (vma.flags & VM_WRITE) !== 0;
+  mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+  yield* mm.kernel.sim.preemptPoint('swap-in');
+  return 0;
+}

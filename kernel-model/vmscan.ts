@@ -1,0 +1,222 @@
+import type { Co } from './sim/index.ts';
+import type { Kernel } from './kernel.ts';
+import type { MmStruct } from './mm.ts';
+import { PAGE_SIZE, vpn } from './constants.ts';
+import { PTE_ACCESSED, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
+import {
+  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
+} from './page-frames.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierClearFlushYoung, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { writebackPage } from './filemap.ts';
+
+export interface ReclaimStats {
+  scanned: number;
+  reclaimed: number;
+  swappedOut: number;
+  keptPinned: number;
+  keptYoung: number;
+  writtenBack: number;
+}
+
+export type ReclaimOutcome = 'freed' | 'young' | 'pinned' | 'busy' | 'writeback' | 'kept';
+
+/**
+ * shrink_folio_list for one page: the LRU's oldest page is aged by the accessed bits
+ * in every PTE mapping it, OR-ed with the classic subscribers' young callbacks (rule 37);
+ * a referenced page gets a second chance. Otherwise it is unmapped with a CLEAR per
+ * mapping (21e) and freed: anonymous pages to swap (not when maybe-pinned, rule 72),
+ * clean file pages dropped with their buffers, dirty file pages written back first.
+ * A maybe-pinned page that was unmapped anyway (a file page) is kept on the active list.
+ * The NIC sets no accessed bits: pages busy only with DMA age out, faithfully.
+ */
+export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats): Co<ReclaimOutcome> {
+  const { phys, lru, swap, sim } = kernel;
+  stats.scanned++;
+  if (frame === ZERO_PFN || !phys.isAllocated(frame)) {
+    lru.remove(frame);
+    return 'kept';
+  }
+  const outcome = (o: ReclaimOutcome): ReclaimOutcome => {
+    sim.emit({ type: 'reclaim', frame, outcome: o });
+    return o;
+  };
+  // folio_referenced
+  let young = false;
+  for (const { mm, addr } of [...phys.mappingsOf(frame)]) {
+    const v = vpn(addr);
+    const pte = mm.pageTable.get(v);
+    if (ptePresent(pte) && pteHas(pte, PTE_ACCESSED)) {
+      young = true;
+      mm.pageTable.set(v, makePte(pteFrame(pte), pteFlags(pte) & ~PTE_ACCESSED));
+    }
+    if (yield* mmuNotifierClearFlushYoung(mm, addr, addr + PAGE_SIZE)) young = true;
+  }
+  if (young) {
+    lru.rotate(frame);
+    stats.keptYoung++;
+    return outcome('young');
+  }
+  const anon = phys.has(frame, PG_ANON);
+  if (anon && !phys.has(frame, PG_SWAPCACHE) && phys.maybeDmaPinned(frame)) {
+    lru.rotate(frame);
+    stats.keptPinned++;
+    return outcome('pinned');
+  }
+  if (!anon && phys.has(frame, PG_DIRTY)) {
+    const file = kernel.fileById(phys.mappingFile[frame]!);
+    if (file && !file.shmem) {
+      yield* writebackPage(kernel, file, phys.index[frame]!, false);
+      stats.writtenBack++;
+      lru.rotate(frame);
+      return outcome('writeback');
+    }
+  }
+  const lazyFree = anon && phys.has(frame, PG_LAZYFREE) && !phys.has(frame, PG_DIRTY);
+  // add_to_swap: the swap cache takes a reference and a slot shared by every mapping.
+  let slot = -1;
+  if (anon && !lazyFree) {
+    const existing = swap.slotOf(frame);
+    if (existing >= 0) slot = existing;
+    else {
+      slot = swap.store(phys.pageBytes(frame)?.slice(), 0);
+      swap.setCachedFrame(slot, frame);
+      phys.set(frame, PG_SWAPCACHE);
+      phys.get(frame);
+    }
+  }
+  // try_to_unmap: one CLEAR per mapping.
+  let unmappedAll = true;
+  for (const { mm, addr } of [...phys.mappingsOf(frame)]) {
+    const ok = yield* unmapOne(kernel, mm, addr, frame, slot, lazyFree);
+    if (!ok) unmappedAll = false;
+  }
+  if (!unmappedAll) {
+    lru.rotate(frame);
+    return outcome('busy');
+  }
+  if (phys.maybeDmaPinned(frame)) {
+    // Recent kernels put a maybe-pinned folio back on the active list after unmapping.
+    phys.set(frame, PG_ACTIVE);
+    lru.rotate(frame);
+    stats.keptPinned++;
+    return outcome('pinned');
+  }
+  if (!anon) {
+    // try_to_release_folio drops the buffers before __remove_mapping checks references.
+    phys.clear(frame, PG_PRIVATE);
+    const file = kernel.fileById(phys.mappingFile[frame]!);
+    if (phys.refcount[frame] === 1 && file && !phys.has(frame, PG_WRITEBACK)) {
+      if (file.shmem) return outcome('kept'); // shmem swap is not modelled: keep it
+      file.pageCache.delete(phys.index[frame]!);
+      phys.mappingFile[frame] = -1;
+      lru.remove(frame);
+      phys.put(frame);
+      stats.reclaimed++;
+      return outcome('freed');
+    }
+    lru.rotate(frame);
+    return outcome('busy');
+  }
+  if (lazyFree) {
+    if (phys.refcount[frame] === 0) {
+      stats.reclaimed++;
+      return outcome('freed');
+    }
+    return outcome('busy');
+  }
+  // __remove_mapping: only the swap cache's reference may remain.
+  if (phys.refcount[frame] === 1) {
+    swap.setCachedFrame(slot, -1);
+    phys.clear(frame, PG_SWAPCACHE);
+    lru.remove(frame);
+    phys.put(frame);
+    stats.reclaimed++;
+    stats.swappedOut++;
+    return outcome('freed');
+  }
+  lru.rotate(frame);
+  return outcome('busy');
+}
+
+/** try_to_unmap_one for one mapping: CLEAR around replacing the PTE (rules 21e, 71). */
+function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, slot: number, lazyFree: boolean): Co<boolean> {
+  const { phys, swap } = kernel;
+  const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, addr, addr + PAGE_SIZE);
+  yield* mmuNotifierInvalidateRangeStart(range);
+  const v = vpn(addr);
+  const pte = mm.pageTable.get(v);
+  let ok = true;
+  if (!ptePresent(pte) || pteFrame(pte) !== frame) {
+    ok = true;
+  } else if (phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE) && phys.maybeDmaPinned(frame)) {
+    ok = false; // share step fails: PTE left as it was (rule 71)
+  } else {
+    if (slot >= 0) {
+      swap.dup(slot);
+      mm.pageTable.set(v, makePte(slot, PTE_SWAP));
+    } else {
+      mm.pageTable.clear(v);
+    }
+    phys.rmapRemove(frame, mm, addr);
+    phys.clear(frame, PG_ANON_EXCLUSIVE);
+    phys.put(frame);
+  }
+  yield* mmuNotifierInvalidateRangeEnd(range);
+  return ok;
+}
+
+/** Reclaim up to `target` pages, scanning the LRU oldest first (at most twice round). */
+export function* shrinkLru(kernel: Kernel, target: number, stats: ReclaimStats = newReclaimStats()): Co<ReclaimStats> {
+  const budget = kernel.lru.size * 2;
+  for (let scanned = 0; stats.reclaimed < target && scanned < budget; scanned++) {
+    const it = kernel.lru[Symbol.iterator]().next();
+    if (it.done) break;
+    yield* shrinkPage(kernel, it.value, stats);
+  }
+  return stats;
+}
+
+export function newReclaimStats(): ReclaimStats {
+  return { scanned: 0, reclaimed: 0, swappedOut: 0, keptPinned: 0, keptYoung: 0, writtenBack: 0 };
+}
+
+/** MADV_PAGEOUT: reclaim the pages mapped in [start, end) now. */
+export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
+  const stats = newReclaimStats();
+  for (const [, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
+    if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
+    yield* shrinkPage(mm.kernel, pteFrame(pte), stats);
+  }
+}
+
+export interface KswapdOptions {
+  /** Wake when free frames fall below this many. */
+  lowWatermark: number;
+  /** Reclaim until this many frames are free. */
+  highWatermark: number;
+  /** How often kswapd checks the watermarks (virtual ns). */
+  periodNs: number;
+}
+
+/**
+ * kswapd: a kernel thread that checks the watermarks periodically and reclaims from the
+ * LRU when free memory is low. Runs forever (runs are bounded by their limits).
+ */
+export function startKswapd(kernel: Kernel, opts: Partial<KswapdOptions> = {}): ReclaimStats {
+  const frames = kernel.phys.frames;
+  const o: KswapdOptions = {
+    lowWatermark: opts.lowWatermark ?? Math.max(8, Math.floor(frames / 32)),
+    highWatermark: opts.highWatermark ?? Math.max(16, Math.floor(frames / 16)),
+    periodNs: opts.periodNs ?? 1_000_000,
+  };
+  const stats = newReclaimStats();
+  kernel.sim.spawn('kswapd0', function* () {
+    for (;;) {
+      yield* kernel.sim.sleep(o.periodNs);
+      if (kernel.phys.freeFrames >= o.lowWatermark) continue;
+      yield* shrinkLru(kernel, o.highWatermark - kernel.phys.freeFrames, stats);
+    }
+  }, { kind: 'kthread' });
+  return stats;
+}
