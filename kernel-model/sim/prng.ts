@@ -31,7 +31,7 @@ export class Rng {
     // preemption choice). Fill the whole 128-bit state from a splitmix32 of the seed.
     const next = splitmix32(seed);
     const state = [next(), next(), next(), next()];
-    if (state.every((w) => w === 0)) state[0] = 1; // the one state xoroshiro cannot leave
+    if (!state.some((w) => w !== 0)) state[0] = 1; // the one state xoroshiro cannot leave
     this.gen = prand.xoroshiro128plus.fromState(state);
   }
   /** Uniform integer in [lo, hi], both inclusive. */

@@ -34,6 +34,9 @@ export type TraceBody =
   | { type: 'note'; text: string }
   | { type: 'dirty-without-buffers'; frame: number; caller: string }
   | { type: 'writeback'; file: number; index: number; frame: number }
+  | { type: 'migrate'; frame: number; to: number; reason: string; ret: number }
+  | { type: 'reclaim'; frame: number; outcome: string }
+  | { type: 'oom-reap'; mm: number; start: number; end: number; ret: number }
   | { type: 'real-timer'; api: string }
   | { type: 'limit'; reason: string };
 
