@@ -108,6 +108,11 @@ export class Kernel {
     return f;
   }
 
+  /** Every file and shmem object, in creation order. */
+  allFiles(): File[] {
+    return [...this.files.values()];
+  }
+
   fileById(id: number): File | undefined {
     return this.files.get(id);
   }

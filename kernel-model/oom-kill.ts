@@ -1,0 +1,70 @@
+import type { Co } from './sim/index.ts';
+import type { Kernel } from './kernel.ts';
+import type { MmStruct } from './mm.ts';
+import type { Process } from './process.ts';
+import { EAGAIN } from './errno.ts';
+import { VM_SHARED } from './vma.ts';
+import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
+import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStartNonblock } from './mmu-notifier.ts';
+import { zapPteRange } from './memory.ts';
+
+/** MAX_OOM_REAP_RETRIES and the sleep between attempts (HZ/10). */
+export const MAX_OOM_REAP_RETRIES = 10;
+export const OOM_REAP_RETRY_NS = 100_000_000;
+
+export interface OomReapResult {
+  attempts: number;
+  skippedVmas: number;
+  reaped: boolean;
+}
+
+/**
+ * __oom_reap_task_mm: for each anonymous or private VMA, a non-blockable CLEAR over the
+ * whole VMA (rules 15, 17); a VMA whose subscribers answer -EAGAIN is skipped (nothing
+ * unmapped, no end) and the reap reports failure so that it is retried later.
+ */
+export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean> {
+  const { phys, sim } = mm.kernel;
+  let ok = true;
+  for (const vma of [...mm.vmas]) {
+    if (vma.flags & VM_SHARED) continue;
+    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, vma.start, vma.end, { blockable: false });
+    const ret = yield* mmuNotifierInvalidateRangeStartNonblock(range);
+    sim.emit({ type: 'oom-reap', mm: mm.id, start: vma.start, end: vma.end, ret });
+    if (ret === -EAGAIN) {
+      result.skippedVmas++;
+      ok = false;
+      continue;
+    }
+    const toFree: number[] = [];
+    zapPteRange(mm, vma, vma.start, vma.end, toFree);
+    yield* mmuNotifierInvalidateRangeEnd(range);
+    for (const f of toFree) phys.put(f);
+  }
+  return ok;
+}
+
+/**
+ * The OOM killer picks `victim`: it is killed (its threads stop making system calls) and
+ * the oom_reaper thread reaps its address space, retrying up to MAX_OOM_REAP_RETRIES
+ * times while the mmap lock is taken or a subscriber answers -EAGAIN.
+ */
+export function oomKill(kernel: Kernel, victim: Process): OomReapResult {
+  victim.alive = false;
+  const mm = victim.mm;
+  const result: OomReapResult = { attempts: 0, skippedVmas: 0, reaped: false };
+  if (!mm.mmgetNotZero()) return result;
+  kernel.sim.spawn('oom_reaper', function* () {
+    while (result.attempts < MAX_OOM_REAP_RETRIES && !result.reaped) {
+      result.attempts++;
+      if (mm.mmapLock.downReadTrylock()) {
+        result.reaped = yield* oomReapTaskMm(mm, result);
+        mm.mmapLock.upRead();
+      }
+      if (!result.reaped) yield* kernel.sim.sleep(OOM_REAP_RETRY_NS);
+    }
+    mm.users--; // mmput without exit_mmap: the victim's own exit does that
+    if (mm.users === 0) mm.users = 1;
+  }, { kind: 'kthread' });
+  return result;
+}
