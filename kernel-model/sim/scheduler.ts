@@ -3,14 +3,26 @@ import { Subscription, type SchedulerAction, type SchedulerLike } from 'rxjs';
 /** A pending event: a callback to run at a virtual instant. Cancel by setting `cancelled`. */
 export interface SimEvent {
   readonly time: number;
+  /** Insertion sequence: orders events of the same instant. */
+  readonly seq: number;
   readonly fn: () => void;
   cancelled: boolean;
 }
 
+/** Bounds on the number of calendar buckets; a rebuild aims at ~4 events per bucket. */
+const MIN_BUCKETS = 64;
+const MAX_BUCKETS = 16384;
+
 /**
- * The simulation's only clock: a binary heap ordered by (virtual ns, insertion sequence).
- * Time and sequence live in typed arrays so that ordering compares touch contiguous
- * memory; with a million pending events a push or pop stays O(log n) and cache-friendly.
+ * The simulation's only clock: events ordered by (virtual ns, insertion sequence).
+ *
+ * A two-tier priority queue, so that the cost per event does not grow with the number
+ * pending. Events due before `horizon` sit in a small binary heap (time and sequence in
+ * typed arrays, so comparisons touch contiguous memory); later ones wait unsorted in a
+ * ring of calendar buckets of equal width, and those past the ring in an overflow list.
+ * When the heap runs dry the next non-empty bucket is moved into it; when the ring runs
+ * dry it is rebuilt from the overflow with a width fitted to what is there. A push is
+ * O(1) or O(log k) for a heap of k << n; each event is moved between tiers at most twice.
  *
  * It is also an rxjs `SchedulerLike`, so `timer(5_000, sim.scheduler)`, `delay` and
  * `bufferTime` run in virtual nanoseconds. Do not use rxjs's `VirtualTimeScheduler`:
@@ -27,13 +39,21 @@ export class SimScheduler implements SchedulerLike {
   private size = 0;
   private nextSeq = 0;
   private clock = 0;
+  /** Every pending event earlier than this is in the heap. */
+  private horizon = 0;
+  private ringBase = 0;
+  private ringWidth = 1;
+  private ringCursor = 0;
+  private ringCount = 0;
+  private ring: SimEvent[][] = Array.from({ length: MIN_BUCKETS }, () => []);
+  private overflow: SimEvent[] = [];
 
   now(): number {
     return this.clock;
   }
 
   get pending(): number {
-    return this.size;
+    return this.size + this.ringCount + this.overflow.length;
   }
 
   /** Run `fn` at virtual time now + delay (ns, rounded to an integer, never negative). */
@@ -66,14 +86,71 @@ export class SimScheduler implements SchedulerLike {
   }
 
   private dropCancelledHead(): void {
-    while (this.size > 0 && (this.items[0] as SimEvent).cancelled) this.removeHead();
+    for (;;) {
+      if (this.size === 0 && !this.refill()) return;
+      if (!(this.items[0] as SimEvent).cancelled) return;
+      this.removeHead();
+    }
   }
 
   private push(time: number, fn: () => void): SimEvent {
-    const ev: SimEvent = { time, fn, cancelled: false };
+    const ev: SimEvent = { time, seq: this.nextSeq++, fn, cancelled: false };
+    this.place(ev);
+    return ev;
+  }
+
+  private place(ev: SimEvent): void {
+    if (ev.time < this.horizon) {
+      this.heapPush(ev);
+      return;
+    }
+    const idx = Math.floor((ev.time - this.ringBase) / this.ringWidth);
+    if (idx < this.ring.length) {
+      (this.ring[idx] as SimEvent[]).push(ev);
+      this.ringCount++;
+    } else {
+      this.overflow.push(ev);
+    }
+  }
+
+  /** The heap is empty: move the next bucket in, rebuilding the ring if needed. */
+  private refill(): boolean {
+    for (;;) {
+      if (this.ringCount > 0) {
+        while ((this.ring[this.ringCursor] as SimEvent[]).length === 0) this.ringCursor++;
+        const bucket = this.ring[this.ringCursor] as SimEvent[];
+        this.ring[this.ringCursor] = [];
+        this.ringCount -= bucket.length;
+        this.ringCursor++;
+        this.horizon = this.ringBase + this.ringCursor * this.ringWidth;
+        for (const ev of bucket) if (!ev.cancelled) this.heapPush(ev);
+        if (this.size > 0) return true;
+        continue;
+      }
+      const live = this.overflow.filter((ev) => !ev.cancelled);
+      this.overflow = [];
+      if (live.length === 0) return false;
+      let min = Infinity;
+      let max = -Infinity;
+      for (const ev of live) {
+        if (ev.time < min) min = ev.time;
+        if (ev.time > max) max = ev.time;
+      }
+      let buckets = MIN_BUCKETS;
+      while (buckets < MAX_BUCKETS && buckets * 4 < live.length) buckets *= 2;
+      if (buckets !== this.ring.length) this.ring = Array.from({ length: buckets }, () => []);
+      this.ringBase = min;
+      this.ringWidth = Math.max(1, Math.ceil((max - min + 1) / buckets));
+      this.ringCursor = 0;
+      this.horizon = min;
+      for (const ev of live) this.place(ev);
+    }
+  }
+
+  private heapPush(ev: SimEvent): void {
     if (this.size === this.times.length) this.grow();
+    const { time, seq } = ev;
     let i = this.size++;
-    const seq = this.nextSeq++;
     const { times, seqs, items } = this;
     while (i > 0) {
       const parent = (i - 1) >> 1;
@@ -87,7 +164,6 @@ export class SimScheduler implements SchedulerLike {
     times[i] = time;
     seqs[i] = seq;
     items[i] = ev;
-    return ev;
   }
 
   private removeHead(): SimEvent {
