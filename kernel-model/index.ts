@@ -1,0 +1,53 @@
+// The public face of the kernel model. Other folders import only from here.
+export * from './sim/index.ts';
+export * from './errno.ts';
+export * from './constants.ts';
+export { PROFILES, PROFILE_NAMES, profileByName, requireInterface, INTRODUCED_IN, type KernelProfile, type ProfileName } from './profile.ts';
+export { Kernel, type KernelOptions, type NotifierStreamEvent } from './kernel.ts';
+export { MmStruct } from './mm.ts';
+export { Process, MS_ASYNC, MS_SYNC, MS_INVALIDATE } from './process.ts';
+export { Vma, VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYSHARE, VM_IO, VM_PFNMAP, VM_DONTCOPY, VM_LOCKED } from './vma.ts';
+export { File } from './file.ts';
+export {
+  PhysicalMemory, GUP_PIN_COUNTING_BIAS, ZERO_PFN,
+  PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_UPTODATE, PG_ANON, PG_SWAPBACKED, PG_ANON_EXCLUSIVE, PG_PRIVATE,
+  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, type RmapItem,
+} from './page-frames.ts';
+export {
+  PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE,
+  pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte,
+} from './page-table.ts';
+export { DmaBus } from './dma-bus.ts';
+export { Lru } from './lru.ts';
+export { SwapArea } from './swap.ts';
+export { handleMmFault, faultInPage, notifyPageChange, wpPageCopy, zapPteRange, FAULT_FLAG_WRITE, FAULT_FLAG_UNSHARE, FAULT_FLAG_REMOTE } from './memory.ts';
+export { findOrReadPage, folioMarkDirty, folioMkclean, writebackPage, writebackFile, truncatePages } from './filemap.ts';
+export { mmput, exitMmap } from './exit.ts';
+export { MMAP_BASE } from './mmap.ts';
+export {
+  MmuNotifyEvent, MMU_NOTIFIER_RANGE_BLOCKABLE, mmuNotifierRangeInit, mmuNotifierRangeBlockable, eventName,
+  type MmuNotifierRange,
+} from './mmu-notifier-range.ts';
+export {
+  hmmRangeFault, hmmRangeInit, hmmPfnRecord, hmmPfnEncode, hmmPfnDecode, HMM_RANGE_DEFAULT_TIMEOUT_NS,
+  HMM_PFN_VALID, HMM_PFN_WRITE, HMM_PFN_ERROR, HMM_PFN_DMA_MAPPED, HMM_PFN_P2PDMA, HMM_PFN_P2PDMA_BUS,
+  HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, type HmmRange, type HmmPfn,
+} from './hmm-range-fault.ts';
+
+// ---- mmu notifiers (classic and interval) --------------------------------------------
+export { IntervalTree, IntervalTreeNode } from './interval-tree.ts';
+export {
+  MmuNotifier, MmuNotifierSubscriptions, INVALIDATE_RANGE_START_MAP,
+  mmuNotifierRegister, __mmuNotifierRegister, mmuNotifierGet, mmuNotifierGetLocked, mmuNotifierPut,
+  mmuNotifierUnregister, mmuNotifierSynchronize, mmuNotifierSubscriptionsDestroy,
+  mmuNotifierInvalidateRangeStart, mmuNotifierInvalidateRangeStartNonblock, mmuNotifierInvalidateRangeEnd,
+  mmuNotifierRelease, mmuNotifierClearFlushYoung, mmuNotifierClearYoung, mmuNotifierTestYoung,
+  mmuNotifierArchInvalidateSecondaryTlbs, mmuNotifierInvalidatePage, inNotifierCallback,
+  type MmuNotifierOps, type NotifierResult,
+} from './mmu-notifier.ts';
+export {
+  MmuIntervalNotifier, mmuIntervalNotifierInsert, mmuIntervalNotifierInsertLocked, mmuIntervalNotifierRemove,
+  mmuIntervalReadBegin, mmuIntervalReadRetry, mmuIntervalCheckRetry, mmuIntervalSetSeq,
+  type MmuIntervalNotifierOps, type MmuIntervalNotifierInsertOptions, type SubscriberLock,
+} from './mmu-interval-notifier.ts';
+// ---- end of mmu notifiers ------------------------------------------------------------
