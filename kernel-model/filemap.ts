@@ -10,6 +10,8 @@ import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pte
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { notifyPageChange } from './memory.ts';
+import { zapPteRange } from './memory.ts';
 
 /**
  * filemap_get_folio / read_cache_folio: the page-cache page for `index`, read from disk
@@ -116,12 +118,11 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
     const mm = vma.mm;
     const pte = mm.pageTable.get(vpn(addr));
     if (!ptePresent(pte) || pteFrame(pte) !== frame) continue;
-    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_PAGE, addr, addr + PAGE_SIZE);
-    yield* mmuNotifierInvalidateRangeStart(range);
-    const cur = mm.pageTable.get(vpn(addr));
-    if (pteHas(cur, PTE_DIRTY)) dirty = true;
-    mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
-    yield* mmuNotifierInvalidateRangeEnd(range);
+    yield* notifyPageChange(mm, MmuNotifyEvent.PROTECTION_PAGE, addr, () => {
+      const cur = mm.pageTable.get(vpn(addr));
+      if (pteHas(cur, PTE_DIRTY)) dirty = true;
+      mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
+    });
   }
   return dirty;
 }
@@ -135,8 +136,10 @@ export function* writebackPage(kernel: Kernel, file: File, index: number, dropBu
   const frame = file.pageCache.get(index);
   if (frame === undefined || file.shmem) return false;
   const { phys } = kernel;
-  yield* folioMkclean(kernel, file, index, frame);
+  // Writeback visits only pages tagged dirty: a clean page is not cleaned again (no
+  // PROTECTION_PAGE for it), however often fsync or the flusher runs.
   if (!phys.has(frame, PG_DIRTY)) return false;
+  yield* folioMkclean(kernel, file, index, frame);
   phys.clear(frame, PG_DIRTY);
   file.disk.set(index, phys.read(frame, 0, PAGE_SIZE));
   if (dropBuffers) phys.clear(frame, PG_PRIVATE);
@@ -156,9 +159,12 @@ export function* writebackFile(kernel: Kernel, file: File, dropBuffers = false):
 /**
  * unmap_mapping_range + truncate_inode_pages for page indexes [first, last]: one CLEAR
  * per VMA mapping the file range, over that VMA's overlap (rule 21c), then the pages
- * leave the page cache (and the disk, for a truncate or hole punch).
+ * leave the page cache (and the disk, for a truncate or hole punch). `last` may be
+ * Infinity (truncate: to the end of every VMA). `evenCows` also zaps the private COW
+ * copies in the range, as truncation does (POSIX: access past EOF is SIGBUS) and hole
+ * punch does not.
  */
-export function* truncatePages(kernel: Kernel, file: File, first: number, last: number): Co {
+export function* truncatePages(kernel: Kernel, file: File, first: number, last: number, evenCows = false): Co {
   const { phys } = kernel;
   for (const vma of [...file.mappings]) {
     const s = Math.max(vma.start, vma.addrOfIndex(first));
@@ -168,9 +174,10 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
     yield* mmuNotifierInvalidateRangeStart(range);
     const toFree: number[] = [];
-    for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
+    if (evenCows) zapPteRange(mm, vma, s, e, toFree);
+    else for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
       const f = pteFrame(pte);
-      // A private COW copy is anonymous and survives truncation of the file.
+      // A private COW copy is anonymous and survives a hole punch.
       if (!ptePresent(pte) || phys.mappingFile[f] !== file.id) continue;
       mm.pageTable.clear(v);
       phys.rmapRemove(f, mm, v * PAGE_SIZE);

@@ -10,7 +10,7 @@ import {
 } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
-import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
 import { swapIn } from './swap.ts';
 
@@ -134,6 +134,16 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
   if (oldFrame !== ZERO_PFN) phys.copyPage(nf, oldFrame);
   phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
   vma.anonVma = true;
+  if (mm.kernel.profile.invalidatePageAfterClear) {
+    // linux-3.0: ptep_clear_flush_notify, the notification after the new PTE is in.
+    phys.rmapRemove(oldFrame, mm, page);
+    phys.rmapAdd(nf, mm, page);
+    mm.kernel.lru.add(nf);
+    mm.pageTable.set(v, makePte(nf, unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+    yield* mmuNotifierInvalidatePage(mm, page);
+    phys.put(oldFrame);
+    return 0;
+  }
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, page, page + PAGE_SIZE);
   yield* mmuNotifierInvalidateRangeStart(range);
   yield* mm.kernel.sim.preemptPoint('pte write');
@@ -151,6 +161,24 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.put(nf);
   }
   return 0;
+}
+
+/**
+ * Change one page's PTE under the notifier protocol of the profile's kernel: a start/end
+ * pair around the change (every kernel since 3.x for ranges, and for single pages since
+ * 4.13), or, on linux-3.0, the change first and `invalidate_page` after it
+ * (ptep_clear_flush_notify), so a secondary MMU hears of it only once the CPU has moved on.
+ */
+export function* notifyPageChange(mm: MmStruct, event: MmuNotifyEvent, addr: number, change: () => void): Co {
+  if (mm.kernel.profile.invalidatePageAfterClear) {
+    change();
+    yield* mmuNotifierInvalidatePage(mm, addr);
+    return;
+  }
+  const range = mmuNotifierRangeInit(mm, event, addr, addr + PAGE_SIZE);
+  yield* mmuNotifierInvalidateRangeStart(range);
+  change();
+  yield* mmuNotifierInvalidateRangeEnd(range);
 }
 
 /**

@@ -24,7 +24,13 @@ export interface OomReapResult {
  * unmapped, no end) and the reap reports failure so that it is retried later.
  */
 export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean> {
-  const { phys, sim } = mm.kernel;
+  const { phys, sim, profile } = mm.kernel;
+  // Before 4.19 there was no non-blocking invalidation: the reaper left every mm with
+  // notifier subscribers alone (mm_has_notifiers) and let the victim's exit do it.
+  if (!profile.blockableFlag && mm.notifierSubscriptions) {
+    sim.emit({ type: 'oom-reap', mm: mm.id, start: 0, end: 0, ret: -EAGAIN });
+    return false;
+  }
   let ok = true;
   for (const vma of [...mm.vmas]) {
     if (vma.flags & VM_SHARED) continue;

@@ -6,8 +6,9 @@ import { PTE_ACCESSED, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent
 import {
   PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
 } from './page-frames.ts';
-import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
-import { mmuNotifierClearFlushYoung, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
+import { MmuNotifyEvent } from './mmu-notifier-range.ts';
+import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
+import { notifyPageChange } from './memory.ts';
 import { writebackPage } from './filemap.ts';
 
 export interface ReclaimStats {
@@ -88,7 +89,7 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats):
   // try_to_unmap: one CLEAR per mapping.
   let unmappedAll = true;
   for (const { mm, addr } of [...phys.mappingsOf(frame)]) {
-    const ok = yield* unmapOne(kernel, mm, addr, frame, slot, lazyFree);
+    const ok = yield* unmapOne(kernel, mm, addr, frame, slot);
     if (!ok) unmappedAll = false;
   }
   if (!unmappedAll) {
@@ -140,18 +141,17 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats):
 }
 
 /** try_to_unmap_one for one mapping: CLEAR around replacing the PTE (rules 21e, 71). */
-function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, slot: number, lazyFree: boolean): Co<boolean> {
+function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, slot: number): Co<boolean> {
   const { phys, swap } = kernel;
-  const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, addr, addr + PAGE_SIZE);
-  yield* mmuNotifierInvalidateRangeStart(range);
-  const v = vpn(addr);
-  const pte = mm.pageTable.get(v);
   let ok = true;
-  if (!ptePresent(pte) || pteFrame(pte) !== frame) {
-    ok = true;
-  } else if (phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE) && phys.maybeDmaPinned(frame)) {
-    ok = false; // share step fails: PTE left as it was (rule 71)
-  } else {
+  yield* notifyPageChange(mm, MmuNotifyEvent.CLEAR, addr, () => {
+    const v = vpn(addr);
+    const pte = mm.pageTable.get(v);
+    if (!ptePresent(pte) || pteFrame(pte) !== frame) return;
+    if (phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE) && phys.maybeDmaPinned(frame)) {
+      ok = false; // the share step fails: the PTE stays as it was (rule 71)
+      return;
+    }
     if (slot >= 0) {
       swap.dup(slot);
       mm.pageTable.set(v, makePte(slot, PTE_SWAP));
@@ -161,8 +161,7 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
     phys.rmapRemove(frame, mm, addr);
     phys.clear(frame, PG_ANON_EXCLUSIVE);
     phys.put(frame);
-  }
-  yield* mmuNotifierInvalidateRangeEnd(range);
+  });
   return ok;
 }
 
