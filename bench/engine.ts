@@ -13,6 +13,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { Rng, SimScheduler, Simulation } from '../kernel-model/sim/index.ts';
+import { benchNotifierDispatch } from './notifier-dispatch.ts';
 
 const SIZES = [1_000, 10_000, 100_000, 1_000_000] as const;
 const CYCLES = 500_000;
@@ -76,10 +77,7 @@ export function benchEngine(): Record<string, unknown> {
       flat: ratio <= 2,
     },
     taskWakeNsPerEvent: round(taskWakeNs()),
-    // PLACEHOLDER: notifier dispatch cost (ns per invalidate_range_start/end over N
-    // subscriptions). Filled by the engineer who owns the notifier code; null means
-    // "not measured yet". Do not implement it here.
-    notifierDispatch: null,
+    notifierDispatch: benchNotifierDispatch(),
   };
 }
 
