@@ -17,12 +17,14 @@ export const ENOSPC = 28;
 export const EAGAIN = 11;
 export const EOVERFLOW = 75;
 export const EOPNOTSUPP = 95;
+export const ENODEV = 19;
+export const ENOSYS = 38;
 export const EMLINK = 31;
 
 const NAMES: Record<number, string> = {
   [EPERM]: 'EPERM', [ENOENT]: 'ENOENT', [EINTR]: 'EINTR', [EIO]: 'EIO', [ENOMEM]: 'ENOMEM',
   [EFAULT]: 'EFAULT', [EACCES]: 'EACCES', [ESRCH]: 'ESRCH', [EBUSY]: 'EBUSY', [EEXIST]: 'EEXIST', [EINVAL]: 'EINVAL',
-  [ENOSPC]: 'ENOSPC', [EAGAIN]: 'EAGAIN', [EOVERFLOW]: 'EOVERFLOW', [EOPNOTSUPP]: 'EOPNOTSUPP',
+  [ENOSPC]: 'ENOSPC', [EAGAIN]: 'EAGAIN', [EOVERFLOW]: 'EOVERFLOW', [EOPNOTSUPP]: 'EOPNOTSUPP', [ENODEV]: 'ENODEV', [ENOSYS]: 'ENOSYS',
   [EMLINK]: 'EMLINK',
 };
 

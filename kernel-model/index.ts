@@ -34,6 +34,17 @@ export {
   HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, type HmmRange, type HmmPfn,
 } from './hmm-range-fault.ts';
 
+export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
+export {
+  getUserPages, getUserPagesFast, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
+  unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm, gupFaultInjection,
+  FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
+} from './gup.ts';
+export { migratePage, type MigrateReason } from './migrate.ts';
+export { shrinkPage, shrinkLru, reclaimRange, startKswapd, newReclaimStats, type ReclaimStats, type KswapdOptions } from './vmscan.ts';
+export { startFlusher, type FlusherOptions, type FlusherStats } from './writeback.ts';
+export { oomKill, oomReapTaskMm, MAX_OOM_REAP_RETRIES, OOM_REAP_RETRY_NS, type OomReapResult } from './oom-kill.ts';
+
 // ---- mmu notifiers (classic and interval) --------------------------------------------
 export { IntervalTree, IntervalTreeNode } from './interval-tree.ts';
 export {
