@@ -45,7 +45,8 @@ export function splitVmasAt(mm: MmStruct, start: number, end: number): Vma[] {
 export function getUnmappedArea(mm: MmStruct, hint: number, len: number): number {
   if (hint && isPageAligned(hint) && hint >= MIN_ADDR && hint + len <= TASK_SIZE && mm.vmasIn(hint, hint + len).length === 0) return hint;
   let top = MMAP_BASE;
-  for (let i = mm.vmaIndexAtOrAfter(MMAP_BASE) - 1; i >= -1; i--) {
+  // Start at the first VMA ending above the base: one straddling it bounds the first gap.
+  for (let i = Math.min(mm.vmaIndexAtOrAfter(MMAP_BASE), mm.vmas.length - 1); i >= -1; i--) {
     const v = mm.vmas[i];
     const bottom = v ? v.end : MIN_ADDR;
     if (v && v.start >= top) continue;

@@ -207,7 +207,9 @@ export class Process {
       const oldPages = file.pages;
       file.size = size;
       const firstGone = Math.ceil(size / PAGE_SIZE);
-      if (firstGone < oldPages) yield* truncatePages(this.kernel, file, firstGone, oldPages - 1);
+      // truncate_pagecache: unmap_mapping_range(holebegin, 0, even_cows = 1), i.e. to the
+      // end of every VMA, private COW copies included.
+      if (firstGone < oldPages) yield* truncatePages(this.kernel, file, firstGone, Infinity, true);
       // Zero the tail of a partial last page, as truncate_inode_pages_range does.
       if (size % PAGE_SIZE) {
         const idx = Math.floor(size / PAGE_SIZE);
