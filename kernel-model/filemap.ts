@@ -10,7 +10,7 @@ import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pte
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { notifyPageChange } from './memory.ts';
+import { maybeMkwrite, notifyPageChange } from './memory.ts';
 import { zapPteRange } from './memory.ts';
 
 /**
@@ -63,7 +63,7 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
     vma.anonVma = true;
     phys.rmapAdd(nf, mm, page);
     kernel.lru.add(nf);
-    mm.pageTable.set(v, makePte(nf, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+    mm.pageTable.set(v, makePte(nf, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
     return 0;
   }
   phys.get(f);

@@ -1,7 +1,7 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
-import { VM_IO, VM_MAYREAD, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE } from './vma.ts';
+import { VM_IO, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE } from './vma.ts';
 import { EBUSY, EFAULT, EINTR, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, isPageAligned, vpn } from './constants.ts';
 import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, pteFrame, pteHas, ptePresent, pteWith } from './page-table.ts';
@@ -44,7 +44,8 @@ export function* getUserPages(mm: MmStruct, start: number, nrPages: number, gupF
 /** pin_user_pages (FOLL_PIN): pins with GUP_PIN_COUNTING_BIAS (rule 55). */
 export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
   const { profile, sim } = mm.kernel;
-  if (requireInterface(profile, 'follPin', 'pin_user_pages', (m) => sim.emit({ type: 'note', text: m })) < 0) return -EINVAL;
+  const refused = (m: string) => sim.emit({ type: 'interface-refused', api: 'pin_user_pages', message: m });
+  if (requireInterface(profile, 'follPin', 'pin_user_pages', refused) < 0) return -EINVAL;
   if (gupFlags & (INTERNAL | FOLL_GET)) return invalid(mm, 'pin_user_pages: FOLL_GET or an internal flag passed');
   return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
 }
@@ -110,6 +111,17 @@ function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number,
   }
 }
 
+/**
+ * can_follow_write_pte: a FOLL_FORCE write to a read-only private mapping may use a
+ * read-only PTE once COW gave this mm its own exclusive anonymous page (rule 58); the
+ * write fault leaves that PTE read-only (maybe_mkwrite), so this is how GUP gets past it.
+ */
+function canFollowWritePte(kernel: Kernel, vma: Vma, frame: number, flags: number): boolean {
+  const { phys } = kernel;
+  if (!(flags & FOLL_FORCE) || (vma.flags & (VM_SHARED | VM_MAYSHARE)) || !(vma.flags & VM_MAYWRITE) || (vma.flags & VM_WRITE)) return false;
+  return frame !== ZERO_PFN && phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE);
+}
+
 /** gup_must_unshare: a read-only pin of a page it could not observe writes to (rule 61). */
 function mustUnshare(kernel: Kernel, vma: Vma, frame: number, flags: number): boolean {
   const { phys, profile } = kernel;
@@ -135,7 +147,8 @@ function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number,
       yield* sim.preemptPoint('gup pte read');
       const pte = mm.pageTable.get(vpn(addr));
       const present = ptePresent(pte) && !pteHas(pte, PTE_PROTNONE);
-      if (present && (!write || pteHas(pte, PTE_WRITE)) && !mustUnshare(kernel, vma, pteFrame(pte), flags)) {
+      const writable = pteHas(pte, PTE_WRITE) || canFollowWritePte(kernel, vma, pteFrame(pte), flags);
+      if (present && (!write || writable) && !mustUnshare(kernel, vma, pteFrame(pte), flags)) {
         frame = pteFrame(pte);
         // FOLL_TOUCH|FOLL_WRITE: mark the page dirty if the PTE was not (rule 60).
         if (write && !pteHas(pte, PTE_DIRTY)) {

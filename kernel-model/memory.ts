@@ -59,7 +59,7 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
         vma.anonVma = true;
         phys.rmapAdd(f, mm, page);
         kernel.lru.add(f);
-        mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+        mm.pageTable.set(v, makePte(f, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
       }
     }
   } else if (pteHas(pte, PTE_PROTNONE)) {
@@ -86,6 +86,15 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
 }
 
 /**
+ * maybe_mkwrite: a write fault makes the PTE writable only if the VMA is. A FOLL_FORCE
+ * write (rule 58) to a read-only private mapping breaks COW but leaves the PTE read-only;
+ * GUP then follows it through can_follow_write_pte.
+ */
+export function maybeMkwrite(vma: Vma): number {
+  return vma.flags & VM_WRITE ? PTE_WRITE : 0;
+}
+
+/**
  * do_wp_page: a write (or unshare) to a present read-only PTE. Shared mappings are made
  * writable in place after page_mkwrite; an exclusive anonymous page is reused in place;
  * anything else is copied (wp_page_copy) with a one-page CLEAR.
@@ -109,7 +118,7 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     if (exclusive) {
       // Only we map and reference it: reuse in place, no notification (rule 18).
       phys.set(f, PG_ANON_EXCLUSIVE);
-      if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+      if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
       return 0;
     }
   } else if (unshare && f !== ZERO_PFN && !profile.unshareAnyCow) {
@@ -139,7 +148,7 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.rmapRemove(oldFrame, mm, page);
     phys.rmapAdd(nf, mm, page);
     mm.kernel.lru.add(nf);
-    mm.pageTable.set(v, makePte(nf, unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
+    mm.pageTable.set(v, makePte(nf, unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
     yield* mmuNotifierInvalidatePage(mm, page);
     phys.put(oldFrame);
     return 0;
@@ -151,7 +160,7 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.rmapRemove(oldFrame, mm, page);
     phys.rmapAdd(nf, mm, page);
     mm.kernel.lru.add(nf);
-    const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY;
+    const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY;
     mm.pageTable.set(v, makePte(nf, bits));
     yield* mmuNotifierInvalidateRangeEnd(range);
     phys.put(oldFrame);

@@ -34,6 +34,15 @@ export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean>
   let ok = true;
   for (const vma of [...mm.vmas]) {
     if (vma.flags & VM_SHARED) continue;
+    if (!profile.blockableFlag) {
+      // No subscribers (checked above): nothing to notify, and that kernel had no
+      // non-blocking start to call.
+      const toFree: number[] = [];
+      zapPteRange(mm, vma, vma.start, vma.end, toFree);
+      sim.emit({ type: 'oom-reap', mm: mm.id, start: vma.start, end: vma.end, ret: 0 });
+      for (const f of toFree) phys.put(f);
+      continue;
+    }
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, vma.start, vma.end, { blockable: false });
     const ret = yield* mmuNotifierInvalidateRangeStartNonblock(range);
     sim.emit({ type: 'oom-reap', mm: mm.id, start: vma.start, end: vma.end, ret });

@@ -68,7 +68,7 @@ export const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
 
 /** Look a profile up by name; an unknown name is an error naming the valid ones. */
 export function profileByName(name: string): KernelProfile | { error: string } {
-  const p = (PROFILES as Record<string, KernelProfile>)[name];
+  const p = Object.hasOwn(PROFILES, name) ? (PROFILES as Record<string, KernelProfile>)[name] : undefined;
   if (!p) return { error: `unknown profile '${name}'; valid profiles: ${PROFILE_NAMES.join(', ')}` };
   return p;
 }

@@ -165,10 +165,15 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
   return ok;
 }
 
-/** Reclaim up to `target` pages, scanning the LRU oldest first (at most twice round). */
+/**
+ * Reclaim up to `target` more pages, scanning the LRU oldest first (at most twice round).
+ * `stats` accumulates across calls (kswapd keeps one for its lifetime), so the goal is
+ * counted from what it held on entry.
+ */
 export function* shrinkLru(kernel: Kernel, target: number, stats: ReclaimStats = newReclaimStats()): Co<ReclaimStats> {
   const budget = kernel.lru.size * 2;
-  for (let scanned = 0; stats.reclaimed < target && scanned < budget; scanned++) {
+  const goal = stats.reclaimed + target;
+  for (let scanned = 0; stats.reclaimed < goal && scanned < budget; scanned++) {
     const it = kernel.lru[Symbol.iterator]().next();
     if (it.done) break;
     yield* shrinkPage(kernel, it.value, stats);
