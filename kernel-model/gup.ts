@@ -75,9 +75,6 @@ function invalid(mm: MmStruct, why: string): number {
   return -EINVAL;
 }
 
-/** Probability that a GUP wait is interrupted by a fatal signal (seeded fault injection). */
-export const gupFaultInjection = { signalRate: 0 };
-
 function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number, pages: number[]): Co<number> {
   const { kernel } = mm;
   const { profile } = kernel;
@@ -137,7 +134,8 @@ function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number,
   for (let i = 0; i < nrPages; i++) {
     const addr = start + i * PAGE_SIZE;
     const partial = (err: number) => (i > 0 ? i : err);
-    if (gupFaultInjection.signalRate > 0 && sim.rng('fault-inject:signal').chance(gupFaultInjection.signalRate)) return partial(-EINTR);
+    const rate = kernel.faultInjection.signalRate;
+    if (rate > 0 && sim.rng('fault-inject:signal').chance(rate)) return partial(-EINTR);
     const vma = mm.findVma(addr);
     if (!vma) return partial(-EFAULT);
     const vmaErr = checkVmaFlags(kernel, vma, flags);

@@ -37,13 +37,15 @@ export {
 export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
 export {
   getUserPages, getUserPagesFast, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
-  unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm, gupFaultInjection,
+  unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
 export { migratePage, type MigrateReason } from './migrate.ts';
 export { shrinkPage, shrinkLru, reclaimRange, startKswapd, newReclaimStats, type ReclaimStats, type KswapdOptions } from './vmscan.ts';
 export { startFlusher, type FlusherOptions, type FlusherStats } from './writeback.ts';
 export { oomKill, oomReapTaskMm, MAX_OOM_REAP_RETRIES, OOM_REAP_RETRY_NS, type OomReapResult } from './oom-kill.ts';
+
+export { inNotifierCallback, refuseInterface } from './notifier-callback.ts';
 
 // ---- mmu notifiers (classic and interval) --------------------------------------------
 export { IntervalTree, IntervalTreeNode } from './interval-tree.ts';
@@ -53,7 +55,7 @@ export {
   mmuNotifierUnregister, mmuNotifierSynchronize, mmuNotifierSubscriptionsDestroy,
   mmuNotifierInvalidateRangeStart, mmuNotifierInvalidateRangeStartNonblock, mmuNotifierInvalidateRangeEnd,
   mmuNotifierRelease, mmuNotifierClearFlushYoung, mmuNotifierClearYoung, mmuNotifierTestYoung,
-  mmuNotifierArchInvalidateSecondaryTlbs, mmuNotifierInvalidatePage, inNotifierCallback,
+  mmuNotifierArchInvalidateSecondaryTlbs, mmuNotifierInvalidatePage,
   type MmuNotifierOps, type NotifierResult,
 } from './mmu-notifier.ts';
 export {

@@ -10,6 +10,7 @@ import { Lru } from './lru.ts';
 import { SwapArea } from './swap.ts';
 import { Process } from './process.ts';
 import type { PageoutHook } from './madvise.ts';
+import { reclaimRange } from './vmscan.ts';
 
 /** What flows on the notifier stream: every invalidation, as it starts and ends. */
 export interface NotifierStreamEvent {
@@ -53,8 +54,13 @@ export class Kernel {
   readonly lru = new Lru();
   readonly swap: SwapArea;
   readonly node: string;
-  /** MADV_PAGEOUT's handler, installed by reclaim. */
-  pageout: PageoutHook | undefined;
+  /** MADV_PAGEOUT's handler: reclaim of the range, ignoring references. */
+  pageout: PageoutHook = reclaimRange;
+  /**
+   * Seeded fault injection where the real kernel can fail: a fatal signal interrupting a
+   * GUP wait (-EINTR). Allocation failure is `phys.allocFailureRate`.
+   */
+  readonly faultInjection = { signalRate: 0 };
   readonly processes = new Map<number, Process>();
   private readonly files = new Map<number, File>();
   private readonly notifierSubject = new Subject<NotifierStreamEvent>();

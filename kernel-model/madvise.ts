@@ -44,7 +44,7 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
       else v.flags &= ~VM_DONTCOPY;
     }
   } else if (advice === MADV_PAGEOUT) {
-    if (mm.kernel.pageout) yield* mm.kernel.pageout(mm, addr, end);
+    yield* mm.kernel.pageout(mm, addr, end);
   } else if (advice === MADV_REMOVE) {
     for (const v of vmas) {
       if (!v.file || !v.shared) return -EINVAL;

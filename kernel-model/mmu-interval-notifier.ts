@@ -4,13 +4,12 @@ import { EINVAL, EOVERFLOW } from './errno.ts';
 import { requireInterface } from './profile.ts';
 import type { IntervalTreeNode } from './interval-tree.ts';
 import type { MmuNotifierRange } from './mmu-notifier-range.ts';
+import { inNotifierCallback, refuseInterface } from './notifier-callback.ts';
 import {
   INVALIDATE_RANGE_START_MAP,
   __mmuNotifierRegister,
-  inNotifierCallback,
   mmuNotifierRegister,
   notifierContract,
-  refuseInterface,
   warn,
   type MmuNotifierSubscriptions,
   type NotifierResult,

@@ -1,4 +1,6 @@
 import type { MmStruct } from './mm.ts';
+import { inNotifierCallback, refuseInterface } from './notifier-callback.ts';
+import { requireInterface } from './profile.ts';
 
 /** `enum mmu_notifier_event`, values in the kernel's stable order (rule 19). */
 export enum MmuNotifyEvent {
@@ -28,8 +30,22 @@ export interface MmuNotifierRange {
   readonly owner: unknown;
 }
 
+/**
+ * mmu_notifier_range_blockable. A driver callback asking on a kernel before 4.19 (which
+ * had no blockable flag: every callback could sleep) is refused, failing the run.
+ */
 export function mmuNotifierRangeBlockable(range: MmuNotifierRange): boolean {
+  const { kernel } = range.mm;
+  if (!kernel.profile.blockableFlag && inNotifierCallback(kernel.sim)) refuseInCallback(range, 'blockableFlag', 'mmu_notifier_range_blockable');
   return (range.flags & MMU_NOTIFIER_RANGE_BLOCKABLE) !== 0;
+}
+
+function refuseInCallback(range: MmuNotifierRange, feature: 'blockableFlag' | 'eventTypes', api: string): void {
+  const { kernel } = range.mm;
+  requireInterface(kernel.profile, feature, api, (message) => {
+    refuseInterface(kernel.sim, api, message);
+    kernel.sim.fail(`${message} (a driver callback used it)`);
+  });
 }
 
 export function eventName(e: MmuNotifyEvent): string {
@@ -44,7 +60,7 @@ export function mmuNotifierRangeInit(
   end: number,
   opts: { blockable?: boolean; owner?: unknown } = {},
 ): MmuNotifierRange {
-  return {
+  const range = {
     mm,
     start,
     end,
@@ -52,4 +68,16 @@ export function mmuNotifierRangeInit(
     event,
     owner: opts.owner ?? null,
   };
+  if (!mm.kernel.profile.eventTypes) {
+    // Before 5.0 the range carried no event: the core still knows why it invalidates
+    // (for the trace), but a driver callback reading it is refused.
+    Object.defineProperty(range, 'event', {
+      enumerable: true,
+      get: () => {
+        if (inNotifierCallback(mm.kernel.sim)) refuseInCallback(range, 'eventTypes', 'mmu_notifier_range.event');
+        return event;
+      },
+    });
+  }
+  return range;
 }

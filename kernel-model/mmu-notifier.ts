@@ -1,6 +1,7 @@
 import { isObservable, type Observable } from 'rxjs';
 import { WaitQueue, type Co, type Simulation, type Task } from './sim/index.ts';
 import type { Kernel } from './kernel.ts';
+import { enterNotifierCallback, exitNotifierCallback, inNotifierCallback, refuseInterface } from './notifier-callback.ts';
 import type { MmStruct } from './mm.ts';
 import { EAGAIN, EINVAL, EOVERFLOW, errnoName } from './errno.ts';
 import { ULONG_MAX } from './constants.ts';
@@ -774,13 +775,6 @@ function callbackContext(kernel: Kernel, blockable: boolean): string | null {
   return blockable ? null : 'non-blockable invalidation';
 }
 
-const callbackDepth = new WeakMap<Task, number>();
-
-/** Whether the current task is inside a notifier callback (where `remove` is forbidden). */
-export function inNotifierCallback(sim: Simulation): boolean {
-  const t = sim.current;
-  return t !== null && (callbackDepth.get(t) ?? 0) > 0;
-}
 
 /**
  * Run one callback in the invalidating task: trace it, put the task in `atomic` context
@@ -798,14 +792,14 @@ function* callNotifier<T>(
   const { sim } = kernel;
   sim.emit({ type: 'callback-start', sub, op, start: at.start, end: at.end, event: at.event });
   const task = sim.current;
-  if (task) callbackDepth.set(task, (callbackDepth.get(task) ?? 0) + 1);
+  if (task) enterNotifierCallback(task);
   if (atomic) sim.enterAtomic(atomic);
   let value: T | undefined;
   try {
     value = yield* settle(sim, fn());
   } finally {
     if (atomic) sim.exitAtomic();
-    if (task) callbackDepth.set(task, (callbackDepth.get(task) ?? 1) - 1);
+    if (task) exitNotifierCallback(task);
   }
   sim.emit({ type: 'callback-return', sub, op, ret: show(value) });
   return value;
@@ -845,9 +839,6 @@ export function notifierContract(sim: Simulation, sub: string, message: string):
 }
 
 /** Record an interface the profile's kernel lacks (the message names the release). */
-export function refuseInterface(sim: Simulation, api: string, message: string): void {
-  sim.emit({ type: 'interface-refused', api, message });
-}
 
 /** The range's flags are the caller's, but the start wrappers set or clear BLOCKABLE, as the kernel's do. */
 function setRangeFlags(range: MmuNotifierRange, flags: number): void {

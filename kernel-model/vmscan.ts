@@ -31,7 +31,7 @@ export type ReclaimOutcome = 'freed' | 'young' | 'pinned' | 'busy' | 'writeback'
  * A maybe-pinned page that was unmapped anyway (a file page) is kept on the active list.
  * The NIC sets no accessed bits: pages busy only with DMA age out, faithfully.
  */
-export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats): Co<ReclaimOutcome> {
+export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, ignoreReferences = false): Co<ReclaimOutcome> {
   const { phys, lru, swap, sim } = kernel;
   stats.scanned++;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) {
@@ -53,7 +53,7 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats):
     }
     if (yield* mmuNotifierClearFlushYoung(mm, addr, addr + PAGE_SIZE)) young = true;
   }
-  if (young) {
+  if (young && !ignoreReferences) {
     lru.rotate(frame);
     stats.keptYoung++;
     return outcome('young');
@@ -185,12 +185,12 @@ export function newReclaimStats(): ReclaimStats {
   return { scanned: 0, reclaimed: 0, swappedOut: 0, keptPinned: 0, keptYoung: 0, writtenBack: 0 };
 }
 
-/** MADV_PAGEOUT: reclaim the pages mapped in [start, end) now. */
+/** MADV_PAGEOUT: reclaim the pages mapped in [start, end) now, references ignored. */
 export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
   const stats = newReclaimStats();
   for (const [, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
     if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
-    yield* shrinkPage(mm.kernel, pteFrame(pte), stats);
+    yield* shrinkPage(mm.kernel, pteFrame(pte), stats, true);
   }
 }
 

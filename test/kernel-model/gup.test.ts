@@ -10,7 +10,7 @@ import {
 import {
   FOLL_FAST_ONLY, FOLL_FORCE, FOLL_GET, FOLL_LONGTERM, FOLL_MADV_POPULATE, FOLL_PCI_P2PDMA, FOLL_PIN, FOLL_REMOTE,
   FOLL_TOUCH, FOLL_TRIED, FOLL_UNLOCKABLE, FOLL_WRITE,
-  accountPinnedVm, getUserPagesFast, gupFaultInjection, pinUserPagesFast, putUserPages, unaccountPinnedVm, unpinUserPages,
+  accountPinnedVm, getUserPagesFast, pinUserPagesFast, putUserPages, unaccountPinnedVm, unpinUserPages,
   unpinUserPagesDirtyLock,
 } from '../../kernel-model/gup.ts';
 import { writebackFile } from '../../kernel-model/filemap.ts';
@@ -511,11 +511,11 @@ test('rule 64: a fatal signal aborts GUP with -EINTR; an allocation failure in t
     const a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
     ok(yield* p.store(a, fill(1, 8)), 'store');
     const pages: number[] = [];
-    gupFaultInjection.signalRate = 1;
+    k.faultInjection.signalRate = 1;
     try {
       t.is(yield* pinUserPagesFast(p.mm, a, 2, FOLL_WRITE, pages), -EINTR);
     } finally {
-      gupFaultInjection.signalRate = 0;
+      k.faultInjection.signalRate = 0;
     }
     t.deepEqual(pages, []);
     k.phys.allocFailureRate = 1;

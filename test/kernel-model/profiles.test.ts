@@ -324,3 +324,47 @@ for (const profile of ['linux-5.8', 'linux-6.x'] as const satisfies readonly Pro
     });
   });
 }
+
+for (const [profile, has] of [['linux-4.18', false], ['linux-6.x', true]] as const) {
+  test(`eventTypes (${profile}): a classic callback reading range.event ${has ? 'sees the event' : 'fails the run, naming 5.0'}`, (t) => {
+    const r = rigOn(profile);
+    const { k, p } = r;
+    const seen: number[] = [];
+    const records = traceOf(k);
+    const sub = new MmuNotifier('reads-event', {
+      invalidateRangeStart: (_s, range) => {
+        seen.push(range.event);
+        return 0;
+      },
+    });
+    p.spawnThread('main', function* () {
+      const a = yield* p.mmap(0, P, RW, ANON);
+      yield* p.store(a, fill(1, 4));
+      yield* mmuNotifierRegister(sub, p.mm);
+      yield* p.munmap(a, P);
+    });
+    const out = k.sim.run({ untilNs: 1e9 });
+    if (has) {
+      t.is(out.reason, 'idle', out.failure);
+      t.deepEqual(seen, [MmuNotifyEvent.UNMAP]);
+    } else {
+      t.is(out.reason, 'failed');
+      t.regex(out.failure ?? '', /introduced in Linux 5\.0/);
+      t.true(refusals(records.records).some((m) => /mmu_notifier_range\.event/.test(m)));
+    }
+  });
+}
+
+test('MADV_PAGEOUT reclaims the range at once, accessed bits ignored: anon pages go to swap and come back intact', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, 4 * P, RW, ANON), 'mmap');
+    for (let i = 0; i < 4; i++) ok(yield* p.store(a + i * P, fill(10 + i, 16)), 'store');
+    const before = k.phys.used;
+    t.is(yield* p.madvise(a, 4 * P, 21 /* MADV_PAGEOUT */), 0);
+    t.is(k.phys.used, before - 4, 'four frames freed');
+    t.is(k.swap.used, 4);
+    for (let i = 0; i < 4; i++) t.deepEqual(bytes(yield* p.load(a + i * P, 16), 'load'), fill(10 + i, 16));
+  });
+});
