@@ -7,6 +7,7 @@ import test from 'ava';
 import { EAGAIN, EBUSY, MAP_SHARED, PTE_WRITE, pteHas, vpn } from '../../kernel-model/index.ts';
 import { FOLL_LONGTERM, FOLL_WRITE, getUserPagesFast, pinUserPagesFast, putUserPages, unpinUserPages } from '../../kernel-model/gup.ts';
 import { migratePage } from '../../kernel-model/migrate.ts';
+import { startNumaBalancing } from '../../kernel-model/numa-balancing.ts';
 import { P, bytes, fill, frameAt, lines, ok, pair, runMain } from './_helpers.ts';
 import { ANON, RW, rigOn, traceOf } from './_pin-helpers.ts';
 
@@ -109,4 +110,28 @@ test('rule 73: a COW-shared page mapped by parent and child moves for both, with
     ok(yield* p.store(a, fill(0x72, 16)), 'parent store still COWs');
     t.deepEqual(bytes(yield* child.load(a, 16), 'child load'), fill(0x71, 16));
   });
+});
+
+test('NUMA balancing (rule 73): the scanner migrates mapped pages behind the process\'s back; each attempt is a CLEAR, the bytes follow the page, a pinned page stays put', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p, events } = r;
+  const stats = startNumaBalancing(k, { periodNs: 1_000_000, pagesPerScan: 4 });
+  p.spawnThread('main', function* () {
+    const a = ok(yield* p.mmap(0, 8 * P, RW, ANON), 'mmap');
+    for (let i = 0; i < 8; i++) ok(yield* p.store(a + i * P, fill(0x40 + i, 64)), 'store');
+    const pinned: number[] = [];
+    t.is(yield* pinUserPagesFast(p.mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, pinned), 1);
+    const before = Array.from({ length: 8 }, (_, i) => frameAt(p.mm, a + i * P));
+    yield* k.sim.sleep(20_000_000);
+    const after = Array.from({ length: 8 }, (_, i) => frameAt(p.mm, a + i * P));
+    t.is(after[0], before[0], 'the pinned page never moves');
+    t.true(after.slice(1).some((f, i) => f !== before[i + 1]), 'some unpinned page moved');
+    for (let i = 0; i < 8; i++) t.deepEqual(bytes(yield* p.load(a + i * P, 64), 'load'), fill(0x40 + i, 64));
+    unpinUserPages(k, pinned);
+    yield* p.exit();
+  });
+  const out = k.sim.run({ untilNs: 30_000_000 });
+  t.not(out.reason, 'failed', out.failure);
+  t.true(stats.migrated > 0 && stats.failed > 0, `migrated ${stats.migrated}, failed ${stats.failed}`);
+  t.true(events.filter((e) => e.phase === 'start' && e.range.event === 1).length >= stats.attempted, 'one CLEAR per attempt at least');
 });
