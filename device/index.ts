@@ -1,0 +1,39 @@
+/**
+ * The NIC model: what the hardware does, and nothing about Linux (DESIGN "Device"). It
+ * imports only the engine (`kernel-model/sim`) and the DmaBus type.
+ */
+export { Nic, type NicOptions, type NicStats, type NicAsyncEvent, type NicAsyncEventType } from './nic.ts';
+export { Fabric, DEFAULT_FABRIC, type FabricOptions, type FabricEndpoint } from './fabric.ts';
+export type { Packet, PacketKind, NakCode } from './packet.ts';
+export {
+  IBV_ODP_SUPPORT, IBV_ODP_SUPPORT_IMPLICIT, IBV_ODP_SUPPORT_SEND, IBV_ODP_SUPPORT_RECV, IBV_ODP_SUPPORT_WRITE,
+  IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_SRQ_RECV, IBV_ODP_SUPPORT_FLUSH,
+  IBV_ODP_SUPPORT_ATOMIC_WRITE, MLX5_ODP_CAPS, RXE_ODP_CAPS, NO_ODP_CAPS, DEFAULT_CAPABILITIES,
+  nicCapabilities, isFaultable, supportsImplicitOdp, transportOdpCaps, type OdpCaps, type NicCapabilities,
+} from './capabilities.ts';
+export { DEFAULT_COSTS, COST_MODEL_SOURCES, costModel, type CostModel } from './cost-model.ts';
+export {
+  DevicePageTable, DEVICE_PAGE_SHIFT, DEVICE_PAGE_SIZE, PTE_ABSENT, PTE_READ, PTE_READ_WRITE,
+  newTranslation, type PtePerm, type Translation,
+} from './device-page-table.ts';
+export { TranslationCache, type CachedRegion } from './translation-cache.ts';
+export { MemoryRegion, type MrState, type MrCounters, type MemoryRegionInit } from './memory-region.ts';
+export { CompletionQueue } from './completion-queue.ts';
+export {
+  QueuePair, IBV_QPT_RC, IBV_QPT_UD, IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQD,
+  IBV_QPS_SQE, IBV_QPS_ERR, qpStateName, qpTransitionAllowed,
+  type QpType, type QpState, type QpCap, type QpInitAttr, type QpAttr, type SendWqe, type QpStats,
+} from './queue-pair.ts';
+export {
+  IBV_WR_RDMA_WRITE, IBV_WR_RDMA_WRITE_WITH_IMM, IBV_WR_SEND, IBV_WR_SEND_WITH_IMM, IBV_WR_RDMA_READ,
+  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_SEND_FENCE, IBV_SEND_SIGNALED,
+  IBV_SEND_SOLICITED, IBV_SEND_INLINE, wrOpcodeName, isAtomic, isReadOrAtomic,
+  type WrOpcode, type Sge, type SendWr, type RecvWr, type AddressHandle,
+} from './work-request.ts';
+export * from './work-completion.ts';
+export * from './access-flags.ts';
+export * from './errno.ts';
+export { RNR_TIMER_NS, RNR_RETRY_INFINITE, rnrTimerNs, localAckTimeoutNs } from './transport-timers.ts';
+export { type DeviceFault, type FaultResolution } from './page-fault.ts';
+export { type DeviceAccess, type DeviceDmaBus, type DmaStats } from './dma-engine.ts';
+export { UD_GRH_BYTES } from './responder.ts';

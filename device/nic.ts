@@ -1,0 +1,624 @@
+import { Observable, Subject } from 'rxjs';
+import type { Co, Simulation } from '../kernel-model/sim/index.ts';
+import {
+  IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE,
+  IBV_ACCESS_SUPPORTED_MASK, accessWritable,
+} from './access-flags.ts';
+import {
+  isFaultable, nicCapabilities, supportsImplicitOdp, transportOdpCaps, type NicCapabilities,
+} from './capabilities.ts';
+import { CompletionQueue } from './completion-queue.ts';
+import { costModel, type CostModel } from './cost-model.ts';
+import { PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
+import { DmaEngine, type DeviceAccess, type DeviceDmaBus } from './dma-engine.ts';
+import { EINVAL, ENOMEM, EOPNOTSUPP } from './errno.ts';
+import { Fabric, type FabricEndpoint } from './fabric.ts';
+import { MemoryRegion } from './memory-region.ts';
+import type { Packet } from './packet.ts';
+import { FaultQueue, type DeviceFault } from './page-fault.ts';
+import {
+  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQE, IBV_QPT_RC, IBV_QPT_UD,
+  QueuePair, qpTransitionAllowed, type QpAttr, type QpInitAttr,
+} from './queue-pair.ts';
+import { Requester } from './requester.ts';
+import { Responder } from './responder.ts';
+import { TranslationCache } from './translation-cache.ts';
+import { IBV_WC_WR_FLUSH_ERR, type WorkCompletion } from './work-completion.ts';
+import {
+  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND,
+  isAtomic, type RecvWr, type SendWr,
+} from './work-request.ts';
+
+export interface NicOptions {
+  name: string;
+  caps?: Partial<NicCapabilities>;
+  costs?: Partial<CostModel>;
+  /** Entries in the translation cache. Default 4096, assumed (NIC cache sizes are not published). */
+  translationCacheEntries?: number;
+  /** Depth of the page-fault event queue. Default 4096 (mlx5's MLX5_IB_NUM_PF_EQE, rdma B7). */
+  faultQueueDepth?: number;
+  /** Outstanding RC requests per QP before the send engine waits for ACKs. Default 128, assumed. */
+  sendWindow?: number;
+  /** The network to join. Without one the NIC gets a private fabric (loopback only). */
+  fabric?: Fabric;
+}
+
+export type NicAsyncEventType = 'IBV_EVENT_QP_FATAL' | 'IBV_EVENT_QP_ACCESS_ERR' | 'IBV_EVENT_QP_REQ_ERR' | 'IBV_EVENT_CQ_ERR';
+
+/** An affiliated asynchronous event (`ibv_get_async_event`); there is no MR-level event (rdma F4). */
+export interface NicAsyncEvent {
+  nic: string;
+  type: NicAsyncEventType;
+  qpNum?: number;
+  cqNum?: number;
+  time: number;
+}
+
+export interface NicStats {
+  packetsReceived: number;
+  /** Packets for a QP number this NIC does not have. */
+  packetsToUnknownQp: number;
+  retransmits: number;
+  timeouts: number;
+  rnrNaksSent: number;
+  syncs: number;
+  updateCommands: number;
+  zapCommands: number;
+  /** Translation-cache entries dropped by syncs. */
+  flushedTranslations: number;
+}
+
+/** Commands (update, zap, sync) run one at a time, in order, as on a UMR queue. */
+class CommandQueue {
+  private busy = false;
+  private waiters: (() => void)[] = [];
+  constructor(private readonly sim: Simulation) {}
+
+  *enter(): Co {
+    if (!this.busy) {
+      this.busy = true;
+      return;
+    }
+    yield* this.sim.park<void>((wake) => this.waiters.push(() => wake()));
+  }
+
+  exit(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.busy = false;
+  }
+}
+
+/**
+ * The NIC: memory regions with device page tables, a translation cache, the DMA engine with
+ * RC and UD queue pairs and completion queues, the page-fault queue, and a port on a fabric.
+ * It knows no Linux: it sees frames through the DmaBus and the translations the driver
+ * installs with commands.
+ *
+ * Verbs-like calls (`allocPd`, `createMr`, `createCq`, `createQp`, `modifyQp`, `postSend`,
+ * `postRecv`) return an object or 0, and a negative errno on bad input, like rdma-core;
+ * they never throw for bad input. The translation commands (`updateEntries`,
+ * `zapEntries`, `sync`) are coroutines that take virtual time.
+ *
+ * @example
+ *   const nic = new Nic(sim, new DmaBus(phys), { name: 'nic0' });
+ *   const pd = nic.allocPd();
+ *   const mr = nic.createMr({ pd, iova: 0x10000, length: 8192, access: IBV_ACCESS_LOCAL_WRITE, onDemand: true });
+ *   nic.fault$.subscribe((f) => sim.spawn('pf', function* () {
+ *     yield* nic.updateEntries(mr as MemoryRegion, 0, [frame], true);
+ *     nic.resumeFault(f.id);
+ *   }));
+ */
+export class Nic implements FabricEndpoint {
+  readonly name: string;
+  readonly caps: NicCapabilities;
+  readonly costs: CostModel;
+  readonly fabric: Fabric;
+  readonly lid: number;
+  readonly sendWindow: number;
+  readonly cache: TranslationCache;
+  readonly engine: DmaEngine;
+  readonly faultQueue: FaultQueue;
+  /** Every page access the DMA engine makes (only built while observed). */
+  readonly access$: Observable<DeviceAccess>;
+  /** Every page fault, when the driver can see it. */
+  readonly fault$: Observable<DeviceFault>;
+  private readonly asyncSubject = new Subject<NicAsyncEvent>();
+  readonly asyncEvent$: Observable<NicAsyncEvent> = this.asyncSubject.asObservable();
+  readonly stats: NicStats = {
+    packetsReceived: 0, packetsToUnknownQp: 0, retransmits: 0, timeouts: 0, rnrNaksSent: 0,
+    syncs: 0, updateCommands: 0, zapCommands: 0, flushedTranslations: 0,
+  };
+  private readonly pds = new Set<number>();
+  private nextPd = 1;
+  private readonly mrs = new Map<number, MemoryRegion>();
+  private nextMrIndex = 1;
+  private keyVariant = 0;
+  private readonly qps = new Map<number, QueuePair>();
+  private nextQpn = 0x10;
+  private nextCqn = 1;
+  /** The NIC-wide translation generation: bumped for every installed entry. */
+  private generation = 0;
+  private readonly commands: CommandQueue;
+  private readonly requester = new Requester(this);
+  private readonly responder = new Responder(this);
+
+  constructor(readonly sim: Simulation, readonly dmaBus: DeviceDmaBus, opts: NicOptions) {
+    this.name = opts.name;
+    this.caps = nicCapabilities(opts.caps);
+    this.costs = costModel(opts.costs);
+    this.fabric = opts.fabric ?? new Fabric(sim);
+    this.lid = this.fabric.attach(this);
+    this.sendWindow = opts.sendWindow ?? 128;
+    this.cache = new TranslationCache(opts.translationCacheEntries ?? 4096);
+    this.engine = new DmaEngine(sim, this.name, dmaBus, this.cache, this.costs);
+    this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096);
+    this.access$ = this.engine.access$;
+    this.fault$ = this.faultQueue.fault$;
+    this.commands = new CommandQueue(sim);
+  }
+
+  /** Whether this NIC can take page faults (ODP). */
+  get faultable(): boolean {
+    return isFaultable(this.caps);
+  }
+
+  // ---- protection domains and memory regions ------------------------------------------------
+
+  allocPd(): number {
+    const pd = this.nextPd++;
+    this.pds.add(pd);
+    return pd;
+  }
+
+  deallocPd(pd: number): number {
+    return this.pds.delete(pd) ? 0 : -EINVAL;
+  }
+
+  /**
+   * Create a device MR (an mkey) with an empty page table. `onDemand` (or ON_DEMAND in
+   * `access`) makes it faultable; `implicit` makes it cover [0, caps.maxMrSize).
+   * Errors: -EINVAL for an unknown PD, unknown access bits, remote write or atomic without
+   * local write (rdma A1), an empty or oversized range, an implicit MR with a non-zero iova
+   * or on a NIC without implicit ODP (A7); -EOPNOTSUPP for ODP on a NIC that cannot fault (A2).
+   */
+  createMr(init: { pd: number; iova: number; length: number; access: number; onDemand?: boolean; implicit?: boolean }): MemoryRegion | number {
+    if (!this.pds.has(init.pd)) return -EINVAL;
+    const access = init.access;
+    if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) && !(access & IBV_ACCESS_LOCAL_WRITE)) return -EINVAL;
+    if (access & ~IBV_ACCESS_SUPPORTED_MASK) return -EINVAL;
+    const onDemand = init.onDemand ?? (access & IBV_ACCESS_ON_DEMAND) !== 0;
+    const implicit = init.implicit ?? false;
+    if (onDemand && !this.faultable) return -EOPNOTSUPP;
+    let iova = init.iova;
+    let length = init.length;
+    if (implicit) {
+      if (!onDemand || !supportsImplicitOdp(this.caps) || iova !== 0) return -EINVAL;
+      iova = 0;
+      length = this.caps.maxMrSize;
+    }
+    if (!(length > 0) || !(iova >= 0) || length > this.caps.maxMrSize) return -EINVAL;
+    const index = this.nextMrIndex++;
+    const key = index * 256 + (this.keyVariant++ & 0xff);
+    const mr = new MemoryRegion({ lkey: key, rkey: key, pd: init.pd, iova, length, access, onDemand, implicit });
+    this.mrs.set(key, mr);
+    return mr;
+  }
+
+  /** Destroy an MR: its key stops resolving at once. */
+  destroyMr(mr: MemoryRegion): number {
+    if (this.mrs.get(mr.lkey) !== mr) return -EINVAL;
+    this.mrs.delete(mr.lkey);
+    mr.state = 'destroyed';
+    return 0;
+  }
+
+  /**
+   * Revoke an MR (idempotent): every later access through its key fails as a protection
+   * error, never as a fault, and its entries can no longer be updated (rdma G6).
+   */
+  revokeMr(mr: MemoryRegion): number {
+    if (mr.state === 'destroyed') return -EINVAL;
+    mr.state = 'revoked';
+    return 0;
+  }
+
+  /** The live MR with this key, if any. */
+  mrByKey(key: number): MemoryRegion | undefined {
+    return this.mrs.get(key);
+  }
+
+  // ---- translation commands ----------------------------------------------------------------
+
+  /**
+   * Install translations for pages [firstPage, firstPage + frames.length) of `mr` (a UMR
+   * populate). `writable` is one flag for all pages or one per page. The entries take effect
+   * when the command completes, each with a fresh generation and that install time.
+   * Returns 0, or -EINVAL (dead or revoked MR, range outside the MR, a writable entry in a
+   * MR without write access).
+   */
+  *updateEntries(mr: MemoryRegion, firstPage: number, frames: ArrayLike<number>, writable: boolean | ArrayLike<boolean>): Co<number> {
+    const n = frames.length;
+    if (!mr.valid || !Number.isInteger(firstPage) || firstPage < 0 || firstPage + n > mr.pages) return -EINVAL;
+    const canWrite = accessWritable(mr.access);
+    for (let i = 0; i < n; i++) {
+      const w = typeof writable === 'boolean' ? writable : writable[i];
+      if (w && !canWrite) return -EINVAL;
+    }
+    yield* this.commands.enter();
+    try {
+      yield* this.sim.sleep(this.costs.updateEntriesBaseNs + n * this.costs.updateEntriesPerPageNs);
+      if (!mr.valid) return -EINVAL;
+      const now = this.sim.now();
+      for (let i = 0; i < n; i++) {
+        const w = typeof writable === 'boolean' ? writable : writable[i];
+        mr.pageTable.set(firstPage + i, frames[i] as number, w ? PTE_READ_WRITE : PTE_READ, ++this.generation, now);
+      }
+      mr.counters.updatedPages += n;
+      this.stats.updateCommands++;
+      return 0;
+    } finally {
+      this.commands.exit();
+    }
+  }
+
+  /**
+   * Clear the entries of pages [firstPage, firstPage + count) of `mr` (a UMR zap). The
+   * translation cache is not touched: until a sync completes the device may still use a
+   * zapped translation. Returns how many present entries were cleared, or -EINVAL.
+   */
+  *zapEntries(mr: MemoryRegion, firstPage: number, count: number): Co<number> {
+    if (mr.state === 'destroyed' || !Number.isInteger(firstPage) || firstPage < 0 || count < 0 || firstPage + count > mr.pages) return -EINVAL;
+    yield* this.commands.enter();
+    try {
+      yield* this.sim.sleep(this.costs.zapEntriesBaseNs + count * this.costs.zapEntriesPerPageNs);
+      const cleared = mr.pageTable.clearRange(firstPage, count);
+      mr.counters.zappedPages += cleared;
+      this.stats.zapCommands++;
+      return cleared;
+    } finally {
+      this.commands.exit();
+    }
+  }
+
+  /**
+   * Fence the translation cache: stall the DMA engine, wait for the page accesses in flight
+   * (they are reported as fenced), empty the translation cache, keep the engine stalled for
+   * at least `syncDmaStallNs`, and complete after at least `syncNs`. After a sync, no access
+   * can use a translation zapped before it began. Returns 0.
+   */
+  *sync(): Co<number> {
+    yield* this.commands.enter();
+    try {
+      const t0 = this.sim.now();
+      const engine = this.engine;
+      engine.stall();
+      engine.fencing = true;
+      try {
+        yield* engine.drain();
+        this.stats.flushedTranslations += this.cache.flush();
+      } finally {
+        engine.fencing = false;
+      }
+      const stallEnd = t0 + this.costs.syncDmaStallNs;
+      if (this.sim.now() < stallEnd) yield* this.sim.sleep(stallEnd - this.sim.now());
+      engine.unstall();
+      const end = t0 + this.costs.syncNs;
+      if (this.sim.now() < end) yield* this.sim.sleep(end - this.sim.now());
+      this.stats.syncs++;
+      return 0;
+    } finally {
+      this.commands.exit();
+    }
+  }
+
+  // ---- faults ------------------------------------------------------------------------------
+
+  /**
+   * Resume a fault (`PAGE_FAULT_RESUME`): the stalled queue runs again `faultResumeNs`
+   * later and retries the access (which may fault again); with `error`, the work request
+   * fails instead. Faults may be resumed in any order. Returns 0, or -ENOENT.
+   */
+  resumeFault(faultId: number, opts: { error?: boolean } = {}): number {
+    return this.faultQueue.resume(faultId, opts.error ?? false);
+  }
+
+  /** Faults on the stream that have not been resumed, oldest first. */
+  pendingFaults(): DeviceFault[] {
+    return this.faultQueue.pending();
+  }
+
+  // ---- completion queues and queue pairs -----------------------------------------------------
+
+  createCq(cqe: number): CompletionQueue | number {
+    if (!(Number.isInteger(cqe) && cqe >= 1 && cqe <= this.caps.maxCqe)) return -EINVAL;
+    return new CompletionQueue(this.sim, this.nextCqn++, cqe);
+  }
+
+  createQp(init: QpInitAttr): QueuePair | number {
+    if (init.qpType !== IBV_QPT_RC && init.qpType !== IBV_QPT_UD) return -EOPNOTSUPP;
+    if (!this.pds.has(init.pd)) return -EINVAL;
+    const cap = {
+      maxSendWr: init.cap?.maxSendWr ?? 256,
+      maxRecvWr: init.cap?.maxRecvWr ?? 256,
+      maxSendSge: init.cap?.maxSendSge ?? 4,
+      maxRecvSge: init.cap?.maxRecvSge ?? 4,
+    };
+    if (cap.maxSendWr > this.caps.maxQpWr || cap.maxRecvWr > this.caps.maxQpWr) return -EINVAL;
+    if (cap.maxSendSge > this.caps.maxSge || cap.maxRecvSge > this.caps.maxSge) return -EINVAL;
+    const qp = new QueuePair(this.nextQpn++, init, cap);
+    this.qps.set(qp.qpNum, qp);
+    this.sim.spawn(`${this.name}.qp${qp.qpNum}.send`, () => this.requester.runTransmitter(qp), { kind: 'device' });
+    this.sim.spawn(`${this.name}.qp${qp.qpNum}.complete`, () => this.requester.runCompleter(qp), { kind: 'device' });
+    this.sim.spawn(`${this.name}.qp${qp.qpNum}.recv`, () => this.responder.run(qp), { kind: 'device' });
+    return qp;
+  }
+
+  qpByNum(qpNum: number): QueuePair | undefined {
+    return this.qps.get(qpNum);
+  }
+
+  /**
+   * `ibv_modify_qp`: change attributes and, with `qpState`, the state. -EINVAL for an illegal
+   * transition (see `qpTransitionAllowed`), an out-of-range attribute, or an RC QP taken to
+   * RTR without a destination (ahAttr and destQpNum).
+   */
+  modifyQp(qp: QueuePair, attr: QpAttr): number {
+    if (qp.destroyed) return -EINVAL;
+    const to = attr.qpState ?? qp.state;
+    if (attr.qpState !== undefined && !qpTransitionAllowed(qp.state, to)) return -EINVAL;
+    const inRange = (v: number | undefined, max: number) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= max);
+    if (!inRange(attr.retryCnt, 7) || !inRange(attr.rnrRetry, 7) || !inRange(attr.timeout, 31) || !inRange(attr.minRnrTimer, 31)) return -EINVAL;
+    if (!inRange(attr.maxRdAtomic, this.caps.maxQpRdAtom) || !inRange(attr.maxDestRdAtomic, this.caps.maxQpRdAtom)) return -EINVAL;
+    if (attr.qpAccessFlags !== undefined) qp.qpAccessFlags = attr.qpAccessFlags;
+    if (attr.qkey !== undefined) qp.qkey = attr.qkey;
+    if (attr.destQpNum !== undefined) qp.destQpNum = attr.destQpNum;
+    if (attr.ahAttr !== undefined) qp.dlid = attr.ahAttr.dlid;
+    if (attr.timeout !== undefined) qp.timeout = attr.timeout;
+    if (attr.retryCnt !== undefined) qp.retryCnt = attr.retryCnt;
+    if (attr.rnrRetry !== undefined) qp.rnrRetry = attr.rnrRetry;
+    if (attr.minRnrTimer !== undefined) qp.minRnrTimer = attr.minRnrTimer;
+    if (attr.maxRdAtomic !== undefined) qp.maxRdAtomic = attr.maxRdAtomic;
+    if (attr.maxDestRdAtomic !== undefined) qp.maxDestRdAtomic = attr.maxDestRdAtomic;
+    if (attr.qpState === undefined || attr.qpState === qp.state && to !== IBV_QPS_RESET) {
+      if (attr.qpState !== undefined) qp.state = to;
+      return 0;
+    }
+    const from = qp.state;
+    switch (to) {
+      case IBV_QPS_RESET:
+        this.resetQp(qp);
+        break;
+      case IBV_QPS_ERR:
+        this.qpToError(qp);
+        return 0;
+      case IBV_QPS_RTR:
+        if (qp.type === IBV_QPT_RC && qp.dlid === 0) return -EINVAL;
+        if (attr.rqPsn !== undefined) qp.ePsn = attr.rqPsn;
+        break;
+      case IBV_QPS_RTS:
+        if (from === IBV_QPS_RTR) {
+          const psn = attr.sqPsn ?? 0;
+          qp.sqBasePsn = psn - qp.sq.length;
+          qp.nextPsn = psn;
+          qp.retryLeft = qp.retryCnt;
+          qp.rnrRetryLeft = qp.rnrRetry;
+        }
+        break;
+      default:
+        break;
+    }
+    qp.state = to;
+    qp.kickRequester();
+    qp.kickCompleter();
+    qp.kickResponder();
+    return 0;
+  }
+
+  destroyQp(qp: QueuePair): number {
+    if (qp.destroyed) return -EINVAL;
+    this.resetQp(qp);
+    qp.destroyed = true;
+    this.qps.delete(qp.qpNum);
+    qp.kickRequester();
+    qp.kickCompleter();
+    qp.kickResponder();
+    return 0;
+  }
+
+  /**
+   * `ibv_post_send`. 0, or -EINVAL (QP not yet RTS, opcode not supported on the transport,
+   * missing remote address, too many SGEs, an atomic whose local buffer is not one 8-byte
+   * SGE), -ENOMEM (send queue full). Posting to a QP in ERR succeeds and the WR is flushed.
+   */
+  postSend(qp: QueuePair, wr: SendWr): number {
+    if (qp.destroyed || qp.state < IBV_QPS_RTS) return -EINVAL;
+    const op = wr.opcode;
+    if (qp.type === IBV_QPT_UD) {
+      if (op !== IBV_WR_SEND || !wr.ud) return -EINVAL;
+    } else if (op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE && op !== IBV_WR_RDMA_READ
+      && op !== IBV_WR_ATOMIC_CMP_AND_SWP && op !== IBV_WR_ATOMIC_FETCH_AND_ADD) {
+      return -EINVAL;
+    }
+    if ((op === IBV_WR_RDMA_WRITE || op === IBV_WR_RDMA_READ) && !wr.rdma) return -EINVAL;
+    if (isAtomic(op) && (!wr.atomic || wr.sgList.length !== 1 || wr.sgList[0]?.length !== 8)) return -EINVAL;
+    if (wr.sgList.length > qp.cap.maxSendSge) return -EINVAL;
+    if (wr.inlineData && op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE) return -EINVAL;
+    if (qp.sq.length - qp.sqHead >= qp.cap.maxSendWr) return -ENOMEM;
+    let length = 0;
+    if (wr.inlineData) length = wr.inlineData.length;
+    else for (const s of wr.sgList) length += s.length;
+    const wqe = {
+      wr, psn: qp.nextPsn++, signaled: qp.sqSigAll || ((wr.sendFlags ?? 0) & 2) !== 0, length, responded: false,
+      visibleAt: this.sim.now() + this.costs.doorbellNs,
+    };
+    qp.sq.push(wqe);
+    if (qp.state === IBV_QPS_ERR || qp.state === IBV_QPS_SQE) qp.kickRequester();
+    // The doorbell: the NIC sees the WQE once it has fetched it. A busy send engine finds it
+    // by itself; an idle one is woken then.
+    else if (qp.requesterWake) this.ringDoorbell(qp, wqe.visibleAt);
+    return 0;
+  }
+
+  /** Wake the transmit side of `qp` at `at` (once, however many WQEs are waiting to be seen). */
+  ringDoorbell(qp: QueuePair, at: number): void {
+    if (qp.doorbellEvent) return;
+    qp.doorbellEvent = this.sim.scheduler.at(at, () => {
+      qp.doorbellEvent = null;
+      qp.kickRequester();
+    });
+  }
+
+  /** `ibv_post_recv`. 0, or -EINVAL (QP in RESET, too many SGEs), -ENOMEM (receive queue full). */
+  postRecv(qp: QueuePair, wr: RecvWr): number {
+    if (qp.destroyed || qp.state === IBV_QPS_RESET) return -EINVAL;
+    if (wr.sgList.length > qp.cap.maxRecvSge) return -EINVAL;
+    if (qp.rq.length - qp.rqHead >= qp.cap.maxRecvWr) return -ENOMEM;
+    qp.rq.push(wr);
+    if (qp.state === IBV_QPS_ERR) this.flushRecv(qp);
+    return 0;
+  }
+
+  // ---- device internals used by the send and receive engines ---------------------------------
+
+  /** Whether an ODP MR may fault for this QP's transport and operation bit (rdma A3). */
+  odpAllowed(qp: QueuePair, bit: number): boolean {
+    return this.faultable && (transportOdpCaps(this.caps, qp.transport) & bit) !== 0;
+  }
+
+  /** Check a local key for [addr, addr + length): live, same PD, LOCAL_WRITE if writing, in bounds. */
+  checkLocalKey(qp: QueuePair, key: number, addr: number, length: number, write: boolean): MemoryRegion | null {
+    const mr = this.mrs.get(key);
+    if (!mr || mr.lkey !== key || !mr.valid || mr.pd !== qp.pd) return null;
+    if (write && !(mr.access & IBV_ACCESS_LOCAL_WRITE)) return null;
+    if (!mr.contains(addr, length)) return null;
+    return mr;
+  }
+
+  /** Check an rkey (rxe `check_rkey` order): live, same PD as the responder QP, access flag, bounds. */
+  checkRemoteKey(qp: QueuePair, key: number, addr: number, length: number, flag: number): MemoryRegion | null {
+    const mr = this.mrs.get(key);
+    if (!mr || mr.rkey !== key || !mr.valid) return null;
+    if (mr.pd !== qp.pd) return null;
+    if (!(mr.access & flag)) return null;
+    if (!mr.contains(addr, length)) return null;
+    return mr;
+  }
+
+  /**
+   * Put a QP's packet on the wire `delayNs` from now (pipelined processing), never before
+   * the same side's previous packet: each side of a QP sends in order.
+   */
+  transmit(pkt: Packet, qp: QueuePair, side: 'requester' | 'responder', delayNs: number): void {
+    const now = this.sim.now();
+    const prev = side === 'requester' ? qp.sqDepartAt : qp.rqDepartAt;
+    const at = Math.max(now + delayNs, prev);
+    if (side === 'requester') qp.sqDepartAt = at;
+    else qp.rqDepartAt = at;
+    this.fabric.send(pkt, at);
+  }
+
+  /** FabricEndpoint: a packet arrived for one of this NIC's QPs. */
+  receive(packet: Packet): void {
+    this.stats.packetsReceived++;
+    const qp = this.qps.get(packet.dstQpn);
+    if (!qp) {
+      this.stats.packetsToUnknownQp++;
+      return;
+    }
+    if (packet.kind === 'request') {
+      qp.inbound.push(packet);
+      qp.kickResponder();
+    } else {
+      qp.responses.push(packet);
+      qp.kickCompleter();
+    }
+  }
+
+  /** Write a CQE after `cqeNs`. CQEs of one NIC are written in the order they were produced. */
+  writeCqe(cq: CompletionQueue, wc: WorkCompletion): void {
+    this.sim.scheduler.after(this.costs.cqeNs, () => {
+      wc.time = this.sim.now();
+      if (!cq.push(wc)) this.asyncSubject.next({ nic: this.name, type: 'IBV_EVENT_CQ_ERR', cqNum: cq.cqNum, time: this.sim.now() });
+    });
+  }
+
+  raiseAsyncEvent(type: NicAsyncEventType, qp: QueuePair): void {
+    this.asyncSubject.next({ nic: this.name, type, qpNum: qp.qpNum, time: this.sim.now() });
+  }
+
+  /** Move a QP to ERR: flush both queues with IBV_WC_WR_FLUSH_ERR (rdma F3), drop what is in flight. */
+  qpToError(qp: QueuePair): void {
+    if (qp.state === IBV_QPS_ERR) return;
+    qp.state = IBV_QPS_ERR;
+    this.cancelTimers(qp);
+    qp.responses.length = 0;
+    qp.inbound.length = 0;
+    this.flushSend(qp);
+    this.flushRecv(qp);
+    qp.kickRequester();
+    qp.kickCompleter();
+    qp.kickResponder();
+  }
+
+  /** A UD send error: the send queue errors (SQE) and is flushed; receives go on. */
+  qpToSqe(qp: QueuePair): void {
+    qp.state = IBV_QPS_SQE;
+    this.flushSend(qp);
+  }
+
+  flushSend(qp: QueuePair): void {
+    for (let i = qp.sqHead; i < qp.sq.length; i++) {
+      const w = qp.sq[i]!;
+      this.writeCqe(qp.sendCq, flushed(w.wr.wrId, qp.qpNum));
+    }
+    qp.sqHead = qp.sq.length;
+    qp.sqNext = qp.sqHead;
+    qp.sqHighSent = Math.max(qp.sqHighSent, qp.sqHead);
+    qp.rdAtomicOutstanding = 0;
+    qp.localError = null;
+    qp.completerStalled = false;
+  }
+
+  flushRecv(qp: QueuePair): void {
+    for (let i = qp.rqHead; i < qp.rq.length; i++) this.writeCqe(qp.recvCq, flushed(qp.rq[i]!.wrId, qp.qpNum));
+    qp.rqHead = qp.rq.length;
+  }
+
+  private cancelTimers(qp: QueuePair): void {
+    if (qp.timerEvent) qp.timerEvent.cancelled = true;
+    if (qp.rnrEvent) qp.rnrEvent.cancelled = true;
+    if (qp.doorbellEvent) qp.doorbellEvent.cancelled = true;
+    qp.timerEvent = null;
+    qp.rnrEvent = null;
+    qp.doorbellEvent = null;
+    qp.timerExpired = false;
+    qp.rnrUntil = 0;
+  }
+
+  private resetQp(qp: QueuePair): void {
+    this.cancelTimers(qp);
+    qp.epoch++;
+    qp.state = IBV_QPS_RESET;
+    qp.sq = [];
+    qp.sqBasePsn = 0;
+    qp.sqHead = qp.sqNext = qp.sqHighSent = 0;
+    qp.nextPsn = 0;
+    qp.rq = [];
+    qp.rqHead = 0;
+    qp.responses.length = 0;
+    qp.inbound.length = 0;
+    qp.ePsn = 0;
+    qp.responderFault = null;
+    qp.atomicReplay.clear();
+    qp.rdAtomicOutstanding = 0;
+    qp.localError = null;
+    qp.completerStalled = false;
+  }
+}
+
+function flushed(wrId: number, qpNum: number): WorkCompletion {
+  return { wrId, status: IBV_WC_WR_FLUSH_ERR, opcode: undefined, vendorErr: 0, byteLen: 0, qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0 };
+}
+
+

@@ -1,0 +1,48 @@
+/**
+ * What travels on the fabric. The model works at message granularity: one RC or UD
+ * message is one packet, whatever its length (the wire time still counts every byte).
+ */
+export type PacketKind = 'request' | 'ack' | 'nak' | 'read-response' | 'atomic-response';
+
+/** NAK codes of the RC transport (IB AETH syndromes). */
+export type NakCode = 'rnr' | 'invalid-request' | 'remote-access' | 'remote-operational';
+
+export interface Packet {
+  kind: PacketKind;
+  srcLid: number;
+  dstLid: number;
+  srcQpn: number;
+  dstQpn: number;
+  /** The request's sequence number (one per message); responses carry the request's. */
+  psn: number;
+  /** The work request opcode (requests). */
+  opcode: number;
+  /** Bytes on the wire, headers included. */
+  wireBytes: number;
+  payload?: Uint8Array;
+  remoteAddr?: number;
+  rkey?: number;
+  /** Requested length (RDMA READ). */
+  length?: number;
+  compareAdd?: bigint;
+  swap?: bigint;
+  /** Atomic response: the value found at the remote address. */
+  original?: bigint;
+  nak?: NakCode;
+  /** RNR NAK: the responder's min_rnr_timer code. */
+  rnrTimer?: number;
+  /** UD: the Q_Key the sender used. */
+  qkey?: number;
+}
+
+/**
+ * A packet with every field present (absent ones undefined), so all packets share one
+ * object shape and the hot paths that read them stay monomorphic.
+ */
+export function makePacket(kind: PacketKind, srcLid: number, dstLid: number, srcQpn: number, dstQpn: number, psn: number, opcode: number, wireBytes: number): Packet {
+  return {
+    kind, srcLid, dstLid, srcQpn, dstQpn, psn, opcode, wireBytes,
+    payload: undefined, remoteAddr: undefined, rkey: undefined, length: undefined, compareAdd: undefined,
+    swap: undefined, original: undefined, nak: undefined, rnrTimer: undefined, qkey: undefined,
+  };
+}

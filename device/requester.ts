@@ -1,0 +1,426 @@
+import type { Co } from '../kernel-model/sim/index.ts';
+import {
+  IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_SEND,
+} from './capabilities.ts';
+import { XLATE_FAULT_READ_ONLY } from './dma-engine.ts';
+import type { MemoryRegion } from './memory-region.ts';
+import type { Nic } from './nic.ts';
+import { makePacket, type Packet } from './packet.ts';
+import type { DeviceFault, FaultResolution } from './page-fault.ts';
+import {
+  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTS, IBV_QPS_SQD, IBV_QPT_RC, type QueuePair, type SendWqe,
+} from './queue-pair.ts';
+import { SG_OK, SG_RETRY, gather, scatter, type KeyLookup, type OnFault } from './scatter-gather.ts';
+import { RNR_RETRY_INFINITE, localAckTimeoutNs, rnrTimerNs } from './transport-timers.ts';
+import {
+  IBV_WC_COMP_SWAP, IBV_WC_FETCH_ADD, IBV_WC_LOC_PROT_ERR, IBV_WC_RDMA_READ, IBV_WC_RDMA_WRITE,
+  IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR, IBV_WC_REM_OP_ERR, IBV_WC_RETRY_EXC_ERR,
+  IBV_WC_RNR_RETRY_EXC_ERR, IBV_WC_SEND, IBV_WC_SUCCESS,
+} from './work-completion.ts';
+import {
+  IBV_SEND_FENCE, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_RDMA_READ,
+  IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, isReadOrAtomic,
+} from './work-request.ts';
+
+/** A fault was resumed with the error bit. */
+const SG_FAULT_FAILED = 2;
+/** The QP was reset, moved to ERR or destroyed while the access waited. */
+const SG_ABORTED = 3;
+
+interface RequesterHooks {
+  gatherLookup: KeyLookup;
+  scatterLookup: KeyLookup;
+  sendFault: OnFault;
+  completerFault: OnFault;
+}
+
+export function wcOpcodeOf(op: number): number {
+  switch (op) {
+    case IBV_WR_SEND: return IBV_WC_SEND;
+    case IBV_WR_RDMA_WRITE: return IBV_WC_RDMA_WRITE;
+    case IBV_WR_RDMA_READ: return IBV_WC_RDMA_READ;
+    case IBV_WR_ATOMIC_CMP_AND_SWP: return IBV_WC_COMP_SWAP;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD: return IBV_WC_FETCH_ADD;
+    default: return IBV_WC_SEND;
+  }
+}
+
+/**
+ * The send side of the DMA engine, one coroutine per QP: transmit posted WQEs (gathering
+ * their pages), keep a window of outstanding RC requests, take ACKs, NAKs and responses in
+ * order, scatter READ and atomic results, and retry by go-back-N after an RNR NAK
+ * (`rnr_retry`, the responder's `min_rnr_timer`) or a local ACK timeout (`timeout`,
+ * `retry_cnt`). A page fault stalls only this QP: its coroutine parks until the driver
+ * resumes the fault (rdma B6, B7).
+ */
+export class Requester {
+  constructor(private readonly nic: Nic) {}
+
+  /**
+   * The transmit side: send posted WQEs in order while the window allows. In ERR it flushes
+   * whatever is posted.
+   */
+  *runTransmitter(qp: QueuePair): Co {
+    const sim = this.nic.sim;
+    for (;;) {
+      if (qp.destroyed) return;
+      if (qp.state === IBV_QPS_ERR && qp.sqHead < qp.sq.length) this.nic.flushSend(qp);
+      if (this.canTransmit(qp)) {
+        yield* this.transmit(qp);
+        continue;
+      }
+      yield* sim.park<void>((wake) => { qp.requesterWake = () => wake(); });
+    }
+  }
+
+  /**
+   * The completion side: ACKs, NAKs and responses in order (scattering READ and atomic
+   * results), the ACK timer, and WQEs that failed before transmission. It runs while the
+   * transmit side is stalled on a fault, so earlier WQEs still complete.
+   */
+  *runCompleter(qp: QueuePair): Co {
+    const sim = this.nic.sim;
+    for (;;) {
+      if (qp.destroyed) return;
+      qp.compactSendQueue();
+      if (qp.state === IBV_QPS_ERR || qp.state === IBV_QPS_RESET) qp.responses.length = 0;
+      const pkt = qp.responses.shift();
+      if (pkt) {
+        yield* this.handleResponse(qp, pkt);
+      } else if (qp.timerExpired) {
+        qp.timerExpired = false;
+        this.handleTimeout(qp);
+      } else if (qp.localError && qp.sq[qp.sqHead] === qp.localError.wqe) {
+        const le = qp.localError;
+        qp.localError = null;
+        this.completeError(qp, le.wqe, le.status);
+      } else {
+        yield* sim.park<void>((wake) => { qp.completerWake = () => wake(); });
+        continue;
+      }
+      // Completions free the window and go-back moves the send point: let the transmit side look.
+      qp.kickRequester();
+    }
+  }
+
+  private canTransmit(qp: QueuePair): boolean {
+    if (qp.state !== IBV_QPS_RTS || qp.localError || qp.completerStalled) return false;
+    if (qp.sqNext >= qp.sq.length) return false;
+    const now = this.nic.sim.now();
+    if (now < qp.rnrUntil) return false;
+    const w = qp.sq[qp.sqNext] as SendWqe;
+    if (w.visibleAt > now) {
+      this.nic.ringDoorbell(qp, w.visibleAt);
+      return false;
+    }
+    if (qp.type !== IBV_QPT_RC) return true;
+    if (qp.sqNext - qp.sqHead >= this.nic.sendWindow) return false;
+    if (isReadOrAtomic(w.wr.opcode) && qp.rdAtomicOutstanding >= Math.max(1, qp.maxRdAtomic)) return false;
+    if ((w.wr.sendFlags ?? 0) & IBV_SEND_FENCE && qp.rdAtomicOutstanding > 0) return false;
+    return true;
+  }
+
+  // ---- transmit ------------------------------------------------------------------------
+
+  private *transmit(qp: QueuePair): Co {
+    const nic = this.nic;
+    const sim = nic.sim;
+    const w = qp.sq[qp.sqNext] as SendWqe;
+    const wr = w.wr;
+    const epoch = qp.epoch;
+    const ctx = qp.sqContext;
+    ctx.opcode = wr.opcode;
+    let payload: Uint8Array | undefined;
+    // WQE processing and the PCIe read latency are pipelined across messages: they delay this
+    // message's departure, not the gathering of the next one. The page reads themselves
+    // occupy the engine for their bandwidth time.
+    let pipelineNs = nic.costs.wqeProcessingNs;
+    if ((wr.opcode === IBV_WR_SEND || wr.opcode === IBV_WR_RDMA_WRITE) && !wr.inlineData && w.length > 0) {
+      const hooks = this.hooksOf(qp);
+      pipelineNs += nic.costs.dmaReadLatencyNs;
+      const r = yield* gather(nic.engine, ctx, wr.sgList, hooks.gatherLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_SEND),
+        0, hooks.sendFault);
+      if (typeof r === 'number') {
+        // Aborted, or overtaken: an old acknowledgement completed it, or a go-back moved the send point.
+        if (r === SG_ABORTED || qp.epoch !== epoch || qp.sq[qp.sqNext] !== w) return;
+        // Completions stay in order: the error is reported once every earlier WQE has completed.
+        qp.localError = { wqe: w, status: IBV_WC_LOC_PROT_ERR };
+        qp.kickCompleter();
+        return;
+      }
+      payload = r;
+    } else {
+      payload = wr.inlineData;
+    }
+    // The QP may have been reset, errored or drained while the WQE was being read.
+    if (qp.epoch !== epoch || qp.destroyed || qp.state !== IBV_QPS_RTS || qp.sq[qp.sqNext] !== w) return;
+    const fo = nic.fabric.options;
+    const pkt = makePacket('request', nic.lid, qp.dlid, qp.qpNum, qp.destQpNum, w.psn, wr.opcode, fo.headerBytes + (payload ? payload.length : 0));
+    pkt.payload = payload;
+    if (wr.opcode === IBV_WR_RDMA_WRITE || wr.opcode === IBV_WR_RDMA_READ) {
+      pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
+      pkt.rkey = wr.rdma?.rkey ?? 0;
+      pkt.length = w.length;
+    } else if (isAtomic(wr.opcode)) {
+      const a = wr.atomic!;
+      pkt.remoteAddr = a.remoteAddr;
+      pkt.rkey = a.rkey;
+      pkt.compareAdd = a.compareAdd;
+      pkt.swap = a.swap;
+      pkt.length = 8;
+      pkt.wireBytes += 28;
+    }
+    if (qp.type !== IBV_QPT_RC) {
+      const ud = wr.ud!;
+      pkt.dstLid = ud.ah.dlid;
+      pkt.dstQpn = ud.remoteQpn;
+      pkt.qkey = ud.remoteQkey;
+    }
+    nic.transmit(pkt, qp, 'requester', pipelineNs);
+    qp.sqNext++;
+    if (qp.sqNext > qp.sqHighSent) {
+      qp.sqHighSent = qp.sqNext;
+    } else {
+      qp.stats.retransmits++;
+      nic.stats.retransmits++;
+    }
+    if (qp.type !== IBV_QPT_RC) {
+      // UD: no acknowledgement; the WQE completes once its message is on the wire.
+      this.completeSuccess(qp, w);
+      return;
+    }
+    if (isReadOrAtomic(wr.opcode)) qp.rdAtomicOutstanding++;
+    qp.lastActivity = sim.now();
+    this.armTimer(qp);
+  }
+
+  private readonly hooks = new WeakMap<QueuePair, RequesterHooks>();
+
+  /** Per-QP key checks and fault policies, built once (no closure per work request). */
+  private hooksOf(qp: QueuePair): RequesterHooks {
+    let h = this.hooks.get(qp);
+    if (!h) {
+      const nic = this.nic;
+      h = {
+        gatherLookup: (key, addr, len) => nic.checkLocalKey(qp, key, addr, len, false),
+        scatterLookup: (key, addr, len) => nic.checkLocalKey(qp, key, addr, len, true),
+        sendFault: this.stallOnFault(qp, false),
+        completerFault: this.stallOnFault(qp, true),
+      };
+      this.hooks.set(qp, h);
+    }
+    return h;
+  }
+
+  /** The requester's fault policy: report the fault, park this QP until it is resumed. */
+  private stallOnFault(qp: QueuePair, completer: boolean): OnFault {
+    const nic = this.nic;
+    const sim = nic.sim;
+    const ctx = completer ? qp.completerContext : qp.sqContext;
+    return function* (mr: MemoryRegion, key: number, iova: number, remaining: number, write: boolean, code: number): Co<number> {
+      const epoch = qp.epoch;
+      const fault: DeviceFault = {
+        id: nic.faultQueue.allocateId(), nic: nic.name, time: sim.now(), qpNum: qp.qpNum,
+        transport: qp.transport, side: 'requester', opcode: ctx.opcode, mrKey: key, iova, length: remaining, write,
+        reason: code === XLATE_FAULT_READ_ONLY ? 'read-only' : 'absent',
+      };
+      mr.counters.faults++;
+      qp.stats.faults++;
+      const t0 = sim.now();
+      // A fault while writing a response stalls the whole QP: nothing new is sent meanwhile.
+      if (completer) qp.completerStalled = true;
+      const res = yield* sim.park<FaultResolution>((wake) => nic.faultQueue.post(fault, wake));
+      if (completer) {
+        qp.completerStalled = false;
+        qp.kickRequester();
+      }
+      qp.stats.faultStallNs += sim.now() - t0;
+      if (qp.destroyed || qp.epoch !== epoch || qp.state === IBV_QPS_ERR || qp.state === IBV_QPS_RESET) return SG_ABORTED;
+      return res.error ? SG_FAULT_FAILED : SG_RETRY;
+    };
+  }
+
+  // ---- responses -----------------------------------------------------------------------
+
+  private *handleResponse(qp: QueuePair, pkt: Packet): Co {
+    if (qp.type !== IBV_QPT_RC || (qp.state !== IBV_QPS_RTS && qp.state !== IBV_QPS_SQD)) return;
+    const idx = qp.indexOfPsn(pkt.psn);
+    if (idx < qp.sqHead || idx >= qp.sqHighSent) return; // stale or duplicate
+    // Everything before idx is implicitly acknowledged, except a READ or atomic whose
+    // response never came: that response was lost, so resend from it.
+    const lastImplied = pkt.kind === 'ack' ? idx : idx - 1;
+    for (let i = qp.sqHead; i <= lastImplied; i++) {
+      const w = qp.sq[i] as SendWqe;
+      if (isReadOrAtomic(w.wr.opcode) && !w.responded) {
+        // An implied NAK. Start one retry sequence per lost response (as rxe does): the
+        // rest of the old stream's answers would otherwise each restart it.
+        if (qp.impliedRetryPsn === w.psn) return;
+        qp.impliedRetryPsn = w.psn;
+        if (qp.retryLeft === 0) {
+          this.completeError(qp, w, IBV_WC_RETRY_EXC_ERR);
+          return;
+        }
+        qp.retryLeft--;
+        this.goBack(qp, i);
+        return;
+      }
+      this.completeSuccess(qp, w);
+    }
+    if (qp.sqNext < qp.sqHead) qp.sqNext = qp.sqHead;
+    if (pkt.kind === 'ack') {
+      this.progress(qp);
+      return;
+    }
+    const w = qp.sq[idx] as SendWqe;
+    if (pkt.kind === 'nak') {
+      this.handleNak(qp, w, idx, pkt);
+      return;
+    }
+    if (w.responded) return;
+    w.responded = true;
+    qp.rdAtomicOutstanding--;
+    if (qp.sqNext <= idx) qp.sqNext = idx + 1;
+    this.progress(qp);
+    yield* this.scatterResult(qp, w, pkt);
+  }
+
+  private handleNak(qp: QueuePair, w: SendWqe, idx: number, pkt: Packet): void {
+    const sim = this.nic.sim;
+    switch (pkt.nak) {
+      case 'rnr': {
+        qp.stats.rnrNaksReceived++;
+        if (qp.rnrRetryLeft === 0) {
+          this.completeError(qp, w, IBV_WC_RNR_RETRY_EXC_ERR);
+          return;
+        }
+        if (qp.rnrRetry !== RNR_RETRY_INFINITE) qp.rnrRetryLeft--;
+        qp.rnrUntil = sim.now() + rnrTimerNs(pkt.rnrTimer ?? 0);
+        this.goBack(qp, idx);
+        if (qp.rnrEvent) qp.rnrEvent.cancelled = true;
+        qp.rnrEvent = sim.scheduler.at(qp.rnrUntil, () => {
+          qp.rnrEvent = null;
+          qp.kickRequester();
+        });
+        return;
+      }
+      case 'remote-access':
+        this.completeError(qp, w, IBV_WC_REM_ACCESS_ERR);
+        return;
+      case 'remote-operational':
+        this.completeError(qp, w, IBV_WC_REM_OP_ERR);
+        return;
+      default:
+        this.completeError(qp, w, IBV_WC_REM_INV_REQ_ERR);
+    }
+  }
+
+  /** Write a READ response or an atomic's original value into the local buffers. */
+  private *scatterResult(qp: QueuePair, w: SendWqe, pkt: Packet): Co {
+    const nic = this.nic;
+    const epoch = qp.epoch;
+    const wr = w.wr;
+    const ctx = qp.completerContext;
+    ctx.opcode = wr.opcode;
+    let data: Uint8Array;
+    let bit: number;
+    if (pkt.kind === 'atomic-response') {
+      data = new Uint8Array(8);
+      new DataView(data.buffer).setBigUint64(0, BigInt.asUintN(64, pkt.original ?? 0n), true);
+      bit = IBV_ODP_SUPPORT_ATOMIC;
+    } else {
+      data = pkt.payload ?? new Uint8Array(0);
+      bit = IBV_ODP_SUPPORT_READ;
+    }
+    const hooks = this.hooksOf(qp);
+    const r = yield* scatter(nic.engine, ctx, wr.sgList, data, 0, hooks.scatterLookup, nic.odpAllowed(qp, bit), 0, hooks.completerFault);
+    if (r === SG_ABORTED || qp.epoch !== epoch || qp.destroyed || qp.state === IBV_QPS_ERR) return;
+    if (r !== SG_OK) {
+      this.completeError(qp, w, IBV_WC_LOC_PROT_ERR);
+      return;
+    }
+    if (qp.sq[qp.sqHead] === w) this.completeSuccess(qp, w);
+  }
+
+  // ---- retries -------------------------------------------------------------------------
+
+  /** Forward progress: reset the retry counters and restart the ACK timer. */
+  private progress(qp: QueuePair): void {
+    qp.retryLeft = qp.retryCnt;
+    qp.rnrRetryLeft = qp.rnrRetry;
+    qp.lastActivity = this.nic.sim.now();
+    if (qp.sqHead < qp.sqNext) this.armTimer(qp);
+  }
+
+  /** Go-back-N: resend from WQE `idx`. */
+  private goBack(qp: QueuePair, idx: number): void {
+    qp.sqNext = idx;
+    let n = 0;
+    for (let i = qp.sqHead; i < qp.sqNext; i++) {
+      const w = qp.sq[i] as SendWqe;
+      if (isReadOrAtomic(w.wr.opcode) && !w.responded) n++;
+    }
+    qp.rdAtomicOutstanding = n;
+    qp.lastActivity = this.nic.sim.now();
+  }
+
+  private armTimer(qp: QueuePair): void {
+    if (qp.timerEvent) return;
+    const t = localAckTimeoutNs(qp.timeout);
+    if (!Number.isFinite(t)) return;
+    const sim = this.nic.sim;
+    qp.timerEvent = sim.scheduler.at(qp.lastActivity + t, () => {
+      qp.timerEvent = null;
+      if (qp.sqHead >= qp.sqNext || (qp.state !== IBV_QPS_RTS && qp.state !== IBV_QPS_SQD)) return;
+      if (sim.now() - qp.lastActivity >= t) {
+        qp.timerExpired = true;
+        qp.kickCompleter();
+      } else {
+        this.armTimer(qp);
+      }
+    });
+  }
+
+  private handleTimeout(qp: QueuePair): void {
+    if (qp.sqHead >= qp.sqNext) return;
+    const t = localAckTimeoutNs(qp.timeout);
+    const now = this.nic.sim.now();
+    if (now - qp.lastActivity < t) {
+      this.armTimer(qp);
+      return;
+    }
+    qp.stats.timeouts++;
+    this.nic.stats.timeouts++;
+    if (qp.retryLeft === 0) {
+      this.completeError(qp, qp.sq[qp.sqHead] as SendWqe, IBV_WC_RETRY_EXC_ERR);
+      return;
+    }
+    qp.retryLeft--;
+    this.goBack(qp, qp.sqHead);
+  }
+
+  // ---- completions ---------------------------------------------------------------------
+
+  private completeSuccess(qp: QueuePair, w: SendWqe): void {
+    qp.sqHead++;
+    if (w.signaled) {
+      this.nic.writeCqe(qp.sendCq, {
+        wrId: w.wr.wrId, status: IBV_WC_SUCCESS, opcode: wcOpcodeOf(w.wr.opcode), vendorErr: 0,
+        byteLen: w.length, qpNum: qp.qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0,
+      });
+    }
+  }
+
+  /** Complete the head WQE in error (always reported, signaled or not) and fail the QP (rdma F1-F3). */
+  private completeError(qp: QueuePair, w: SendWqe, status: number): void {
+    if (qp.sq[qp.sqHead] !== w) throw new Error(`QP ${qp.qpNum}: completing a WQE that is not at the head`);
+    qp.sqHead++;
+    if (qp.sqNext < qp.sqHead) qp.sqNext = qp.sqHead;
+    this.nic.writeCqe(qp.sendCq, {
+      wrId: w.wr.wrId, status, opcode: undefined, vendorErr: 0,
+      byteLen: 0, qpNum: qp.qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0,
+    });
+    if (qp.type === IBV_QPT_RC) this.nic.qpToError(qp);
+    else this.nic.qpToSqe(qp);
+  }
+}
+

@@ -1,0 +1,403 @@
+import type { Co } from '../kernel-model/sim/index.ts';
+import { IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE } from './access-flags.ts';
+import {
+  IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_RECV, IBV_ODP_SUPPORT_WRITE,
+} from './capabilities.ts';
+import { XLATE_FAULT_READ_ONLY, XLATE_PROT } from './dma-engine.ts';
+import type { MemoryRegion } from './memory-region.ts';
+import type { Nic } from './nic.ts';
+import { makePacket, type NakCode, type Packet } from './packet.ts';
+import type { DeviceFault } from './page-fault.ts';
+import { IBV_QPS_ERR, IBV_QPT_RC, type QueuePair } from './queue-pair.ts';
+import { SG_OK, readRange, scatter, sglCapacity, writeRange, type KeyLookup, type OnFault } from './scatter-gather.ts';
+import { IBV_WC_LOC_LEN_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS } from './work-completion.ts';
+import {
+  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, type RecvWr,
+} from './work-request.ts';
+
+/** A responder fault was posted: stop, and answer the request as the opcode demands. */
+const SG_FAULTED = 2;
+/** Bytes at the start of a UD receive buffer reserved for the GRH (IB spec; rdma-core `ibv_post_recv`). */
+export const UD_GRH_BYTES = 40;
+/** How many atomic results a responder keeps to answer duplicate requests. */
+const ATOMIC_REPLAY_DEPTH = 16;
+
+/**
+ * The receive side of the DMA engine, one coroutine per QP, taking incoming requests in
+ * sequence. A responder-side page fault (ODP) is reported and the request is not executed:
+ * an RC SEND or RDMA WRITE is answered with an RNR NAK (the requester backs off by
+ * `min_rnr_timer` and retries within `rnr_retry`, rdma B8); an RDMA READ or atomic is
+ * dropped, so the requester's local ACK timeout and `retry_cnt` govern. While the fault is
+ * outstanding, later requests are refused the same way and raise no new fault. A fault
+ * resumed with the error bit fails the request with a NAK (remote access for RDMA,
+ * remote operational for a SEND whose receive buffer failed) and moves the QP to ERR.
+ * Without ODP, or when a key fails its checks, the errors of rdma F1-F3 apply.
+ */
+export class Responder {
+  constructor(private readonly nic: Nic) {}
+
+  *run(qp: QueuePair): Co {
+    for (;;) {
+      if (qp.destroyed) return;
+      const pkt = qp.inbound.shift();
+      if (!pkt) {
+        qp.compactRecvQueue();
+        yield* this.nic.sim.park<void>((wake) => { qp.responderWake = () => wake(); });
+        continue;
+      }
+      if (!qp.canReceive) {
+        qp.stats.dropped++;
+        continue;
+      }
+      if (qp.type !== IBV_QPT_RC) {
+        yield* this.udReceive(qp, pkt);
+        continue;
+      }
+      if (pkt.psn < qp.ePsn) {
+        yield* this.duplicate(qp, pkt);
+        continue;
+      }
+      if (pkt.psn > qp.ePsn) {
+        // After an RNR NAK or a dropped request the responder waits for the expected PSN and
+        // ignores the rest (no PSN-sequence-error NAK is modelled; the requester's go-back
+        // or timeout resends them).
+        qp.stats.dropped++;
+        continue;
+      }
+      if (qp.responderFault) {
+        if (pkt.opcode === IBV_WR_SEND || pkt.opcode === IBV_WR_RDMA_WRITE) this.rnrNak(qp, pkt);
+        else qp.stats.dropped++;
+        continue;
+      }
+      yield* this.execute(qp, pkt, false);
+    }
+  }
+
+  private *execute(qp: QueuePair, pkt: Packet, duplicate: boolean): Co {
+    switch (pkt.opcode) {
+      case IBV_WR_SEND: return yield* this.send(qp, pkt);
+      case IBV_WR_RDMA_WRITE: return yield* this.write(qp, pkt);
+      case IBV_WR_RDMA_READ: return yield* this.read(qp, pkt, duplicate);
+      default:
+        if (isAtomic(pkt.opcode)) return yield* this.atomic(qp, pkt);
+        this.nak(qp, pkt.psn, 'invalid-request');
+        this.nic.qpToError(qp);
+    }
+  }
+
+  // ---- SEND ----------------------------------------------------------------------------
+
+  private *send(qp: QueuePair, pkt: Packet): Co {
+    const nic = this.nic;
+    const recv = qp.rq[qp.rqHead];
+    if (!recv) {
+      // No receive WQE: the classic receiver-not-ready.
+      this.rnrNak(qp, pkt);
+      return;
+    }
+    const data = pkt.payload ?? new Uint8Array(0);
+    if (data.length > sglCapacity(recv.sgList)) {
+      this.completeRecv(qp, recv, IBV_WC_LOC_LEN_ERR, 0, pkt);
+      this.nak(qp, pkt.psn, 'invalid-request');
+      nic.qpToError(qp);
+      return;
+    }
+    const epoch = qp.epoch;
+    const r = yield* this.scatterRecv(qp, recv, data, 0, pkt);
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (r === SG_FAULTED) {
+      this.rnrNak(qp, pkt);
+      return;
+    }
+    if (r !== SG_OK) {
+      // The receive buffer failed its checks (rxe class A: remote operational error).
+      this.completeRecv(qp, recv, IBV_WC_LOC_PROT_ERR, 0, pkt);
+      this.nak(qp, pkt.psn, 'remote-operational');
+      nic.qpToError(qp);
+      return;
+    }
+    this.completeRecv(qp, recv, IBV_WC_SUCCESS, data.length, pkt);
+    qp.ePsn++;
+    this.ack(qp, pkt.psn);
+  }
+
+  private *scatterRecv(qp: QueuePair, recv: RecvWr, data: Uint8Array, skip: number, pkt: Packet): Co<number> {
+    const nic = this.nic;
+    const ctx = qp.rqContext;
+    ctx.opcode = pkt.opcode;
+    const hooks = this.hooksOf(qp);
+    return yield* scatter(nic.engine, ctx, recv.sgList, data, skip, hooks.recvLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_RECV),
+      0, hooks.fault);
+  }
+
+  private completeRecv(qp: QueuePair, recv: RecvWr, status: number, bytes: number, pkt: Packet): void {
+    if (qp.rq[qp.rqHead] === recv) qp.rqHead++;
+    const ok = status === IBV_WC_SUCCESS;
+    const ud = qp.type !== IBV_QPT_RC;
+    this.nic.writeCqe(qp.recvCq, {
+      wrId: recv.wrId, status, opcode: ok ? IBV_WC_RECV : undefined, vendorErr: 0,
+      byteLen: ok ? bytes : 0, qpNum: qp.qpNum, srcQp: ok && ud ? pkt.srcQpn : 0, wcFlags: 0,
+      slid: ok && ud ? pkt.srcLid : 0, time: 0,
+    });
+  }
+
+  // ---- RDMA WRITE, READ, atomics ---------------------------------------------------------
+
+  private checkRkey(qp: QueuePair, pkt: Packet, length: number, flag: number): MemoryRegion | null {
+    if (length === 0) return null;
+    return this.nic.checkRemoteKey(qp, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length, flag);
+  }
+
+  private *write(qp: QueuePair, pkt: Packet): Co {
+    const nic = this.nic;
+    const data = pkt.payload ?? new Uint8Array(0);
+    if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_WRITE)) return this.invalidRequest(qp, pkt);
+    if (data.length > 0) {
+      const mr = this.checkRkey(qp, pkt, data.length, IBV_ACCESS_REMOTE_WRITE);
+      if (!mr) return this.accessError(qp, pkt);
+      const epoch = qp.epoch;
+      const ctx = qp.rqContext;
+      ctx.opcode = pkt.opcode;
+      const r = yield* writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, data, 0, data.length,
+        mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_WRITE), 0, this.hooksOf(qp).fault);
+      if (qp.epoch !== epoch || !qp.canReceive) return;
+      if (r === SG_FAULTED) return this.rnrNak(qp, pkt);
+      if (r !== SG_OK) return this.accessError(qp, pkt);
+    }
+    qp.ePsn++;
+    this.ack(qp, pkt.psn);
+  }
+
+  private *read(qp: QueuePair, pkt: Packet, duplicate: boolean): Co {
+    const nic = this.nic;
+    const length = pkt.length ?? 0;
+    if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_READ)) return this.invalidRequest(qp, pkt);
+    let data: Uint8Array = new Uint8Array(0);
+    if (length > 0) {
+      const mr = this.checkRkey(qp, pkt, length, IBV_ACCESS_REMOTE_READ);
+      if (!mr) return this.accessError(qp, pkt);
+      const epoch = qp.epoch;
+      const ctx = qp.rqContext;
+      ctx.opcode = pkt.opcode;
+      const r = yield* readRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length,
+        mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_READ), 0, this.hooksOf(qp).fault);
+      if (qp.epoch !== epoch || !qp.canReceive) return;
+      if (r === SG_FAULTED) {
+        qp.stats.dropped++; // dropped: the requester's local ACK timeout will resend it
+        return;
+      }
+      if (typeof r === 'number') return this.accessError(qp, pkt);
+      data = r;
+    }
+    if (!duplicate) qp.ePsn++;
+    const p = this.answer(qp, 'read-response', pkt.psn, pkt.opcode);
+    p.payload = data;
+    p.wireBytes += data.length;
+    this.send1(qp, p, nic.costs.dmaReadLatencyNs);
+  }
+
+  private *atomic(qp: QueuePair, pkt: Packet): Co {
+    const nic = this.nic;
+    if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_ATOMIC)) return this.invalidRequest(qp, pkt);
+    const addr = pkt.remoteAddr ?? 0;
+    if (addr % 8 !== 0) return this.invalidRequest(qp, pkt); // misaligned atomic
+    const mr = this.checkRkey(qp, pkt, 8, IBV_ACCESS_REMOTE_ATOMIC);
+    if (!mr) return this.accessError(qp, pkt);
+    const epoch = qp.epoch;
+    const ctx = qp.rqContext;
+    ctx.opcode = pkt.opcode;
+    const compareAdd = pkt.compareAdd ?? 0n;
+    const swap = pkt.swap ?? 0n;
+    const apply = pkt.opcode === IBV_WR_ATOMIC_CMP_AND_SWP
+      ? (old: bigint) => (old === BigInt.asUintN(64, compareAdd) ? swap : old)
+      : (old: bigint) => old + compareAdd;
+    const faultable = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_ATOMIC);
+    const r = yield* this.nicAtomic(qp, mr, pkt, addr, faultable, apply);
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (typeof r === 'number') {
+      if (r === XLATE_PROT) return this.accessError(qp, pkt);
+      // A fault: report it and drop the request (the requester times out and resends).
+      yield* this.hooksOf(qp).fault(mr, pkt.rkey ?? 0, addr, 8, true, r);
+      qp.stats.dropped++;
+      return;
+    }
+    qp.atomicReplay.set(pkt.psn, r.original);
+    if (qp.atomicReplay.size > ATOMIC_REPLAY_DEPTH) {
+      const oldest = qp.atomicReplay.keys().next().value;
+      if (oldest !== undefined) qp.atomicReplay.delete(oldest);
+    }
+    qp.ePsn++;
+    this.atomicResponse(qp, pkt, r.original);
+  }
+
+  /** The atomic's page access; an XLATE_* code when the page cannot be used. */
+  private *nicAtomic(qp: QueuePair, mr: MemoryRegion, pkt: Packet, addr: number, faultable: boolean, apply: (old: bigint) => bigint): Co<{ original: bigint } | number> {
+    if (!mr.valid) return XLATE_PROT;
+    return yield* this.nic.engine.atomicPage(qp.rqContext, mr, pkt.rkey ?? 0, addr, faultable, apply);
+  }
+
+  /** A request with a PSN already executed: acknowledge again, re-read, or replay an atomic. */
+  private *duplicate(qp: QueuePair, pkt: Packet): Co {
+    if (pkt.opcode === IBV_WR_RDMA_READ) {
+      if (qp.responderFault) return;
+      yield* this.read(qp, pkt, true);
+      return;
+    }
+    if (isAtomic(pkt.opcode)) {
+      const original = qp.atomicReplay.get(pkt.psn);
+      if (original === undefined) return;
+      this.atomicResponse(qp, pkt, original);
+      return;
+    }
+    this.ack(qp, qp.ePsn - 1);
+  }
+
+  // ---- UD ------------------------------------------------------------------------------
+
+  private *udReceive(qp: QueuePair, pkt: Packet): Co {
+    if (pkt.opcode !== IBV_WR_SEND || pkt.qkey !== qp.qkey || qp.responderFault) {
+      qp.stats.dropped++;
+      return;
+    }
+    const recv = qp.rq[qp.rqHead];
+    const data = pkt.payload ?? new Uint8Array(0);
+    if (!recv || data.length + UD_GRH_BYTES > sglCapacity(recv.sgList)) {
+      qp.stats.dropped++; // UD has no RNR: no receive WQE, or too small, and the message is lost
+      return;
+    }
+    const epoch = qp.epoch;
+    const r = yield* this.scatterRecv(qp, recv, data, UD_GRH_BYTES, pkt);
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (r === SG_FAULTED) {
+      qp.stats.dropped++;
+      return;
+    }
+    if (r !== SG_OK) {
+      this.completeRecv(qp, recv, IBV_WC_LOC_PROT_ERR, 0, pkt);
+      this.nic.qpToError(qp);
+      return;
+    }
+    this.completeRecv(qp, recv, IBV_WC_SUCCESS, data.length + UD_GRH_BYTES, pkt);
+  }
+
+  // ---- faults --------------------------------------------------------------------------
+
+  /**
+   * The responder's fault policy: report the fault without waiting (the responder must keep
+   * answering) and stop the request. When the driver resumes the fault, the QP takes
+   * requests again; with the error bit, the pending request fails and the QP errors.
+   */
+  private readonly hooks = new WeakMap<QueuePair, { recvLookup: KeyLookup; fault: OnFault }>();
+
+  /** Per-QP key check and fault policy, built once (no closure per request). */
+  private hooksOf(qp: QueuePair): { recvLookup: KeyLookup; fault: OnFault } {
+    let h = this.hooks.get(qp);
+    if (!h) {
+      const nic = this.nic;
+      h = { recvLookup: (key, addr, len) => nic.checkLocalKey(qp, key, addr, len, true), fault: this.reportFault(qp) };
+      this.hooks.set(qp, h);
+    }
+    return h;
+  }
+
+  private reportFault(qp: QueuePair): OnFault {
+    const self = this;
+    const nic = this.nic;
+    const sim = nic.sim;
+    return function* (mr: MemoryRegion, key: number, iova: number, remaining: number, write: boolean, code: number): Co<number> {
+      const fault: DeviceFault = {
+        id: nic.faultQueue.allocateId(), nic: nic.name, time: sim.now(), qpNum: qp.qpNum, transport: qp.transport,
+        side: 'responder', opcode: qp.rqContext.opcode, mrKey: key, iova, length: remaining, write,
+        reason: code === XLATE_FAULT_READ_ONLY ? 'read-only' : 'absent',
+      };
+      mr.counters.faults++;
+      qp.stats.faults++;
+      qp.responderFault = fault;
+      const epoch = qp.epoch;
+      const t0 = sim.now();
+      nic.faultQueue.post(fault, (res) => {
+        if (qp.responderFault !== fault) return;
+        qp.responderFault = null;
+        qp.stats.faultStallNs += sim.now() - t0;
+        if (!res.error || qp.epoch !== epoch || !qp.canReceive) return;
+        if (qp.type !== IBV_QPT_RC) {
+          const recv = qp.rq[qp.rqHead];
+          if (recv) self.completeRecvError(qp, recv);
+          nic.qpToError(qp);
+          return;
+        }
+        if (fault.opcode === IBV_WR_SEND) {
+          const recv = qp.rq[qp.rqHead];
+          if (recv) self.completeRecvError(qp, recv);
+          self.nak(qp, qp.ePsn, 'remote-operational');
+        } else {
+          self.nak(qp, qp.ePsn, 'remote-access');
+          nic.raiseAsyncEvent('IBV_EVENT_QP_ACCESS_ERR', qp);
+        }
+        nic.qpToError(qp);
+      });
+      return SG_FAULTED;
+    };
+  }
+
+  private completeRecvError(qp: QueuePair, recv: RecvWr): void {
+    if (qp.rq[qp.rqHead] === recv) qp.rqHead++;
+    this.nic.writeCqe(qp.recvCq, {
+      wrId: recv.wrId, status: IBV_WC_LOC_PROT_ERR, opcode: undefined, vendorErr: 0,
+      byteLen: 0, qpNum: qp.qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0,
+    });
+  }
+
+  // ---- answers -------------------------------------------------------------------------
+
+  /** Class C: NAK remote access error; the responder errors too and reports QP_ACCESS_ERR (rdma F2). */
+  private accessError(qp: QueuePair, pkt: Packet): void {
+    this.nak(qp, pkt.psn, 'remote-access');
+    this.nic.raiseAsyncEvent('IBV_EVENT_QP_ACCESS_ERR', qp);
+    this.nic.qpToError(qp);
+  }
+
+  private invalidRequest(qp: QueuePair, pkt: Packet): void {
+    this.nak(qp, pkt.psn, 'invalid-request');
+    this.nic.qpToError(qp);
+  }
+
+  private rnrNak(qp: QueuePair, pkt: Packet): void {
+    qp.stats.rnrNaksSent++;
+    this.nic.stats.rnrNaksSent++;
+    const p = this.answer(qp, 'nak', pkt.psn, pkt.opcode);
+    p.nak = 'rnr';
+    p.rnrTimer = qp.minRnrTimer;
+    this.send1(qp, p, 0);
+  }
+
+  private atomicResponse(qp: QueuePair, pkt: Packet, original: bigint): void {
+    const p = this.answer(qp, 'atomic-response', pkt.psn, pkt.opcode);
+    p.original = original;
+    p.wireBytes += 8;
+    this.send1(qp, p, 0);
+  }
+
+  private ack(qp: QueuePair, psn: number): void {
+    this.send1(qp, this.answer(qp, 'ack', psn, 0), 0);
+  }
+
+  private nak(qp: QueuePair, psn: number, code: NakCode): void {
+    const p = this.answer(qp, 'nak', psn, 0);
+    p.nak = code;
+    this.send1(qp, p, 0);
+  }
+
+  private answer(qp: QueuePair, kind: Packet['kind'], psn: number, opcode: number): Packet {
+    return makePacket(kind, this.nic.lid, qp.dlid, qp.qpNum, qp.destQpNum, psn, opcode, this.nic.fabric.options.headerBytes);
+  }
+
+  /**
+   * Answer the requester. Request processing (and a READ's PCIe read latency) is pipelined:
+   * it delays the answer, not the next request; answers leave in order.
+   */
+  private send1(qp: QueuePair, p: Packet, extraNs: number): void {
+    if (qp.state === IBV_QPS_ERR && p.kind !== 'nak') return;
+    this.nic.transmit(p, qp, 'responder', this.nic.costs.responderProcessingNs + extraNs);
+  }
+}
