@@ -8,3 +8,5 @@ export {
   IBV_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IBV_ADVISE_MR_FLAG_FLUSH, IBV_FORK_DISABLED, IBV_FORK_ENABLED, IBV_FORK_UNNEEDED,
   type IbvMr, type IbvEvents, type IbvAsyncEvent,
 } from './verbs.ts';
+export { createRdmaNode, type RdmaNode } from './rdma-node.ts';
+export * from './batching/index.ts';
