@@ -34,6 +34,6 @@ export * from './work-completion.ts';
 export * from './access-flags.ts';
 export * from './errno.ts';
 export { RNR_TIMER_NS, RNR_RETRY_INFINITE, rnrTimerNs, localAckTimeoutNs } from './transport-timers.ts';
-export { type DeviceFault, type FaultResolution } from './page-fault.ts';
+export { type DeviceFault, type FaultResolution, type FaultResume } from './page-fault.ts';
 export { type DeviceAccess, type DeviceDmaBus, type DmaStats } from './dma-engine.ts';
 export { UD_GRH_BYTES } from './responder.ts';

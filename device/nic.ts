@@ -15,7 +15,7 @@ import { EINVAL, ENOMEM, EOPNOTSUPP } from './errno.ts';
 import { Fabric, type FabricEndpoint } from './fabric.ts';
 import { MemoryRegion } from './memory-region.ts';
 import type { Packet } from './packet.ts';
-import { FaultQueue, type DeviceFault } from './page-fault.ts';
+import { FaultQueue, type DeviceFault, type FaultResume } from './page-fault.ts';
 import {
   IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQE, IBV_QPT_RC, IBV_QPT_UD,
   QueuePair, qpTransitionAllowed, type QpAttr, type QpInitAttr,
@@ -123,6 +123,8 @@ export class Nic implements FabricEndpoint {
   readonly access$: Observable<DeviceAccess>;
   /** Every page fault, when the driver can see it. */
   readonly fault$: Observable<DeviceFault>;
+  /** Every resume of a fault by the driver. */
+  readonly faultResume$: Observable<FaultResume>;
   private readonly asyncSubject = new Subject<NicAsyncEvent>();
   readonly asyncEvent$: Observable<NicAsyncEvent> = this.asyncSubject.asObservable();
   readonly stats: NicStats = {
@@ -155,6 +157,7 @@ export class Nic implements FabricEndpoint {
     this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096);
     this.access$ = this.engine.access$;
     this.fault$ = this.faultQueue.fault$;
+    this.faultResume$ = this.faultQueue.resume$;
     this.commands = new CommandQueue(sim);
   }
 

@@ -32,6 +32,13 @@ export interface DeviceFault {
   readonly reason: 'absent' | 'read-only';
 }
 
+/** A resume command: which fault, when, and whether with the error bit (rdma B6). */
+export interface FaultResume {
+  readonly fault: DeviceFault;
+  readonly time: number;
+  readonly error: boolean;
+}
+
 export interface FaultResolution {
   error: boolean;
 }
@@ -57,6 +64,9 @@ export class FaultQueue {
   private readonly outstanding = new Map<number, Outstanding>();
   private readonly backlog: Outstanding[] = [];
   private slotsUsed = 0;
+  private readonly resumeSubject = new Subject<FaultResume>();
+  /** Every resume command, as the driver issues it: for fault-latency metrics and traces. */
+  readonly resume$: Observable<FaultResume> = this.resumeSubject.asObservable();
   private nextId = 1;
   raised = 0;
   resumed = 0;
@@ -110,6 +120,7 @@ export class FaultQueue {
     const o = this.outstanding.get(id);
     if (!o || !o.reported) return -ENOENT;
     this.outstanding.delete(id);
+    if (this.resumeSubject.observed) this.resumeSubject.next({ fault: o.fault, time: this.sim.now(), error });
     this.resumed++;
     if (error) this.resumedWithError++;
     this.slotsUsed--;
