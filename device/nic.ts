@@ -64,6 +64,8 @@ export interface NicStats {
   syncs: number;
   updateCommands: number;
   zapCommands: number;
+  /** Present entries cleared by zap commands. */
+  zappedEntries: number;
   /** Translation-cache entries dropped by syncs. */
   flushedTranslations: number;
 }
@@ -129,7 +131,7 @@ export class Nic implements FabricEndpoint {
   readonly asyncEvent$: Observable<NicAsyncEvent> = this.asyncSubject.asObservable();
   readonly stats: NicStats = {
     packetsReceived: 0, packetsToUnknownQp: 0, retransmits: 0, timeouts: 0, rnrNaksSent: 0,
-    syncs: 0, updateCommands: 0, zapCommands: 0, flushedTranslations: 0,
+    syncs: 0, updateCommands: 0, zapCommands: 0, zappedEntries: 0, flushedTranslations: 0,
   };
   private readonly pds = new Set<number>();
   private nextPd = 1;
@@ -278,6 +280,7 @@ export class Nic implements FabricEndpoint {
       const cleared = mr.pageTable.clearRange(firstPage, count);
       mr.counters.zappedPages += cleared;
       this.stats.zapCommands++;
+      this.stats.zappedEntries += cleared;
       return cleared;
     } finally {
       this.commands.exit();
