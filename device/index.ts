@@ -2,7 +2,7 @@
  * The NIC model: what the hardware does, and nothing about Linux (DESIGN "Device"). It
  * imports only the engine (`kernel-model/sim`) and the DmaBus type.
  */
-export { Nic, type NicOptions, type NicStats, type NicAsyncEvent, type NicAsyncEventType } from './nic.ts';
+export { Nic, type DeviceCommand, type NicOptions, type NicStats, type NicAsyncEvent, type NicAsyncEventType } from './nic.ts';
 export { Fabric, DEFAULT_FABRIC, type FabricOptions, type FabricEndpoint } from './fabric.ts';
 export type { Packet, PacketKind, NakCode } from './packet.ts';
 export {

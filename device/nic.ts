@@ -45,6 +45,23 @@ export interface NicOptions {
 
 export type NicAsyncEventType = 'IBV_EVENT_QP_FATAL' | 'IBV_EVENT_QP_ACCESS_ERR' | 'IBV_EVENT_QP_REQ_ERR' | 'IBV_EVENT_CQ_ERR';
 
+/**
+ * A translation command as it completed: an update installs entries (each with this end
+ * time as its install time), a zap clears them, a sync fences the cache and in-flight DMA.
+ * `task` is the engine task that issued it (the driver code path), for contract checks.
+ */
+export interface DeviceCommand {
+  nic: string;
+  kind: 'update' | 'zap' | 'sync';
+  begin: number;
+  end: number;
+  task: number | null;
+  /** 0 for a sync. */
+  mrKey: number;
+  firstPage: number;
+  count: number;
+}
+
 /** An affiliated asynchronous event (`ibv_get_async_event`); there is no MR-level event (rdma F4). */
 export interface NicAsyncEvent {
   nic: string;
@@ -127,6 +144,9 @@ export class Nic implements FabricEndpoint {
   readonly fault$: Observable<DeviceFault>;
   /** Every resume of a fault by the driver. */
   readonly faultResume$: Observable<FaultResume>;
+  private readonly commandSubject = new Subject<DeviceCommand>();
+  /** Every completed translation command (update, zap, sync), with who issued it. */
+  readonly command$: Observable<DeviceCommand> = this.commandSubject.asObservable();
   private readonly asyncSubject = new Subject<NicAsyncEvent>();
   readonly asyncEvent$: Observable<NicAsyncEvent> = this.asyncSubject.asObservable();
   readonly stats: NicStats = {
@@ -166,6 +186,11 @@ export class Nic implements FabricEndpoint {
   /** Whether this NIC can take page faults (ODP). */
   get faultable(): boolean {
     return isFaultable(this.caps);
+  }
+
+  private publishCommand(kind: DeviceCommand['kind'], begin: number, mrKey: number, firstPage: number, count: number): void {
+    if (!this.commandSubject.observed) return;
+    this.commandSubject.next({ nic: this.name, kind, begin, end: this.sim.now(), task: this.sim.current?.id ?? null, mrKey, firstPage, count });
   }
 
   // ---- protection domains and memory regions ------------------------------------------------
@@ -251,6 +276,7 @@ export class Nic implements FabricEndpoint {
       if (w && !canWrite) return -EINVAL;
     }
     yield* this.commands.enter();
+    const t0 = this.sim.now();
     try {
       yield* this.sim.sleep(this.costs.updateEntriesBaseNs + n * this.costs.updateEntriesPerPageNs);
       if (!mr.valid) return -EINVAL;
@@ -261,6 +287,7 @@ export class Nic implements FabricEndpoint {
       }
       mr.counters.updatedPages += n;
       this.stats.updateCommands++;
+      this.publishCommand('update', t0, mr.lkey, firstPage, n);
       return 0;
     } finally {
       this.commands.exit();
@@ -275,12 +302,14 @@ export class Nic implements FabricEndpoint {
   *zapEntries(mr: MemoryRegion, firstPage: number, count: number): Co<number> {
     if (mr.state === 'destroyed' || !Number.isInteger(firstPage) || firstPage < 0 || count < 0 || firstPage + count > mr.pages) return -EINVAL;
     yield* this.commands.enter();
+    const t0 = this.sim.now();
     try {
       yield* this.sim.sleep(this.costs.zapEntriesBaseNs + count * this.costs.zapEntriesPerPageNs);
       const cleared = mr.pageTable.clearRange(firstPage, count);
       mr.counters.zappedPages += cleared;
       this.stats.zapCommands++;
       this.stats.zappedEntries += cleared;
+      this.publishCommand('zap', t0, mr.lkey, firstPage, count);
       return cleared;
     } finally {
       this.commands.exit();
@@ -312,6 +341,7 @@ export class Nic implements FabricEndpoint {
       const end = t0 + this.costs.syncNs;
       if (this.sim.now() < end) yield* this.sim.sleep(end - this.sim.now());
       this.stats.syncs++;
+      this.publishCommand('sync', t0, 0, 0, 0);
       return 0;
     } finally {
       this.commands.exit();
