@@ -102,7 +102,7 @@ export class Simulation {
 
   spawn<T>(name: string, body: () => Co<T>, opts: { kind?: TaskKind; pid?: number | null } = {}): Task<T> {
     const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null);
-    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind });
+    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid });
     this.scheduler.after(0, () => this.resume(task, undefined));
     return task;
   }

@@ -6,7 +6,7 @@
 export type TraceRecord = { seq: number; t: number; task: number | null } & TraceBody;
 
 export type TraceBody =
-  | { type: 'task-spawn'; id: number; name: string; kind: TaskKind }
+  | { type: 'task-spawn'; id: number; name: string; kind: TaskKind; pid: number | null }
   | { type: 'task-exit'; id: number }
   | { type: 'task-switch'; to: number }
   | { type: 'preempt'; site: string; delay: number }
@@ -38,7 +38,22 @@ export type TraceBody =
   | { type: 'reclaim'; frame: number; outcome: string }
   | { type: 'oom-reap'; mm: number; start: number; end: number; ret: number }
   | { type: 'real-timer'; api: string }
-  | { type: 'limit'; reason: string };
+  | { type: 'limit'; reason: string }
+  // ---- for the sanitizer (appended): facts the other records do not carry -------------
+  /** A CPU store put `length` bytes (within one page) at `addr` of mm `mm`; they are now in `frame`. */
+  | { type: 'cpu-store'; node: string; mm: number; addr: number; frame: number; offset: number; length: number }
+  /** pwrite(2) put `length` bytes at byte `offset` of file `file` into its page cache. */
+  | { type: 'file-write'; node: string; file: number; offset: number; length: number }
+  /** GUP took a reference on each frame (`pin`: FOLL_PIN, else FOLL_GET) for pages from `addr` of mm `mm`. */
+  | { type: 'gup'; node: string; mm: number; addr: number; frames: number[]; pin: boolean; longterm: boolean; write: boolean }
+  /** GUP references given back (unpin_user_pages, or put_page of FOLL_GET pages). */
+  | { type: 'gup-release'; node: string; frames: number[]; pin: boolean }
+  /** An interval subscriber entered mm `mm` for [start, last], with the lock it declared. */
+  | { type: 'interval-insert'; node: string; sub: string; mm: number; start: number; last: number; lock: string | null }
+  /** An interval subscriber left (mmu_interval_notifier_remove returned). */
+  | { type: 'interval-remove'; node: string; sub: string; mm: number; start: number; last: number }
+  /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
+  | { type: 'read-retry'; node: string; sub: string; mm: number; seq: number; retry: boolean; lock: string | null; locked: boolean };
 
 export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
 
