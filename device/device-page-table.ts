@@ -4,14 +4,14 @@
  * generation (a NIC-wide counter bumped at each install) and the virtual time it was
  * installed, so that an access can name the translation it used (DESIGN "Sanitizer").
  *
- * Sparse: entries live in 512-entry chunks of typed arrays, allocated on first install and
+ * Sparse: entries live in 32-entry chunks of typed arrays, allocated on first install and
  * freed when their last entry is cleared, so a terabyte-sized (or implicit) MR costs memory
  * only for the pages it touched.
  *
  * @example
  *   const pt = new DevicePageTable(2 ** 28);          // a 1 TiB MR of 4 KiB pages
  *   pt.set(123_456_789, 42, PTE_READ_WRITE, 1, 0);    // one chunk allocated
- *   pt.bytes;                                         // about 10 KiB, not 2 GiB
+ *   pt.bytes;                                         // under 1 KiB, not 2 GiB
  */
 
 export const DEVICE_PAGE_SHIFT = 12;
@@ -24,7 +24,7 @@ export const PTE_READ_WRITE = 2;
 export type PtePerm = typeof PTE_ABSENT | typeof PTE_READ | typeof PTE_READ_WRITE;
 
 /** Entries per chunk. Chunk arithmetic uses division, not shifts: page indices of a huge MR exceed 2^31. */
-const CHUNK_PAGES = 512;
+const CHUNK_PAGES = 32;
 /** Bytes per chunk: perm (1) + frame (4) + generation (8) + installedAt (8) per entry. */
 const CHUNK_BYTES = CHUNK_PAGES * (1 + 4 + 8 + 8);
 

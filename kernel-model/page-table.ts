@@ -1,7 +1,6 @@
 /**
- * A process page table: four levels of 512 entries (48-bit VA, as x86-64), so a walk over
- * a huge sparse range visits only the tables that exist. Leaf entries are packed numbers:
- * `frame * 64 + bits`, 0 meaning none. A swap entry keeps its slot in the frame field.
+ * PTE encoding: packed numbers `frame * 64 + bits`, 0 meaning none. A swap entry keeps its
+ * slot in the frame field.
  */
 export const PTE_PRESENT = 1;
 export const PTE_WRITE = 2;
@@ -23,35 +22,59 @@ export const pteHas = (pte: number, flag: number): boolean => (pte % BITS & flag
 export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 
-type Leaf = Float64Array;
-type Dir<T> = (T | undefined)[];
+/** Entries per leaf: small, so a page touched alone in a huge range costs little. */
+const LEAF = 32;
+/** Pages per 1 GiB PUD slot. */
+const PUD_PAGES = 512 * 512;
+/** Range walks longer than this many leaves use the sorted leaf index instead. */
+const DIRECT_WALK_LEAVES = 65_536;
 
+/**
+ * A process page table. Leaves of 32 entries in a map keyed by vpn / 32, so the table
+ * costs memory only near pages that were touched (a lone page in a 128 TiB mapping costs
+ * one small leaf), and a walk over a range visits only the leaves that exist: directly
+ * for short ranges, through a lazily sorted index of leaf keys for huge ones (exit, a
+ * 128 TiB munmap). Leaves are never freed, as page-table pages outlive a zap in Linux;
+ * whether any leaf exists under a 1 GiB slot is what mprotect's PROTECTION_VMA range
+ * depends on (rule 21h).
+ */
 export class PageTable {
-  private readonly root: Dir<Dir<Dir<Leaf>>> = new Array(512);
+  private readonly leaves = new Map<number, Float64Array>();
+  private sortedKeys: number[] | null = [];
+  private readonly pudLeaves = new Map<number, number>();
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
 
   get(vpn: number): number {
-    const l1 = this.leaf(vpn, false);
-    return l1 ? (l1[vpn % 512] as number) : 0;
+    const l = this.leaves.get(Math.floor(vpn / LEAF));
+    return l ? (l[vpn % LEAF] as number) : 0;
   }
 
   set(vpn: number, pte: number): void {
-    const l1 = this.leaf(vpn, true) as Leaf;
-    const i = vpn % 512;
-    const old = l1[i] as number;
+    const key = Math.floor(vpn / LEAF);
+    let l = this.leaves.get(key);
+    if (!l) {
+      if (pte === 0) return;
+      l = new Float64Array(LEAF);
+      this.leaves.set(key, l);
+      this.sortedKeys = null;
+      const pud = Math.floor(vpn / PUD_PAGES);
+      this.pudLeaves.set(pud, (this.pudLeaves.get(pud) ?? 0) + 1);
+    }
+    const i = vpn % LEAF;
+    const old = l[i] as number;
     if (old === 0 && pte !== 0) this.entries++;
     else if (old !== 0 && pte === 0) this.entries--;
-    l1[i] = pte;
+    l[i] = pte;
   }
 
   clear(vpn: number): number {
-    const l1 = this.leaf(vpn, false);
-    if (!l1) return 0;
-    const i = vpn % 512;
-    const old = l1[i] as number;
+    const l = this.leaves.get(Math.floor(vpn / LEAF));
+    if (!l) return 0;
+    const i = vpn % LEAF;
+    const old = l[i] as number;
     if (old !== 0) {
-      l1[i] = 0;
+      l[i] = 0;
       this.entries--;
     }
     return old;
@@ -60,33 +83,41 @@ export class PageTable {
   /** Visit every non-zero entry with startVpn <= vpn < endVpn, in address order. */
   forEach(startVpn: number, endVpn: number, fn: (vpn: number, pte: number) => void): void {
     if (endVpn <= startVpn) return;
-    const span3 = 512 * 512 * 512;
-    const span2 = 512 * 512;
-    for (let i4 = Math.floor(startVpn / span3); i4 <= Math.floor((endVpn - 1) / span3) && i4 < 512; i4++) {
-      const l3 = this.root[i4];
-      if (!l3) continue;
-      const b4 = i4 * span3;
-      const lo3 = Math.max(0, Math.floor((startVpn - b4) / span2));
-      const hi3 = Math.min(511, Math.floor((endVpn - 1 - b4) / span2));
-      for (let i3 = lo3; i3 <= hi3; i3++) {
-        const l2 = l3[i3];
-        if (!l2) continue;
-        const b3 = b4 + i3 * span2;
-        const lo2 = Math.max(0, Math.floor((startVpn - b3) / 512));
-        const hi2 = Math.min(511, Math.floor((endVpn - 1 - b3) / 512));
-        for (let i2 = lo2; i2 <= hi2; i2++) {
-          const l1 = l2[i2];
-          if (!l1) continue;
-          const b2 = b3 + i2 * 512;
-          const lo1 = Math.max(0, startVpn - b2);
-          const hi1 = Math.min(511, endVpn - 1 - b2);
-          for (let i1 = lo1; i1 <= hi1; i1++) {
-            const pte = l1[i1] as number;
-            if (pte !== 0) fn(b2 + i1, pte);
-          }
-        }
+    const first = Math.floor(startVpn / LEAF);
+    const last = Math.floor((endVpn - 1) / LEAF);
+    const visit = (key: number, l: Float64Array) => {
+      const base = key * LEAF;
+      const lo = Math.max(0, startVpn - base);
+      const hi = Math.min(LEAF - 1, endVpn - 1 - base);
+      for (let i = lo; i <= hi; i++) {
+        const pte = l[i] as number;
+        if (pte !== 0) fn(base + i, pte);
       }
+    };
+    if (last - first < DIRECT_WALK_LEAVES || last - first < this.leaves.size) {
+      for (let key = first; key <= last; key++) {
+        const l = this.leaves.get(key);
+        if (l) visit(key, l);
+      }
+      return;
     }
+    const keys = this.sorted();
+    let lo = 0;
+    let hi = keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((keys[mid] as number) < first) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let k = lo; k < keys.length && (keys[k] as number) <= last; k++) {
+      const key = keys[k] as number;
+      visit(key, this.leaves.get(key) as Float64Array);
+    }
+  }
+
+  private sorted(): number[] {
+    if (!this.sortedKeys) this.sortedKeys = [...this.leaves.keys()].sort((a, b) => a - b);
+    return this.sortedKeys;
   }
 
   /** Collect the non-zero entries of a range (safe to modify the table afterwards). */
@@ -101,29 +132,6 @@ export class PageTable {
    * PROTECTION_VMA starts at the first populated PUD slot (rule 21h).
    */
   pudPopulated(vpn: number): boolean {
-    const l3 = this.root[Math.floor(vpn / (512 * 512 * 512))];
-    return !!l3 && !!l3[Math.floor(vpn / (512 * 512)) % 512];
-  }
-
-  private leaf(vpn: number, create: boolean): Leaf | undefined {
-    const i4 = Math.floor(vpn / (512 * 512 * 512));
-    const i3 = Math.floor(vpn / (512 * 512)) % 512;
-    const i2 = Math.floor(vpn / 512) % 512;
-    let l3 = this.root[i4];
-    if (!l3) {
-      if (!create) return undefined;
-      this.root[i4] = l3 = new Array(512);
-    }
-    let l2 = l3[i3];
-    if (!l2) {
-      if (!create) return undefined;
-      l3[i3] = l2 = new Array(512);
-    }
-    let l1 = l2[i2];
-    if (!l1) {
-      if (!create) return undefined;
-      l2[i2] = l1 = new Float64Array(512);
-    }
-    return l1;
+    return (this.pudLeaves.get(Math.floor(vpn / PUD_PAGES)) ?? 0) > 0;
   }
 }
