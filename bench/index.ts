@@ -6,9 +6,13 @@
  *   npm run bench   # { "engine": { ... } }
  */
 import { benchEngine } from './engine.ts';
+import { benchTraffic } from './traffic.ts';
+import { benchImplicit } from './implicit.ts';
 
 const BENCHES: Record<string, () => Record<string, unknown>> = {
   engine: benchEngine,
+  traffic: benchTraffic,
+  implicit: benchImplicit,
 };
 
 const results: Record<string, Record<string, unknown>> = {};

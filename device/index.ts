@@ -36,4 +36,5 @@ export * from './errno.ts';
 export { RNR_TIMER_NS, RNR_RETRY_INFINITE, rnrTimerNs, localAckTimeoutNs } from './transport-timers.ts';
 export { type DeviceFault, type FaultResolution, type FaultResume } from './page-fault.ts';
 export { type DeviceAccess, type DeviceDmaBus, type DmaStats } from './dma-engine.ts';
+export { DmaActivity, type ActiveDma, type DmaRange, type DmaActivityEvent } from './dma-activity.ts';
 export { UD_GRH_BYTES } from './responder.ts';

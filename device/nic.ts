@@ -10,6 +10,7 @@ import {
 import { CompletionQueue } from './completion-queue.ts';
 import { costModel, type CostModel } from './cost-model.ts';
 import { PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
+import { DmaActivity } from './dma-activity.ts';
 import { DmaEngine, type DeviceAccess, type DeviceDmaBus } from './dma-engine.ts';
 import { EINVAL, ENOMEM, EOPNOTSUPP } from './errno.ts';
 import { Fabric, type FabricEndpoint } from './fabric.ts';
@@ -138,6 +139,8 @@ export class Nic implements FabricEndpoint {
   readonly cache: TranslationCache;
   readonly engine: DmaEngine;
   readonly faultQueue: FaultQueue;
+  /** DMA work in progress per MR (send WQEs from doorbell to completion, executing requests). */
+  readonly dmaActivity: DmaActivity;
   /** Every page access the DMA engine makes (only built while observed). */
   readonly access$: Observable<DeviceAccess>;
   /** Every page fault, when the driver can see it. */
@@ -177,6 +180,7 @@ export class Nic implements FabricEndpoint {
     this.cache = new TranslationCache(opts.translationCacheEntries ?? 4096);
     this.engine = new DmaEngine(sim, this.name, dmaBus, this.cache, this.costs);
     this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096);
+    this.dmaActivity = new DmaActivity(sim);
     this.access$ = this.engine.access$;
     this.fault$ = this.faultQueue.fault$;
     this.faultResume$ = this.faultQueue.resume$;
@@ -487,6 +491,7 @@ export class Nic implements FabricEndpoint {
     const wqe = {
       wr, psn: qp.nextPsn++, signaled: qp.sqSigAll || ((wr.sendFlags ?? 0) & 2) !== 0, length, responded: false,
       visibleAt: this.sim.now() + this.costs.doorbellNs,
+      dma: wr.inlineData ? null : this.dmaActivity.begin(qp.qpNum, 'requester', op, this.dmaActivity.sglRanges(wr.sgList, (k) => this.mrs.get(k))),
     };
     qp.sq.push(wqe);
     if (qp.state === IBV_QPS_ERR || qp.state === IBV_QPS_SQE) qp.kickRequester();
@@ -606,6 +611,7 @@ export class Nic implements FabricEndpoint {
   flushSend(qp: QueuePair): void {
     for (let i = qp.sqHead; i < qp.sq.length; i++) {
       const w = qp.sq[i]!;
+      this.dmaActivity.end(w.dma);
       this.writeCqe(qp.sendCq, flushed(w.wr.wrId, qp.qpNum));
     }
     qp.sqHead = qp.sq.length;
@@ -636,6 +642,7 @@ export class Nic implements FabricEndpoint {
     this.cancelTimers(qp);
     qp.epoch++;
     qp.state = IBV_QPS_RESET;
+    for (let i = qp.sqHead; i < qp.sq.length; i++) this.dmaActivity.end(qp.sq[i]!.dma);
     qp.sq = [];
     qp.sqBasePsn = 0;
     qp.sqHead = qp.sqNext = qp.sqHighSent = 0;

@@ -1,6 +1,7 @@
 import type { SimEvent } from '../kernel-model/sim/index.ts';
 import type { CompletionQueue } from './completion-queue.ts';
 import { newTranslation, type Translation } from './device-page-table.ts';
+import type { ActiveDma } from './dma-activity.ts';
 import type { AccessContext } from './dma-engine.ts';
 import type { Packet } from './packet.ts';
 import type { DeviceFault } from './page-fault.ts';
@@ -99,6 +100,8 @@ export interface SendWqe {
   responded: boolean;
   /** When the NIC has fetched the WQE (post time + doorbellNs). */
   readonly visibleAt: number;
+  /** Its local buffers as active DMA, from the doorbell until it completes (see DmaActivity). */
+  dma: ActiveDma | null;
 }
 
 export interface QpStats {

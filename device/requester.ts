@@ -2,6 +2,7 @@ import type { Co } from '../kernel-model/sim/index.ts';
 import {
   IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_SEND,
 } from './capabilities.ts';
+import type { DmaRange } from './dma-activity.ts';
 import { XLATE_FAULT_READ_ONLY } from './dma-engine.ts';
 import type { MemoryRegion } from './memory-region.ts';
 import type { Nic } from './nic.ts';
@@ -19,7 +20,7 @@ import {
 } from './work-completion.ts';
 import {
   IBV_SEND_FENCE, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_RDMA_READ,
-  IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, isReadOrAtomic,
+  IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, isReadOrAtomic, type Sge,
 } from './work-request.ts';
 
 /** A fault was resumed with the error bit. */
@@ -138,8 +139,8 @@ export class Requester {
     if ((wr.opcode === IBV_WR_SEND || wr.opcode === IBV_WR_RDMA_WRITE) && !wr.inlineData && w.length > 0) {
       const hooks = this.hooksOf(qp);
       pipelineNs += nic.costs.dmaReadLatencyNs;
-      const r = yield* gather(nic.engine, ctx, wr.sgList, hooks.gatherLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_SEND),
-        0, hooks.sendFault);
+      const r = yield* nic.dmaActivity.during(qp.qpNum, 'requester', wr.opcode, this.localRanges(wr.sgList),
+        gather(nic.engine, ctx, wr.sgList, hooks.gatherLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_SEND), 0, hooks.sendFault));
       if (typeof r === 'number') {
         // Aborted, or overtaken: an old acknowledgement completed it, or a go-back moved the send point.
         if (r === SG_ABORTED || qp.epoch !== epoch || qp.sq[qp.sqNext] !== w) return;
@@ -195,6 +196,11 @@ export class Requester {
   }
 
   private readonly hooks = new WeakMap<QueuePair, RequesterHooks>();
+
+  /** The MR ranges of a local SGE list, for the DMA activity record. */
+  private localRanges(sgList: readonly Sge[]): DmaRange[] {
+    return this.nic.dmaActivity.sglRanges(sgList, (k) => this.nic.mrByKey(k));
+  }
 
   /** Per-QP key checks and fault policies, built once (no closure per work request). */
   private hooksOf(qp: QueuePair): RequesterHooks {
@@ -332,7 +338,8 @@ export class Requester {
       bit = IBV_ODP_SUPPORT_READ;
     }
     const hooks = this.hooksOf(qp);
-    const r = yield* scatter(nic.engine, ctx, wr.sgList, data, 0, hooks.scatterLookup, nic.odpAllowed(qp, bit), 0, hooks.completerFault);
+    const r = yield* nic.dmaActivity.during(qp.qpNum, 'requester', wr.opcode, this.localRanges(wr.sgList),
+      scatter(nic.engine, ctx, wr.sgList, data, 0, hooks.scatterLookup, nic.odpAllowed(qp, bit), 0, hooks.completerFault));
     if (r === SG_ABORTED || qp.epoch !== epoch || qp.destroyed || qp.state === IBV_QPS_ERR) return;
     if (r !== SG_OK) {
       this.completeError(qp, w, IBV_WC_LOC_PROT_ERR);
@@ -402,6 +409,7 @@ export class Requester {
 
   private completeSuccess(qp: QueuePair, w: SendWqe): void {
     qp.sqHead++;
+    this.nic.dmaActivity.end(w.dma);
     if (w.signaled) {
       this.nic.writeCqe(qp.sendCq, {
         wrId: w.wr.wrId, status: IBV_WC_SUCCESS, opcode: wcOpcodeOf(w.wr.opcode), vendorErr: 0,
@@ -414,6 +422,7 @@ export class Requester {
   private completeError(qp: QueuePair, w: SendWqe, status: number): void {
     if (qp.sq[qp.sqHead] !== w) throw new Error(`QP ${qp.qpNum}: completing a WQE that is not at the head`);
     qp.sqHead++;
+    this.nic.dmaActivity.end(w.dma);
     if (qp.sqNext < qp.sqHead) qp.sqNext = qp.sqHead;
     this.nic.writeCqe(qp.sendCq, {
       wrId: w.wr.wrId, status, opcode: undefined, vendorErr: 0,

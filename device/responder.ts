@@ -126,8 +126,9 @@ export class Responder {
     const ctx = qp.rqContext;
     ctx.opcode = pkt.opcode;
     const hooks = this.hooksOf(qp);
-    return yield* scatter(nic.engine, ctx, recv.sgList, data, skip, hooks.recvLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_RECV),
-      0, hooks.fault);
+    const ranges = nic.dmaActivity.sglRanges(recv.sgList, (k) => nic.mrByKey(k));
+    return yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, ranges,
+      scatter(nic.engine, ctx, recv.sgList, data, skip, hooks.recvLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_RECV), 0, hooks.fault));
   }
 
   private completeRecv(qp: QueuePair, recv: RecvWr, status: number, bytes: number, pkt: Packet): void {
@@ -158,8 +159,9 @@ export class Responder {
       const epoch = qp.epoch;
       const ctx = qp.rqContext;
       ctx.opcode = pkt.opcode;
-      const r = yield* writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, data, 0, data.length,
-        mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_WRITE), 0, this.hooksOf(qp).fault);
+      const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: pkt.remoteAddr ?? 0, length: data.length }],
+        writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, data, 0, data.length,
+          mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_WRITE), 0, this.hooksOf(qp).fault));
       if (qp.epoch !== epoch || !qp.canReceive) return;
       if (r === SG_FAULTED) return this.rnrNak(qp, pkt);
       if (r !== SG_OK) return this.accessError(qp, pkt);
@@ -179,8 +181,9 @@ export class Responder {
       const epoch = qp.epoch;
       const ctx = qp.rqContext;
       ctx.opcode = pkt.opcode;
-      const r = yield* readRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length,
-        mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_READ), 0, this.hooksOf(qp).fault);
+      const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: pkt.remoteAddr ?? 0, length }],
+        readRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length,
+          mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_READ), 0, this.hooksOf(qp).fault));
       if (qp.epoch !== epoch || !qp.canReceive) return;
       if (r === SG_FAULTED) {
         qp.stats.dropped++; // dropped: the requester's local ACK timeout will resend it
@@ -212,7 +215,8 @@ export class Responder {
       ? (old: bigint) => (old === BigInt.asUintN(64, compareAdd) ? swap : old)
       : (old: bigint) => old + compareAdd;
     const faultable = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_ATOMIC);
-    const r = yield* this.nicAtomic(qp, mr, pkt, addr, faultable, apply);
+    const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: addr, length: 8 }],
+      this.nicAtomic(qp, mr, pkt, addr, faultable, apply));
     if (qp.epoch !== epoch || !qp.canReceive) return;
     if (typeof r === 'number') {
       if (r === XLATE_PROT) return this.accessError(qp, pkt);

@@ -1,4 +1,4 @@
-import type { Subscription } from 'rxjs';
+import { Subject, type Observable, type Subscription } from 'rxjs';
 import { EINVAL, EOPNOTSUPP, EOVERFLOW, PAGE_SIZE, type Co, type Kernel, type Process } from '../kernel-model/index.ts';
 import {
   IBV_ACCESS_HUGETLB, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE,
@@ -9,6 +9,22 @@ import type { IbUmem, RegMrRequest, UmemStrategy } from './umem.ts';
 
 /** SIZE_MAX as userspace passes it for an implicit ODP MR (rdma A7). */
 export const SIZE_MAX = 2 ** 64 - 1;
+
+/**
+ * Which process memory an MR key translates (for checkers, which may not import the
+ * driver): the key's iova range maps to [addr, addr + length) of mm `mmId` (null when the
+ * MR is not backed by process memory). Published at registration and deregistration.
+ */
+export interface MrBindingEvent {
+  nic: string;
+  key: number;
+  mmId: number | null;
+  addr: number;
+  length: number;
+  iova: number;
+  strategy: string;
+  event: 'reg' | 'dereg';
+}
 
 export interface IbDeviceOptions {
   /** How this device registers memory without ON_DEMAND: pin it, or hold off invalidations. */
@@ -30,6 +46,9 @@ export class IbDevice {
   private readonly faultSub: Subscription;
   /** Faults that arrived for a key no ODP MR owns (resumed with error). */
   strayFaults = 0;
+  private readonly bindingSubject = new Subject<MrBindingEvent>();
+  /** Every registration and deregistration through `regMr`/`deregMr`: key -> mm and range. */
+  readonly binding$: Observable<MrBindingEvent> = this.bindingSubject.asObservable();
 
   constructor(readonly kernel: Kernel, readonly nic: Nic, readonly opts: IbDeviceOptions) {
     this.name = opts.name ?? `ib_${nic.name}`;
@@ -79,7 +98,16 @@ export class IbDevice {
     if (typeof umem === 'number') return umem;
     this.umemByKey.set(umem.mr.lkey, umem);
     ctx.umems.add(umem);
+    this.publishBinding(umem, 'reg');
     return umem;
+  }
+
+  private publishBinding(umem: IbUmem, event: 'reg' | 'dereg'): void {
+    if (!this.bindingSubject.observed) return;
+    this.bindingSubject.next({
+      nic: this.nic.name, key: umem.mr.lkey, mmId: umem.ctx.mm.id, addr: umem.addr, length: umem.length,
+      iova: umem.mr.iova, strategy: umem.strategy, event,
+    });
   }
 
   /** ib_dereg_mr. */
@@ -88,6 +116,7 @@ export class IbDevice {
     umem.ctx.umems.delete(umem);
     const r = yield* umem.dereg();
     this.umemByKey.delete(umem.mr.lkey);
+    this.publishBinding(umem, 'dereg');
     return r;
   }
 

@@ -1,6 +1,6 @@
 // The public face of the driver: the code a driver author writes or replaces.
 export { Dmirror, type MirrorEntry } from './dmirror.ts';
-export { IbDevice, SIZE_MAX, type IbDeviceOptions } from './ib-device.ts';
+export { IbDevice, SIZE_MAX, type IbDeviceOptions, type MrBindingEvent } from './ib-device.ts';
 export { IbUcontext, type MrEvent } from './ib-ucontext.ts';
 export { newUmemCounters, type IbUmem, type UmemStrategy, type RegMrRequest, type UmemCounters, type DriverEnv } from './umem.ts';
 export {
@@ -9,4 +9,14 @@ export {
   type IbvMr, type IbvEvents, type IbvAsyncEvent,
 } from './verbs.ts';
 export { createRdmaNode, type RdmaNode } from './rdma-node.ts';
+export { pinnedStrategy, umemGupFlags, type PinnedUmem } from './umem-pinned.ts';
+export { regDmabufUmem, IBV_ACCESS_RELAXED_ORDERING, IBV_DMABUF_ACCESS_MASK, type DmabufUmem, type DmabufImporter } from './umem-dmabuf.ts';
+export {
+  holdoffStrategy, HoldoffUmem, zapRuns, DEFAULT_REMAP_SYSCALL_NS, type HoldoffStrategy, type HoldoffOptions, type HoldoffStats,
+} from './umem-holdoff.ts';
+export {
+  odpStrategy, IbUmemOdp, UmemOdp, UsageCount, odpZapRuns, MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT,
+  type OdpStrategy, type OdpOwner, type OdpMapMode,
+} from './umem-odp.ts';
+export { ImplicitOdpUmem, IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS } from './implicit-odp.ts';
 export * from './batching/index.ts';

@@ -1,13 +1,14 @@
 import { EventEmitter } from 'node:events';
 import type TypedEmitter from 'typed-emitter';
 import type { Subscription } from 'rxjs';
-import { EINVAL, ENOENT, EPERM, MADV_DONTFORK, type Co } from '../kernel-model/index.ts';
+import { EINVAL, ENOENT, EPERM, MADV_DOFORK, MADV_DONTFORK, PAGE_SIZE, type Co, type DmaBuf } from '../kernel-model/index.ts';
 import {
   IBV_ACCESS_ON_DEMAND, type CompletionQueue, type QpAttr, type QpInitAttr, type QueuePair, type RecvWr, type SendWr,
   type Sge, type WorkCompletion, type NicAsyncEventType,
 } from '../device/index.ts';
 import type { IbUcontext } from './ib-ucontext.ts';
 import type { IbUmem } from './umem.ts';
+import { IBV_DMABUF_ACCESS_MASK, regDmabufUmem } from './umem-dmabuf.ts';
 
 /** `struct ibv_mr` as an application holds it. */
 export interface IbvMr {
@@ -60,6 +61,12 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
   private readonly mrs = new Map<IbUmem, IbvMr>();
   private mrEventsOn = false;
   private forkInitialized = false;
+  /** rdma-core's `too_late`: a non-ODP registration happened before ibv_fork_init. */
+  private forkTooLate = false;
+  /** rdma-core's range tree: MRs covering each page marked MADV_DONTFORK (page -> count). */
+  private readonly dontforkRefs = new Map<number, number>();
+  /** MRs whose range regMr passed to ibv_dontfork_range (deregMr undoes it). */
+  private readonly dontforkMrs = new Set<IbUmem>();
   private readonly subs: Subscription[] = [];
 
   constructor(readonly ucontext: IbUcontext) {
@@ -89,10 +96,16 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
 
   /**
    * ibv_fork_init (rdma A8, H2): after it, every non-ODP registration marks its range
-   * MADV_DONTFORK. Fails with -EINVAL once an MR exists.
+   * MADV_DONTFORK (and deregistration MADV_DOFORK, counted per page as rdma-core's range
+   * tree does). As in rdma-core `libibverbs/memory.c`: a second call returns 0; on a
+   * kernel that copies pinned pages at fork it returns 0 and enables nothing, unless
+   * `useMadvise` (the RDMAV_USE_MADVISE environment variable) asks for it anyway; after a
+   * non-ODP registration it fails with -EINVAL.
    */
-  forkInit(): number {
-    if (this.mrs.size > 0) return -EINVAL;
+  forkInit(opts: { useMadvise?: boolean } = {}): number {
+    if (this.forkInitialized) return 0;
+    if (!opts.useMadvise && this.isForkInitialized() === IBV_FORK_UNNEEDED) return 0;
+    if (this.forkTooLate) return -EINVAL;
     this.forkInitialized = true;
     return 0;
   }
@@ -106,12 +119,73 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
   /** ibv_reg_mr / ibv_reg_mr_iova. */
   *regMr(pd: number, addr: number, length: number, access: number, iova = addr): Co<IbvMr | number> {
     const dev = this.ucontext.device;
-    const umem = yield* dev.regMr(this.ucontext, { pd, addr, length, iova, access });
-    if (typeof umem === 'number') return umem;
-    if (this.forkInitialized && !(access & IBV_ACCESS_ON_DEMAND)) {
-      const start = Math.floor(addr / 4096) * 4096;
-      yield* this.ucontext.process.madvise(start, Math.ceil((addr + length) / 4096) * 4096 - start, MADV_DONTFORK);
+    // ibv_reg_mr_iova2: ibv_dontfork_range before the kernel call, except for ODP MRs;
+    // ibv_dofork_range if the registration then fails.
+    const dontfork = !(access & IBV_ACCESS_ON_DEMAND);
+    if (dontfork) {
+      const r = yield* this.forkRange(addr, length, 1);
+      if (r < 0) return r;
     }
+    const umem = yield* dev.regMr(this.ucontext, { pd, addr, length, iova, access });
+    if (typeof umem === 'number') {
+      if (dontfork) yield* this.forkRange(addr, length, -1);
+      return umem;
+    }
+    if (dontfork) this.dontforkMrs.add(umem);
+    return this.track(umem);
+  }
+
+  /**
+   * ibv_dontfork_range (inc 1) / ibv_dofork_range (inc -1): without fork support only
+   * note that fork_init is now too late; with it, madvise the pages whose count leaves 0.
+   */
+  private *forkRange(addr: number, length: number, inc: 1 | -1): Co<number> {
+    if (!this.forkInitialized) {
+      this.forkTooLate = true;
+      return 0;
+    }
+    if (length <= 0 || addr <= 0) return 0;
+    const first = Math.floor(addr / PAGE_SIZE);
+    const end = Math.ceil((addr + length) / PAGE_SIZE);
+    // Runs of pages whose count leaves 0 (DONTFORK) or drops to 0 (DOFORK).
+    const runs: [number, number][] = [];
+    for (let page = first; page < end; page++) {
+      const refs = this.dontforkRefs.get(page) ?? 0;
+      if (inc > 0 ? refs !== 0 : refs !== 1) continue;
+      const last = runs[runs.length - 1];
+      if (last && last[1] === page) last[1] = page + 1;
+      else runs.push([page, page + 1]);
+    }
+    const process = this.ucontext.process;
+    for (let i = 0; i < runs.length; i++) {
+      const [s, e] = runs[i]!;
+      const r = yield* process.madvise(s * PAGE_SIZE, (e - s) * PAGE_SIZE, inc > 0 ? MADV_DONTFORK : MADV_DOFORK);
+      if (r < 0 && inc > 0) {
+        // Roll back what this call marked, as rdma-core's ibv_madvise_range does.
+        for (const [s2, e2] of runs.slice(0, i)) yield* process.madvise(s2 * PAGE_SIZE, (e2 - s2) * PAGE_SIZE, MADV_DOFORK);
+        return r;
+      }
+    }
+    for (let page = first; page < end; page++) {
+      const refs = (this.dontforkRefs.get(page) ?? 0) + inc;
+      if (refs > 0) this.dontforkRefs.set(page, refs);
+      else this.dontforkRefs.delete(page);
+    }
+    return 0;
+  }
+
+  /**
+   * ibv_reg_dmabuf_mr (rdma G1): register [offset, offset + length) of a dma-buf at
+   * `iova`. -EINVAL for an access bit outside LOCAL_WRITE, REMOTE_WRITE, REMOTE_READ,
+   * REMOTE_ATOMIC and RELAXED_ORDERING (so ON_DEMAND is refused), or when iova and offset
+   * differ in page offset; then the driver's checks and importer (driver/umem-dmabuf.ts).
+   * The buffer object stands for the file descriptor.
+   */
+  *regDmabufMr(pd: number, offset: number, length: number, iova: number, dmabuf: DmaBuf, access: number): Co<IbvMr | number> {
+    if (access & ~IBV_DMABUF_ACCESS_MASK) return -EINVAL;
+    if (offset % PAGE_SIZE !== iova % PAGE_SIZE) return -EINVAL;
+    const umem = yield* regDmabufUmem(this.ucontext, { pd, addr: iova, length, iova, access }, dmabuf, offset);
+    if (typeof umem === 'number') return umem;
     return this.track(umem);
   }
 
@@ -126,12 +200,18 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
   *deregMr(mr: IbvMr): Co<number> {
     if (!this.mrs.has(mr.umem)) return -EINVAL;
     this.mrs.delete(mr.umem);
-    return yield* this.ucontext.device.deregMr(mr.umem);
+    const r = yield* this.ucontext.device.deregMr(mr.umem);
+    // ibv_dereg_mr: ibv_dofork_range after a successful deregistration of an MR whose
+    // range ibv_reg_mr marked (not ODP, not dma-buf).
+    if (r === 0 && this.dontforkMrs.delete(mr.umem)) yield* this.forkRange(mr.addr, mr.length, -1);
+    return r;
   }
 
   /**
    * ibv_advise_mr (rdma D1 to D4): every lkey must name an ODP MR of this PD; with FLUSH
    * the mapping is done before returning, otherwise it is queued and errors are dropped.
+   * `umem.advise` returns only the errors the caller sees (without FLUSH, those of its
+   * synchronous checks, such as EPERM for PREFETCH_WRITE on a read-only MR).
    */
   *adviseMr(pd: number, advice: number, flags: number, sgl: readonly Sge[]): Co<number> {
     if (advice < 0 || advice > 2 || flags & ~IBV_ADVISE_MR_FLAG_FLUSH || sgl.length === 0) return -EINVAL;
@@ -145,7 +225,7 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
     for (const sge of sgl) {
       const umem = dev.umemByKey.get(sge.lkey) as IbUmem;
       const r = yield* (umem.advise as NonNullable<IbUmem['advise']>)(advice, flags, sge.addr, sge.length);
-      if (r < 0 && flags & IBV_ADVISE_MR_FLAG_FLUSH) return r;
+      if (r < 0) return r;
     }
     return 0;
   }
@@ -197,7 +277,8 @@ export class IbvContext extends (EventEmitter as new () => TypedEmitter<IbvEvent
     const dev = this.ucontext.device;
     for (const sge of sgl) {
       const umem = dev.umemByKey.get(sge.lkey);
-      if (!umem?.prepareLocalAccess) continue;
+      // Only this process's own MRs: another process's key is not the provider's to touch.
+      if (!umem?.prepareLocalAccess || !this.ucontext.umems.has(umem)) continue;
       const r = yield* umem.prepareLocalAccess(sge.addr, sge.length, write);
       if (r < 0) return r;
     }

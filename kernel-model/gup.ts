@@ -88,6 +88,12 @@ function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number,
   for (let attempt = 0; ; attempt++) {
     const got: number[] = [];
     const r = yield* gupPages(kernel, mm, start, nrPages, flags, got);
+    if (got.length > 0) {
+      kernel.sim.emit({
+        type: 'gup', node: kernel.node, mm: mm.id, addr: start, frames: got.slice(),
+        pin: (flags & FOLL_PIN) !== 0, longterm: (flags & FOLL_LONGTERM) !== 0, write: (flags & FOLL_WRITE) !== 0,
+      });
+    }
     if (r <= 0 || !(flags & FOLL_LONGTERM) || !(flags & FOLL_PIN)) {
       pages.push(...got);
       return r;
@@ -195,6 +201,7 @@ function checkVmaFlags(kernel: Kernel, vma: Vma, flags: number): number {
 /** put_page for FOLL_GET references. */
 export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
   for (const f of pages) kernel.phys.put(f);
+  if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: false });
 }
 
 /** unpin_user_pages: reverse a FOLL_PIN exactly; the zero page is not counted (rule 55). */
@@ -207,6 +214,7 @@ export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
       phys.put(f);
     } else phys.put(f, GUP_PIN_COUNTING_BIAS);
   }
+  if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: true });
 }
 
 /**
@@ -231,6 +239,7 @@ export function putUserPagesDirty(kernel: Kernel, pages: readonly number[], make
     if (makeDirty && f !== ZERO_PFN && !kernel.phys.has(f, PG_DIRTY)) folioMarkDirty(kernel, f, 'set_page_dirty_lock');
     kernel.phys.put(f);
   }
+  if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: false });
 }
 
 /**

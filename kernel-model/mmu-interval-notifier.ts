@@ -160,6 +160,7 @@ function insert(
     sub.invalidateSeq = subs.invalidateSeq - 1;
     sub.node = subs.itree.insert(sub.start, sub.last, sub);
   }
+  sim.emit({ type: 'interval-insert', node: mm.kernel.node, sub: sub.name, mm: mm.id, start: sub.start, last: sub.last, lock: sub.lock?.name ?? null });
   return 0;
 }
 
@@ -200,6 +201,7 @@ export function* mmuIntervalNotifierRemove(sub: MmuIntervalNotifier): Co {
   if (seq) yield* subs.wq.waitEvent(() => subs.invalidateSeq !== seq);
   sub.inserted = false;
   mm.mmdrop();
+  sim.emit({ type: 'interval-remove', node: mm.kernel.node, sub: sub.name, mm: mm.id, start: sub.start, last: sub.last });
 }
 
 /**
@@ -236,7 +238,15 @@ export function* mmuIntervalReadBegin(sub: MmuIntervalNotifier): Co<number> {
  */
 export function mmuIntervalReadRetry(sub: MmuIntervalNotifier, seq: number): boolean {
   checkLock(sub, 'mmu_interval_read_retry');
-  return sub.invalidateSeq !== seq;
+  const retry = sub.invalidateSeq !== seq;
+  if (sub.inserted) {
+    const { kernel } = sub.mm;
+    kernel.sim.emit({
+      type: 'read-retry', node: kernel.node, sub: sub.name, mm: sub.mm.id, notifierSeq: seq, retry,
+      lock: sub.lock?.name ?? null, locked: sub.lock?.heldByCurrent() ?? false,
+    });
+  }
+  return retry;
 }
 
 /**

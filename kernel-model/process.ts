@@ -108,6 +108,7 @@ export class Process {
         fn(frame, a - page, pos, n);
         const v = vpn(page);
         mm.pageTable.set(v, pteWith(mm.pageTable.get(v), PTE_ACCESSED | (write ? PTE_DIRTY : 0)));
+        if (write) this.kernel.sim.emit({ type: 'cpu-store', node: this.kernel.node, mm: mm.id, addr: a, frame, offset: a - page, length: n });
       }
       mm.mmapLock.upRead();
       if (frame < 0) return frame;
@@ -176,6 +177,7 @@ export class Process {
         phys.write(f, off % PAGE_SIZE, bytes.subarray(pos, pos + n));
         phys.set(f, PG_PRIVATE);
         folioMarkDirty(this.kernel, f, 'generic_perform_write');
+        this.kernel.sim.emit({ type: 'file-write', node: this.kernel.node, file: file.id, offset: off, length: n });
         pos += n;
       }
       if (offset + bytes.length > file.size) file.size = offset + bytes.length;

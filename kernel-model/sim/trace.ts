@@ -53,7 +53,7 @@ export type TraceBody =
   /** An interval subscriber left (mmu_interval_notifier_remove returned). */
   | { type: 'interval-remove'; node: string; sub: string; mm: number; start: number; last: number }
   /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
-  | { type: 'read-retry'; node: string; sub: string; mm: number; seq: number; retry: boolean; lock: string | null; locked: boolean };
+  | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean };
 
 export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
 

@@ -1,0 +1,513 @@
+import {
+  EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
+  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault,
+  hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
+  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmuNotifierRange, type Simulation,
+} from '../kernel-model/index.ts';
+import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
+import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
+import { SIZE_MAX } from './ib-device.ts';
+import type { IbUcontext } from './ib-ucontext.ts';
+import { newUmemCounters, type IbUmem, type RegMrRequest, type UmemCounters, type UmemStrategy } from './umem.ts';
+import {
+  IBV_ADVISE_MR_ADVICE_PREFETCH, IBV_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE,
+  IBV_ADVISE_MR_FLAG_FLUSH,
+} from './verbs.ts';
+import { regImplicitOdpMr } from './implicit-odp.ts';
+
+/** mlx5 zaps MTTs in runs that may only end at an 8-entry (64-byte) boundary (rdma C4). */
+export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
+
+/**
+ * How a mapping request treats the CPU page table: `fault` pages in (with write intent
+ * when `write`), or only snapshots what is present (registration, PREFETCH_NO_FAULT).
+ */
+export interface OdpMapMode {
+  fault: boolean;
+  write: boolean;
+}
+
+/** What a UmemOdp needs from the MR it serves (an explicit MR, or an implicit parent). */
+export interface OdpOwner {
+  readonly ctx: IbUcontext;
+  readonly mr: MemoryRegion;
+  readonly counters: UmemCounters;
+  /** ib_access_writable (rdma A6). */
+  readonly writable: boolean;
+  readonly batcher: SyncBatcher;
+  /** The IbUmem that MR events name. */
+  readonly umem: IbUmem;
+  /** An invalidation left `odp` with nothing mapped (implicit children are reaped, E3). */
+  emptied?(odp: UmemOdp): void;
+}
+
+/**
+ * The runs mlx5_ib_invalidate_range zaps (rdma C4), as [first, count] pairs of umem page
+ * indices. `present` lists the mapped pages of the clamped range in ascending order and
+ * `last` is that range's last page. A run of present pages goes on across absent ones and
+ * closes only at an absent page on an 8-entry boundary (zapping absent neighbours is
+ * harmless and saves a UMR); the last run also takes the absent tail of the range.
+ *
+ * @example
+ *   odpZapRuns([0, 1, 3], 7);  // [[0, 8]]: P,P,A,P in one group is one zap
+ *   odpZapRuns([7, 9], 15);    // [[7, 1], [9, 7]]: the absent page 8 is aligned and closes the run
+ */
+export function odpZapRuns(present: readonly number[], last: number): [number, number][] {
+  const runs: [number, number][] = [];
+  const align = MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT;
+  let start = -1;
+  let prev = -1;
+  for (const q of present) {
+    if (start < 0) start = q;
+    else {
+      const boundary = Math.ceil((prev + 1) / align) * align;
+      if (boundary < q) {
+        runs.push([start, boundary - start]);
+        start = q;
+      }
+    }
+    prev = q;
+  }
+  if (start >= 0) {
+    const boundary = Math.ceil((prev + 1) / align) * align;
+    runs.push([start, (boundary <= last ? boundary : last + 1) - start]);
+  }
+  return runs;
+}
+
+/**
+ * A use count that teardown can wait on (mlx5's mkey usecount with
+ * mlx5r_deref_wait_odp_mkey): faults and prefetches hold it while they work on an MR.
+ */
+export class UsageCount {
+  count = 0;
+  private wq: WaitQueue | null = null;
+
+  constructor(private readonly sim: Simulation, readonly name: string) {}
+
+  get(): void {
+    this.count++;
+  }
+
+  put(): void {
+    if (--this.count === 0) this.wq?.wakeUpAll();
+  }
+
+  *waitIdle(): Co {
+    if (this.count === 0) return;
+    this.wq ??= new WaitQueue(this.sim, `${this.name}.usecount`);
+    yield* this.wq.waitEvent(() => this.count === 0);
+  }
+}
+
+/**
+ * `struct ib_umem_odp`: one interval notifier over a page-aligned span, the umem mutex
+ * that is both the notifier's declared lock and the lock under which the device page
+ * table is programmed, and the driver's mirror of what the device was given (the pfn
+ * list). An explicit MR has one; an implicit MR has one per 1 GiB child (rdma C1).
+ *
+ * The mirror is a Map (page index -> frame * 2 + writable), so a 1 GiB child that holds a
+ * few pages costs a few entries, not a 262144-entry array. It holds no page references:
+ * the notifier is what keeps it honest (kernel rule 49), which is the point of ODP.
+ */
+export class UmemOdp {
+  readonly notifier: MmuIntervalNotifier;
+  readonly mutex: Mutex;
+  readonly pages = new Map<number, number>();
+  /** Mapping requests (faults, prefetches) working on this umem; teardown waits for none. */
+  readonly users: UsageCount;
+  inserted = false;
+
+  /**
+   * `start`/`end`: the page-aligned user span; `firstDevicePage`: the MR page index that
+   * maps `start` (0 for an explicit MR, the child's offset in an implicit one).
+   */
+  constructor(readonly owner: OdpOwner, readonly start: number, readonly end: number, readonly firstDevicePage: number, readonly name: string) {
+    const { sim } = owner.ctx.device.kernel;
+    this.notifier = new MmuIntervalNotifier(name);
+    this.mutex = new Mutex(sim, `${name}.umem_mutex`, 'umem_odp.umem_mutex');
+    this.users = new UsageCount(sim, name);
+  }
+
+  /** ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1). */
+  *insert(): Co<number> {
+    const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, {
+      invalidate: (_sub, range, curSeq) => this.invalidate(range, curSeq),
+    }, { lock: this.mutex });
+    this.inserted = ret === 0;
+    return ret;
+  }
+
+  /**
+   * ib_umem_odp_map_dma_and_lock plus the device update (rdma B2, B3, C7; kernel rule 31)
+   * for the user range [va, end) clipped to this umem: mmget_not_zero; read_begin; under
+   * the mmap lock, hmm_range_fault; -EBUSY restarts until HMM_RANGE_DEFAULT_TIMEOUT after
+   * entry, then fails; take the umem mutex; a moved sequence drops it and restarts with no
+   * time bound; otherwise program the device page table before dropping the mutex. mmput
+   * comes last, after the mutex is dropped: the last mm reference runs exit_mmap, whose
+   * invalidation takes this same mutex (rdma C10, CVE-2022-48675).
+   * Returns the pages programmed, or -errno.
+   */
+  *map(va: number, end: number, mode: OdpMapMode): Co<number> {
+    const { kernel } = this.owner.ctx.device;
+    const { sim } = kernel;
+    const mm = this.owner.ctx.mm;
+    const start = Math.max(this.start, Math.floor(va / PAGE_SIZE) * PAGE_SIZE);
+    const stop = Math.min(this.end, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
+    if (stop <= start) return 0;
+    // mm gone (the owner exited): rdma B4 says EINVAL.
+    if (!mm.mmgetNotZero()) return -EINVAL;
+    const timeout = sim.now() + HMM_RANGE_DEFAULT_TIMEOUT_NS;
+    const flags = mode.fault ? HMM_PFN_REQ_FAULT | (mode.write ? HMM_PFN_REQ_WRITE : 0) : 0;
+    let ret: number;
+    for (;;) {
+      const seq = yield* mmuIntervalReadBegin(this.notifier);
+      const range = hmmRangeInit(this.notifier, start, stop, seq, flags);
+      yield* mm.mmapLock.downRead();
+      ret = yield* hmmRangeFault(range);
+      mm.mmapLock.upRead();
+      if (ret === -EBUSY && sim.now() <= timeout) continue;
+      if (ret < 0) break;
+      yield* this.mutex.lock();
+      if (mmuIntervalReadRetry(this.notifier, seq)) {
+        this.mutex.unlock();
+        continue;
+      }
+      ret = yield* this.program(range, mode);
+      this.mutex.unlock();
+      break;
+    }
+    yield* mmput(mm);
+    return ret;
+  }
+
+  /**
+   * Under the umem mutex, after a clean read_retry: install the snapshot in the device
+   * page table, one update command per run of valid pages. A fault grants write exactly
+   * when it asked for it (a downgrade maps read-only, D2); a snapshot grants what the CPU
+   * PTE grants (A4). An entry the device already has writable for the same frame stays
+   * writable: nothing invalidated it, so that permission still holds.
+   */
+  private *program(range: HmmRange, mode: OdpMapMode): Co<number> {
+    const { mr, writable } = this.owner;
+    const nic = this.owner.ctx.device.nic;
+    const first = (range.start - this.start) / PAGE_SIZE;
+    const n = range.pfns.length;
+    let mapped = 0;
+    for (let i = 0; i < n;) {
+      if (!((range.flags[i] as number) & HMM_PFN_VALID)) {
+        i++;
+        continue;
+      }
+      let j = i;
+      const frames: number[] = [];
+      const writes: boolean[] = [];
+      for (; j < n && (range.flags[j] as number) & HMM_PFN_VALID; j++) {
+        const frame = range.pfns[j] as number;
+        const old = this.pages.get(first + j);
+        const w = writable && ((mode.fault ? mode.write : ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0) || old === frame * 2 + 1);
+        frames.push(frame);
+        writes.push(w);
+      }
+      const r = yield* nic.updateEntries(mr, this.firstDevicePage + first + i, frames, writes);
+      if (r < 0) return r;
+      for (let k = 0; k < frames.length; k++) this.pages.set(first + i + k, (frames[k] as number) * 2 + (writes[k] ? 1 : 0));
+      mapped += frames.length;
+      i = j;
+    }
+    return mapped;
+  }
+
+  /** Mapped pages with index in [first, last], ascending, without walking a huge empty span. */
+  private presentIn(first: number, last: number): number[] {
+    const out: number[] = [];
+    if (this.pages.size < last - first + 1) {
+      for (const idx of this.pages.keys()) if (idx >= first && idx <= last) out.push(idx);
+      out.sort((a, b) => a - b);
+    } else {
+      for (let idx = first; idx <= last; idx++) if (this.pages.has(idx)) out.push(idx);
+    }
+    return out;
+  }
+
+  /**
+   * mlx5_ib_invalidate_range (rdma C2 to C8). A non-blockable range (the OOM reaper) gets
+   * false at once with nothing touched. Otherwise, under the umem mutex: set_seq (always,
+   * rule 26), stop if nothing is mapped, clamp the range to the umem (it is not clipped for
+   * us, kernel rule 13), zap present entries in C4 runs, wait until a device sync covers
+   * the zaps (C5: the pages may be freed the moment this returns), mark pages that were
+   * mapped writable dirty (C8), count, and report. The event type is not looked at (C6)
+   * except to hand it to the batching policy.
+   */
+  *invalidate(range: MmuNotifierRange, curSeq: number): Co<boolean> {
+    if (!mmuNotifierRangeBlockable(range)) return false;
+    yield* this.mutex.lock();
+    try {
+      mmuIntervalSetSeq(this.notifier, curSeq);
+      if (this.pages.size === 0) return true;
+      const start = Math.max(range.start, this.start);
+      const end = Math.min(range.end, this.end);
+      if (start >= end) return true;
+      const first = Math.floor((start - this.start) / PAGE_SIZE);
+      const last = Math.ceil((end - this.start) / PAGE_SIZE) - 1;
+      const present = this.presentIn(first, last);
+      if (present.length === 0) return true;
+      yield* this.zap(present, last, range.event);
+      this.unmapPages(present);
+      const { counters } = this.owner;
+      counters.invalidations++;
+      counters.invalidationPages += present.length;
+      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start, end });
+      if (this.pages.size === 0) this.owner.emptied?.(this);
+      return true;
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** Zap `present` in C4 runs and wait for the sync that fences them (under the mutex). */
+  private *zap(present: readonly number[], last: number, event: number): Co {
+    const { mr, batcher } = this.owner;
+    // A destroyed MR was revoked and fenced by deregistration: the device cannot use it.
+    if (mr.state === 'destroyed') return;
+    const nic = this.owner.ctx.device.nic;
+    for (const [first, count] of odpZapRuns(present, last)) yield* nic.zapEntries(mr, this.firstDevicePage + first, count);
+    yield* batcher.syncAfterZap(event);
+  }
+
+  /** ib_umem_odp_unmap_dma_pages: forget the pages, dirtying those the device could write (C8). */
+  private unmapPages(indices: Iterable<number>): void {
+    const { kernel } = this.owner.ctx.device;
+    const { phys } = kernel;
+    for (const idx of indices) {
+      const v = this.pages.get(idx);
+      if (v === undefined) continue;
+      this.pages.delete(idx);
+      const frame = Math.floor(v / 2);
+      if (!(v & 1) || !phys.isAllocated(frame)) continue;
+      if (phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'ib_umem_odp_unmap_dma_pages');
+      else phys.set(frame, PG_DIRTY);
+    }
+  }
+
+  /**
+   * ib_umem_odp_release: under the mutex, drop every mapping (dirtying written pages; with
+   * `zap`, also clear and fence what the device still holds), then remove the notifier,
+   * which waits for any invalidation still running (rdma C9).
+   */
+  *release(zap: boolean): Co {
+    yield* this.mutex.lock();
+    if (zap && this.pages.size > 0) {
+      const present = [...this.pages.keys()].sort((a, b) => a - b);
+      yield* this.zap(present, (this.end - this.start) / PAGE_SIZE - 1, MmuNotifyEvent.UNMAP);
+    }
+    this.unmapPages([...this.pages.keys()]);
+    this.mutex.unlock();
+    if (this.inserted) {
+      this.inserted = false;
+      yield* mmuIntervalNotifierRemove(this.notifier);
+    }
+  }
+}
+
+/**
+ * End a NIC fault (rdma B6): resume without error when the pages are mapped, and also
+ * after a lost race (-EAGAIN: the hardware retries and may fault again); with the error
+ * bit otherwise, which fails the work request (B4).
+ */
+export function resumeAfter(owner: OdpOwner, fault: DeviceFault, ret: number): void {
+  const nic = owner.ctx.device.nic;
+  const ok = ret >= 0 || ret === -EAGAIN;
+  if (ret > 0) owner.counters.faultPages += ret;
+  if (ok) owner.counters.faultsHandled++;
+  nic.resumeFault(fault.id, { error: !ok });
+}
+
+/**
+ * The synchronous part of mlx5_ib_advise_mr_prefetch (rdma D1 to D4): the advice as a
+ * mapping mode, or -errno. PREFETCH is a downgrade (read-only even in a writable MR),
+ * PREFETCH_WRITE needs a writable MR (EPERM), NO_FAULT only snapshots.
+ */
+export function adviceMode(owner: OdpOwner, advice: number): OdpMapMode | number {
+  switch (advice) {
+    case IBV_ADVISE_MR_ADVICE_PREFETCH: return { fault: true, write: false };
+    case IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE: return owner.writable ? { fault: true, write: true } : -EPERM;
+    case IBV_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT: return { fault: false, write: false };
+    default: return -EINVAL;
+  }
+}
+
+/**
+ * Run an advice: with FLUSH in the caller's context, returning the mapping's error (D3);
+ * without it on a worker, errors dropped, returning 0 at once. `users` keeps the MR alive
+ * for the worker (mlx5 takes the mkey's usecount before queueing the work).
+ */
+export function* runAdvice(owner: OdpOwner, flags: number, users: UsageCount, prefetch: () => Co<number>): Co<number> {
+  users.get();
+  if (flags & IBV_ADVISE_MR_FLAG_FLUSH) {
+    try {
+      const r = yield* prefetch();
+      if (r > 0) owner.counters.prefetches += r;
+      return r < 0 ? r : 0;
+    } finally {
+      users.put();
+    }
+  }
+  const { kernel } = owner.ctx.device;
+  kernel.sim.spawn(`${owner.ctx.device.name}/prefetch`, function* () {
+    try {
+      const r = yield* prefetch();
+      if (r > 0) owner.counters.prefetches += r;
+    } finally {
+      users.put();
+    }
+  }, { kind: 'worker' });
+  return 0;
+}
+
+/**
+ * An explicit ODP MR (ib_umem_odp_get + mlx5's ODP MR): a faultable device MR over the
+ * registered range and one UmemOdp over its page-aligned span. Registration neither pins
+ * nor faults (A4); every page the device needs later comes through `handleFault`.
+ */
+export class IbUmemOdp implements IbUmem, OdpOwner {
+  readonly strategy = 'odp';
+  readonly counters = newUmemCounters();
+  readonly writable: boolean;
+  readonly odp: UmemOdp;
+  /** Deregistration has begun: new faults and advice are refused. */
+  dead = false;
+
+  private constructor(
+    readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher,
+    readonly addr: number, readonly length: number, readonly access: number, private readonly iova: number,
+  ) {
+    this.writable = accessWritable(access);
+    const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
+    const end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
+    this.odp = new UmemOdp(this, start, end, 0, `${ctx.device.name}/umem_odp(${mr.lkey.toString(16)})`);
+  }
+
+  get umem(): IbUmem {
+    return this;
+  }
+
+  /**
+   * ib_umem_odp_get + mlx5_ib_init_odp_mr: the device MR (faultable), the notifier over
+   * the page-aligned span (A5), then a non-faulting snapshot so pages already present
+   * become device-visible with their CPU permissions (A4). HUGETLB needs a hugetlb VMA,
+   * which this model has none of: EINVAL, as ib_umem_odp_get answers for a non-hugetlb
+   * VMA. An iova whose page offset differs from addr's is refused with EINVAL (modelling
+   * choice: one device page per CPU page).
+   */
+  static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher): Co<IbUmem | number> {
+    const { nic } = ctx.device;
+    if (req.access & IBV_ACCESS_HUGETLB) return -EINVAL;
+    if ((req.iova - req.addr) % PAGE_SIZE !== 0) return -EINVAL;
+    if (ctx.mm.users <= 0) return -EINVAL;
+    const mr = nic.createMr({ pd: req.pd, iova: req.iova, length: req.length, access: req.access, onDemand: true });
+    if (typeof mr === 'number') return mr;
+    const umem = new IbUmemOdp(ctx, mr, batcher, req.addr, req.length, req.access, req.iova);
+    let ret = yield* umem.odp.insert();
+    if (ret === 0) ret = Math.min(0, yield* umem.odp.map(umem.odp.start, umem.odp.end, { fault: false, write: false }));
+    if (ret < 0) {
+      nic.destroyMr(mr);
+      yield* umem.odp.release(false);
+      return ret;
+    }
+    return umem;
+  }
+
+  /** pagefault_real_mr's bounds: the user range behind [iova, iova + length), or -EFAULT (B4). */
+  private userRange(iova: number, length: number): [number, number] | number {
+    if (iova < this.iova || iova + length > this.iova + this.length || length < 0) return -EFAULT;
+    const va = this.addr + (iova - this.iova);
+    return [va, va + length];
+  }
+
+  /**
+   * A NIC fault (rdma B2 to B6): map [iova, iova + length) with write intent when the MR
+   * is writable (A6: even for a read, as mlx5 does), then resume.
+   */
+  *handleFault(fault: DeviceFault): Co<void> {
+    if (this.dead) {
+      this.ctx.device.nic.resumeFault(fault.id, { error: true });
+      return;
+    }
+    this.odp.users.get();
+    try {
+      const r = this.userRange(fault.iova, Math.max(1, fault.length));
+      const ret = typeof r === 'number' ? r : yield* this.odp.map(r[0], r[1], { fault: true, write: this.writable });
+      resumeAfter(this, fault, ret);
+    } finally {
+      this.odp.users.put();
+    }
+  }
+
+  /** ibv_advise_mr on [addr, addr + length) of this MR (addr is an iova), rdma D1 to D4. */
+  *advise(advice: number, flags: number, addr: number, length: number): Co<number> {
+    if (this.dead) return -ENOENT;
+    const mode = adviceMode(this, advice);
+    if (typeof mode === 'number') return mode;
+    const r = this.userRange(addr, length);
+    if (typeof r === 'number' && flags & IBV_ADVISE_MR_FLAG_FLUSH) return r;
+    const odp = this.odp;
+    return yield* runAdvice(this, flags, odp.users, function* () {
+      return typeof r === 'number' ? r : yield* odp.map(r[0], r[1], mode);
+    });
+  }
+
+  /**
+   * Deregistration (rdma C9): stop the hardware first (revoke the key, and a sync so no
+   * access in flight or cached survives), let faults and prefetches on it finish (they
+   * now fail), destroy the key, then drop the mirror under the mutex and remove the
+   * notifier, which waits for a running invalidation.
+   */
+  *dereg(): Co<number> {
+    if (this.dead) return -EINVAL;
+    this.dead = true;
+    const { nic } = this.ctx.device;
+    nic.revokeMr(this.mr);
+    yield* nic.sync();
+    yield* this.odp.users.waitIdle();
+    nic.destroyMr(this.mr);
+    yield* this.odp.release(false);
+    return 0;
+  }
+}
+
+/** The ODP strategy, with the sync batcher it uses on each NIC (for stats). */
+export interface OdpStrategy extends UmemStrategy {
+  readonly batchingName: string;
+  batcherFor(nic: Nic): SyncBatcher;
+}
+
+/**
+ * The ODP registration strategy (DESIGN "Driver"): explicit ODP MRs with an interval
+ * notifier each, and implicit ODP MRs (addr 0, length SIZE_MAX) with lazily created 1 GiB
+ * children. Invalidations zap, then wait in the batcher for the sync covering them; the
+ * default policy gives each invalidation its own sync, as mlx5 does.
+ *
+ * @example
+ *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy(), odp: odpStrategy() } });
+ */
+export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: string } = {}): OdpStrategy {
+  const policy = opts.batching ?? noBatching();
+  const batchingName = opts.batchingName ?? (opts.batching ? 'custom' : 'none');
+  const batchers = new WeakMap<Nic, SyncBatcher>();
+  const batcherFor = (nic: Nic): SyncBatcher => {
+    let b = batchers.get(nic);
+    if (!b) batchers.set(nic, (b = new SyncBatcher(nic.sim, nic, batchingName, policy)));
+    return b;
+  };
+  return {
+    name: 'odp',
+    batchingName,
+    batcherFor,
+    *regMr(ctx: IbUcontext, req: RegMrRequest): Co<IbUmem | number> {
+      const batcher = batcherFor(ctx.device.nic);
+      if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher);
+      return yield* IbUmemOdp.reg(ctx, req, batcher);
+    },
+  };
+}
