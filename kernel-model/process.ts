@@ -3,7 +3,7 @@ import type { Kernel } from './kernel.ts';
 import type { MmStruct } from './mm.ts';
 import type { File } from './file.ts';
 import { EFAULT, EINVAL, ESRCH } from './errno.ts';
-import { PAGE_SIZE, pageAlignDown, pageAlignUp, vpn } from './constants.ts';
+import { MADV_DOFORK, MADV_DONTFORK, PAGE_SIZE, pageAlignDown, pageAlignUp, vpn } from './constants.ts';
 import { doMadvise } from './madvise.ts';
 import { doMmap, doMremap, doMunmapSyscall } from './mmap.ts';
 import { doMprotect } from './mprotect.ts';
@@ -57,6 +57,15 @@ export class Process {
     }
   }
 
+  private *readLocked(body: () => Co<number>): Co<number> {
+    yield* this.mm.mmapLock.downRead();
+    try {
+      return yield* body();
+    } finally {
+      this.mm.mmapLock.upRead();
+    }
+  }
+
   *mmap(addr: number, length: number, prot: number, flags: number, file: File | null = null, offset = 0): Co<number> {
     return yield* this.syscall('mmap', `${hx(addr)}, ${length}, ${prot}, ${flags}${file ? ', ' + file.name : ''}, ${offset}`, () =>
       this.writeLocked(() => doMmap(this.mm, addr, length, prot, flags, file, offset)));
@@ -75,8 +84,15 @@ export class Process {
     return yield* this.syscall('mprotect', `${hx(addr)}, ${length}, ${prot}`, () => this.writeLocked(() => doMprotect(this.mm, addr, length, prot)));
   }
 
+  /**
+   * madvise(2). Like Linux, the advices that only zap or reclaim pages (DONTNEED, FREE,
+   * PAGEOUT, REMOVE) take mmap_lock for read, so they run concurrently with faults and with
+   * each other; those that change VMA flags (DONTFORK, DOFORK) take it for write.
+   */
   *madvise(addr: number, length: number, advice: number): Co<number> {
-    return yield* this.syscall('madvise', `${hx(addr)}, ${length}, ${advice}`, () => this.writeLocked(() => doMadvise(this.mm, addr, length, advice)));
+    const changesVmas = advice === MADV_DONTFORK || advice === MADV_DOFORK;
+    return yield* this.syscall('madvise', `${hx(addr)}, ${length}, ${advice}`, () =>
+      changesVmas ? this.writeLocked(() => doMadvise(this.mm, addr, length, advice)) : this.readLocked(() => doMadvise(this.mm, addr, length, advice)));
   }
 
   /**
