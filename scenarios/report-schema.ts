@@ -1,0 +1,68 @@
+import { z } from 'zod';
+
+/**
+ * The documented shape of `lab run --json`: one object per run. `report.schema.json`
+ * beside this file is generated from it (`npm run lab -- schema`) and tested to match.
+ */
+const percentiles = z.object({
+  count: z.number().int().nonnegative(),
+  p50: z.number().nonnegative(),
+  p90: z.number().nonnegative(),
+  p99: z.number().nonnegative(),
+  max: z.number().nonnegative(),
+  mean: z.number().nonnegative(),
+}).describe('latency percentiles in virtual nanoseconds');
+
+export const scenarioReportSchema = z.object({
+  scenario: z.string().describe('scenario name, as `lab list` shows it'),
+  profile: z.enum(['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-6.x']),
+  driver: z.string().describe('registration strategy or driver variant'),
+  seed: z.number().int(),
+  params: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).describe('every documented parameter with its value'),
+  outcome: z.object({
+    ok: z.boolean().describe('the run behaved as the scenario expects for this profile and driver'),
+    run: z.string().describe('how the simulation ended: task-done, idle, time-limit, event-limit, failed'),
+    expected: z.array(z.string()).describe('violation ids the scenario expects'),
+    seen: z.record(z.string(), z.number().int().positive()).describe('violations found, by id'),
+    unexpected: z.array(z.string()),
+    missing: z.array(z.string()),
+    failure: z.string().optional().describe('the model error that failed the run, if any'),
+  }),
+  narrative: z.array(z.object({ t: z.number().nonnegative().describe('virtual ns'), text: z.string() })),
+  figures: z.object({
+    invalidationNs: z.record(z.string(), percentiles).describe('notifier callback entry to return, per event type and all'),
+    kernelOpNs: z.record(z.string(), percentiles).describe('syscalls by name and invalidation windows by event'),
+    faultNs: percentiles.describe('NIC fault raise to resume'),
+    wrNs: percentiles.describe('work request post to completion'),
+    counters: z.object({
+      invalidations: z.number().int().nonnegative(),
+      syncs: z.number().int().nonnegative(),
+      zaps: z.number().int().nonnegative(),
+      entriesZapped: z.number().int().nonnegative(),
+      faults: z.number().int().nonnegative(),
+      faultsResumedWithError: z.number().int().nonnegative(),
+      retries: z.number().int().nonnegative(),
+      prefetches: z.number().int().nonnegative(),
+      revocations: z.number().int().nonnegative(),
+    }),
+    bytesMoved: z.number().nonnegative(),
+    throughputBytesPerSec: z.number().nonnegative(),
+    syncStallNs: z.number().nonnegative(),
+    virtualNs: z.number().nonnegative(),
+  }),
+  extra: z.record(z.string(), z.union([z.number(), z.string()])).describe('scenario-specific figures'),
+  violations: z.array(z.object({
+    id: z.string(),
+    severity: z.enum(['error', 'warning']),
+    time: z.number().nonnegative(),
+    message: z.string(),
+    trail: z.array(z.object({ time: z.number(), kind: z.string(), text: z.string(), task: z.number().nullable().optional() })),
+  })),
+});
+
+export type ScenarioReportJson = z.infer<typeof scenarioReportSchema>;
+
+/** The JSON Schema document for the report (what report.schema.json holds). */
+export function reportJsonSchema(): unknown {
+  return z.toJSONSchema(scenarioReportSchema, { target: 'draft-2020-12' });
+}
