@@ -1,4 +1,7 @@
 // The public face of the scenarios folder: the catalogue and the CLI entry point.
-export { SCENARIOS, scenarioByName, type Scenario, type ScenarioOptions, type ScenarioResult } from './catalogue.ts';
+export { SCENARIOS, scenarioByName } from './catalogue.ts';
+export { runScenario, type ScenarioDefinition, type ScenarioContext, type ScenarioReport } from './scenario.ts';
+export { renderReport, renderSummary } from './report.ts';
+export { COMMON_PARAMS, parseSets, type ParamDoc, type ParamValues } from './params.ts';
 export { main as runCli, buildCli } from './cli.ts';
 export { runDemo } from './demo.ts';

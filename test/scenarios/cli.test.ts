@@ -1,5 +1,5 @@
 import test from 'ava';
-import { runCli } from '../../scenarios/index.ts';
+import { runCli, SCENARIOS } from '../../scenarios/index.ts';
 
 function cli(...argv: string[]): { code: number; lines: string[] } {
   const lines: string[] = [];
@@ -12,15 +12,20 @@ function cli(...argv: string[]): { code: number; lines: string[] } {
 test('list names every scenario on one line each', (t) => {
   const { code, lines } = cli('list');
   t.is(code, 0);
-  t.true(lines.some((l) => l.startsWith('demo ')));
+  t.true(lines.some((l) => l.startsWith('gup-bias-false-positive ')));
+  t.is(lines.length, SCENARIOS.length);
 });
 
 for (const [argv, pattern] of [
-  [['run', 'nope'], /unknown scenario 'nope'; valid: .*demo/],
-  [['run', 'demo', '--seed', 'x'], /seed must be an integer/],
-  [['run', 'demo', '--profile', 'linux-9'], /valid profiles: linux-3\.0, linux-4\.18, linux-5\.8, linux-6\.x/],
-  [['frobnicate'], /unknown command 'frobnicate'; commands: list, run/],
-  [['run', 'demo', '--frob'], /unknown option '--frob'; options of run: --seed, --profile/],
+  [['run', 'nope'], /unknown scenario 'nope'; valid: .*gup-bias-false-positive/],
+  [['run', 'gup-bias-false-positive', '--seed', 'x'], /seed must be an integer/],
+  [['run', 'gup-bias-false-positive', '--profile', 'linux-9'], /valid profiles: linux-3\.0, linux-4\.18, linux-5\.8, linux-6\.x/],
+  [['frobnicate'], /unknown command 'frobnicate'; commands: list, demo, run/],
+  [['run', 'gup-bias-false-positive', '--frob'], /unknown option '--frob'; options of run: --seed, --profile, --driver, --set, --json, --trace/],
+  [['run', 'gup-bias-false-positive', '--driver', 'nope'], /has no driver 'nope'; valid: pinned/],
+  [['run', 'gup-bias-false-positive', '--set', 'cost.syncNs=fast'], /bad value for cost\.syncNs/],
+  [['run', 'gup-bias-false-positive', '--set', 'nope=1'], /unknown parameter 'nope'; accepted: .*batching\.windowNs/],
+  [['run', 'gup-bias-false-positive', '--set', 'batching.policy=sometimes'], /bad value for batching\.policy/],
 ] as const) {
   test(`bad input (${argv.join(' ')}) gives one line naming it and what is accepted, exit 2`, (t) => {
     const { code, lines } = cli(...argv);
@@ -30,9 +35,20 @@ for (const [argv, pattern] of [
   });
 }
 
-test('run demo: same seed, same output, byte for byte; the narrative lists each invalidation', (t) => {
-  const a = cli('run', 'demo', '--seed', '5');
-  const b = cli('run', 'demo', '--seed', '5');
+test('run --json prints one parseable object per run; same seed, same bytes', (t) => {
+  const a = cli('run', 'gup-bias-false-positive', '--json', '--seed', '4');
+  const b = cli('run', 'gup-bias-false-positive', '--json', '--seed', '4');
+  t.is(a.code, 0);
+  t.is(a.lines.length, 1);
+  t.is(a.lines[0], b.lines[0]);
+  const r = JSON.parse(a.lines[0] ?? '{}');
+  t.is(r.scenario, 'gup-bias-false-positive');
+  t.true(r.outcome.ok);
+});
+
+test('demo: same seed, same output, byte for byte; the narrative lists each invalidation', (t) => {
+  const a = cli('demo', '--seed', '5');
+  const b = cli('demo', '--seed', '5');
   t.is(a.code, 0);
   t.is(a.lines.join('\n'), b.lines.join('\n'));
   t.true(a.lines.some((l) => /invalidate CLEAR .* blockable, seq 3/.test(l)));
