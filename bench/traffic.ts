@@ -26,6 +26,7 @@ import {
 } from '../device/index.ts';
 import { createRdmaNode, openDevice, pinnedStrategy, type IbvContext, type IbvMr } from '../driver/index.ts';
 import { odpStrategy } from '../driver/umem-odp.ts';
+import { attachSanitizer } from '../sanitizer/index.ts';
 
 const GiB = 2 ** 30;
 const MR_BYTES = GiB;
@@ -44,6 +45,8 @@ const SEED = 0x7aff1c;
 export interface TrafficOptions {
   writes?: number;
   seed?: number;
+  /** Attach the sanitizer (for bench/sanitizer.ts's overhead figure). */
+  sanitizer?: boolean;
 }
 
 function must(r: number, what: string): number {
@@ -157,8 +160,10 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     }
   });
 
+  const san = opts.sanitizer ? attachSanitizer({ sim, kernels: [kernel], nics: [nic], bindings$: node.device.binding$ }) : null;
   const t0 = process.hrtime.bigint();
   const out = sim.run({ task: main, untilNs: 24 * 3600 * 1e9, maxEvents: 2_000_000_000 });
+  san?.finish();
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   sampleRss();
   if (!main.done) throw new Error(`run ended before the writes finished: ${out.reason} ${out.failure ?? ''} (seed ${out.seed})`);
@@ -181,6 +186,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     invalidateEveryNs: INVALIDATE_EVERY_NS,
     dstMr: umem ? { strategy: umem.strategy, ...umem.counters, deviceFaults: umem.mr.counters.faults, devicePresentPages: umem.mr.pageTable.presentPages } : null,
     residentContentPages: kernel.phys.contentPages,
+    sanitizer: san ? { attached: true, violations: san.violations.length } : { attached: false },
     nic: { syncs: nic.stats.syncs, zapCommands: nic.stats.zapCommands, updateCommands: nic.stats.updateCommands, faultsRaised: nic.faultQueue.raised },
   };
 }
