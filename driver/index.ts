@@ -9,14 +9,15 @@ export {
   type IbvMr, type IbvEvents, type IbvAsyncEvent,
 } from './verbs.ts';
 export { createRdmaNode, type RdmaNode } from './rdma-node.ts';
-export { pinnedStrategy, umemGupFlags, type PinnedUmem } from './umem-pinned.ts';
+export { pinnedStrategy, umemGupFlags, IB_UMEM_GUP, type PinnedUmem, type UmemGup } from './umem-pinned.ts';
 export { regDmabufUmem, IBV_ACCESS_RELAXED_ORDERING, IBV_DMABUF_ACCESS_MASK, type DmabufUmem, type DmabufImporter } from './umem-dmabuf.ts';
 export {
   holdoffStrategy, HoldoffUmem, zapRuns, DEFAULT_REMAP_SYSCALL_NS, type HoldoffStrategy, type HoldoffOptions, type HoldoffStats,
+  type HoldoffUmemClass,
 } from './umem-holdoff.ts';
 export {
   odpStrategy, IbUmemOdp, UmemOdp, UsageCount, odpZapRuns, MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT,
-  type OdpStrategy, type OdpOwner, type OdpMapMode,
+  type OdpStrategy, type OdpOwner, type OdpMapMode, type UmemOdpFactory,
 } from './umem-odp.ts';
 export { ImplicitOdpUmem, IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS } from './implicit-odp.ts';
 export * from './batching/index.ts';

@@ -66,6 +66,9 @@ function newHoldoffStats(): HoldoffStats {
   };
 }
 
+/** Remap system calls the provider makes for one post before it rings the doorbell anyway. */
+const MAX_REMAP_ATTEMPTS = 8;
+
 /** One of the MTT-alignment groups of rdma C4: a run of zapped entries closes only at a multiple of 8. */
 const ZAP_ALIGNMENT = 8;
 
@@ -288,7 +291,7 @@ export class HoldoffUmem implements IbUmem {
    * fenced. Move every QP with work on this MR to ERROR (its WQEs flush), revoke the MR (no
    * access through its keys any more, rdma G6), zap everything and sync. Mutex held.
    */
-  private *revoke(): Co {
+  protected *revoke(): Co {
     const nic = this.nic;
     const qpNums = new Set(nic.dmaActivity.active(this.mr).map((op) => op.qpNum));
     for (const n of qpNums) {
@@ -370,26 +373,37 @@ export class HoldoffUmem implements IbUmem {
    * the rule-31 loop and the device command). A range that cannot be mapped (munmapped
    * memory) stays invalid and the NIC reports the work request as a local protection
    * error (rdma F1), as it would on real hardware; so this always returns 0.
+   *
+   * Invalidations may land while the system call sleeps (a kswapd round reclaims page after
+   * page of the range): the provider reads the word again after each remap and rings the
+   * doorbell only once it is all valid. That last read and the doorbell are one step here
+   * (nothing runs between them), and from the doorbell on the work is active DMA that a
+   * new invalidation waits for. Bounded: after MAX_REMAP_ATTEMPTS remaps it posts anyway.
    */
   *prepareLocalAccess(addr: number, length: number, _write: boolean): Co<number> {
     if (length <= 0 || this.dead || this.revoked) return 0;
     const pages = this.pagesOf(addr, addr + length);
     if (!pages) return 0;
-    let first = -1;
-    let last = -1;
-    for (let i = pages[0]; i <= pages[1]; i++) {
-      if (this.validity[i]) continue;
-      if (first < 0) first = i;
-      last = i;
-    }
-    if (first < 0) return 0; // one load of the shared word: no system call
     const sim = this.sim;
-    const t0 = sim.now();
-    this.count('remaps');
-    yield* sim.sleep(this.opts.remapSyscallNs);
-    const r = yield* this.mapPages(first, last);
-    if (r < 0) this.count('remapFailures');
-    this.count('remapNs', sim.now() - t0);
+    for (let attempt = 0; attempt < MAX_REMAP_ATTEMPTS && !this.dead && !this.revoked; attempt++) {
+      let first = -1;
+      let last = -1;
+      for (let i = pages[0]; i <= pages[1]; i++) {
+        if (this.validity[i]) continue;
+        if (first < 0) first = i;
+        last = i;
+      }
+      if (first < 0) return 0; // one load of the shared word: no system call
+      const t0 = sim.now();
+      this.count('remaps');
+      yield* sim.sleep(this.opts.remapSyscallNs);
+      const r = yield* this.mapPages(first, last);
+      this.count('remapNs', sim.now() - t0);
+      if (r < 0) {
+        this.count('remapFailures');
+        return 0;
+      }
+    }
     return 0;
   }
 
@@ -424,6 +438,9 @@ export class HoldoffUmem implements IbUmem {
   }
 }
 
+/** The class a holdoff strategy builds its MRs with (the seam for a driver author's subclass). */
+export type HoldoffUmemClass = new (...args: ConstructorParameters<typeof HoldoffUmem>) => HoldoffUmem;
+
 /** The holdoff strategy as `IbDevice` sees it, plus what tests and sweeps read. */
 export interface HoldoffStrategy extends UmemStrategy {
   readonly name: 'holdoff';
@@ -447,7 +464,7 @@ export interface HoldoffStrategy extends UmemStrategy {
  *     device: { nonOdp: holdoffStrategy({ holdoffTimeoutNs: 1_000_000, batching: windowBatching(20_000, sim.scheduler) }) },
  *   });
  */
-export function holdoffStrategy(opts: HoldoffOptions): HoldoffStrategy {
+export function holdoffStrategy(opts: HoldoffOptions, umemClass: HoldoffUmemClass = HoldoffUmem): HoldoffStrategy {
   if (!(opts.holdoffTimeoutNs >= 0)) throw new RangeError(`holdoffTimeoutNs must be >= 0 ns, got ${opts.holdoffTimeoutNs}`);
   const remapSyscallNs = opts.remapSyscallNs ?? DEFAULT_REMAP_SYSCALL_NS;
   if (!(remapSyscallNs >= 0)) throw new RangeError(`remapSyscallNs must be >= 0 ns, got ${remapSyscallNs}`);
@@ -469,7 +486,7 @@ export function holdoffStrategy(opts: HoldoffOptions): HoldoffStrategy {
       if (typeof mr === 'number') return mr;
       let batcher = batchers.get(nic);
       if (!batcher) batchers.set(nic, (batcher = new SyncBatcher(kernel.sim, nic, policyName, policy)));
-      const umem = new HoldoffUmem(ctx, mr, req, umemOpts, batcher, stats);
+      const umem = new umemClass(ctx, mr, req, umemOpts, batcher, stats);
       const r = yield* umem.register();
       if (r < 0) {
         nic.destroyMr(mr);

@@ -188,7 +188,7 @@ export class UmemOdp {
    * PTE grants (A4). An entry the device already has writable for the same frame stays
    * writable: nothing invalidated it, so that permission still holds.
    */
-  private *program(range: HmmRange, mode: OdpMapMode): Co<number> {
+  protected *program(range: HmmRange, mode: OdpMapMode): Co<number> {
     const { mr, writable } = this.owner;
     const nic = this.owner.ctx.device.nic;
     const first = (range.start - this.start) / PAGE_SIZE;
@@ -219,7 +219,7 @@ export class UmemOdp {
   }
 
   /** Mapped pages with index in [first, last], ascending, without walking a huge empty span. */
-  private presentIn(first: number, last: number): number[] {
+  protected presentIn(first: number, last: number): number[] {
     const out: number[] = [];
     if (this.pages.size < last - first + 1) {
       for (const idx of this.pages.keys()) if (idx >= first && idx <= last) out.push(idx);
@@ -266,7 +266,7 @@ export class UmemOdp {
   }
 
   /** Zap `present` in C4 runs and wait for the sync that fences them (under the mutex). */
-  private *zap(present: readonly number[], last: number, event: number): Co {
+  protected *zap(present: readonly number[], last: number, event: number): Co {
     const { mr, batcher } = this.owner;
     // A destroyed MR was revoked and fenced by deregistration: the device cannot use it.
     if (mr.state === 'destroyed') return;
@@ -276,7 +276,7 @@ export class UmemOdp {
   }
 
   /** ib_umem_odp_unmap_dma_pages: forget the pages, dirtying those the device could write (C8). */
-  private unmapPages(indices: Iterable<number>): void {
+  protected unmapPages(indices: Iterable<number>): void {
     const { kernel } = this.owner.ctx.device;
     const { phys } = kernel;
     for (const idx of indices) {
@@ -309,6 +309,14 @@ export class UmemOdp {
     }
   }
 }
+
+/**
+ * Builds the UmemOdp of an explicit MR (the seam for a driver author's subclass that
+ * replaces `map`, `invalidate`, `zap` or `unmapPages`; the default is UmemOdp itself).
+ */
+export type UmemOdpFactory = (owner: OdpOwner, start: number, end: number, firstDevicePage: number, name: string) => UmemOdp;
+
+const defaultUmemOdp: UmemOdpFactory = (owner, start, end, first, name) => new UmemOdp(owner, start, end, first, name);
 
 /**
  * End a NIC fault (rdma B6): resume without error when the pages are mapped, and also
@@ -381,11 +389,12 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
   private constructor(
     readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher,
     readonly addr: number, readonly length: number, readonly access: number, private readonly iova: number,
+    core: UmemOdpFactory,
   ) {
     this.writable = accessWritable(access);
     const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
     const end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
-    this.odp = new UmemOdp(this, start, end, 0, `${ctx.device.name}/umem_odp(${mr.lkey.toString(16)})`);
+    this.odp = core(this, start, end, 0, `${ctx.device.name}/umem_odp(${mr.lkey.toString(16)})`);
   }
 
   get umem(): IbUmem {
@@ -400,14 +409,14 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
    * VMA. An iova whose page offset differs from addr's is refused with EINVAL (modelling
    * choice: one device page per CPU page).
    */
-  static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher): Co<IbUmem | number> {
+  static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher, core: UmemOdpFactory = defaultUmemOdp): Co<IbUmem | number> {
     const { nic } = ctx.device;
     if (req.access & IBV_ACCESS_HUGETLB) return -EINVAL;
     if ((req.iova - req.addr) % PAGE_SIZE !== 0) return -EINVAL;
     if (ctx.mm.users <= 0) return -EINVAL;
     const mr = nic.createMr({ pd: req.pd, iova: req.iova, length: req.length, access: req.access, onDemand: true });
     if (typeof mr === 'number') return mr;
-    const umem = new IbUmemOdp(ctx, mr, batcher, req.addr, req.length, req.access, req.iova);
+    const umem = new IbUmemOdp(ctx, mr, batcher, req.addr, req.length, req.access, req.iova, core);
     let ret = yield* umem.odp.insert();
     if (ret === 0) ret = Math.min(0, yield* umem.odp.map(umem.odp.start, umem.odp.end, { fault: false, write: false }));
     if (ret < 0) {
@@ -486,12 +495,13 @@ export interface OdpStrategy extends UmemStrategy {
  * The ODP registration strategy (DESIGN "Driver"): explicit ODP MRs with an interval
  * notifier each, and implicit ODP MRs (addr 0, length SIZE_MAX) with lazily created 1 GiB
  * children. Invalidations zap, then wait in the batcher for the sync covering them; the
- * default policy gives each invalidation its own sync, as mlx5 does.
+ * default policy gives each invalidation its own sync, as mlx5 does. `core` builds each
+ * explicit MR's UmemOdp (default: UmemOdp; a driver author's subclass goes here).
  *
  * @example
  *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy(), odp: odpStrategy() } });
  */
-export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: string } = {}): OdpStrategy {
+export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: string } = {}, core: UmemOdpFactory = defaultUmemOdp): OdpStrategy {
   const policy = opts.batching ?? noBatching();
   const batchingName = opts.batchingName ?? (opts.batching ? 'custom' : 'none');
   const batchers = new WeakMap<Nic, SyncBatcher>();
@@ -507,7 +517,7 @@ export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: strin
     *regMr(ctx: IbUcontext, req: RegMrRequest): Co<IbUmem | number> {
       const batcher = batcherFor(ctx.device.nic);
       if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher);
-      return yield* IbUmemOdp.reg(ctx, req, batcher);
+      return yield* IbUmemOdp.reg(ctx, req, batcher, core);
     },
   };
 }

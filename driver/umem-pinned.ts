@@ -54,6 +54,24 @@ export function umemGupFlags(kernel: Kernel, writable: boolean): number {
 }
 
 /**
+ * How `ib_umem_get` takes its pages and how `ib_umem_release` gives them back: the seam a
+ * driver author (or a deliberately broken variant) replaces. The reference, `IB_UMEM_GUP`:
+ * FOLL_PIN where the profile has it (FOLL_GET before 5.6), the flags of `umemGupFlags`,
+ * and a release that dirties exactly when asked.
+ */
+export interface UmemGup {
+  how(kernel: Kernel): 'pin' | 'get';
+  flags(kernel: Kernel, writable: boolean): number;
+  release(kernel: Kernel, how: 'pin' | 'get', frames: readonly number[], dirty: boolean): void;
+}
+
+export const IB_UMEM_GUP: UmemGup = {
+  how: (kernel) => (kernel.profile.follPin ? 'pin' : 'get'),
+  flags: umemGupFlags,
+  release: releasePages,
+};
+
+/**
  * The reference pinned strategy: `ib_umem_get` plus a plain (non-ODP) mlx5 MR.
  *
  * Registration charges the span to `pinned_vm` against RLIMIT_MEMLOCK, pins every page
@@ -66,20 +84,21 @@ export function umemGupFlags(kernel: Kernel, writable: boolean): number {
  * Deregistration destroys the device MR and fences the device first (no DMA can use the
  * frames afterwards), then releases the pages, dirtying them when the MR was writable
  * (the NIC's writes set no dirty bit, so this is the only way the kernel learns of them,
- * rule 63), and finally uncharges `pinned_vm`.
+ * rule 63), and finally uncharges `pinned_vm`. `gup` is the page-taking seam (default
+ * `IB_UMEM_GUP`).
  *
  * @example
  *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy() } });
  *   const mr = yield* ctx.regMr(pd, buf, 65536, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
  */
-export function pinnedStrategy(): UmemStrategy {
+export function pinnedStrategy(gup: UmemGup = IB_UMEM_GUP): UmemStrategy {
   return {
     name: 'pinned',
-    regMr: (ctx, req) => ibUmemGet(ctx, req),
+    regMr: (ctx, req) => ibUmemGet(ctx, req, gup),
   };
 }
 
-function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest): Co<PinnedUmem | number> {
+function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest, gup: UmemGup): Co<PinnedUmem | number> {
   const { kernel, nic } = ctx.device;
   const mm = ctx.mm;
   // ib_uverbs_reg_mr: the start and the iova must share their offset within a page, so
@@ -94,12 +113,12 @@ function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest): Co<PinnedUmem | number>
   const acct = accountPinnedVm(mm, npages);
   if (acct < 0) return acct;
   mm.mmgrab(); // umem->owning_mm
-  const gupFlags = umemGupFlags(kernel, writable);
-  const how = kernel.profile.follPin ? 'pin' : 'get';
+  const gupFlags = gup.flags(kernel, writable);
+  const how = gup.how(kernel);
   const frames: number[] = [];
   const fail = (err: number): number => {
     // __ib_umem_release(umem, dirty = 0), then give the charge back.
-    releasePages(kernel, how, frames, false);
+    gup.release(kernel, how, frames, false);
     unaccountPinnedVm(mm, npages);
     mm.mmdrop();
     return err;
@@ -131,7 +150,7 @@ function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest): Co<PinnedUmem | number>
     type: 'note',
     text: `pinned MR lkey 0x${mr.lkey.toString(16)}: ${npages} pages at 0x${start.toString(16)} ${how === 'pin' ? 'pinned' : 'referenced'} (gup_flags 0x${gupFlags.toString(16)}), pinned_vm ${mm.pinnedVm}`,
   });
-  return new PinnedUmemImpl(ctx, mr, req, frames, start, npages, writable, gupFlags, how);
+  return new PinnedUmemImpl(ctx, mr, req, frames, start, npages, writable, gupFlags, how, gup);
 }
 
 function releasePages(kernel: Kernel, how: 'pin' | 'get', frames: readonly number[], dirty: boolean): void {
@@ -158,6 +177,7 @@ class PinnedUmemImpl implements PinnedUmem {
     readonly writable: boolean,
     readonly gupFlags: number,
     readonly how: 'pin' | 'get',
+    private readonly gup: UmemGup,
   ) {
     this.addr = req.addr;
     this.length = req.length;
@@ -176,7 +196,7 @@ class PinnedUmemImpl implements PinnedUmem {
     const { kernel, nic } = this.ctx.device;
     nic.destroyMr(this.mr);
     yield* nic.sync();
-    releasePages(kernel, this.how, this.frames, this.writable);
+    this.gup.release(kernel, this.how, this.frames, this.writable);
     unaccountPinnedVm(this.mm, this.npages);
     this.mm.mmdrop();
     return 0;

@@ -140,13 +140,23 @@ export class DmaBuf {
    * Move the buffer to new frames (eviction, migration between memory types): under the
    * reservation lock, tell every importer (G4), then copy behind a fence. -EBUSY when a
    * pinned importer holds it in place.
+   *
+   * `revokePinned` is THE 2026 REVOCABLE-IMPORTER PROPOSAL (rdma G7, not mainline): an
+   * exporter may tell pinned importers too; each takes the call as a permanent revocation
+   * of its mapping and unpins, and the move then goes ahead. Still -EBUSY if an importer
+   * kept its pin (the dynamic importers have been told by then and refault as usual).
+   *
+   * @example
+   *   if ((yield* buf.move()) === -EBUSY) yield* buf.move({ revokePinned: true });
    */
-  *move(): Co<number> {
+  *move(opts: { revokePinned?: boolean } = {}): Co<number> {
+    const pinned = () => this.attachments.some((a) => a.pinned && !a.detached);
     yield* this.resv.lock();
     try {
       if (this.revoked) return -EINVAL;
-      if (this.attachments.some((a) => a.pinned && !a.detached)) return -EBUSY;
+      if (pinned() && !opts.revokePinned) return -EBUSY;
       yield* this.notifyAll();
+      if (pinned()) return -EBUSY;
       const next = this.allocFrames();
       if (typeof next === 'number') return next === -ENOMEM ? -ENOMEM : next;
       for (let i = 0; i < next.length; i++) this.kernel.phys.copyPage(next[i] as number, this.frames[i] as number);

@@ -7,7 +7,7 @@ import { VM_WRITE } from './vma.ts';
 import { EFAULT } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pteHas, ptePresent } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { maybeMkwrite, notifyPageChange } from './memory.ts';
@@ -79,14 +79,33 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
   return 0;
 }
 
+/** How often a task waiting for a folio lock looks again (virtual ns; the model has no per-folio wait queue). */
+const FOLIO_LOCK_POLL_NS = 500;
+
+/** folio_lock: sleep until PG_LOCKED is clear, then set it. Pair with `folioUnlock`. */
+export function* folioLock(kernel: Kernel, frame: number): Co {
+  const { phys, sim } = kernel;
+  while (phys.has(frame, PG_LOCKED)) yield* sim.sleep(FOLIO_LOCK_POLL_NS);
+  phys.set(frame, PG_LOCKED);
+}
+
+export function folioUnlock(kernel: Kernel, frame: number): void {
+  kernel.phys.clear(frame, PG_LOCKED);
+}
+
 /**
  * ->page_mkwrite (block_page_mkwrite): attach the filesystem's private state (buffers)
- * and dirty the page before the first write through a shared mapping.
+ * and dirty the page before the first write through a shared mapping. Under the folio
+ * lock, as the filesystems do: a write fault that races writeback's
+ * clear_page_dirty_for_io waits for it, and dirties the page after it was cleaned.
  */
 export function* pageMkwrite(mm: MmStruct, _vma: Vma, frame: number): Co<number> {
-  const { phys } = mm.kernel;
+  const { kernel } = mm;
+  const { phys } = kernel;
+  yield* folioLock(kernel, frame);
   if (phys.mappingFile[frame]! >= 0) phys.set(frame, PG_PRIVATE);
-  folioMarkDirty(mm.kernel, frame, 'page_mkwrite');
+  folioMarkDirty(kernel, frame, 'page_mkwrite');
+  folioUnlock(kernel, frame);
   return 0;
 }
 
@@ -99,7 +118,7 @@ export function folioMarkDirty(kernel: Kernel, frame: number, caller: string): v
   const { phys } = kernel;
   const file = phys.mappingFile[frame]!;
   if (file >= 0 && !kernel.fileById(file)?.shmem && !phys.has(frame, PG_PRIVATE) && !phys.has(frame, PG_DIRTY)) {
-    kernel.sim.emit({ type: 'dirty-without-buffers', frame, caller });
+    kernel.sim.emit({ type: 'dirty-without-buffers', frame, caller, node: kernel.node });
   }
   phys.set(frame, PG_DIRTY);
 }
@@ -111,15 +130,27 @@ export function folioMarkDirty(kernel: Kernel, frame: number, caller: string): v
  */
 export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: number): Co<boolean> {
   let dirty = false;
-  for (const vma of [...file.mappings]) {
-    if (!vma.shared) continue;
+  // The callbacks may sleep, and meanwhile an mprotect or munmap may split the VMAs: walk
+  // the live mapping set again after each page (the kernel holds i_mmap_rwsem across the
+  // rmap walk, which splits take too), visiting each (mm, address) once.
+  const visited = new Set<string>();
+  for (;;) {
+    const vma = [...file.mappings].find((v) => {
+      if (!v.shared) return false;
+      const a = v.addrOfIndex(index);
+      return a >= v.start && a < v.end && !visited.has(`${v.mm.id}:${a}`);
+    });
+    if (!vma) break;
     const addr = vma.addrOfIndex(index);
-    if (addr < vma.start || addr >= vma.end) continue;
+    visited.add(`${vma.mm.id}:${addr}`);
     const mm = vma.mm;
     const pte = mm.pageTable.get(vpn(addr));
     if (!ptePresent(pte) || pteFrame(pte) !== frame) continue;
     yield* notifyPageChange(mm, MmuNotifyEvent.PROTECTION_PAGE, addr, () => {
       const cur = mm.pageTable.get(vpn(addr));
+      // The callbacks may sleep: a concurrent munmap or fault may have changed the PTE
+      // meanwhile (the kernel re-walks under the PTE lock, page_vma_mkclean_one).
+      if (!ptePresent(cur) || pteFrame(cur) !== frame) return;
       if (pteHas(cur, PTE_DIRTY)) dirty = true;
       mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
     });
@@ -130,20 +161,29 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
 /**
  * Write back one dirty page-cache page: clear_page_dirty_for_io (folio_mkclean), then
  * write the bytes to disk. `dropBuffers` models a later try_to_release_folio
- * (reclaim or the filesystem dropping the buffers of a now-clean page).
+ * (reclaim or the filesystem dropping the buffers of a now-clean page). `locked`: the
+ * caller (reclaim's pageout) already holds the folio lock.
  */
-export function* writebackPage(kernel: Kernel, file: File, index: number, dropBuffers: boolean): Co<boolean> {
+export function* writebackPage(kernel: Kernel, file: File, index: number, dropBuffers: boolean, locked = false): Co<boolean> {
   const frame = file.pageCache.get(index);
   if (frame === undefined || file.shmem) return false;
   const { phys } = kernel;
   // Writeback visits only pages tagged dirty: a clean page is not cleaned again (no
   // PROTECTION_PAGE for it), however often fsync or the flusher runs.
   if (!phys.has(frame, PG_DIRTY)) return false;
+  // folio_lock around clear_page_dirty_for_io: a page_mkwrite racing the clean waits, so a
+  // PTE made writable again always belongs to a page that is dirty again.
+  if (!locked) yield* folioLock(kernel, frame);
+  if (!phys.has(frame, PG_DIRTY) || file.pageCache.get(index) !== frame) {
+    if (!locked) folioUnlock(kernel, frame);
+    return false;
+  }
   yield* folioMkclean(kernel, file, index, frame);
   phys.clear(frame, PG_DIRTY);
   file.disk.set(index, phys.read(frame, 0, PAGE_SIZE));
   if (dropBuffers) phys.clear(frame, PG_PRIVATE);
-  kernel.sim.emit({ type: 'writeback', file: file.id, index, frame });
+  if (!locked) folioUnlock(kernel, frame);
+  kernel.sim.emit({ type: 'writeback', file: file.id, index, frame, node: kernel.node });
   return true;
 }
 

@@ -225,9 +225,11 @@ export function unpinUserPagesDirtyLock(kernel: Kernel, pages: readonly number[]
   const { phys } = kernel;
   for (const f of pages) {
     if (makeDirty && f !== ZERO_PFN && !phys.has(f, PG_DIRTY)) {
-      phys.set(f, PG_LOCKED);
+      // (Never waits: a folio locked by reclaim or migration keeps its holder's lock.)
+      const held = phys.has(f, PG_LOCKED);
+      if (!held) phys.set(f, PG_LOCKED);
       folioMarkDirty(kernel, f, 'unpin_user_pages_dirty_lock');
-      phys.clear(f, PG_LOCKED);
+      if (!held) phys.clear(f, PG_LOCKED);
     }
     unpinUserPages(kernel, [f]);
   }

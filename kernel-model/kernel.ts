@@ -73,13 +73,14 @@ export class Kernel {
   constructor(opts: KernelOptions = {}) {
     this.sim = opts.sim ?? new Simulation(opts);
     this.profile = opts.profile ?? PROFILES['linux-6.x'];
-    this.phys = new PhysicalMemory(this.sim, opts.frames ?? 65536, opts.reuseFreedFirst ?? true);
+    this.node = opts.node ?? 'node0';
+    this.phys = new PhysicalMemory(this.sim, opts.frames ?? 65536, opts.reuseFreedFirst ?? true, this.node);
+    this.phys.pinTracking = this.profile.follPin;
     this.dmaBus = new DmaBus(this.phys);
     this.swap = new SwapArea((f) => {
       this.phys.clear(f, PG_SWAPCACHE);
       this.phys.put(f);
     });
-    this.node = opts.node ?? 'node0';
   }
 
   newMm(): MmStruct {

@@ -81,7 +81,7 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   }
   pte = mm.pageTable.get(v);
   if (ret === 0 && ptePresent(pte)) mm.pageTable.set(v, pte + (pteHas(pte, PTE_ACCESSED) ? 0 : PTE_ACCESSED));
-  sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind, ret });
+  sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind, ret, node: kernel.node });
   return ret;
 }
 

@@ -5,7 +5,7 @@ import { EAGAIN, EBUSY, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { makePte, pteFlags, pteFrame, ptePresent } from './page-table.ts';
 import {
-  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, ZERO_PFN,
+  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, ZERO_PFN,
 } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
@@ -23,8 +23,25 @@ export type MigrateReason = 'numa' | 'compaction' | 'longterm-pin' | 'test';
  * Returns 0 or -EAGAIN / -EBUSY / -ENOMEM.
  */
 export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReason): Co<number> {
-  const { phys, sim, lru } = kernel;
+  const { phys } = kernel;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) return -EBUSY;
+  // The folio lock (migrate_folio_unmap, asynchronous mode): a folio another path holds
+  // locked (reclaim, writeback, another migration) is not migrated now.
+  if (phys.has(frame, PG_LOCKED)) return -EAGAIN;
+  const generation = phys.generation[frame];
+  phys.set(frame, PG_LOCKED);
+  try {
+    return yield* migrateLockedPage(kernel, frame, reason);
+  } finally {
+    if (phys.isAllocated(frame) && phys.generation[frame] === generation) phys.clear(frame, PG_LOCKED);
+  }
+}
+
+function* migrateLockedPage(kernel: Kernel, frame: number, reason: MigrateReason): Co<number> {
+  const { phys, sim, lru } = kernel;
+  // Isolation takes a reference (folio_isolate_lru): a munmap racing the CLEARs below
+  // cannot free the folio under the migration.
+  phys.get(frame);
   const mappings = [...phys.mappingsOf(frame)];
   const anonExclusive = phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE);
   const saved: { mm: MmStruct; addr: number; pte: number }[] = [];
@@ -46,9 +63,16 @@ export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReaso
     yield* mmuNotifierInvalidateRangeEnd(range);
   }
   // References migration expects: one per mapping (held by the saved PTEs), the page
-  // cache's, and nothing else.
-  const expected = saved.length + (phys.mappingFile[frame]! >= 0 ? 1 : 0);
+  // cache's, its own, and nothing else.
+  const expected = saved.length + (phys.mappingFile[frame]! >= 0 ? 1 : 0) + 1;
   if (ret === 0 && phys.refcount[frame] !== expected) ret = -EAGAIN;
+  if (ret === 0 && expected === 1) {
+    // Unmapped and freed by its owner while the CLEARs ran: nothing left to move.
+    lru.remove(frame);
+    phys.put(frame);
+    sim.emit({ type: 'migrate', frame, to: -1, reason, ret: 0, node: kernel.node });
+    return 0;
+  }
   let target = -1;
   if (ret === 0) {
     target = reason === 'longterm-pin' ? allocNonMovable(kernel) : phys.allocPage();
@@ -56,7 +80,8 @@ export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReaso
   }
   if (ret < 0) {
     for (const s of saved) s.mm.pageTable.set(vpn(s.addr), s.pte);
-    sim.emit({ type: 'migrate', frame, to: -1, reason, ret });
+    phys.put(frame);
+    sim.emit({ type: 'migrate', frame, to: -1, reason, ret, node: kernel.node });
     return ret;
   }
   phys.copyPage(target, frame);
@@ -82,7 +107,7 @@ export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReaso
   lru.add(target);
   phys.mappingFile[frame] = -1;
   phys.put(frame, phys.refcount[frame]!);
-  sim.emit({ type: 'migrate', frame, to: target, reason, ret: 0 });
+  sim.emit({ type: 'migrate', frame, to: target, reason, ret: 0, node: kernel.node });
   return 0;
 }
 

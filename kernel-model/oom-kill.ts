@@ -68,9 +68,13 @@ export function oomKill(kernel: Kernel, victim: Process): OomReapResult {
   victim.alive = false;
   const mm = victim.mm;
   const result: OomReapResult = { attempts: 0, skippedVmas: 0, reaped: false };
-  if (!mm.mmgetNotZero()) return result;
+  if (mm.users === 0 || mm.exited) return result;
+  // The reaper holds the mm struct (mmgrab), not the address space: the victim's own exit
+  // still runs exit_mmap when it drops the last mm_users reference, and the reaper stops
+  // once that has happened (MMF_OOM_SKIP).
+  mm.mmgrab();
   kernel.sim.spawn('oom_reaper', function* () {
-    while (result.attempts < MAX_OOM_REAP_RETRIES && !result.reaped) {
+    while (result.attempts < MAX_OOM_REAP_RETRIES && !result.reaped && !mm.exited) {
       result.attempts++;
       if (mm.mmapLock.downReadTrylock()) {
         result.reaped = yield* oomReapTaskMm(mm, result);
@@ -78,8 +82,7 @@ export function oomKill(kernel: Kernel, victim: Process): OomReapResult {
       }
       if (!result.reaped) yield* kernel.sim.sleep(OOM_REAP_RETRY_NS);
     }
-    mm.users--; // mmput without exit_mmap: the victim's own exit does that
-    if (mm.users === 0) mm.users = 1;
+    mm.mmdrop();
   }, { kind: 'kthread' });
   return result;
 }

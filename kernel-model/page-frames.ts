@@ -63,8 +63,13 @@ export class PhysicalMemory {
   allocFailureRate = 0;
   /** Frames in use (including the zero page). */
   used = 1;
+  /**
+   * Whether the kernel tracks pins at all (FOLL_PIN and folio_maybe_dma_pinned, 5.7). The
+   * kernel sets it from its profile; before that nothing could tell a pinned page.
+   */
+  pinTracking = true;
 
-  constructor(private readonly sim: Simulation, readonly frames: number, readonly reuseFreedFirst: boolean) {
+  constructor(private readonly sim: Simulation, readonly frames: number, readonly reuseFreedFirst: boolean, readonly node = 'node0') {
     this.refcount = new Int32Array(frames);
     this.mapcount = new Int32Array(frames);
     this.pincount = new Int32Array(frames);
@@ -105,7 +110,7 @@ export class PhysicalMemory {
     this.index[f] = 0;
     this.generation[f]!++;
     this.used++;
-    this.sim.emit({ type: 'page-alloc', frame: f });
+    this.sim.emit({ type: 'page-alloc', frame: f, node: this.node });
     return f;
   }
 
@@ -136,7 +141,7 @@ export class PhysicalMemory {
     this.rmap.delete(f);
     this.free.push(f);
     this.used--;
-    this.sim.emit({ type: 'page-free', frame: f });
+    this.sim.emit({ type: 'page-free', frame: f, node: this.node });
   }
 
   has(f: number, flag: number): boolean {
@@ -216,9 +221,12 @@ export class PhysicalMemory {
 
   // ---- pins (rules 55, 56) ------------------------------------------------------------
 
-  /** folio_maybe_dma_pinned: exact for large folios, refcount >= bias for small (rule 56). */
+  /**
+   * folio_maybe_dma_pinned: exact for large folios, refcount >= bias for small (rule 56).
+   * Always false on a kernel without pin tracking (before 5.7 no caller could ask).
+   */
   maybeDmaPinned(f: number): boolean {
-    if (f === ZERO_PFN) return false;
+    if (f === ZERO_PFN || !this.pinTracking) return false;
     if (this.order[f]! > 0) return this.pincount[f]! > 0;
     return this.refcount[f]! >= GUP_PIN_COUNTING_BIAS;
   }

@@ -30,6 +30,8 @@ export const MS_INVALIDATE = 2;
 export class Process {
   readonly threads: Task[] = [];
   alive = true;
+  /** exit has run (a killed process is not alive but still exits once). */
+  exited = false;
 
   constructor(readonly kernel: Kernel, readonly pid: number, readonly name: string, readonly mm: MmStruct) {}
 
@@ -40,11 +42,11 @@ export class Process {
     return t;
   }
 
-  private *syscall(name: string, args: string, body: () => Co<number>): Co<number> {
+  private *syscall(name: string, args: string, body: () => Co<number>, evenIfKilled = false): Co<number> {
     const { sim } = this.kernel;
-    sim.emit({ type: 'syscall-begin', pid: this.pid, name, args });
-    const ret = this.alive ? yield* body() : -ESRCH;
-    sim.emit({ type: 'syscall-end', pid: this.pid, name, ret });
+    sim.emit({ type: 'syscall-begin', pid: this.pid, name, args, node: this.kernel.node });
+    const ret = this.alive || (evenIfKilled && !this.exited) ? yield* body() : -ESRCH;
+    sim.emit({ type: 'syscall-end', pid: this.pid, name, ret, node: this.kernel.node });
     return ret;
   }
 
@@ -148,14 +150,19 @@ export class Process {
     return ret < 0 || !child ? ret : child;
   }
 
-  /** exit(2): the process's mm reference goes; exit_mmap runs if it was the last. */
+  /**
+   * exit(2): the process's mm reference goes; exit_mmap runs if it was the last. A killed
+   * process (an OOM victim) makes no other system call but still exits, as do_exit runs
+   * when SIGKILL is delivered; only a process that already exited cannot.
+   */
   *exit(): Co<number> {
     return yield* this.syscall('exit', '', function* (this: Process) {
       this.alive = false;
+      this.exited = true;
       yield* mmput(this.mm);
       this.kernel.processes.delete(this.pid);
       return 0;
-    }.bind(this));
+    }.bind(this), true);
   }
 
   /** msync(2): MS_SYNC writes back the file pages of shared mappings in the range. */

@@ -25,6 +25,12 @@ export class SwapArea {
     return slot;
   }
 
+  /** Write a page's current bytes to its slot again (pageout of a swap-cache page). */
+  rewrite(slot: number, bytes: Uint8Array | undefined): void {
+    const s = this.slots.get(slot);
+    if (s) s.bytes = bytes;
+  }
+
   /** The frame still in the swap cache for this slot, or -1. */
   cachedFrame(slot: number): number {
     return this.slots.get(slot)?.frame ?? -1;

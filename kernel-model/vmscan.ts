@@ -2,9 +2,9 @@ import type { Co } from './sim/index.ts';
 import type { Kernel } from './kernel.ts';
 import type { MmStruct } from './mm.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
-import { PTE_ACCESSED, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
+import { PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import {
-  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
+  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
 } from './page-frames.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
@@ -32,6 +32,26 @@ export type ReclaimOutcome = 'freed' | 'young' | 'pinned' | 'busy' | 'writeback'
  * The NIC sets no accessed bits: pages busy only with DMA age out, faithfully.
  */
 export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, ignoreReferences = false): Co<ReclaimOutcome> {
+  const { phys, lru, sim } = kernel;
+  const live = frame !== ZERO_PFN && phys.isAllocated(frame);
+  // shrink_folio_list works on locked folios: a folio another path holds locked (a
+  // migration, writeback, another reclaimer) is skipped (folio_trylock).
+  if (live && phys.has(frame, PG_LOCKED)) {
+    stats.scanned++;
+    lru.rotate(frame);
+    sim.emit({ type: 'reclaim', frame, outcome: 'busy', node: kernel.node });
+    return 'busy';
+  }
+  const generation = phys.generation[frame];
+  if (live) phys.set(frame, PG_LOCKED);
+  try {
+    return yield* shrinkLockedPage(kernel, frame, stats, ignoreReferences);
+  } finally {
+    if (live && phys.isAllocated(frame) && phys.generation[frame] === generation) phys.clear(frame, PG_LOCKED);
+  }
+}
+
+function* shrinkLockedPage(kernel: Kernel, frame: number, stats: ReclaimStats, ignoreReferences: boolean): Co<ReclaimOutcome> {
   const { phys, lru, swap, sim } = kernel;
   stats.scanned++;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) {
@@ -39,7 +59,7 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, 
     return 'kept';
   }
   const outcome = (o: ReclaimOutcome): ReclaimOutcome => {
-    sim.emit({ type: 'reclaim', frame, outcome: o });
+    sim.emit({ type: 'reclaim', frame, outcome: o, node: kernel.node });
     return o;
   };
   // folio_referenced
@@ -67,7 +87,7 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, 
   if (!anon && phys.has(frame, PG_DIRTY)) {
     const file = kernel.fileById(phys.mappingFile[frame]!);
     if (file && !file.shmem) {
-      yield* writebackPage(kernel, file, phys.index[frame]!, false);
+      yield* writebackPage(kernel, file, phys.index[frame]!, false, true);
       stats.writtenBack++;
       lru.rotate(frame);
       return outcome('writeback');
@@ -126,8 +146,11 @@ export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, 
     }
     return outcome('busy');
   }
-  // __remove_mapping: only the swap cache's reference may remain.
+  // __remove_mapping: only the swap cache's reference may remain. pageout() writes the page
+  // to its slot now, after every PTE is gone: stores made while the CLEARs ran (a CPU
+  // write, or DMA a secondary MMU let finish before its callback returned) are kept.
   if (phys.refcount[frame] === 1) {
+    swap.rewrite(slot, phys.pageBytes(frame)?.slice());
     swap.setCachedFrame(slot, -1);
     phys.clear(frame, PG_SWAPCACHE);
     lru.remove(frame);
@@ -150,6 +173,15 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
     if (!ptePresent(pte) || pteFrame(pte) !== frame) return;
     if (phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE) && phys.maybeDmaPinned(frame)) {
       ok = false; // the share step fails: the PTE stays as it was (rule 71)
+      return;
+    }
+    // MADV_FREE check of try_to_unmap_one, made after the CLEAR's start: a lazily-freed page
+    // that was written again (a dirty PTE, or a secondary MMU's set_page_dirty from its
+    // callback, rdma C8) is not discarded; it stays mapped and becomes swap-backed again.
+    if (slot < 0 && phys.has(frame, PG_ANON) && phys.has(frame, PG_LAZYFREE) && (phys.has(frame, PG_DIRTY) || pteHas(pte, PTE_DIRTY))) {
+      phys.clear(frame, PG_LAZYFREE);
+      phys.set(frame, PG_DIRTY);
+      ok = false;
       return;
     }
     if (slot >= 0) {

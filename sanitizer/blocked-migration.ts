@@ -46,7 +46,7 @@ export function createBlockedMigration(ctx: SanitizerContext): Checker {
     return out;
   }
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['gup', 'gup-release', 'migrate'], id, (r) => {
     if (r.type === 'gup') ledger.take(r);
     else if (r.type === 'gup-release') ledger.release(r);
     if (r.type !== 'migrate' || r.ret >= 0) return;

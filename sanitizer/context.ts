@@ -154,6 +154,11 @@ export interface Checker {
   metrics?(): Record<string, number>;
 }
 
+/** A checker's handler of one stream; `types`: the trace record types it wants (null: all). */
+interface Handler { who: string; fn: (value: never) => void; types: ReadonlySet<string> | null }
+/** The handlers of one stream, and for the trace stream, those of each record type. */
+interface Fanout { all: Handler[]; byType: Map<string, Handler[]>; filtered?: boolean }
+
 const ULONG_MAX = 2 ** 64 - 1;
 /** Names of exited tasks kept for trails. */
 const KEEP_EXITED_TASK_NAMES = 10_000;
@@ -177,6 +182,9 @@ export class SanitizerContext {
   readonly binding$ = new Subject<BindingPhase>();
 
   private readonly subscriptions: Subscription[] = [];
+  /** Checker handlers per stream (see `addHandler`). */
+  private readonly fanouts = new Map<object, Fanout>();
+  private stopped = false;
   private readonly bindingSources: Observable<MrBinding>[];
   private readonly report: (v: Violation) => void;
 
@@ -190,10 +198,12 @@ export class SanitizerContext {
   private readonly pendingStart = new Map<number | null, TraceOf<'invalidate-start'>>();
   private readonly cbStack = new Map<number | null, CallbackInfo[]>();
   private readonly intervalSubs = new Map<string, SubInfo[]>();
-  private readonly bindingsByKey = new Map<string, LiveBinding>();
+  /** Per NIC name: MR key -> live binding (two levels: no string built per access). */
+  private readonly bindingsByKey = new Map<string, Map<number, LiveBinding>>();
   private readonly bindingsByMm = new Map<string, Set<LiveBinding>>();
   private readonly everBound = new Set<string>();
-  private readonly installs = new Map<string, InstallInfo>();
+  /** Per NIC name: generation -> install. */
+  private readonly installs = new Map<string, Map<number, InstallInfo>>();
   /** Per NIC and key: page index -> generation now installed (to retire what it replaces). */
   private readonly currentGen = new Map<string, Map<number, number>>();
   /** Per NIC: generations replaced or zapped, with when; dropped once a later sync completes. */
@@ -220,16 +230,66 @@ export class SanitizerContext {
 
   /** Subscribe a checker's handler to one of the context's streams; its errors stay here. */
   on<T>(stream: Subject<T>, who: string, handler: (value: T) => void): void {
-    this.subscriptions.push(stream.subscribe((v) => this.guard(who, () => handler(v))));
+    this.addHandler(stream, { who, fn: handler as (value: never) => void, types: null });
+  }
+
+  /**
+   * `on(trace$, ...)` for a handler that acts on some record types only: it is called for
+   * those (in the same order among the other trace handlers as with `on`), not for the
+   * rest (most records are task switches, which no checker reads).
+   */
+  onRecords<K extends TraceRecord['type']>(types: readonly K[], who: string, handler: (r: TraceOf<K>) => void): void {
+    this.addHandler(this.trace$, { who, fn: handler as (value: never) => void, types: new Set<string>(types) });
+  }
+
+  /**
+   * The handlers of one stream share one subscription, made when the first of them is
+   * added (so where it sits among the stream's subscribers is unchanged), and are called in
+   * the order added: the same deliveries as one subscription each, without rxjs's
+   * per-subscriber layers or a closure per event.
+   */
+  private addHandler<T>(stream: Subject<T>, h: Handler): void {
+    let fan = this.fanouts.get(stream);
+    if (!fan) {
+      const f: Fanout = (fan = { all: [], byType: new Map() });
+      this.fanouts.set(stream, f);
+      this.subscriptions.push(stream.subscribe((v) => {
+        // A snapshot: handlers added while a value is delivered see the next one (as
+        // subscribers would).
+        const list = f.filtered ? this.handlersFor(f, (v as { type: string }).type) : f.all;
+        for (let i = 0, n = list.length; i < n && !this.stopped; i++) {
+          const x = list[i] as Handler;
+          try {
+            (x.fn as (value: T) => void)(v);
+          } catch (err) {
+            this.internalError(x.who, err);
+          }
+        }
+      }));
+    }
+    // Copy on write, so that a delivery in progress keeps the list it started with.
+    fan.all = [...fan.all, h];
+    if (h.types) fan.filtered = true;
+    fan.byType.clear();
+  }
+
+  private handlersFor(f: Fanout, type: string): Handler[] {
+    let list = f.byType.get(type);
+    if (!list) f.byType.set(type, (list = f.all.filter((h) => h.types === null || h.types.has(type))));
+    return list;
   }
 
   guard(who: string, fn: () => void): void {
     try {
       fn();
     } catch (err) {
-      const text = err instanceof Error ? `${err.message}\n${err.stack ?? ''}` : String(err);
-      if (this.internalErrors.length < 100) this.internalErrors.push(`${who}: ${text}`);
+      this.internalError(who, err);
     }
+  }
+
+  private internalError(who: string, err: unknown): void {
+    const text = err instanceof Error ? `${err.message}\n${err.stack ?? ''}` : String(err);
+    if (this.internalErrors.length < 100) this.internalErrors.push(`${who}: ${text}`);
   }
 
   emitViolation(v: Violation): void {
@@ -239,10 +299,23 @@ export class SanitizerContext {
   /** Subscribe to the raw streams (after the checkers subscribed to the derived ones). */
   start(): void {
     const sub = (s: Subscription) => this.subscriptions.push(s);
-    sub(this.sim.trace$.subscribe((r) => this.guard('context', () => this.onTrace(r))));
+    // The hot streams catch inline (no closure per event); the rare ones go through guard.
+    sub(this.sim.trace$.subscribe((r) => {
+      try {
+        this.onTrace(r);
+      } catch (err) {
+        this.internalError('context', err);
+      }
+    }));
     for (const k of this.kernels) sub(k.notifier$.subscribe((e) => this.guard('context', () => this.onNotifier(k, e))));
     for (const nic of this.nics) {
-      sub(nic.access$.subscribe((a) => this.guard('context', () => this.onAccess(nic, a))));
+      sub(nic.access$.subscribe((a) => {
+        try {
+          this.onAccess(nic, a);
+        } catch (err) {
+          this.internalError('context', err);
+        }
+      }));
       sub(nic.command$.subscribe((c) => this.guard('context', () => this.onCommand(nic, c))));
       sub(nic.fault$.subscribe((f) => this.guard('context', () => {
         const ordinal = ++this.ordinal;
@@ -254,6 +327,7 @@ export class SanitizerContext {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const s of this.subscriptions.splice(0)) s.unsubscribe();
   }
 
@@ -367,7 +441,7 @@ export class SanitizerContext {
 
   /** The live binding of a key. */
   binding(nic: string, key: number): LiveBinding | undefined {
-    return this.bindingsByKey.get(`${nic}:${key}`);
+    return this.bindingsByKey.get(nic)?.get(key);
   }
 
   /** Live bindings of an mm. */
@@ -387,7 +461,7 @@ export class SanitizerContext {
   }
 
   install(nic: string, generation: number): InstallInfo | undefined {
-    return this.installs.get(`${nic}:${generation}`);
+    return this.installs.get(nic)?.get(generation);
   }
 
   /** CPU address of MR page `index` of a bound MR. */
@@ -632,7 +706,7 @@ export class SanitizerContext {
     if (!list) return;
     let keep = 0;
     for (const r of list) {
-      if (r.time < begin) this.installs.delete(`${nic}:${r.generation}`);
+      if (r.time < begin) this.installs.get(nic)?.delete(r.generation);
       else list[keep++] = r;
     }
     list.length = keep;
@@ -678,7 +752,9 @@ export class SanitizerContext {
           frameGeneration: k?.phys.generation[frame] ?? 0,
           time: c.end, ordinal, task: c.task,
         };
-        this.installs.set(`${nic.name}:${generation}`, info);
+        let byGen = this.installs.get(nic.name);
+        if (!byGen) this.installs.set(nic.name, (byGen = new Map()));
+        byGen.set(generation, info);
         installs.push(info);
       }
     }
@@ -694,7 +770,9 @@ export class SanitizerContext {
         ...b, kernel: k, nicObj: this.nicByName(b.nic), kind: bindingKind(b, this.pinnedStrategies),
         mm: this.mmOf(k, b.mmId), regTime: this.sim.now(), regOrdinal: ordinal,
       };
-      this.bindingsByKey.set(key, live);
+      let byKey = this.bindingsByKey.get(b.nic);
+      if (!byKey) this.bindingsByKey.set(b.nic, (byKey = new Map()));
+      byKey.set(b.key, live);
       if (k && b.mmId !== null) {
         const mk = `${this.kernelIndex(k)}:${b.mmId}`;
         let set = this.bindingsByMm.get(mk);
@@ -710,9 +788,9 @@ export class SanitizerContext {
       for (const g of cur.values()) this.retire(b.nic, g);
       this.currentGen.delete(key);
     }
-    const live = this.bindingsByKey.get(key);
+    const live = this.bindingsByKey.get(b.nic)?.get(b.key);
     if (!live) return;
-    this.bindingsByKey.delete(key);
+    this.bindingsByKey.get(b.nic)?.delete(b.key);
     live.deregTime = this.sim.now();
     if (live.kernel && live.mmId !== null) this.bindingsByMm.get(`${this.kernelIndex(live.kernel)}:${live.mmId}`)?.delete(live);
     this.binding$.next({ event: 'dereg', binding: live, ordinal });

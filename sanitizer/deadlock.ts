@@ -21,17 +21,33 @@ import type { Checker, SanitizerContext } from './context.ts';
 import type { TrailEntry } from './violation.ts';
 import { violation } from './violation.ts';
 
+interface Held {
+  time: number;
+  task: number | null;
+  /** The task's name when it took the lock (undefined: unknown then). */
+  name: string | undefined;
+  lock: string;
+  mode: string;
+}
+
 export function createDeadlock(ctx: SanitizerContext): Checker {
   const id = 'deadlock';
-  /** Locks each task holds, with when and where it took them. */
-  const held = new Map<number | null, TrailEntry[]>();
+  /**
+   * Locks each task holds, with when it took them. The trail text is written only when a
+   * report needs it (from the task's name as it was when the lock was taken).
+   */
+  const held = new Map<number | null, Held[]>();
 
-  ctx.on(ctx.trace$, id, (r) => {
+  const text = (h: Held) => `${h.task === null ? 'no task' : h.name !== undefined ? `task ${h.task} ${h.name}` : `task ${h.task}`} took ${h.lock} (${h.mode})`;
+  const entry = (h: Held): TrailEntry => ({ time: h.time, kind: 'lock', task: h.task, text: text(h) });
+  const heldEntries = (task: number | null): TrailEntry[] => (held.get(task) ?? []).map(entry);
+
+  ctx.onRecords(['lock-acquire', 'lock-release', 'deadlock', 'lock-order'], id, (r) => {
     switch (r.type) {
       case 'lock-acquire': {
         let list = held.get(r.task);
         if (!list) held.set(r.task, (list = []));
-        list.push({ time: r.t, kind: 'lock', task: r.task, text: `${ctx.taskName(r.task)} took ${r.lock} (${r.mode})` });
+        list.push({ time: r.t, task: r.task, name: ctx.taskInfo(r.task)?.name, lock: r.lock, mode: r.mode });
         return;
       }
       case 'lock-release': {
@@ -39,7 +55,10 @@ export function createDeadlock(ctx: SanitizerContext): Checker {
         if (!list) return;
         const needle = ` took ${r.lock} (`;
         for (let i = list.length - 1; i >= 0; i--) {
-          if ((list[i] as TrailEntry).text.includes(needle)) {
+          // The hold whose trail text names the lock (the same lock, or, should a name
+          // contain that text, the text says so too).
+          const h = list[i] as Held;
+          if (h.lock === r.lock || text(h).includes(needle)) {
             list.splice(i, 1);
             break;
           }
@@ -49,7 +68,7 @@ export function createDeadlock(ctx: SanitizerContext): Checker {
       case 'deadlock': {
         const steps: TrailEntry[] = [];
         r.tasks.forEach((t, i) => {
-          steps.push(...(held.get(t) ?? []));
+          steps.push(...heldEntries(t));
           steps.push({ time: r.t, kind: 'wait', task: t, text: `${ctx.taskName(t)} waits for ${r.locks[i] ?? '?'}` });
         });
         const cycle = r.tasks.map((t, i) => `${ctx.taskName(t)} waits for ${r.locks[i] ?? '?'}`).join(', ');
@@ -59,7 +78,7 @@ export function createDeadlock(ctx: SanitizerContext): Checker {
       case 'lock-order': {
         const steps: TrailEntry[] = [
           { time: r.t, kind: 'order', text: `earlier: ${r.chain.join(' -> ')} (so ${r.second} is taken before ${r.first})` },
-          ...(held.get(r.task) ?? []),
+          ...heldEntries(r.task),
           { time: r.t, kind: 'lock', task: r.task, text: `${ctx.taskName(r.task)} takes ${r.second} while holding ${r.first}` },
         ];
         ctx.emitViolation(violation('lock-order', ctx.sim.now(),

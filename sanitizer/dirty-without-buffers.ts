@@ -29,7 +29,7 @@ export function createDirtyWithoutBuffers(ctx: SanitizerContext): Checker {
     if (e.access.write && e.kernel) lastDeviceWrite.set(key(e.kernel, e.access.frame), e);
   });
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['writeback', 'dirty-without-buffers'], id, (r) => {
     if (r.type === 'writeback') {
       for (const k of ctx.kernels) {
         if (k.fileById(r.file)?.pageCache.get(r.index) !== r.frame) continue;

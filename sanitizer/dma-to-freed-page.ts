@@ -27,7 +27,7 @@ export function createDmaToFreedPage(ctx: SanitizerContext): Checker {
   /** Last page-free per frame number (the trace does not say which kernel: trail only). */
   const lastFree = new Map<number, { r: TraceOf<'page-free'>; syscall: string | null }>();
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['page-free'], id, (r) => {
     if (r.type !== 'page-free') return;
     const s = ctx.syscallOf(r.task);
     lastFree.set(r.frame, { r, syscall: s ? `${s.name}(${s.args})` : null });

@@ -38,7 +38,7 @@ export function createDmaWriteCleanPage(ctx: SanitizerContext): Checker {
   const reported = new Set<string>();
   const key = (k: Kernel, frame: number) => `${ctx.kernelIndex(k)}:${frame}`;
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['writeback'], id, (r) => {
     if (r.type !== 'writeback') return;
     for (const k of ctx.kernels) {
       if (k.fileById(r.file)?.pageCache.get(r.index) !== r.frame) continue;

@@ -33,6 +33,7 @@
  * not on the streams (a DmaBus write not made by a NIC, such as dmirror's) are not intents;
  * a test that writes through them over recorded intent will see reports.
  */
+import { Buffer } from 'node:buffer';
 import {
   MAP_FIXED, PAGE_SIZE, PG_DIRTY, PTE_SWAP, pageAlignUp, pteFrame, pteHas, ptePresent,
   type Kernel, type MmStruct,
@@ -53,7 +54,17 @@ interface Shadow {
   /** Per byte: index into `writers` (0 is "earlier writes", once compaction needed it). */
   writer: Uint8Array;
   writers: (Writer | null)[];
+  /**
+   * Every byte of `mask` is set (a whole-page write, no partial discard since): lets
+   * `finish` compare the page with one memcmp. False only means "not known to be full".
+   */
+  full: boolean;
 }
+
+type ShadowArrays = Pick<Shadow, 'bytes' | 'mask' | 'writer'>;
+
+/** Shadow pages per slab of per-byte arrays (64 pages: 768 KiB). */
+const SLAB_PAGES = 64;
 
 /** Writers remembered per page; older ones are folded into one "earlier writes" entry. */
 const MAX_WRITERS = 255;
@@ -64,15 +75,61 @@ interface Begun {
 }
 
 const MADV_DISCARDS = new Set([4, 8, 9]); // DONTNEED, FREE, REMOVE
+/** A page of zeros, compared against, never written. */
+const ZEROS = new Uint8Array(PAGE_SIZE);
 const MADV_REMOVE = 9;
 
 export function createLostWrite(ctx: SanitizerContext): Checker {
   const id = 'lost-write';
+  /** Shadow pages per owner (`kind:kernel:owner`), owners in the order first written. */
   const shadows = new Map<string, Map<number, Shadow>>();
+  /** The same groups by kind, kernel index and owner: found without building the key. */
+  const groupIndex = { mm: new Map<number, Map<number, Map<number, Shadow>>>(), file: new Map<number, Map<number, Map<number, Shadow>>>() };
   const begun = new Map<number | null, Begun[]>();
   const lastWriteback = new Map<string, TrailEntry>();
 
-  const groupKey = (loc: Loc) => `${loc.kind}:${ctx.kernelIndex(loc.k)}:${loc.kind === 'mm' ? loc.mm : loc.file}`;
+  function groupOf(kind: 'mm' | 'file', ki: number, owner: number, create: boolean): Map<number, Shadow> | undefined {
+    let byOwner = groupIndex[kind].get(ki);
+    if (!byOwner) {
+      if (!create) return undefined;
+      groupIndex[kind].set(ki, (byOwner = new Map()));
+    }
+    let group = byOwner.get(owner);
+    if (!group && create) {
+      byOwner.set(owner, (group = new Map()));
+      shadows.set(`${kind}:${ki}:${owner}`, group);
+    }
+    return group;
+  }
+
+  // The per-byte arrays of shadow pages are cut from shared slabs, and those of discarded
+  // pages are reused: few, large buffers rather than one per page written.
+  let slab: ArrayBuffer | null = null;
+  let slabUsed = SLAB_PAGES;
+  const spare: ShadowArrays[] = [];
+
+  function newArrays(): ShadowArrays {
+    const reused = spare.pop();
+    if (reused) {
+      reused.mask.fill(0); // the bytes and writers of unmasked bytes are never read
+      return reused;
+    }
+    if (!slab || slabUsed === SLAB_PAGES) {
+      slab = new ArrayBuffer(SLAB_PAGES * 3 * PAGE_SIZE);
+      slabUsed = 0;
+    }
+    const base = 3 * PAGE_SIZE * slabUsed++;
+    return {
+      bytes: new Uint8Array(slab, base, PAGE_SIZE),
+      mask: new Uint8Array(slab, base + PAGE_SIZE, PAGE_SIZE),
+      writer: new Uint8Array(slab, base + 2 * PAGE_SIZE, PAGE_SIZE),
+    };
+  }
+
+  function dropShadow(group: Map<number, Shadow>, page: number, s: Shadow): void {
+    group.delete(page);
+    spare.push({ bytes: s.bytes, mask: s.mask, writer: s.writer });
+  }
 
   /** Keep the writers still referenced, newest first, within MAX_WRITERS; fold the rest into slot 0. */
   function compact(s: Shadow): void {
@@ -89,18 +146,28 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     s.writers = writers;
   }
 
-  function intend(loc: Loc, offset: number, data: Uint8Array, w: Writer): void {
-    const gk = groupKey(loc);
-    let group = shadows.get(gk);
-    if (!group) shadows.set(gk, (group = new Map()));
+  /**
+   * Record that bytes [offset, offset + length) of the location were meant to hold what
+   * frame `f` of `k` holds at the same offset now (read in place: no copy of the page).
+   */
+  function intend(loc: Loc, offset: number, k: Kernel, f: number, length: number, w: Writer): void {
+    const group = groupOf(loc.kind, ctx.kernelIndex(loc.k), loc.kind === 'mm' ? loc.mm : loc.file, true) as Map<number, Shadow>;
     let s = group.get(loc.page);
-    if (!s) group.set(loc.page, (s = { loc, bytes: new Uint8Array(PAGE_SIZE), mask: new Uint8Array(PAGE_SIZE), writer: new Uint8Array(PAGE_SIZE), writers: [null] }));
+    if (!s) {
+      const a = newArrays();
+      s = { loc, bytes: a.bytes, mask: a.mask, writer: a.writer, writers: [null], full: false };
+      group.set(loc.page, s);
+    }
     if (s.writers.length >= MAX_WRITERS) compact(s);
     const wi = s.writers.push(w) - 1;
-    const n = Math.min(data.length, PAGE_SIZE - offset);
-    s.bytes.set(data.subarray(0, n), offset);
+    const n = Math.min(length, PAGE_SIZE - offset);
+    if (n <= 0) return;
+    const page = k.phys.pageBytes(f);
+    if (page) s.bytes.set(page.subarray(offset, offset + n), offset);
+    else s.bytes.fill(0, offset, offset + n);
     s.mask.fill(1, offset, offset + n);
     s.writer.fill(wi, offset, offset + n);
+    if (offset === 0 && n === PAGE_SIZE) s.full = true;
   }
 
   /** Where an address of an mm lands: the file behind a shared file mapping, else the mm itself. */
@@ -112,18 +179,33 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     return { kind: 'mm', k, mm: mm.id, page };
   }
 
+  /** Drop intent over [from, to) of one owner's group of shadow pages. */
   function discard(kind: 'mm' | 'file', k: Kernel, owner: number, from: number, to: number): void {
-    const group = shadows.get(`${kind}:${ctx.kernelIndex(k)}:${owner}`);
-    if (!group) return;
-    for (const [page, s] of [...group]) {
+    const group = groupOf(kind, ctx.kernelIndex(k), owner, false);
+    if (!group || group.size === 0 || !(from < to)) return;
+    const cut = (page: number, s: Shadow) => {
       const lo = Math.max(from, page * PAGE_SIZE);
       const hi = Math.min(to, (page + 1) * PAGE_SIZE);
-      if (lo >= hi) continue;
+      if (lo >= hi) return;
       if (lo === page * PAGE_SIZE && hi === (page + 1) * PAGE_SIZE) {
-        group.delete(page);
-        continue;
+        dropShadow(group, page, s);
+        return;
       }
       s.mask.fill(0, lo - page * PAGE_SIZE, hi - page * PAGE_SIZE);
+      s.full = false;
+    };
+    // Visit whichever is smaller: the pages of the range, or the shadows of the group (a
+    // small discard costs its own size, not the number of pages ever written).
+    const first = Math.floor(from / PAGE_SIZE);
+    const last = Math.ceil(to / PAGE_SIZE) - 1;
+    if (last - first + 1 <= group.size) {
+      for (let page = first; page <= last; page++) {
+        const s = group.get(page);
+        if (s) cut(page, s);
+      }
+    } else {
+      // Deleting the entry being visited is safe while iterating a Map.
+      for (const [page, s] of group) cut(page, s);
     }
   }
 
@@ -135,7 +217,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     if (!k || !mm) return;
     const loc = locate(k, mm, r.addr);
     if (!loc) return;
-    intend(loc, r.offset, k.phys.read(r.frame, r.offset, r.length), {
+    intend(loc, r.offset, k, r.frame, r.length, {
       time: r.t, kind: 'cpu-store', task: r.task, text: `CPU store of ${r.length} bytes at ${hex(r.addr)} of mm${r.mm} [${ctx.taskName(r.task)}]`,
     });
   }
@@ -148,7 +230,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     const frame = file.pageCache.get(index);
     if (frame === undefined) return;
     const off = r.offset % PAGE_SIZE;
-    intend({ kind: 'file', k, file: r.file, page: index }, off, k.phys.read(frame, off, r.length), {
+    intend({ kind: 'file', k, file: r.file, page: index }, off, k, frame, r.length, {
       time: r.t, kind: 'pwrite', task: r.task, text: `pwrite of ${r.length} bytes at offset ${r.offset} of ${file.name} [${ctx.taskName(r.task)}]`,
     });
   }
@@ -177,7 +259,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       }
     }
     if (!loc) return;
-    intend(loc, a.offset, k.phys.read(f, a.offset, a.length), e);
+    intend(loc, a.offset, k, f, a.length, e);
   }
 
   // ---- discards ------------------------------------------------------------------------
@@ -250,7 +332,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     }
   }
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['cpu-store', 'file-write', 'syscall-begin', 'syscall-end', 'oom-reap', 'writeback'], id, (r) => {
     switch (r.type) {
       case 'cpu-store':
         onCpuStore(r);
@@ -291,6 +373,9 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
 
   // ---- the end -------------------------------------------------------------------------
 
+  /** A frame's bytes, read in place (never written through: `finish` only compares). */
+  const frameBytes = (k: Kernel, f: number): Uint8Array => k.phys.pageBytes(f) ?? ZEROS;
+
   /** What the location holds now (or will hold on disk); null when it cannot be told. */
   function current(s: Shadow): { bytes: Uint8Array; where: string } | null {
     const { loc } = s;
@@ -300,7 +385,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       if (!file || loc.page * PAGE_SIZE >= file.size) return null;
       const f = file.pageCache.get(loc.page);
       if (f !== undefined) {
-        if (file.shmem || k.phys.has(f, PG_DIRTY)) return { bytes: k.phys.read(f, 0, PAGE_SIZE), where: `the dirty page-cache page of ${file.name}` };
+        if (file.shmem || k.phys.has(f, PG_DIRTY)) return { bytes: frameBytes(k, f), where: `the dirty page-cache page of ${file.name}` };
         return { bytes: file.diskPage(loc.page), where: `the disk of ${file.name} (its page-cache page is clean, so the kernel may drop it)` };
       }
       if (file.shmem) return null;
@@ -308,25 +393,27 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     }
     const mm = ctx.mmOf(k, loc.mm);
     if (!mm || mm.exited || mm.users <= 0) return null;
-    if (![...k.processes.values()].some((p) => p.mm === mm && p.alive)) return null;
+    let alive = false;
+    for (const p of k.processes.values()) if (p.mm === mm && p.alive) { alive = true; break; }
+    if (!alive) return null;
     const va = loc.page * PAGE_SIZE;
     const vma = mm.findVma(va);
     if (!vma || (vma.file && vma.shared)) return null;
     const pte = mm.pageTable.get(loc.page);
-    if (ptePresent(pte)) return { bytes: k.phys.read(pteFrame(pte), 0, PAGE_SIZE), where: `frame ${pteFrame(pte)}, which mm${loc.mm} maps at ${hex(va)}` };
+    if (ptePresent(pte)) return { bytes: frameBytes(k, pteFrame(pte)), where: `frame ${pteFrame(pte)}, which mm${loc.mm} maps at ${hex(va)}` };
     if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
       const slot = pteFrame(pte);
       const cached = k.swap.cachedFrame(slot);
-      if (cached >= 0 && k.phys.isAllocated(cached)) return { bytes: k.phys.read(cached, 0, PAGE_SIZE), where: `the swap cache of ${hex(va)}` };
+      if (cached >= 0 && k.phys.isAllocated(cached)) return { bytes: frameBytes(k, cached), where: `the swap cache of ${hex(va)}` };
       const b = k.swap.bytes(slot);
-      return { bytes: b ? b.slice() : new Uint8Array(PAGE_SIZE), where: `the swap slot of ${hex(va)}` };
+      return { bytes: b ?? ZEROS, where: `the swap slot of ${hex(va)}` };
     }
     if (vma.file) {
       const idx = vma.fileIndex(va);
       const f = vma.file.pageCache.get(idx);
-      return { bytes: f !== undefined ? k.phys.read(f, 0, PAGE_SIZE) : vma.file.diskPage(idx), where: `${vma.file.name} behind ${hex(va)} (no private copy)` };
+      return { bytes: f !== undefined ? frameBytes(k, f) : vma.file.diskPage(idx), where: `${vma.file.name} behind ${hex(va)} (no private copy)` };
     }
-    return { bytes: new Uint8Array(PAGE_SIZE), where: `nothing at ${hex(va)} (reads as zeros)` };
+    return { bytes: ZEROS, where: `nothing at ${hex(va)} (reads as zeros)` };
   }
 
   function finish(): void {
@@ -334,6 +421,8 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       for (const s of group.values()) {
         const now = current(s);
         if (!now) continue;
+        // A fully written page that still holds what was written: one memcmp, no byte loop.
+        if (s.full && now.bytes.length === PAGE_SIZE && Buffer.compare(s.bytes, now.bytes) === 0) continue;
         let lost = 0;
         let first = -1;
         const writers = new Set<number>();

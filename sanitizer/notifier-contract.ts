@@ -59,7 +59,7 @@ export function createNotifierContract(ctx: SanitizerContext): Checker {
     return steps;
   }
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['notifier-contract', 'notifier-warn', 'read-retry', 'lock-release'], id, (r) => {
     switch (r.type) {
       case 'notifier-contract': {
         ctx.emitViolation(violation(id, ctx.sim.now(), `${r.sub}: ${r.message}`, [

@@ -55,7 +55,7 @@ export function createPinLeak(ctx: SanitizerContext): Checker {
     ]));
   }
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['gup', 'gup-release', 'syscall-end'], id, (r) => {
     if (r.type === 'gup') ledger.take(r);
     else if (r.type === 'gup-release') ledger.release(r);
     else if (r.type === 'syscall-end' && r.name === 'exit') {

@@ -51,7 +51,7 @@ export function createPinnedIncoherence(ctx: SanitizerContext): Checker {
     return ctx.bindingsOfMm(k, mm).filter((b) => b.kind === 'pinned' && b.addr < end && start < b.addr + b.length);
   }
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['fault', 'cpu-store'], id, (r) => {
     if (r.type === 'fault') {
       if (r.ret < 0) return;
       for (const k of ctx.kernelsForMm(r.mm)) {

@@ -22,7 +22,7 @@ export function createSleepInAtomic(ctx: SanitizerContext): Checker {
   const id = 'sleep-in-atomic';
   const reported = new Set<string>();
 
-  ctx.on(ctx.trace$, id, (r) => {
+  ctx.onRecords(['might-sleep'], id, (r) => {
     if (r.type !== 'might-sleep') return;
     const cbs = ctx.callbacksOf(r.task);
     const cb = cbs[cbs.length - 1];

@@ -47,6 +47,13 @@ interface Segment {
   done: boolean;
 }
 
+interface MmSpans {
+  /** Page number -> the latest narrow span covering it. */
+  small: Map<number, Span>;
+  /** Wide spans, oldest first (at most MAX_WIDE). */
+  wide: Span[];
+}
+
 interface InvState {
   segments: Segment[];
   /** Spans of a non-blockable invalidation, held until its end is seen. */
@@ -60,12 +67,21 @@ const MAX_WIDE = 4096;
 
 export function createUseAfterInvalidate(ctx: SanitizerContext): Checker {
   const id = 'use-after-invalidate';
-  const small = new Map<string, Span>();
-  const wide = new Map<string, Span[]>();
+  /** Per kernel and mm: the latest span of each page (narrow spans), and the wide spans. */
+  const spans = new Map<Kernel, Map<number, MmSpans>>();
   const invStates = new WeakMap<InvalidationInfo, InvState>();
   const reported = new Set<string>();
 
-  const mmKey = (k: Kernel, mm: number) => `${ctx.kernelIndex(k)}:${mm}`;
+  function spansOf(k: Kernel, mm: number, create: boolean): MmSpans | undefined {
+    let byMm = spans.get(k);
+    if (!byMm) {
+      if (!create) return undefined;
+      spans.set(k, (byMm = new Map()));
+    }
+    let s = byMm.get(mm);
+    if (!s && create) byMm.set(mm, (s = { small: new Map(), wide: [] }));
+    return s;
+  }
 
   function stateOf(inv: InvalidationInfo): InvState {
     let s = invStates.get(inv);
@@ -88,14 +104,13 @@ export function createUseAfterInvalidate(ctx: SanitizerContext): Checker {
   }
 
   function record(span: Span): void {
-    const key = mmKey(span.inv.kernel, span.inv.mm.id);
     const first = Math.floor(span.start / PAGE_SIZE);
     const last = Math.ceil(span.end / PAGE_SIZE) - 1;
+    const s = spansOf(span.inv.kernel, span.inv.mm.id, true) as MmSpans;
     if (last - first + 1 <= SMALL_PAGES) {
-      for (let v = first; v <= last; v++) small.set(`${key}:${v}`, span);
+      for (let v = first; v <= last; v++) s.small.set(v, span);
     } else {
-      let list = wide.get(key);
-      if (!list) wide.set(key, (list = []));
+      const list = s.wide;
       list.push(span);
       if (list.length > MAX_WIDE) list.shift();
     }
@@ -157,10 +172,11 @@ export function createUseAfterInvalidate(ctx: SanitizerContext): Checker {
   });
 
   function latestSpan(k: Kernel, mm: number, va: number): Span | undefined {
-    const key = mmKey(k, mm);
-    let best = small.get(`${key}:${Math.floor(va / PAGE_SIZE)}`);
-    const list = wide.get(key);
-    if (list) {
+    const s = spansOf(k, mm, false);
+    if (!s) return undefined;
+    let best = s.small.get(Math.floor(va / PAGE_SIZE));
+    const list = s.wide;
+    if (list.length > 0) {
       for (let i = list.length - 1; i >= 0; i--) {
         const s = list[i] as Span;
         if (best && s.ordinal < best.ordinal) break;

@@ -7,11 +7,11 @@ import { renderSummary } from './report.ts';
  * `npm start`: every scenario under its default profile and driver, one summary row each.
  * Exit 0 when every scenario behaves as its expectation says, 1 otherwise.
  */
-const params = parseSets([]);
-if ('error' in params) throw new Error(params.error);
 const seed = 1;
 const reports: ScenarioReport[] = [];
 for (const def of SCENARIOS) {
+  const params = parseSets([], def.params ?? []);
+  if ('error' in params) throw new Error(params.error);
   reports.push(runScenario(def, { seed, profile: def.defaultProfile, driver: def.defaultDriver, params: params.values }));
 }
 console.log(`notifier-lab: ${SCENARIOS.length} scenarios, each under its default kernel profile and driver (seed ${seed})\n`);

@@ -20,7 +20,7 @@ export const COMMON_PARAMS: readonly ParamDoc[] = [
     default: DEFAULT_COSTS[k],
     schema: z.coerce.number().nonnegative() as z.ZodType<number>,
   })),
-  { key: 'batching.policy', description: 'invalidation batching policy: none, window, count, window-or-count, by-event', default: 'none', schema: z.enum(['none', 'window', 'count', 'window-or-count', 'by-event']) },
+  { key: 'batching.policy', description: 'invalidation batching policy: none, window, count, window-or-count, by-event-type, adaptive', default: 'none', schema: z.enum(['none', 'window', 'count', 'window-or-count', 'by-event-type', 'adaptive']) },
   { key: 'batching.windowNs', description: 'batching window (virtual ns)', default: 100_000, schema: ns },
   { key: 'batching.count', description: 'batch size that flushes a count policy', default: 16, schema: positiveInt },
   { key: 'memory.frames', description: 'physical memory per node, in 4 KiB frames', default: 16_384, schema: z.coerce.number().int().min(64).max(16_777_216) },

@@ -8,7 +8,7 @@ import { createRdmaNode, type IbDeviceOptions, type RdmaNode } from '../driver/i
 import { attachSanitizer, type MrBinding, type Violation } from '../sanitizer/index.ts';
 import { RunMetrics, type MetricsSummary } from './metrics.ts';
 import { PerfettoTrace } from './perfetto.ts';
-import { costsFrom, type ParamDoc, type ParamValues } from './params.ts';
+import { costsFrom, parseSets, type ParamDoc, type ParamValues } from './params.ts';
 
 export interface NarrativeLine {
   t: number;
@@ -77,6 +77,10 @@ export function runScenario(
   def: ScenarioDefinition,
   opts: { seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string },
 ): ScenarioReport {
+  // Every documented parameter has a value: the defaults, then what the caller set.
+  const defaults = parseSets([], def.params ?? []);
+  const params: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
+  opts = { ...opts, params };
   const sim = new Simulation({ seed: opts.seed });
   const fabric = new Fabric(sim);
   const profile = PROFILES[opts.profile];

@@ -63,6 +63,8 @@ export class SyncBatcher {
 
   /** Called by an invalidation after its zaps: returns once they are fenced by a sync. */
   *syncAfterZap(event: number): Co<void> {
+    // Waiting for the batch's sync sleeps: recorded if the caller is in atomic context.
+    this.sim.mightSleep('wait for the batched device sync');
     this.stats.requests++;
     yield* this.sim.park<void>((wake) => this.requests.next({ time: this.sim.now(), event, done: () => wake() }));
   }

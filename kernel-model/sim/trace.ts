@@ -10,11 +10,11 @@ export type TraceBody =
   | { type: 'task-exit'; id: number }
   | { type: 'task-switch'; to: number }
   | { type: 'preempt'; site: string; delay: number }
-  | { type: 'syscall-begin'; pid: number; name: string; args: string }
-  | { type: 'syscall-end'; pid: number; name: string; ret: number }
-  | { type: 'fault'; mm: number; addr: number; write: boolean; kind: string; ret: number }
-  | { type: 'page-alloc'; frame: number }
-  | { type: 'page-free'; frame: number }
+  | { type: 'syscall-begin'; pid: number; name: string; args: string; node: string }
+  | { type: 'syscall-end'; pid: number; name: string; ret: number; node: string }
+  | { type: 'fault'; mm: number; addr: number; write: boolean; kind: string; ret: number; node: string }
+  | { type: 'page-alloc'; frame: number; node: string }
+  | { type: 'page-free'; frame: number; node: string }
   | { type: 'lock-acquire'; lock: string; mode: 'excl' | 'shared' }
   | { type: 'lock-release'; lock: string }
   | { type: 'lock-contend'; lock: string; owner: number | null }
@@ -32,10 +32,10 @@ export type TraceBody =
   /** A call the profile's kernel did not have, refused with -EINVAL. */
   | { type: 'interface-refused'; api: string; message: string }
   | { type: 'note'; text: string }
-  | { type: 'dirty-without-buffers'; frame: number; caller: string }
-  | { type: 'writeback'; file: number; index: number; frame: number }
-  | { type: 'migrate'; frame: number; to: number; reason: string; ret: number }
-  | { type: 'reclaim'; frame: number; outcome: string }
+  | { type: 'dirty-without-buffers'; frame: number; caller: string; node: string }
+  | { type: 'writeback'; file: number; index: number; frame: number; node: string }
+  | { type: 'migrate'; frame: number; to: number; reason: string; ret: number; node: string }
+  | { type: 'reclaim'; frame: number; outcome: string; node: string }
   | { type: 'oom-reap'; mm: number; start: number; end: number; ret: number }
   | { type: 'real-timer'; api: string }
   | { type: 'limit'; reason: string }

@@ -1,0 +1,218 @@
+import { z } from 'zod';
+import {
+  EFAULT, MAP_SHARED, PAGE_SIZE, PG_DIRTY, PG_PRIVATE, errnoName, pteFrame, startFlusher, vpn, type Co,
+} from '../kernel-model/index.ts';
+import {
+  IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_WRITE, IBV_SEND_SIGNALED, IBV_WR_RDMA_WRITE,
+  MLX5_ODP_CAPS, NO_ODP_CAPS, wcStatusName,
+} from '../device/index.ts';
+import { odpStrategy, pinnedStrategy, type IbvMr } from '../driver/index.ts';
+import { ALL_ACCESS, P, RW, completions, connectRc, equalBytes, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
+import type { ParamDoc } from './params.ts';
+import type { ScenarioDefinition } from './scenario.ts';
+
+/** Bytes each peer write puts into a page (a record at a fresh offset each round). */
+const RECORD = 64;
+
+const PARAMS: readonly ParamDoc[] = [
+  { key: 'writeback.periodNs', description: 'the flusher wakes this often (dirty_writeback_interval; Linux default 5 s); the story needs one round before the peer stops', default: 5_000_000_000, schema: z.coerce.number().int().positive() },
+  { key: 'peer.rounds', description: 'rounds of RDMA WRITEs from the peer, one per second, one record into each page', default: 12, schema: z.coerce.number().int().min(1).max(60) },
+];
+
+/**
+ * Seeds 000 and 003 (John Hubbard, Christopher Lameter, Dan Williams, June 2018) and the
+ * question Dave Chinner asks in seed 002 (2019): "what prevents background writeback from
+ * cleaning the dirty page ~30s into a long term pin?" Nothing did. RDMA had lived with it
+ * since 2005.
+ *
+ * The story: an application maps a two-page file MAP_SHARED (a log: one page it will
+ * retire, one it keeps registered for as long as it runs) and registers one MR per page
+ * for a peer's RDMA WRITEs. The peer writes a record into each page once a second. The
+ * flusher wakes every 5 s and, with the filesystem releasing the buffers of what it just
+ * cleaned (`dropBuffers`), cleans both pages through folio_mkclean (kernel rule 76,
+ * hazard H7). The PROTECTION_PAGE invalidation write-protects the CPU's PTEs; a pinned
+ * MR has no notifier, so the NIC keeps writing into a page the kernel now believes equals
+ * the disk:
+ * - every record after the clean lands in a clean page (`dma-write-clean-page`), and no
+ *   later writeback or fsync writes it, because writeback visits only dirty pages;
+ * - deregistering the first MR releases its pages with set_page_dirty_lock
+ *   (unpin_user_pages_dirty_lock after 5.6): the filesystem is asked to dirty a page it
+ *   has no buffers for (`dirty-without-buffers`; in 2018, ext4's BUG_ON in writepages);
+ * - the second MR is still registered when the application fsyncs and the run ends: the
+ *   page is clean and the disk lacks the peer's last records (`lost-write`), though fsync
+ *   returned 0. (Two MRs because the release that dirties a page also rescues its bytes:
+ *   in this model the next writeback writes the page out; in 2018 ext4 crashed first.
+ *   What a long-lived MR loses is what it holds when nobody releases it.)
+ *
+ * linux-6.x refuses the pin: ib_umem_get asks for FOLL_WRITE | FOLL_LONGTERM on a
+ * dirty-tracked file mapping and GUP answers -EFAULT (rule 58, since 6.5), so the
+ * application learns at registration, not from the disk. The same workload on an ODP MR
+ * (`--driver odp`, an mlx5-class NIC) follows the notifier: folio_mkclean's
+ * PROTECTION_PAGE zaps the device's write access, the next RDMA WRITE faults (an RNR
+ * NAK to the peer while the driver works), and the driver's write fault goes through
+ * page_mkwrite, which reattaches the buffers and dirties the page: nothing is lost.
+ *
+ * Default: linux-4.18 with the pinned driver, the kernel the seed threads argue about,
+ * because the failure is the story and a driver author should see all three violations
+ * with their trails (writeback, DMA, set_page_dirty) before the fix. `--profile linux-6.x`
+ * shows the refusal, `--profile linux-6.x --driver odp` the cure. The model's ODP driver
+ * is built on interval notifiers (5.5), so before 5.5 an ODP registration is refused
+ * (real 4.18 had ODP with its own per-context tree); that combination shows nothing.
+ */
+export const writebackVsLongtermPin: ScenarioDefinition = {
+  name: 'writeback-vs-longterm-pin',
+  summary: 'seeds 000/002/003: writeback cleans a long-term pinned file page while the NIC writes it (4.18); 6.x refuses the pin, ODP refaults',
+  seeds: ['000', '002', '003'],
+  defaultProfile: 'linux-4.18',
+  drivers: ['pinned', 'odp'],
+  defaultDriver: 'pinned',
+  params: PARAMS,
+  untilNs: 120_000_000_000,
+  expect(profile, driver) {
+    if (driver !== 'pinned') return [];
+    // Writable long-term pins of dirty-tracked file mappings are refused from 6.5 on.
+    if (profile === 'linux-6.x') return [];
+    return ['dma-write-clean-page', 'dirty-without-buffers', 'lost-write'];
+  },
+  setup(ctx) {
+    const odp = ctx.driver === 'odp';
+    const host = ctx.node('host', {
+      device: odp ? { nonOdp: pinnedStrategy(), odp: odpStrategy() } : { nonOdp: pinnedStrategy() },
+      caps: { odp: odp ? MLX5_ODP_CAPS : NO_ODP_CAPS },
+    });
+    const peerNode = ctx.node('peer', { device: { nonOdp: pinnedStrategy() } });
+    const k = host.kernel;
+    const app = openApp(host, k.createProcess('logger'));
+    const peer = openApp(peerNode, peerNode.kernel.createProcess('writer'));
+    const file = k.createFile('log', 2 * PAGE_SIZE);
+    const periodNs = Number(ctx.params['writeback.periodNs']);
+    const rounds = Number(ctx.params['peer.rounds']);
+    const flusher = startFlusher(k, { periodNs, dropBuffers: true });
+    const sec = (ns: number) => `${(ns / 1e9).toFixed(ns % 1e9 ? 3 : 0)} s`;
+    const seenClean = [false, false];
+    let fsyncing = false;
+    const registered = [false, false];
+    // Narrate each writeback of the log as it happens (the flusher or fsync).
+    k.sim.trace$.subscribe((r) => {
+      if (r.type !== 'writeback' || r.file !== file.id) return;
+      const live = registered[r.index] === true;
+      ctx.say(`${fsyncing ? 'fsync' : 'the flusher'} cleans page ${r.index} of log: folio_mkclean sends PROTECTION_PAGE and write-protects the CPU PTE, ` +
+        `the bytes go to disk${fsyncing ? '' : ', the filesystem drops the buffers'}` +
+        (!live ? '' : odp ? '; the ODP MR loses its write access' : '; the pinned MR has no notifier: the NIC keeps its read-write translation'));
+    });
+
+    return function* (): Co<void> {
+      const base = must(yield* app.p.mmap(0, 2 * P, RW, MAP_SHARED, file, 0), 'mmap(log)');
+      yield* store(app, base, pattern(100, RECORD));
+      yield* store(app, base + P, pattern(101, RECORD));
+      ctx.say(`the logger maps 'log' (2 pages) MAP_SHARED and writes a header into each: page_mkwrite attached buffers, both pages dirty`);
+
+      const access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | (odp ? IBV_ACCESS_ON_DEMAND : 0);
+      const mrs: IbvMr[] = [];
+      for (let i = 0; i < 2; i++) {
+        const r = yield* app.ctx.regMr(app.pd, base + i * P, P, access);
+        if (typeof r === 'number') {
+          const why = r === -EFAULT && !odp
+            ? 'GUP refuses a writable FOLL_LONGTERM pin of a dirty-tracked file mapping (kernel rule 58, since 6.5): the application learns at registration, before any data is at risk. ' +
+              'What remains: an ODP MR (--driver odp), or receiving into anonymous memory and writing the file itself'
+            : odp ? `this model's ODP driver needs interval notifiers (Linux 5.5), which ${ctx.profile.name} lacks` : 'registration failed';
+          ctx.say(`ibv_reg_mr(page ${i} of log, LOCAL_WRITE | REMOTE_WRITE${odp ? ' | ON_DEMAND' : ''}) = ${errnoName(r)}: ${why}`);
+          ctx.figure('registration', errnoName(r));
+          ctx.figure('bytes lost on disk', 0);
+          yield* app.ctx.close();
+          yield* peer.ctx.close();
+          return;
+        }
+        mrs.push(r);
+        registered[i] = true;
+      }
+      ctx.figure('registration', 'ok');
+      if (odp) ctx.say('two ODP MRs, one per page: nothing pinned; the NIC faults pages in through the interval notifier and hmm_range_fault');
+      else {
+        const how = k.profile.follPin ? 'pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)'
+          : k.profile.name === 'linux-3.0' ? 'get_user_pages(FOLL_WRITE)' : 'get_user_pages_longterm(FOLL_WRITE)';
+        const refused = k.profile.name === 'linux-3.0' ? 'nothing refuses it' : 'only FS-DAX is refused';
+        ctx.say(`two pinned MRs, one per page, through ib_umem_get: ${how}; in ${ctx.profile.name} ${refused}`);
+      }
+      ctx.say(`the flusher wakes every ${sec(periodNs)}; the peer writes one ${RECORD}-byte record into each page every second`);
+
+      // The peer: an RC connection, a source buffer, one RDMA WRITE per page per second.
+      const [qp] = connectRc(peer, app);
+      const src = yield* mapAnon(peer, 1);
+      const srcMr = yield* regOk(peer, src, P, ALL_ACCESS);
+      let failed = 0;
+      let cleanWrites = 0;
+      for (let round = 1; round <= rounds; round++) {
+        yield* k.sim.sleep(1_000_000_000 - (k.sim.now() % 1_000_000_000));
+        for (let page = 0; page < 2; page++) {
+          const rec = pattern(round * 2 + page, RECORD);
+          yield* store(peer, src, rec);
+          const frame = pteFrame(app.p.mm.pageTable.get(vpn(base + page * P)));
+          const wasClean = frame > 0 && !k.phys.has(frame, PG_DIRTY);
+          const mr = mrs[page] as IbvMr;
+          must(yield* peer.ctx.postSend(qp, {
+            wrId: round * 2 + page, opcode: IBV_WR_RDMA_WRITE, sendFlags: IBV_SEND_SIGNALED,
+            sgList: [{ addr: src, length: RECORD, lkey: srcMr.lkey }],
+            rdma: { remoteAddr: base + page * P + round * RECORD, rkey: mr.rkey },
+          }), 'post RDMA WRITE');
+          const [wc] = yield* completions(peer, 1);
+          if (!wc || wc.status !== 0) failed++;
+          const status = wc ? wcStatusName(wc.status) : 'no completion';
+          if (wasClean && !odp) cleanWrites++;
+          if (round === 1) ctx.say(`peer RDMA WRITE of record 1 into page ${page}: ${status}`);
+          else if (wasClean && !seenClean[page]) {
+            seenClean[page] = true;
+            ctx.say(`peer RDMA WRITE of record ${round} into page ${page}: ${status}. ` + (odp
+              ? 'The page was clean: the NIC faulted on the zapped entry (an RNR NAK to the peer meanwhile), the driver\'s write fault went through page_mkwrite, which reattached the buffers and dirtied the page'
+              : 'The page is clean: the kernel believes it equals the disk, so no writeback will ever write these bytes'));
+          }
+        }
+      }
+      ctx.say(`${rounds} rounds done; the flusher ran ${flusher.rounds} times and wrote ${flusher.pagesWritten} pages` +
+        (odp ? '' : ` (after its first round it found nothing dirty: ${cleanWrites} records since went into clean pages)`));
+      if (odp) {
+        const c = mrs.map((m) => m.umem.counters);
+        ctx.say(`the ODP MRs took ${c.reduce((s, x) => s + x.invalidations, 0)} invalidations and ${c.reduce((s, x) => s + x.faultsHandled, 0)} NIC faults: one refault per clean`);
+      }
+
+      // Retire page 0's MR: its pages are released dirty.
+      const f0 = pteFrame(app.p.mm.pageTable.get(vpn(base)));
+      const buffers0 = k.phys.has(f0, PG_PRIVATE);
+      const dirty0 = k.phys.has(f0, PG_DIRTY);
+      must(yield* app.ctx.deregMr(mrs[0] as IbvMr), 'dereg_mr');
+      registered[0] = false;
+      const release = odp ? 'the ODP MR just drops its mirror' : k.profile.follPin ? 'unpin_user_pages_dirty_lock dirties it' : 'set_page_dirty_lock, then put_page';
+      ctx.say(`ibv_dereg_mr(page 0): the page is ${dirty0 ? 'dirty' : 'clean'} ${buffers0 ? 'with its buffers' : 'and has NO buffers'}; ${release}` +
+        (!odp && !buffers0 && !dirty0 ? ': the filesystem is asked to dirty a page it has no block mapping for (in 2018, ext4\'s BUG_ON in writepages)' : ''));
+
+      // The application believes in fsync.
+      fsyncing = true;
+      must(yield* app.p.fsync(file), 'fsync');
+      fsyncing = false;
+      let recordsLost = 0;
+      for (let page = 0; page < 2; page++) {
+        let lost = 0;
+        for (let round = 1; round <= rounds; round++) {
+          const o = round * RECORD;
+          if (!equalBytes(file.diskPage(page).subarray(o, o + RECORD), pattern(round * 2 + page, RECORD))) lost++;
+        }
+        recordsLost += lost;
+        ctx.say(`fsync returned 0; on disk, page ${page} ${lost === 0 ? 'holds every record' : `lacks ${lost} of ${rounds} records`}` +
+          (page === 0 && !odp ? ' (the release dirtied it again, so this fsync wrote it; in 2018 the machine would have crashed first)' : '') +
+          (page === 1 && lost > 0 ? ': its MR is still registered and the page is clean, so writeback will never write it' : ''));
+      }
+      ctx.figure('records written by the peer', 2 * rounds);
+      ctx.figure('work requests failed', failed);
+      ctx.figure('records written into a clean page', cleanWrites);
+      ctx.figure('flusher pages written', flusher.pagesWritten);
+      ctx.figure('records lost on disk', recordsLost);
+      ctx.figure('bytes lost on disk', recordsLost * RECORD);
+      if (odp) {
+        const c = mrs.map((m) => m.umem.counters);
+        ctx.figure('ODP invalidations', c.reduce((s, x) => s + x.invalidations, 0));
+        ctx.figure('ODP faults', c.reduce((s, x) => s + x.faultsHandled, 0));
+        must(yield* app.ctx.deregMr(mrs[1] as IbvMr), 'dereg_mr');
+      }
+    };
+  },
+};
