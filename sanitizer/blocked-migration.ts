@@ -50,9 +50,9 @@ export function createBlockedMigration(ctx: SanitizerContext): Checker {
     if (r.type === 'gup') ledger.take(r);
     else if (r.type === 'gup-release') ledger.release(r);
     if (r.type !== 'migrate' || r.ret >= 0) return;
-    // The record names a frame, not a kernel: the migrating task's kernel when it is a user
-    // thread, else every kernel where the frame is held by a device.
-    const own = ctx.kernelOfTask(r.task);
+    // The record names its node; older producers without one fall back to the migrating
+    // task's kernel, else every kernel where the frame is held by a device.
+    const own = ctx.kernelByNode(r.node) ?? ctx.kernelOfTask(r.task);
     for (const k of own ? [own] : ctx.kernels) {
       const f = r.frame;
       if (f <= 0 || f >= k.phys.frames || !k.phys.isAllocated(f)) continue;

@@ -569,7 +569,8 @@ export class SanitizerContext {
         let st = this.syscalls.get(r.task);
         if (!st) this.syscalls.set(r.task, (st = []));
         st.push(s);
-        for (const k of this.kernelsForPid(r.pid, r.task)) {
+        const byNode = this.kernelByNode(r.node);
+        for (const k of byNode ? [byNode] : this.kernelsForPid(r.pid, r.task)) {
           const p = k.processes.get(r.pid);
           if (p) this.rememberMm(p.mm);
         }

@@ -47,23 +47,23 @@ type Loc = { kind: 'mm'; k: Kernel; mm: number; page: number } | { kind: 'file';
 /** Who wrote: a trail step, or a device access formatted only if it is ever reported. */
 type Writer = TrailEntry | AccessEvent;
 
+/**
+ * The intent for one page. Each byte has a tag: 0 when nothing is intended there, else 1 +
+ * the index into `writers` of its last writer (index 0 is "earlier writes", once compaction
+ * needed it). The tags are kept per byte in `tags`, or, while every byte has the same tag
+ * (nothing yet, or whole-page writes only: the common case), as `uniform` alone.
+ */
 interface Shadow {
   loc: Loc;
+  /** What was written, where the tag is not 0. */
   bytes: Uint8Array;
-  mask: Uint8Array;
-  /** Per byte: index into `writers` (0 is "earlier writes", once compaction needed it). */
-  writer: Uint8Array;
+  tags: Uint8Array | null;
+  /** Every byte's tag while `tags` is null. */
+  uniform: number;
   writers: (Writer | null)[];
-  /**
-   * Every byte of `mask` is set (a whole-page write, no partial discard since): lets
-   * `finish` compare the page with one memcmp. False only means "not known to be full".
-   */
-  full: boolean;
 }
 
-type ShadowArrays = Pick<Shadow, 'bytes' | 'mask' | 'writer'>;
-
-/** Shadow pages per slab of per-byte arrays (64 pages: 768 KiB). */
+/** Pages per slab that shadow byte and tag arrays are cut from (256 KiB). */
 const SLAB_PAGES = 64;
 
 /** Writers remembered per page; older ones are folded into one "earlier writes" entry. */
@@ -103,38 +103,46 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
   }
 
   // The per-byte arrays of shadow pages are cut from shared slabs, and those of discarded
-  // pages are reused: few, large buffers rather than one per page written.
+  // pages are reused: few, large buffers rather than some per page written.
   let slab: ArrayBuffer | null = null;
   let slabUsed = SLAB_PAGES;
-  const spare: ShadowArrays[] = [];
+  const spare: Uint8Array[] = [];
 
-  function newArrays(): ShadowArrays {
+  /** A page-sized array whose contents are undefined (every user writes before it reads). */
+  function pageArray(): Uint8Array {
     const reused = spare.pop();
-    if (reused) {
-      reused.mask.fill(0); // the bytes and writers of unmasked bytes are never read
-      return reused;
-    }
+    if (reused) return reused;
     if (!slab || slabUsed === SLAB_PAGES) {
-      slab = new ArrayBuffer(SLAB_PAGES * 3 * PAGE_SIZE);
+      slab = new ArrayBuffer(SLAB_PAGES * PAGE_SIZE);
       slabUsed = 0;
     }
-    const base = 3 * PAGE_SIZE * slabUsed++;
-    return {
-      bytes: new Uint8Array(slab, base, PAGE_SIZE),
-      mask: new Uint8Array(slab, base + PAGE_SIZE, PAGE_SIZE),
-      writer: new Uint8Array(slab, base + 2 * PAGE_SIZE, PAGE_SIZE),
-    };
+    return new Uint8Array(slab, PAGE_SIZE * slabUsed++, PAGE_SIZE);
   }
 
   function dropShadow(group: Map<number, Shadow>, page: number, s: Shadow): void {
     group.delete(page);
-    spare.push({ bytes: s.bytes, mask: s.mask, writer: s.writer });
+    spare.push(s.bytes);
+    if (s.tags) spare.push(s.tags);
+  }
+
+  /** Per-byte tags from here on (filled with the uniform tag). */
+  function tagsOf(s: Shadow): Uint8Array {
+    if (!s.tags) {
+      s.tags = pageArray();
+      s.tags.fill(s.uniform);
+    }
+    return s.tags;
   }
 
   /** Keep the writers still referenced, newest first, within MAX_WRITERS; fold the rest into slot 0. */
   function compact(s: Shadow): void {
     const used = new Set<number>();
-    for (let j = 0; j < PAGE_SIZE; j++) if (s.mask[j]) used.add(s.writer[j] as number);
+    const tags = s.tags;
+    if (tags) {
+      for (let j = 0; j < PAGE_SIZE; j++) if (tags[j]) used.add((tags[j] as number) - 1);
+    } else if (s.uniform !== 0) {
+      used.add(s.uniform - 1);
+    }
     const keep = [...used].filter((w) => w !== 0).sort((a, b) => b - a).slice(0, MAX_WRITERS - 2);
     const remap = new Map<number, number>();
     const writers: (Writer | null)[] = [{ time: 0, kind: 'writes', text: 'earlier writes' }];
@@ -142,7 +150,11 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       remap.set(w, writers.length);
       writers.push(s.writers[w] ?? null);
     }
-    for (let j = 0; j < PAGE_SIZE; j++) s.writer[j] = remap.get(s.writer[j] as number) ?? 0;
+    if (tags) {
+      for (let j = 0; j < PAGE_SIZE; j++) if (tags[j]) tags[j] = (remap.get((tags[j] as number) - 1) ?? 0) + 1;
+    } else if (s.uniform !== 0) {
+      s.uniform = (remap.get(s.uniform - 1) ?? 0) + 1;
+    }
     s.writers = writers;
   }
 
@@ -154,8 +166,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     const group = groupOf(loc.kind, ctx.kernelIndex(loc.k), loc.kind === 'mm' ? loc.mm : loc.file, true) as Map<number, Shadow>;
     let s = group.get(loc.page);
     if (!s) {
-      const a = newArrays();
-      s = { loc, bytes: a.bytes, mask: a.mask, writer: a.writer, writers: [null], full: false };
+      s = { loc, bytes: pageArray(), tags: null, uniform: 0, writers: [null] };
       group.set(loc.page, s);
     }
     if (s.writers.length >= MAX_WRITERS) compact(s);
@@ -165,9 +176,14 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     const page = k.phys.pageBytes(f);
     if (page) s.bytes.set(page.subarray(offset, offset + n), offset);
     else s.bytes.fill(0, offset, offset + n);
-    s.mask.fill(1, offset, offset + n);
-    s.writer.fill(wi, offset, offset + n);
-    if (offset === 0 && n === PAGE_SIZE) s.full = true;
+    if (n === PAGE_SIZE) {
+      // The whole page: one writer for every byte.
+      if (s.tags) spare.push(s.tags);
+      s.tags = null;
+      s.uniform = wi + 1;
+    } else {
+      tagsOf(s).fill(wi + 1, offset, offset + n);
+    }
   }
 
   /** Where an address of an mm lands: the file behind a shared file mapping, else the mm itself. */
@@ -191,8 +207,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
         dropShadow(group, page, s);
         return;
       }
-      s.mask.fill(0, lo - page * PAGE_SIZE, hi - page * PAGE_SIZE);
-      s.full = false;
+      if (s.tags || s.uniform !== 0) tagsOf(s).fill(0, lo - page * PAGE_SIZE, hi - page * PAGE_SIZE);
     };
     // Visit whichever is smaller: the pages of the range, or the shadows of the group (a
     // small discard costs its own size, not the number of pages ever written).
@@ -341,7 +356,8 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
         onFileWrite(r);
         return;
       case 'syscall-begin': {
-        const targets = ctx.kernelsForPid(r.pid, r.task).map((k) => ({ k, mm: k.processes.get(r.pid)?.mm }));
+        const byNode = ctx.kernelByNode(r.node);
+        const targets = (byNode ? [byNode] : ctx.kernelsForPid(r.pid, r.task)).map((k) => ({ k, mm: k.processes.get(r.pid)?.mm }));
         let st = begun.get(r.task);
         if (!st) begun.set(r.task, (st = []));
         st.push({ r, targets });
@@ -356,7 +372,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
         if (r.ret === 0) for (const k of ctx.kernelsForMm(r.mm)) discard('mm', k, r.mm, r.start, r.end);
         return;
       case 'writeback':
-        for (const k of ctx.kernels) {
+        for (const k of ctx.kernelByNode(r.node) ? [ctx.kernelByNode(r.node) as Kernel] : ctx.kernels) {
           const file = k.fileById(r.file);
           if (file?.pageCache.get(r.index) !== r.frame) continue;
           lastWriteback.set(`${ctx.kernelIndex(k)}:${r.file}:${r.index}`, {
@@ -421,16 +437,19 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       for (const s of group.values()) {
         const now = current(s);
         if (!now) continue;
-        // A fully written page that still holds what was written: one memcmp, no byte loop.
-        if (s.full && now.bytes.length === PAGE_SIZE && Buffer.compare(s.bytes, now.bytes) === 0) continue;
+        const tags = s.tags;
+        if (!tags && s.uniform === 0) continue; // nothing intended
+        // A wholly written page that still holds what was written: one memcmp, no byte loop.
+        if (!tags && now.bytes.length === PAGE_SIZE && Buffer.compare(s.bytes, now.bytes) === 0) continue;
         let lost = 0;
         let first = -1;
         const writers = new Set<number>();
         for (let j = 0; j < PAGE_SIZE; j++) {
-          if (!s.mask[j] || now.bytes[j] === s.bytes[j]) continue;
+          const tag = tags ? (tags[j] as number) : s.uniform;
+          if (tag === 0 || now.bytes[j] === s.bytes[j]) continue;
           lost++;
           if (first < 0) first = j;
-          writers.add(s.writer[j] as number);
+          writers.add(tag - 1);
         }
         if (lost === 0) continue;
         const { loc } = s;
