@@ -12,7 +12,7 @@ import { costModel, type CostModel } from './cost-model.ts';
 import { PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
 import { DmaActivity } from './dma-activity.ts';
 import { DmaEngine, type DeviceAccess, type DeviceDmaBus } from './dma-engine.ts';
-import { EINVAL, ENOMEM, EOPNOTSUPP } from './errno.ts';
+import { EINVAL, EIO, ENOMEM, EOPNOTSUPP } from './errno.ts';
 import { Fabric, type FabricEndpoint } from './fabric.ts';
 import { MemoryRegion } from './memory-region.ts';
 import type { Packet } from './packet.ts';
@@ -42,6 +42,8 @@ export interface NicOptions {
   sendWindow?: number;
   /** The network to join. Without one the NIC gets a private fabric (loopback only). */
   fabric?: Fabric;
+  /** Seeded fault injection: probability that an update command fails with -EIO. */
+  commandFailureRate?: number;
 }
 
 export type NicAsyncEventType = 'IBV_EVENT_QP_FATAL' | 'IBV_EVENT_QP_ACCESS_ERR' | 'IBV_EVENT_QP_REQ_ERR' | 'IBV_EVENT_CQ_ERR';
@@ -152,6 +154,8 @@ export class Nic implements FabricEndpoint {
   readonly command$: Observable<DeviceCommand> = this.commandSubject.asObservable();
   private readonly asyncSubject = new Subject<NicAsyncEvent>();
   readonly asyncEvent$: Observable<NicAsyncEvent> = this.asyncSubject.asObservable();
+  /** Seeded fault injection (may be changed during a run): a failing update command. */
+  readonly faultInjection: { commandFailureRate: number };
   readonly stats: NicStats = {
     packetsReceived: 0, packetsToUnknownQp: 0, retransmits: 0, timeouts: 0, rnrNaksSent: 0,
     syncs: 0, updateCommands: 0, zapCommands: 0, zappedEntries: 0, flushedTranslations: 0,
@@ -182,6 +186,7 @@ export class Nic implements FabricEndpoint {
     this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096);
     this.dmaActivity = new DmaActivity(sim);
     this.access$ = this.engine.access$;
+    this.faultInjection = { commandFailureRate: opts.commandFailureRate ?? 0 };
     this.fault$ = this.faultQueue.fault$;
     this.faultResume$ = this.faultQueue.resume$;
     this.commands = new CommandQueue(sim);
@@ -284,6 +289,9 @@ export class Nic implements FabricEndpoint {
     try {
       yield* this.sim.sleep(this.costs.updateEntriesBaseNs + n * this.costs.updateEntriesPerPageNs);
       if (!mr.valid) return -EINVAL;
+      // A failed command installs nothing (the firmware rejected the whole UMR).
+      const rate = this.faultInjection.commandFailureRate;
+      if (rate > 0 && this.sim.rng('fault-inject:device-command').chance(rate)) return -EIO;
       const now = this.sim.now();
       for (let i = 0; i < n; i++) {
         const w = typeof writable === 'boolean' ? writable : writable[i];
