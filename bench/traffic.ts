@@ -5,8 +5,9 @@
  * second thread of the process now and then drops a random 64 KiB piece of the buffer with
  * madvise(MADV_DONTNEED), so the MR keeps being invalidated and refaulted.
  *
- * Figures: wall seconds, simulated device page accesses per wall second, peak RSS (sampled
- * with process.memoryUsage.rss() during the run), and the simulated counts behind them.
+ * Figures: wall seconds (and CPU seconds), simulated device page accesses per wall second,
+ * peak RSS (sampled with process.memoryUsage.rss() during the run), and the simulated
+ * counts behind them.
  * Wall time and RSS are bench-side readings; they do not feed back into the simulation.
  *
  * `TRAFFIC_WRITES` sets the number of writes for a quick run (the output says what ran).
@@ -26,7 +27,7 @@ import {
 } from '../device/index.ts';
 import { createRdmaNode, openDevice, pinnedStrategy, type IbvContext, type IbvMr } from '../driver/index.ts';
 import { odpStrategy } from '../driver/umem-odp.ts';
-import { attachSanitizer } from '../sanitizer/index.ts';
+import { attachSanitizer, type CheckerId } from '../sanitizer/index.ts';
 
 const GiB = 2 ** 30;
 const MR_BYTES = GiB;
@@ -47,6 +48,8 @@ export interface TrafficOptions {
   seed?: number;
   /** Attach the sanitizer (for bench/sanitizer.ts's overhead figure). */
   sanitizer?: boolean;
+  /** With `sanitizer`: attach only these checkers (default: all); for attributing the overhead. */
+  sanitizerCheckers?: readonly CheckerId[];
 }
 
 function must(r: number, what: string): number {
@@ -160,11 +163,15 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     }
   });
 
-  const san = opts.sanitizer ? attachSanitizer({ sim, kernels: [kernel], nics: [nic], bindings$: node.device.binding$ }) : null;
+  const san = opts.sanitizer ? attachSanitizer({
+    sim, kernels: [kernel], nics: [nic], bindings$: node.device.binding$, ...(opts.sanitizerCheckers ? { checkers: opts.sanitizerCheckers } : {}),
+  }) : null;
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const out = sim.run({ task: main, untilNs: 24 * 3600 * 1e9, maxEvents: 2_000_000_000 });
   san?.finish();
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = process.cpuUsage(c0);
   sampleRss();
   if (!main.done) throw new Error(`run ended before the writes finished: ${out.reason} ${out.failure ?? ''} (seed ${out.seed})`);
 
@@ -176,6 +183,9 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES' },
     seed,
     wallSeconds: round(wallSeconds),
+    // User + system CPU time of the process over the same span (all its threads, so the
+    // GC's helper threads too): steadier than wall time on a shared machine.
+    cpuSeconds: round((cpu.user + cpu.system) / 1e6),
     simulatedSeconds: round(out.now / 1e9, 6),
     engineEvents: out.events,
     pageAccesses: accesses,

@@ -24,7 +24,7 @@ export const PTE_READ_WRITE = 2;
 export type PtePerm = typeof PTE_ABSENT | typeof PTE_READ | typeof PTE_READ_WRITE;
 
 /** Entries per chunk. Chunk arithmetic uses division, not shifts: page indices of a huge MR exceed 2^31. */
-const CHUNK_PAGES = 32;
+const CHUNK_PAGES = 8;
 /** Bytes per chunk: perm (1) + frame (4) + generation (8) + installedAt (8) per entry. */
 const CHUNK_BYTES = CHUNK_PAGES * (1 + 4 + 8 + 8);
 
@@ -42,16 +42,41 @@ export function newTranslation(): Translation {
   return { frame: -1, perm: PTE_ABSENT, generation: 0, installedAt: 0, fromCache: false };
 }
 
-class Chunk {
-  readonly perm = new Uint8Array(CHUNK_PAGES);
-  readonly frame = new Int32Array(CHUNK_PAGES);
-  readonly generation = new Float64Array(CHUNK_PAGES);
-  readonly installedAt = new Float64Array(CHUNK_PAGES);
-  present = 0;
+/**
+ * Chunk storage: the entries of chunks live in shared blocks of typed arrays rather than in
+ * four small arrays per chunk (four ArrayBuffers, their backing stores and wrappers: some
+ * 800 bytes of overhead on 672 of entries, per page when pages are scattered). A chunk is a
+ * slot, `block * BLOCK_CHUNKS + offset`; blocks grow from 4 to BLOCK_CHUNKS chunks, so a
+ * small MR stays small; slots of freed chunks are reused.
+ */
+const BLOCK_CHUNKS = 1024;
+const FIRST_BLOCK_CHUNKS = 4;
+
+class Block {
+  readonly perm: Uint8Array;
+  readonly frame: Int32Array;
+  readonly generation: Float64Array;
+  readonly installedAt: Float64Array;
+  /** Present entries per chunk of the block. */
+  readonly present: Uint8Array;
+
+  constructor(readonly chunks: number) {
+    this.perm = new Uint8Array(chunks * CHUNK_PAGES);
+    this.frame = new Int32Array(chunks * CHUNK_PAGES);
+    this.generation = new Float64Array(chunks * CHUNK_PAGES);
+    this.installedAt = new Float64Array(chunks * CHUNK_PAGES);
+    this.present = new Uint8Array(chunks);
+  }
 }
 
 export class DevicePageTable {
-  private readonly chunks = new Map<number, Chunk>();
+  /** Chunk key (index / CHUNK_PAGES) -> slot. */
+  private readonly chunks = new Map<number, number>();
+  private readonly blocks: Block[] = [];
+  /** Slots of freed chunks (their entries are all absent). */
+  private readonly freeSlots: number[] = [];
+  /** Next never-used offset in the last block. */
+  private nextOffset = 0;
   private presentCount = 0;
 
   /** `pages`: how many pages the MR spans (may be huge; nothing is allocated for it). */
@@ -72,71 +97,94 @@ export class DevicePageTable {
     return this.chunks.size * CHUNK_BYTES;
   }
 
+  private newSlot(): number {
+    const reused = this.freeSlots.pop();
+    if (reused !== undefined) return reused;
+    let b = this.blocks.length - 1;
+    if (b < 0 || this.nextOffset === (this.blocks[b] as Block).chunks) {
+      b++;
+      this.blocks.push(new Block(Math.min(BLOCK_CHUNKS, FIRST_BLOCK_CHUNKS * 2 ** Math.min(b, 20))));
+      this.nextOffset = 0;
+    }
+    return b * BLOCK_CHUNKS + this.nextOffset++;
+  }
+
   /** The permission of a page (PTE_ABSENT when nothing is installed). */
   perm(index: number): number {
-    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
-    return c ? (c.perm[index % CHUNK_PAGES] as number) : PTE_ABSENT;
+    const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    if (slot === undefined) return PTE_ABSENT;
+    return (this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block).perm[(slot % BLOCK_CHUNKS) * CHUNK_PAGES + (index % CHUNK_PAGES)] as number;
   }
 
   /** Fill `out` from the entry at `index`; false (and `out` untouched) when absent. */
   lookup(index: number, out: Translation): boolean {
-    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
-    if (!c) return false;
-    const i = index % CHUNK_PAGES;
-    const perm = c.perm[i] as number;
+    const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    if (slot === undefined) return false;
+    const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+    const i = (slot % BLOCK_CHUNKS) * CHUNK_PAGES + (index % CHUNK_PAGES);
+    const perm = b.perm[i] as number;
     if (perm === PTE_ABSENT) return false;
     out.perm = perm;
-    out.frame = c.frame[i] as number;
-    out.generation = c.generation[i] as number;
-    out.installedAt = c.installedAt[i] as number;
+    out.frame = b.frame[i] as number;
+    out.generation = b.generation[i] as number;
+    out.installedAt = b.installedAt[i] as number;
     out.fromCache = false;
     return true;
   }
 
   /** The generation of the entry at `index`, or -1 when absent. */
   generationOf(index: number): number {
-    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
-    if (!c) return -1;
-    const i = index % CHUNK_PAGES;
-    return c.perm[i] === PTE_ABSENT ? -1 : (c.generation[i] as number);
+    const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    if (slot === undefined) return -1;
+    const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+    const i = (slot % BLOCK_CHUNKS) * CHUNK_PAGES + (index % CHUNK_PAGES);
+    return b.perm[i] === PTE_ABSENT ? -1 : (b.generation[i] as number);
   }
 
   /** The frame of the entry at `index`, or -1 when absent. */
   frameOf(index: number): number {
-    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
-    if (!c) return -1;
-    const i = index % CHUNK_PAGES;
-    return c.perm[i] === PTE_ABSENT ? -1 : (c.frame[i] as number);
+    const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    if (slot === undefined) return -1;
+    const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+    const i = (slot % BLOCK_CHUNKS) * CHUNK_PAGES + (index % CHUNK_PAGES);
+    return b.perm[i] === PTE_ABSENT ? -1 : (b.frame[i] as number);
   }
 
   /** Install (or overwrite) an entry. */
   set(index: number, frame: number, perm: typeof PTE_READ | typeof PTE_READ_WRITE, generation: number, now: number): void {
     if (!(index >= 0 && index < this.pages)) throw new RangeError(`device page ${index} outside [0, ${this.pages})`);
     const key = Math.floor(index / CHUNK_PAGES);
-    let c = this.chunks.get(key);
-    if (!c) this.chunks.set(key, (c = new Chunk()));
-    const i = index % CHUNK_PAGES;
-    if (c.perm[i] === PTE_ABSENT) {
-      c.present++;
+    let slot = this.chunks.get(key);
+    if (slot === undefined) this.chunks.set(key, (slot = this.newSlot()));
+    const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+    const c = slot % BLOCK_CHUNKS;
+    const i = c * CHUNK_PAGES + (index % CHUNK_PAGES);
+    if (b.perm[i] === PTE_ABSENT) {
+      b.present[c]!++;
       this.presentCount++;
     }
-    c.perm[i] = perm;
-    c.frame[i] = frame;
-    c.generation[i] = generation;
-    c.installedAt[i] = now;
+    b.perm[i] = perm;
+    b.frame[i] = frame;
+    b.generation[i] = generation;
+    b.installedAt[i] = now;
   }
 
   /** Clear an entry; returns whether it was present. Frees the chunk when it empties. */
   clear(index: number): boolean {
     const key = Math.floor(index / CHUNK_PAGES);
-    const c = this.chunks.get(key);
-    if (!c) return false;
-    const i = index % CHUNK_PAGES;
-    if (c.perm[i] === PTE_ABSENT) return false;
-    c.perm[i] = PTE_ABSENT;
-    c.frame[i] = 0;
+    const slot = this.chunks.get(key);
+    if (slot === undefined) return false;
+    const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+    const c = slot % BLOCK_CHUNKS;
+    const i = c * CHUNK_PAGES + (index % CHUNK_PAGES);
+    if (b.perm[i] === PTE_ABSENT) return false;
+    b.perm[i] = PTE_ABSENT;
+    b.frame[i] = 0;
     this.presentCount--;
-    if (--c.present === 0) this.chunks.delete(key);
+    if (--b.present[c]! === 0) {
+      this.chunks.delete(key);
+      this.freeSlots.push(slot);
+    }
     return true;
   }
 
@@ -160,10 +208,14 @@ export class DevicePageTable {
   forEachPresent(visit: (index: number, frame: number, perm: number, generation: number, installedAt: number) => void): void {
     const keys = [...this.chunks.keys()].sort((a, b) => a - b);
     for (const key of keys) {
-      const c = this.chunks.get(key) as Chunk;
+      // The chunk may have been freed (and its slot reused) by an earlier visit.
+      const slot = this.chunks.get(key);
+      if (slot === undefined) continue;
+      const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
+      const base = (slot % BLOCK_CHUNKS) * CHUNK_PAGES;
       for (let i = 0; i < CHUNK_PAGES; i++) {
-        const perm = c.perm[i] as number;
-        if (perm !== PTE_ABSENT) visit(key * CHUNK_PAGES + i, c.frame[i] as number, perm, c.generation[i] as number, c.installedAt[i] as number);
+        const perm = b.perm[base + i] as number;
+        if (perm !== PTE_ABSENT) visit(key * CHUNK_PAGES + i, b.frame[base + i] as number, perm, b.generation[base + i] as number, b.installedAt[base + i] as number);
       }
     }
   }

@@ -87,7 +87,8 @@ export class ImplicitOdpUmem implements IbUmem, OdpOwner {
     // The owner has exited: no new subscription on a dead mm (rdma B4: EINVAL).
     if (this.ctx.mm.users <= 0) return -EINVAL;
     const start = slot * IMPLICIT_CHILD_SIZE;
-    const odp = new UmemOdp(this, start, start + IMPLICIT_CHILD_SIZE, this.mr.pageIndexOf(start), `${this.name}/child(${slot})`);
+    // join: a flat name, not a chain of concatenations (one child per 1 GiB slot touched).
+    const odp = new UmemOdp(this, start, start + IMPLICIT_CHILD_SIZE, this.mr.pageIndexOf(start), [this.name, '/child(', slot, ')'].join(''));
     const ret = yield* odp.insert();
     if (ret < 0) return ret;
     const winner = this.children.get(slot);

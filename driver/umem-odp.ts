@@ -2,7 +2,7 @@ import {
   EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
   HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
-  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmuNotifierRange, type Simulation,
+  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
 import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
 import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
@@ -14,6 +14,7 @@ import {
   IBV_ADVISE_MR_FLAG_FLUSH,
 } from './verbs.ts';
 import { regImplicitOdpMr } from './implicit-odp.ts';
+import { PageMirror } from './page-mirror.ts';
 
 /** mlx5 zaps MTTs in runs that may only end at an 8-entry (64-byte) boundary (rdma C4). */
 export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
@@ -106,14 +107,30 @@ export class UsageCount {
  * table is programmed, and the driver's mirror of what the device was given (the pfn
  * list). An explicit MR has one; an implicit MR has one per 1 GiB child (rdma C1).
  *
- * The mirror is a Map (page index -> frame * 2 + writable), so a 1 GiB child that holds a
- * few pages costs a few entries, not a 262144-entry array. It holds no page references:
+ * The mirror is a map (page index -> frame * 2 + writable; a PageMirror, which keeps a few
+ * entries in a small array), so a 1 GiB child that holds a few pages costs a few entries,
+ * not a 262144-entry array. It holds no page references:
  * the notifier is what keeps it honest (kernel rule 49), which is the point of ODP.
  */
+/**
+ * The notifier of a UmemOdp knows its umem, so that one ops object serves them all: an
+ * implicit MR has a child, and so a notifier, per 1 GiB slot touched (70k for 100k pages
+ * scattered over 128 TiB), and a closure and ops object each would cost some 400 bytes.
+ */
+class UmemOdpNotifier extends MmuIntervalNotifier {
+  constructor(name: string, readonly umem: UmemOdp) {
+    super(name);
+  }
+}
+
+const UMEM_ODP_OPS: MmuIntervalNotifierOps = {
+  invalidate: (sub, range, curSeq) => (sub as UmemOdpNotifier).umem.invalidate(range, curSeq),
+};
+
 export class UmemOdp {
   readonly notifier: MmuIntervalNotifier;
   readonly mutex: Mutex;
-  readonly pages = new Map<number, number>();
+  readonly pages = new PageMirror();
   /** Mapping requests (faults, prefetches) working on this umem; teardown waits for none. */
   readonly users: UsageCount;
   inserted = false;
@@ -124,16 +141,16 @@ export class UmemOdp {
    */
   constructor(readonly owner: OdpOwner, readonly start: number, readonly end: number, readonly firstDevicePage: number, readonly name: string) {
     const { sim } = owner.ctx.device.kernel;
-    this.notifier = new MmuIntervalNotifier(name);
-    this.mutex = new Mutex(sim, `${name}.umem_mutex`, 'umem_odp.umem_mutex');
+    this.notifier = new UmemOdpNotifier(name, this);
+    // join, not a template: one flat string rather than a chain of concatenations (an
+    // implicit MR has tens of thousands of children).
+    this.mutex = new Mutex(sim, [name, '.umem_mutex'].join(''), 'umem_odp.umem_mutex');
     this.users = new UsageCount(sim, name);
   }
 
   /** ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1). */
   *insert(): Co<number> {
-    const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, {
-      invalidate: (_sub, range, curSeq) => this.invalidate(range, curSeq),
-    }, { lock: this.mutex });
+    const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, UMEM_ODP_OPS, { lock: this.mutex });
     this.inserted = ret === 0;
     return ret;
   }

@@ -4,7 +4,7 @@ import type { MmStruct } from './mm.ts';
 import type { File } from './file.ts';
 import type { Vma } from './vma.ts';
 import { VM_WRITE } from './vma.ts';
-import { EFAULT } from './errno.ts';
+import { EAGAIN, EFAULT } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
@@ -66,13 +66,19 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
     mm.pageTable.set(v, makePte(nf, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
     return 0;
   }
-  phys.get(f);
-  phys.rmapAdd(f, mm, page);
   if (write) {
+    // page_mkwrite may sleep on the folio lock: map the page only if it is still the file's
+    // page at `index` and nobody mapped something here meanwhile; otherwise retry the fault.
     const r = yield* pageMkwrite(mm, vma, f);
+    if (r === -EAGAIN) return 0;
     if (r < 0) return r;
+    if (file.pageCache.get(index) !== f || mm.pageTable.get(v) !== 0) return 0;
+    phys.get(f);
+    phys.rmapAdd(f, mm, page);
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
   } else {
+    phys.get(f);
+    phys.rmapAdd(f, mm, page);
     const w = file.shmem && vma.flags & VM_WRITE ? PTE_WRITE : 0;
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | w));
   }
@@ -102,7 +108,14 @@ export function folioUnlock(kernel: Kernel, frame: number): void {
 export function* pageMkwrite(mm: MmStruct, _vma: Vma, frame: number): Co<number> {
   const { kernel } = mm;
   const { phys } = kernel;
+  const generation = phys.generation[frame];
   yield* folioLock(kernel, frame);
+  // Truncated, reclaimed or freed while this fault slept on the lock (the kernel's
+  // `folio->mapping` check): -EAGAIN, and the fault is retried.
+  if (!phys.isAllocated(frame) || phys.generation[frame] !== generation || phys.mappingFile[frame]! < 0) {
+    folioUnlock(kernel, frame);
+    return -EAGAIN;
+  }
   if (phys.mappingFile[frame]! >= 0) phys.set(frame, PG_PRIVATE);
   folioMarkDirty(kernel, frame, 'page_mkwrite');
   folioUnlock(kernel, frame);
@@ -206,7 +219,14 @@ export function* writebackFile(kernel: Kernel, file: File, dropBuffers = false):
  */
 export function* truncatePages(kernel: Kernel, file: File, first: number, last: number, evenCows = false): Co {
   const { phys } = kernel;
-  for (const vma of [...file.mappings]) {
+  // The callbacks may sleep, and meanwhile an mprotect or munmap may split the VMAs: walk
+  // the live mapping set again after each VMA (the kernel holds i_mmap_rwsem across
+  // unmap_mapping_range, which splits take too), visiting each VMA piece once.
+  const visited = new Set<Vma>();
+  for (;;) {
+    const vma = [...file.mappings].find((v) => !visited.has(v));
+    if (!vma) break;
+    visited.add(vma);
     const s = Math.max(vma.start, vma.addrOfIndex(first));
     const e = Math.min(vma.end, vma.addrOfIndex(last + 1));
     if (s >= e) continue;

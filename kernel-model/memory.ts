@@ -2,7 +2,7 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { VM_WRITE, VM_SHARED } from './vma.ts';
-import { EFAULT, ENOMEM } from './errno.ts';
+import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
@@ -107,6 +107,9 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
   if (vma.flags & VM_SHARED) {
     if (unshare) return 0;
     const r = yield* pageMkwrite(mm, vma, f);
+    // page_mkwrite may sleep on the folio lock: if the page went, or the PTE changed
+    // meanwhile (reclaim, truncate), leave it and let the fault be retried (pte_same).
+    if (r === -EAGAIN || (r === 0 && mm.pageTable.get(v) !== pte)) return 0;
     if (r < 0) return r;
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
     return 0;

@@ -23,9 +23,12 @@ export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 
 /** Entries per leaf: small, so a page touched alone in a huge range costs little. */
-const LEAF = 32;
+const LEAF = 8;
 /** Pages per 1 GiB PUD slot. */
 const PUD_PAGES = 512 * 512;
+/** Leaves per block of entries (256 KiB), and in the first block (then doubling). */
+const BLOCK_LEAVES = 1024;
+const FIRST_BLOCK_LEAVES = 4;
 /** Range walks longer than this many leaves use the sorted leaf index instead. */
 const DIRECT_WALK_LEAVES = 65_536;
 
@@ -39,29 +42,49 @@ const DIRECT_WALK_LEAVES = 65_536;
  * depends on (rule 21h).
  */
 export class PageTable {
-  private readonly leaves = new Map<number, Float64Array>();
+  /**
+   * Leaf key (vpn / LEAF) -> where its entries start in `blocks`: leaves are cut from
+   * shared blocks of entries (growing from 4 to BLOCK_LEAVES leaves) rather than being an
+   * array each, which would add an ArrayBuffer, its backing store and a wrapper, some 200
+   * bytes, to the 256 of a leaf touched once.
+   */
+  private readonly leaves = new Map<number, number>();
+  private readonly blocks: Float64Array[] = [];
+  private nextOffset = 0;
   private sortedKeys: number[] | null = [];
   private readonly pudLeaves = new Map<number, number>();
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
 
   get(vpn: number): number {
-    const l = this.leaves.get(Math.floor(vpn / LEAF));
-    return l ? (l[vpn % LEAF] as number) : 0;
+    const slot = this.leaves.get(Math.floor(vpn / LEAF));
+    if (slot === undefined) return 0;
+    return (this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array)[(slot % BLOCK_LEAVES) * LEAF + (vpn % LEAF)] as number;
+  }
+
+  private newLeaf(): number {
+    let b = this.blocks.length - 1;
+    if (b < 0 || this.nextOffset * LEAF === (this.blocks[b] as Float64Array).length) {
+      b++;
+      this.blocks.push(new Float64Array(Math.min(BLOCK_LEAVES, FIRST_BLOCK_LEAVES * 2 ** Math.min(b, 20)) * LEAF));
+      this.nextOffset = 0;
+    }
+    return b * BLOCK_LEAVES + this.nextOffset++;
   }
 
   set(vpn: number, pte: number): void {
     const key = Math.floor(vpn / LEAF);
-    let l = this.leaves.get(key);
-    if (!l) {
+    let slot = this.leaves.get(key);
+    if (slot === undefined) {
       if (pte === 0) return;
-      l = new Float64Array(LEAF);
-      this.leaves.set(key, l);
+      slot = this.newLeaf();
+      this.leaves.set(key, slot);
       this.sortedKeys = null;
       const pud = Math.floor(vpn / PUD_PAGES);
       this.pudLeaves.set(pud, (this.pudLeaves.get(pud) ?? 0) + 1);
     }
-    const i = vpn % LEAF;
+    const l = this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array;
+    const i = (slot % BLOCK_LEAVES) * LEAF + (vpn % LEAF);
     const old = l[i] as number;
     if (old === 0 && pte !== 0) this.entries++;
     else if (old !== 0 && pte === 0) this.entries--;
@@ -69,9 +92,10 @@ export class PageTable {
   }
 
   clear(vpn: number): number {
-    const l = this.leaves.get(Math.floor(vpn / LEAF));
-    if (!l) return 0;
-    const i = vpn % LEAF;
+    const slot = this.leaves.get(Math.floor(vpn / LEAF));
+    if (slot === undefined) return 0;
+    const l = this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array;
+    const i = (slot % BLOCK_LEAVES) * LEAF + (vpn % LEAF);
     const old = l[i] as number;
     if (old !== 0) {
       l[i] = 0;
@@ -85,19 +109,21 @@ export class PageTable {
     if (endVpn <= startVpn) return;
     const first = Math.floor(startVpn / LEAF);
     const last = Math.floor((endVpn - 1) / LEAF);
-    const visit = (key: number, l: Float64Array) => {
+    const visit = (key: number, slot: number) => {
+      const l = this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array;
+      const at = (slot % BLOCK_LEAVES) * LEAF;
       const base = key * LEAF;
       const lo = Math.max(0, startVpn - base);
       const hi = Math.min(LEAF - 1, endVpn - 1 - base);
       for (let i = lo; i <= hi; i++) {
-        const pte = l[i] as number;
+        const pte = l[at + i] as number;
         if (pte !== 0) fn(base + i, pte);
       }
     };
     if (last - first < DIRECT_WALK_LEAVES || last - first < this.leaves.size) {
       for (let key = first; key <= last; key++) {
-        const l = this.leaves.get(key);
-        if (l) visit(key, l);
+        const slot = this.leaves.get(key);
+        if (slot !== undefined) visit(key, slot);
       }
       return;
     }
@@ -111,7 +137,7 @@ export class PageTable {
     }
     for (let k = lo; k < keys.length && (keys[k] as number) <= last; k++) {
       const key = keys[k] as number;
-      visit(key, this.leaves.get(key) as Float64Array);
+      visit(key, this.leaves.get(key) as number);
     }
   }
 

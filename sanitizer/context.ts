@@ -157,9 +157,10 @@ export interface Checker {
 /** A checker's handler of one stream; `types`: the trace record types it wants (null: all). */
 interface Handler { who: string; fn: (value: never) => void; types: ReadonlySet<string> | null }
 /** The handlers of one stream, and for the trace stream, those of each record type. */
-interface Fanout { all: Handler[]; byType: Map<string, Handler[]>; filtered?: boolean }
+interface Fanout { all: Handler[]; byType: Map<string, Handler[]>; filtered?: boolean; viaRx: boolean }
 
 const ULONG_MAX = 2 ** 64 - 1;
+const NONE_OPEN: readonly InvalidationInfo[] = [];
 /** Names of exited tasks kept for trails. */
 const KEEP_EXITED_TASK_NAMES = 10_000;
 
@@ -194,7 +195,8 @@ export class SanitizerContext {
   private readonly invStack = new Map<number | null, InvalidationInfo[]>();
   private readonly lastEnded = new Map<number | null, InvalidationInfo>();
   private readonly invByRange = new Map<MmuNotifierRange, InvalidationInfo>();
-  private readonly openInv = new Map<string, InvalidationInfo[]>();
+  /** Per kernel and mm: invalidations started and not yet ended. */
+  private readonly openInv = new Map<Kernel, Map<number, InvalidationInfo[]>>();
   private readonly pendingStart = new Map<number | null, TraceOf<'invalidate-start'>>();
   private readonly cbStack = new Map<number | null, CallbackInfo[]>();
   private readonly intervalSubs = new Map<string, SubInfo[]>();
@@ -243,34 +245,43 @@ export class SanitizerContext {
   }
 
   /**
-   * The handlers of one stream share one subscription, made when the first of them is
-   * added (so where it sits among the stream's subscribers is unchanged), and are called in
-   * the order added: the same deliveries as one subscription each, without rxjs's
-   * per-subscriber layers or a closure per event.
+   * The handlers of one stream are called in the order added, as one subscriber placed
+   * where the first of them subscribed, without rxjs's per-subscriber layers or a closure
+   * per event. When nothing else had subscribed to the stream by then (always, for the
+   * checkers), `publish` calls them directly before the stream's other subscribers (which
+   * came later); otherwise they share one subscription, at that place among the others.
    */
   private addHandler<T>(stream: Subject<T>, h: Handler): void {
     let fan = this.fanouts.get(stream);
     if (!fan) {
-      const f: Fanout = (fan = { all: [], byType: new Map() });
+      const f: Fanout = (fan = { all: [], byType: new Map(), viaRx: stream.observed });
       this.fanouts.set(stream, f);
-      this.subscriptions.push(stream.subscribe((v) => {
-        // A snapshot: handlers added while a value is delivered see the next one (as
-        // subscribers would).
-        const list = f.filtered ? this.handlersFor(f, (v as { type: string }).type) : f.all;
-        for (let i = 0, n = list.length; i < n && !this.stopped; i++) {
-          const x = list[i] as Handler;
-          try {
-            (x.fn as (value: T) => void)(v);
-          } catch (err) {
-            this.internalError(x.who, err);
-          }
-        }
-      }));
+      if (f.viaRx) this.subscriptions.push(stream.subscribe((v) => this.deliver(f, v)));
     }
     // Copy on write, so that a delivery in progress keeps the list it started with.
     fan.all = [...fan.all, h];
     if (h.types) fan.filtered = true;
     fan.byType.clear();
+  }
+
+  /** One value to the handlers of a stream (a snapshot: handlers added meanwhile see the next one). */
+  private deliver<T>(f: Fanout, v: T): void {
+    const list = f.filtered ? this.handlersFor(f, (v as { type: string }).type) : f.all;
+    for (let i = 0, n = list.length; i < n && !this.stopped; i++) {
+      const x = list[i] as Handler;
+      try {
+        (x.fn as (value: T) => void)(v);
+      } catch (err) {
+        this.internalError(x.who, err);
+      }
+    }
+  }
+
+  /** Emit on one of the context's streams: its checker handlers, then its other subscribers. */
+  private publish<T>(stream: Subject<T>, v: NoInfer<T>): void {
+    const f = this.fanouts.get(stream);
+    if (f && !f.viaRx) this.deliver(f, v);
+    if (stream.observed) stream.next(v);
   }
 
   private handlersFor(f: Fanout, type: string): Handler[] {
@@ -319,9 +330,9 @@ export class SanitizerContext {
       sub(nic.command$.subscribe((c) => this.guard('context', () => this.onCommand(nic, c))));
       sub(nic.fault$.subscribe((f) => this.guard('context', () => {
         const ordinal = ++this.ordinal;
-        this.fault$.next({ fault: f, nic, kernel: this.kernelOfNic(nic.name), binding: this.binding(nic.name, f.mrKey), ordinal });
+        this.publish(this.fault$, { fault: f, nic, kernel: this.kernelOfNic(nic.name), binding: this.binding(nic.name, f.mrKey), ordinal });
       })));
-      sub(nic.faultResume$.subscribe((r) => this.guard('context', () => this.resume$.next({ resume: r, nic, ordinal: ++this.ordinal }))));
+      sub(nic.faultResume$.subscribe((r) => this.guard('context', () => this.publish(this.resume$, { resume: r, nic, ordinal: ++this.ordinal }))));
     }
     for (const src of this.bindingSources) sub(src.subscribe((b) => this.guard('context', () => this.onBinding(b))));
   }
@@ -425,7 +436,7 @@ export class SanitizerContext {
 
   /** Invalidations of (kernel, mm) started and not yet ended (nested ones counted). */
   openInvalidations(k: Kernel, mm: number): readonly InvalidationInfo[] {
-    return this.openInv.get(`${this.kernelIndex(k)}:${mm}`) ?? [];
+    return this.openInv.get(k)?.get(mm) ?? NONE_OPEN;
   }
 
   /** Whether `va` of (kernel, mm) lies inside an open invalidation window. */
@@ -592,18 +603,18 @@ export class SanitizerContext {
         if (!st) this.cbStack.set(r.task, (st = []));
         st.push(cb);
         inv?.callbacks.push(cb);
-        this.trace$.next(r);
-        this.callback$.next({ phase: 'start', cb, ordinal: this.ordinal });
+        this.publish(this.trace$, r);
+        this.publish(this.callback$, { phase: 'start', cb, ordinal: this.ordinal });
         return;
       }
       case 'callback-return': {
         const cb = this.cbStack.get(r.task)?.pop();
-        this.trace$.next(r);
+        this.publish(this.trace$, r);
         if (cb) {
           cb.ret = r.ret;
           cb.returnTime = r.t;
           cb.returnOrdinal = this.ordinal;
-          this.callback$.next({ phase: 'return', cb, ordinal: this.ordinal });
+          this.publish(this.callback$, { phase: 'return', cb, ordinal: this.ordinal });
         }
         return;
       }
@@ -629,7 +640,7 @@ export class SanitizerContext {
       default:
         break;
     }
-    this.trace$.next(r);
+    this.publish(this.trace$, r);
   }
 
   /** The invalidation a callback belongs to: the task's innermost open one with that range. */
@@ -662,11 +673,12 @@ export class SanitizerContext {
       let st = this.invStack.get(task);
       if (!st) this.invStack.set(task, (st = []));
       st.push(inv);
-      const key = `${this.kernelIndex(k)}:${e.mm}`;
-      let open = this.openInv.get(key);
-      if (!open) this.openInv.set(key, (open = []));
+      let byMm = this.openInv.get(k);
+      if (!byMm) this.openInv.set(k, (byMm = new Map()));
+      let open = byMm.get(e.mm);
+      if (!open) byMm.set(e.mm, (open = []));
       open.push(inv);
-      this.invalidation$.next({ phase: 'start', inv, ordinal });
+      this.publish(this.invalidation$, { phase: 'start', inv, ordinal });
       return;
     }
     const inv = this.invByRange.get(e.range);
@@ -679,17 +691,17 @@ export class SanitizerContext {
     const i = st ? st.lastIndexOf(inv) : -1;
     if (st && i >= 0) st.splice(i, 1);
     this.lastEnded.set(inv.task, inv);
-    const open = this.openInv.get(`${this.kernelIndex(k)}:${e.mm}`);
+    const open = this.openInv.get(k)?.get(e.mm);
     const j = open ? open.indexOf(inv) : -1;
     if (open && j >= 0) open.splice(j, 1);
-    this.invalidation$.next({ phase: e.phase, inv, ordinal });
+    this.publish(this.invalidation$, { phase: e.phase, inv, ordinal });
   }
 
   private onAccess(nic: Nic, a: DeviceAccess): void {
     const ordinal = ++this.ordinal;
     const b = this.binding(nic.name, a.mrKey);
     const va = b ? b.addr + (a.iova - b.iova) : undefined;
-    this.access$.next({ access: a, nic, kernel: this.kernelOfNic(nic.name), binding: b, va, mr: nic.mrByKey(a.mrKey), ordinal });
+    this.publish(this.access$, { access: a, nic, kernel: this.kernelOfNic(nic.name), binding: b, va, mr: nic.mrByKey(a.mrKey), ordinal });
   }
 
   private retire(nic: string, generation: number): void {
@@ -759,7 +771,7 @@ export class SanitizerContext {
         installs.push(info);
       }
     }
-    this.command$.next({ cmd: c, nic, kernel: k, binding: c.kind === 'sync' ? undefined : this.binding(nic.name, c.mrKey), mr, installs, ordinal });
+    this.publish(this.command$, { cmd: c, nic, kernel: k, binding: c.kind === 'sync' ? undefined : this.binding(nic.name, c.mrKey), mr, installs, ordinal });
   }
 
   private onBinding(b: MrBinding): void {
@@ -781,7 +793,7 @@ export class SanitizerContext {
         set.add(live);
         this.everBound.add(mk);
       }
-      this.binding$.next({ event: 'reg', binding: live, ordinal });
+      this.publish(this.binding$, { event: 'reg', binding: live, ordinal });
       return;
     }
     const cur = this.currentGen.get(key);
@@ -794,7 +806,7 @@ export class SanitizerContext {
     this.bindingsByKey.get(b.nic)?.delete(b.key);
     live.deregTime = this.sim.now();
     if (live.kernel && live.mmId !== null) this.bindingsByMm.get(`${this.kernelIndex(live.kernel)}:${live.mmId}`)?.delete(live);
-    this.binding$.next({ event: 'dereg', binding: live, ordinal });
+    this.publish(this.binding$, { event: 'dereg', binding: live, ordinal });
   }
 }
 

@@ -392,8 +392,11 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
   /** A frame's bytes, read in place (never written through: `finish` only compares). */
   const frameBytes = (k: Kernel, f: number): Uint8Array => k.phys.pageBytes(f) ?? ZEROS;
 
-  /** What the location holds now (or will hold on disk); null when it cannot be told. */
-  function current(s: Shadow): { bytes: Uint8Array; where: string } | null {
+  /**
+   * What the location holds now (or will hold on disk), and where that is (written only if
+   * a loss is reported); null when it cannot be told.
+   */
+  function current(s: Shadow): { bytes: Uint8Array; where: () => string } | null {
     const { loc } = s;
     const k = loc.k;
     if (loc.kind === 'file') {
@@ -401,11 +404,11 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       if (!file || loc.page * PAGE_SIZE >= file.size) return null;
       const f = file.pageCache.get(loc.page);
       if (f !== undefined) {
-        if (file.shmem || k.phys.has(f, PG_DIRTY)) return { bytes: frameBytes(k, f), where: `the dirty page-cache page of ${file.name}` };
-        return { bytes: file.diskPage(loc.page), where: `the disk of ${file.name} (its page-cache page is clean, so the kernel may drop it)` };
+        if (file.shmem || k.phys.has(f, PG_DIRTY)) return { bytes: frameBytes(k, f), where: () => `the dirty page-cache page of ${file.name}` };
+        return { bytes: file.diskPage(loc.page), where: () => `the disk of ${file.name} (its page-cache page is clean, so the kernel may drop it)` };
       }
       if (file.shmem) return null;
-      return { bytes: file.diskPage(loc.page), where: `the disk of ${file.name} (not in the page cache)` };
+      return { bytes: file.diskPage(loc.page), where: () => `the disk of ${file.name} (not in the page cache)` };
     }
     const mm = ctx.mmOf(k, loc.mm);
     if (!mm || mm.exited || mm.users <= 0) return null;
@@ -416,20 +419,21 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     const vma = mm.findVma(va);
     if (!vma || (vma.file && vma.shared)) return null;
     const pte = mm.pageTable.get(loc.page);
-    if (ptePresent(pte)) return { bytes: frameBytes(k, pteFrame(pte)), where: `frame ${pteFrame(pte)}, which mm${loc.mm} maps at ${hex(va)}` };
+    if (ptePresent(pte)) return { bytes: frameBytes(k, pteFrame(pte)), where: () => `frame ${pteFrame(pte)}, which mm${loc.mm} maps at ${hex(va)}` };
     if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
       const slot = pteFrame(pte);
       const cached = k.swap.cachedFrame(slot);
-      if (cached >= 0 && k.phys.isAllocated(cached)) return { bytes: frameBytes(k, cached), where: `the swap cache of ${hex(va)}` };
+      if (cached >= 0 && k.phys.isAllocated(cached)) return { bytes: frameBytes(k, cached), where: () => `the swap cache of ${hex(va)}` };
       const b = k.swap.bytes(slot);
-      return { bytes: b ?? ZEROS, where: `the swap slot of ${hex(va)}` };
+      return { bytes: b ?? ZEROS, where: () => `the swap slot of ${hex(va)}` };
     }
     if (vma.file) {
       const idx = vma.fileIndex(va);
       const f = vma.file.pageCache.get(idx);
-      return { bytes: f !== undefined ? frameBytes(k, f) : vma.file.diskPage(idx), where: `${vma.file.name} behind ${hex(va)} (no private copy)` };
+      const name = vma.file.name;
+      return { bytes: f !== undefined ? frameBytes(k, f) : vma.file.diskPage(idx), where: () => `${name} behind ${hex(va)} (no private copy)` };
     }
-    return { bytes: ZEROS, where: `nothing at ${hex(va)} (reads as zeros)` };
+    return { bytes: ZEROS, where: () => `nothing at ${hex(va)} (reads as zeros)` };
   }
 
   function finish(): void {
@@ -456,7 +460,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
         const where = loc.kind === 'mm'
           ? `${hex(loc.page * PAGE_SIZE + first)} of mm${loc.mm}`
           : `offset ${loc.page * PAGE_SIZE + first} of ${loc.k.fileById(loc.file)?.name ?? `file ${loc.file}`}`;
-        const message = `${lost} byte(s) written at ${where} are lost: ${now.where} holds ${now.bytes[first]} where ` +
+        const message = `${lost} byte(s) written at ${where} are lost: ${now.where()} holds ${now.bytes[first]} where ` +
           `the last write put ${s.bytes[first]}`;
         const steps: (TrailEntry | null | undefined)[] = [...writers].sort((a, b) => a - b).slice(-4).map((w) => {
           const wr = s.writers[w];
@@ -464,7 +468,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
           return 'access' in wr ? ctx.trailAccess(wr) : wr;
         });
         if (loc.kind === 'file') steps.push(lastWriteback.get(`${ctx.kernelIndex(loc.k)}:${loc.file}:${loc.page}`));
-        steps.push({ time: ctx.sim.now(), kind: 'finish', text: `end of run: ${now.where}` });
+        steps.push({ time: ctx.sim.now(), kind: 'finish', text: `end of run: ${now.where()}` });
         ctx.emitViolation(violation(id, ctx.sim.now(), message, steps));
       }
     }

@@ -9,6 +9,7 @@ import { PRESET_NAMES, SpecError, loadSpec } from './sweep/spec.ts';
 import { parseShard, type Shard } from './sweep/grid.ts';
 import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
+import { registerFuzzCommands } from './fuzz/index.ts';
 
 /**
  * `npm run lab -- <command>`: the command line. Bad input (an unknown scenario, option or
@@ -145,6 +146,7 @@ export function buildCli(out: (line: string) => void): Command {
       pending = mergeSweeps(dirs, opts.out, out).then((r) => (r.failed > 0 ? 1 : 0));
       pending.catch(() => undefined);
     });
+  registerFuzzCommands(program, out);
   return program;
 }
 

@@ -4,9 +4,9 @@
  * only FOLL_PIN pins; then the process forks and writes its buffer.
  *
  * Real-world bug: kernel hazard H8 and the 2020 `has_pinned` thread (Jason Gunthorpe,
- * Linus Torvalds; seed 2020). Since 5.9 fork gives the child a copy of every anonymous
- * page that `folio_maybe_dma_pinned` reports in an mm with MMF_HAS_PINNED (rules 57, 66,
- * 67), so the parent keeps the page the NIC uses. A FOLL_GET reference sets neither the
+ * Linus Torvalds, Peter Xu's series; the 2020 seed discussion). Since 5.9 fork gives the
+ * child a copy of every anonymous page that `folio_maybe_dma_pinned` reports in an mm
+ * with MMF_HAS_PINNED (rules 57, 66, 67), so the parent keeps the page the NIC uses. A FOLL_GET reference sets neither the
  * flag nor the pin bias: fork COW-shares the page, the parent's next write breaks COW into
  * a new page, and the NIC keeps reading and writing the old one, now the child's. Drivers
  * that were not converted to `pin_user_pages` (5.6-5.8 era code: GUP flags of
@@ -17,8 +17,9 @@
  * the reference pinned strategy is exactly as incoherent there: the difference only shows
  * on a kernel that offers the fix.
  *
- * Caught by: pinned-incoherence (a warning) whose trail shows the write (wp) fault after
- * the fork, which the reference strategy never produces on linux-6.x.
+ * Caught by: pinned-incoherence (a warning) whose trail shows the process's own COW break
+ * after the fork (the write fault, or the one-page CLEAR it sends), which the reference
+ * strategy never produces on linux-6.x.
  *
  * The change: the `UmemGup` seam of the reference with `how` = get and the flags without
  * FOLL_LONGTERM.

@@ -1,0 +1,189 @@
+/**
+ * The shrinking fuzzer: fast-check draws command lists (commands.ts), each runs in one
+ * simulation (run.ts) whose seed fast-check also draws, so one fast-check seed decides
+ * everything; a failing list shrinks to a minimal one, which becomes a reproducer.
+ *
+ * What "failing" means depends on the target (targets.ts):
+ * - a reference strategy fails on any violation its design does not allow, a model
+ *   failure (a task threw) or an exception inside a checker;
+ * - a broken variant "fails" when its expected checker catches it: the counterexample is
+ *   the catch, shrunk to the fewest commands that still show it.
+ *
+ * @example
+ *   const r = fuzz(fuzzTarget('zap-without-sync')!, { runs: 50, seed: 1 });
+ *   if (r.found) console.log(formatFinding(r));
+ */
+import fc from 'fast-check';
+import type { ProfileName } from '../../kernel-model/index.ts';
+import { renderText, type Violation } from '../../sanitizer/index.ts';
+import { DEFAULT_SHAPE, commandsArbitrary, describeCommand, type Command, type CommandShape } from './commands.ts';
+import { DEFAULT_RUN_CONFIG, runCommands, type RunConfig, type RunResult } from './run.ts';
+import { isExpectedCatch, unexpectedViolations, type FuzzTarget } from './targets.ts';
+
+export interface FuzzOptions {
+  runs: number;
+  /** fast-check's seed: it draws every command list and every simulation seed. */
+  seed: number;
+  /** The kernel profile (default: the target's). */
+  profile?: ProfileName;
+  shape?: CommandShape;
+  /** Run knobs other than the seed and profile. */
+  config?: Partial<Omit<RunConfig, 'seed' | 'profile'>>;
+  /** Simulations spent shrinking a failure at most (each is one run). */
+  shrinkBudget?: number;
+  /** Called after every run (progress). */
+  onRun?: (index: number, result: RunResult) => void;
+}
+
+/** Everything needed to replay one run: `lab replay file.json`. */
+export interface Reproducer {
+  version: 1;
+  driver: string;
+  profile: ProfileName;
+  /** The simulation's seed (drawn by fast-check). */
+  simSeed: number;
+  preempt: RunConfig['preempt'];
+  frames: number;
+  commandPhaseNs: number;
+  epilogueNs: number;
+  maxEvents: number;
+  /** How it was found: `lab fuzz --driver <driver> --runs <runs> --seed <fcSeed>`. */
+  found: { fcSeed: number; runs: number; run: number; path: string } | null;
+  commands: Command[];
+}
+
+export interface FuzzReport {
+  target: FuzzTarget;
+  profile: ProfileName;
+  seed: number;
+  runs: number;
+  /** Whether the property failed: a violation on a reference, the expected catch on a broken variant. */
+  found: boolean;
+  /** Runs until the first failure (1-based), when found. */
+  runsToDetection?: number;
+  /** Simulations spent shrinking. */
+  shrinkRuns: number;
+  /** The shrunk failing run, replayable. */
+  reproducer?: Reproducer;
+  /** What the shrunk run reported (all violations) and which of them made it fail. */
+  violations?: Violation[];
+  failing?: Violation[];
+  failure?: string;
+  sanitizerErrors?: readonly string[];
+  /** Violation ids seen over all runs (including allowed warnings), per id the runs that showed it. */
+  seen: Record<string, number>;
+}
+
+export const DEFAULT_SHRINK_BUDGET = 500;
+
+/** Why a run fails the target's property: the violations (or failure) that count. */
+export function failingPart(t: FuzzTarget, r: RunResult): { violations: Violation[]; failure?: string; sanitizerErrors: readonly string[] } | null {
+  if (t.kind === 'broken') {
+    const caught = r.violations.filter((v) => isExpectedCatch(t, v));
+    return caught.length > 0 ? { violations: caught, sanitizerErrors: [] } : null;
+  }
+  const bad = unexpectedViolations(t, r.violations);
+  if (bad.length === 0 && r.failure === undefined && r.sanitizerErrors.length === 0) return null;
+  const out: { violations: Violation[]; failure?: string; sanitizerErrors: readonly string[] } = { violations: bad, sanitizerErrors: r.sanitizerErrors };
+  if (r.failure !== undefined) out.failure = r.failure;
+  return out;
+}
+
+export function runConfigFor(t: FuzzTarget, opts: Pick<FuzzOptions, 'profile' | 'config'>, seed: number): RunConfig {
+  return { ...DEFAULT_RUN_CONFIG, ...opts.config, seed, profile: opts.profile ?? t.profile };
+}
+
+/** One run of a target (the fuzzer's property body, also used by replay). */
+export function runTarget(t: FuzzTarget, commands: readonly Command[], config: RunConfig): RunResult {
+  return runCommands({ name: t.name, nic: t.nic, strategy: t.strategy }, commands, config);
+}
+
+/** Fuzz `t`: `runs` random command lists from fast-check's `seed`, shrinking the first failure. */
+export function fuzz(t: FuzzTarget, opts: FuzzOptions): FuzzReport {
+  const shape = opts.shape ?? DEFAULT_SHAPE;
+  const budget = opts.shrinkBudget ?? DEFAULT_SHRINK_BUDGET;
+  const seen: Record<string, number> = {};
+  let runIndex = 0;
+  let firstFailureRun = 0;
+  let shrinkRuns = 0;
+  const property = fc.property(
+    fc.noShrink(fc.integer({ min: 1, max: 2 ** 31 - 1 })),
+    commandsArbitrary(shape),
+    (simSeed, commands) => {
+      if (firstFailureRun > 0) {
+        // Shrinking: past the budget, stop exploring (every candidate "passes").
+        if (shrinkRuns >= budget) return true;
+        shrinkRuns++;
+      }
+      runIndex++;
+      const r = runTarget(t, commands, runConfigFor(t, opts, simSeed));
+      if (firstFailureRun === 0) {
+        for (const id of new Set(r.violations.map((v) => v.id))) seen[id] = (seen[id] ?? 0) + 1;
+        opts.onRun?.(runIndex, r);
+      }
+      const failed = failingPart(t, r) !== null;
+      if (failed && firstFailureRun === 0) firstFailureRun = runIndex;
+      return !failed;
+    },
+  );
+  const details = fc.check(property, { numRuns: opts.runs, seed: opts.seed, endOnFailure: false });
+  const profile = opts.profile ?? t.profile;
+  const report: FuzzReport = { target: t, profile, seed: opts.seed, runs: opts.runs, found: details.failed, shrinkRuns, seen };
+  if (!details.failed || !details.counterexample) return report;
+  const [simSeed, commands] = details.counterexample;
+  const config = runConfigFor(t, opts, simSeed);
+  const final = runTarget(t, commands, config);
+  const part = failingPart(t, final);
+  report.runsToDetection = firstFailureRun;
+  report.reproducer = {
+    version: 1, driver: t.name, profile, simSeed, preempt: config.preempt, frames: config.frames,
+    commandPhaseNs: config.commandPhaseNs, epilogueNs: config.epilogueNs, maxEvents: config.maxEvents,
+    found: { fcSeed: opts.seed, runs: opts.runs, run: firstFailureRun, path: details.counterexamplePath ?? '' },
+    commands,
+  };
+  report.violations = final.violations;
+  report.failing = part?.violations ?? [];
+  if (part?.failure !== undefined) report.failure = part.failure;
+  if (part && part.sanitizerErrors.length > 0) report.sanitizerErrors = part.sanitizerErrors;
+  return report;
+}
+
+/** The run a reproducer describes. */
+export function replayReproducer(t: FuzzTarget, rep: Reproducer): RunResult {
+  return runTarget(t, rep.commands, {
+    seed: rep.simSeed, profile: rep.profile, preempt: rep.preempt, frames: rep.frames,
+    commandPhaseNs: rep.commandPhaseNs, epilogueNs: rep.epilogueNs, maxEvents: rep.maxEvents,
+  });
+}
+
+/** The command lines that find and replay a reproducer. */
+export function reproducerCommandLines(rep: Reproducer, file: string): string[] {
+  const lines: string[] = [];
+  if (rep.found) {
+    lines.push(`npm run lab -- fuzz --driver ${rep.driver} --runs ${rep.found.runs} --seed ${rep.found.fcSeed} --profile ${rep.profile}`);
+  }
+  lines.push(`npm run lab -- replay ${file}`);
+  return lines;
+}
+
+/** A finding for people: what failed, the shrunk command list, how to run it again. */
+export function formatFinding(r: FuzzReport, file: string): string {
+  const rep = r.reproducer;
+  if (!rep) return `${r.target.name}: nothing found in ${r.runs} runs (seed ${r.seed}, profile ${r.profile})\n`;
+  const what = r.target.kind === 'broken'
+    ? `caught by ${r.target.expectedChecker}`
+    : `violation${(r.failing?.length ?? 0) === 1 ? '' : 's'} on a reference strategy`;
+  let out = `${r.target.name}: ${what} in run ${r.runsToDetection} of ${r.runs} (fast-check seed ${r.seed}, profile ${r.profile}); ` +
+    `shrunk to ${rep.commands.length} command${rep.commands.length === 1 ? '' : 's'} (${r.shrinkRuns} shrink runs)\n\n`;
+  if (r.failure) out += `model failure: ${r.failure}\n\n`;
+  for (const e of r.sanitizerErrors ?? []) out += `sanitizer error: ${e}\n`;
+  out += renderText(r.failing ?? []);
+  const others = (r.violations ?? []).filter((v) => !(r.failing ?? []).includes(v));
+  if (others.length > 0) out += `\nalso reported (${others.length}): ${[...new Set(others.map((v) => v.id))].join(', ')}\n`;
+  out += `\ncommands (simulation seed ${rep.simSeed}):\n`;
+  for (const c of rep.commands) out += `  ${describeCommand(c)}\n`;
+  out += `\nreproduce:\n`;
+  for (const l of reproducerCommandLines(rep, file)) out += `  ${l}\n`;
+  out += `\n${file}:\n${JSON.stringify(rep)}\n`;
+  return out;
+}

@@ -1,0 +1,108 @@
+/**
+ * What the fuzzer can run against: the three reference strategies, and every broken
+ * variant of driver/broken. A reference must produce no violation except those its
+ * design makes legal; a broken variant must be caught by its named checker.
+ */
+import type { ProfileName } from '../../kernel-model/index.ts';
+import { holdoffStrategy, odpStrategy, pinnedStrategy, type UmemStrategy } from '../../driver/index.ts';
+import { BROKEN_DRIVERS, DEFAULT_BROKEN_PARAMS, type BrokenParams } from '../../driver/broken/index.ts';
+import { VIOLATION_IDS, type Violation, type ViolationId } from '../../sanitizer/index.ts';
+
+/**
+ * The holdoff timeout the fuzzer gives holdoff strategies: short enough that ordinary
+ * transfers outlive it (a 4-page RDMA WRITE with its ACK takes about 4 µs), so the
+ * timeout path (revocation) runs in many runs, not only the drain path.
+ */
+export const FUZZ_HOLDOFF_TIMEOUT_NS = 2_000;
+
+export const FUZZ_PARAMS: BrokenParams = { ...DEFAULT_BROKEN_PARAMS, holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS };
+
+export interface FuzzTarget {
+  name: string;
+  kind: 'reference' | 'broken';
+  nic: 'faultable' | 'non-faultable';
+  /** The profile it runs on unless --profile says otherwise. */
+  profile: ProfileName;
+  strategy(): UmemStrategy;
+  /** Violation ids this target may legitimately produce (warnings its design implies). */
+  allowed: readonly ViolationId[];
+  /** Broken variants: the checker expected to catch it, and the evidence it must show. */
+  expectedChecker?: ViolationId;
+  evidence?: RegExp;
+  detection?: 'fuzz' | 'directed';
+  whyDirected?: string;
+  bug?: string;
+  realWorld?: string;
+  file: string;
+}
+
+function asViolationId(id: string, who: string): ViolationId {
+  if (!(VIOLATION_IDS as readonly string[]).includes(id)) throw new Error(`broken driver ${who}: unknown checker '${id}'`);
+  return id as ViolationId;
+}
+
+export const REFERENCE_TARGETS: readonly FuzzTarget[] = [
+  {
+    name: 'pinned', kind: 'reference', nic: 'non-faultable', profile: 'linux-6.x', strategy: () => pinnedStrategy(),
+    // Pinning's documented hazards, reported as warnings: the MR stops following the process
+    // (rdma H1, H3/H8), and the pinned pages cannot move (rules 71-73, H11/H12).
+    allowed: ['pinned-incoherence', 'blocked-migration'],
+    file: 'driver/umem-pinned.ts',
+  },
+  {
+    name: 'odp', kind: 'reference', nic: 'faultable', profile: 'linux-6.x', strategy: () => odpStrategy(),
+    allowed: [],
+    file: 'driver/umem-odp.ts',
+  },
+  {
+    name: 'holdoff', kind: 'reference', nic: 'non-faultable', profile: 'linux-6.x',
+    strategy: () => holdoffStrategy({ holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS }),
+    allowed: [],
+    file: 'driver/umem-holdoff.ts',
+  },
+];
+
+/**
+ * The evidence of driver/broken's registry as predicates over a violation's text and trail.
+ * foll-get-fork: the process's own COW break (a write fault after fork) replaced the page,
+ * seen either at the fault ("write fault (wp)") or at the end of the one-page CLEAR that
+ * wp_page_copy sends from the faulting user thread (no syscall: "[task N nXpY/...]"); the
+ * reference pinned strategy's incoherence comes from munmap, mmap or MADV_DONTNEED instead.
+ */
+const EVIDENCE: Record<string, RegExp> = {
+  'foll-get-fork': /fault \(wp\)|CLEAR \[0x[0-9a-f]+, 0x[0-9a-f]+\) of mm\d+ \[task \d+ n\d+p\d+\//,
+};
+
+export const BROKEN_TARGETS: readonly FuzzTarget[] = BROKEN_DRIVERS.map((b) => {
+  const t: FuzzTarget = {
+    name: b.name, kind: 'broken', nic: b.nic, profile: b.profile, strategy: () => b.strategy(FUZZ_PARAMS),
+    allowed: [], expectedChecker: asViolationId(b.expectedChecker, b.name), detection: b.detection,
+    bug: b.bug, realWorld: b.realWorld, file: b.file,
+  };
+  if (b.evidence) {
+    const ev = EVIDENCE[b.name];
+    if (!ev) throw new Error(`broken driver ${b.name}: evidence '${b.evidence}' has no predicate in scenarios/fuzz/targets.ts`);
+    t.evidence = ev;
+  }
+  if (b.whyDirected) t.whyDirected = b.whyDirected;
+  return t;
+});
+
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [...REFERENCE_TARGETS, ...BROKEN_TARGETS];
+
+export function fuzzTarget(name: string): FuzzTarget | undefined {
+  return FUZZ_TARGETS.find((t) => t.name === name);
+}
+
+/** Violations that make a run fail for this target (for a reference: everything not allowed). */
+export function unexpectedViolations(t: FuzzTarget, violations: readonly Violation[]): Violation[] {
+  return violations.filter((v) => !t.allowed.includes(v.id));
+}
+
+/** Whether a violation is the one a broken target is expected to produce. */
+export function isExpectedCatch(t: FuzzTarget, v: Violation): boolean {
+  if (v.id !== t.expectedChecker) return false;
+  if (!t.evidence) return true;
+  const ev = t.evidence;
+  return ev.test(v.message) || v.trail.some((e) => ev.test(e.text));
+}
