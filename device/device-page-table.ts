@@ -24,7 +24,7 @@ export const PTE_READ_WRITE = 2;
 export type PtePerm = typeof PTE_ABSENT | typeof PTE_READ | typeof PTE_READ_WRITE;
 
 /** Entries per chunk. Chunk arithmetic uses division, not shifts: page indices of a huge MR exceed 2^31. */
-const CHUNK_PAGES = 8;
+const CHUNK_PAGES = 32;
 /** Bytes per chunk: perm (1) + frame (4) + generation (8) + installedAt (8) per entry. */
 const CHUNK_BYTES = CHUNK_PAGES * (1 + 4 + 8 + 8);
 

@@ -15,10 +15,12 @@
 
 /** Entries kept in the small array; one more turns the mirror into a Map. */
 const SMALL_ENTRIES = 8;
+/** The small form of an empty mirror (shared: never written, only replaced). */
+const NONE: number[] = [];
 
 export class PageMirror implements Iterable<[number, number]> {
   /** Small form: [key0, value0, key1, value1, ...] in insertion order; null once a Map. */
-  private small: number[] | null = [];
+  private small: number[] | null = NONE;
   private map: Map<number, number> | null = null;
 
   get size(): number {
@@ -51,7 +53,8 @@ export class PageMirror implements Iterable<[number, number]> {
     if (i >= 0) {
       s[i + 1] = value;
     } else if (s.length < 2 * SMALL_ENTRIES) {
-      s.push(key, value);
+      // A new array of the exact size (push would reserve room for 16 more elements).
+      this.small = s.length === 0 ? [key, value] : s.concat(key, value);
     } else {
       const m = new Map<number, number>();
       for (let j = 0; j < s.length; j += 2) m.set(s[j] as number, s[j + 1] as number);

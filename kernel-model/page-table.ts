@@ -23,7 +23,7 @@ export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 
 /** Entries per leaf: small, so a page touched alone in a huge range costs little. */
-const LEAF = 8;
+const LEAF = 32;
 /** Pages per 1 GiB PUD slot. */
 const PUD_PAGES = 512 * 512;
 /** Leaves per block of entries (256 KiB), and in the first block (then doubling). */

@@ -118,12 +118,17 @@ export class SimScheduler implements SchedulerLike {
     for (;;) {
       if (this.ringCount > 0) {
         while ((this.ring[this.ringCursor] as SimEvent[]).length === 0) this.ringCursor++;
+        // The bucket's array stays in the ring, emptied, for the next pass to fill: no new
+        // array (and no regrowth) per bucket drained.
         const bucket = this.ring[this.ringCursor] as SimEvent[];
-        this.ring[this.ringCursor] = [];
         this.ringCount -= bucket.length;
         this.ringCursor++;
         this.horizon = this.ringBase + this.ringCursor * this.ringWidth;
-        for (const ev of bucket) if (!ev.cancelled) this.heapPush(ev);
+        for (let i = 0; i < bucket.length; i++) {
+          const ev = bucket[i] as SimEvent;
+          if (!ev.cancelled) this.heapPush(ev);
+        }
+        bucket.length = 0;
         if (this.size > 0) return true;
         continue;
       }

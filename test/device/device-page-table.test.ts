@@ -89,3 +89,37 @@ test('updateEntries refuses a range outside the MR and writable entries in a rea
   t.is(ro.counters.updatedPages, 2);
   t.is(ro.counters.zappedPages, 2);
 });
+
+test('thousands of scattered chunks (many storage blocks, freed slots reused) read back what was written', (t) => {
+  const pages = 2 ** 35;
+  const pt = new DevicePageTable(pages);
+  const ref = new Map<number, [number, number, number, number]>();
+  let x = 12345;
+  const rnd = (n: number) => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0), Math.floor((x / 2 ** 32) * n));
+  for (let round = 0; round < 3; round++) {
+    for (let k = 0; k < 12_000; k++) {
+      const i = rnd(pages);
+      const e: [number, number, number, number] = [rnd(1e6), rnd(2) ? PTE_READ : PTE_READ_WRITE, round * 1e5 + k, k * 7];
+      pt.set(i, e[0], e[1] as typeof PTE_READ, e[2], e[3]);
+      ref.set(i, e);
+    }
+    // Clear about a quarter, which frees their chunks for reuse by the next round.
+    for (const i of [...ref.keys()]) if (rnd(4) === 0) { t.true(pt.clear(i)); ref.delete(i); }
+  }
+  t.is(pt.presentPages, ref.size);
+  const out = newTranslation();
+  for (const [i, [frame, perm, generation, installedAt]] of ref) {
+    t.true(pt.lookup(i, out));
+    if (out.frame !== frame || out.perm !== perm || out.generation !== generation || out.installedAt !== installedAt) {
+      t.fail(`page ${i}: ${JSON.stringify(out)} instead of ${JSON.stringify([frame, perm, generation, installedAt])}`);
+      return;
+    }
+  }
+  const seen: number[] = [];
+  pt.forEachPresent((i, frame) => { seen.push(i); if (ref.get(i)?.[0] !== frame) t.fail(`forEachPresent: page ${i} frame ${frame}`); });
+  t.deepEqual(seen, [...ref.keys()].sort((a, b) => a - b));
+  for (let k = 0; k < 100; k++) {
+    const i = rnd(pages);
+    t.is(pt.frameOf(i), ref.get(i)?.[0] ?? -1);
+  }
+});
