@@ -6,11 +6,18 @@
  * stays at N). The design target is a flat cost: 1M pending within 2x of 1k (rxjs's
  * VirtualTimeScheduler re-sorts on every schedule and grows ~75x from 1k to 50k).
  *
- * Wall time is fine here: this is bench code, not model code.
+ * Wall time is fine here: this is bench code, not model code. The sizes run in turn,
+ * `ENGINE_REPEATS` times (default 3); each figure is the median of its repeats, the ratio
+ * the median of the per-repeat ratios, with the lowest and highest beside it. The time the
+ * garbage collector took inside each timed loop is reported per cycle too (from the
+ * runtime's `gc` performance entries): with 1M pending every event outlives the young
+ * generation, so the scavenges that copy and promote them are a visible part of the cost.
  *
  * @example
  *   npx tsx bench/engine.ts   # prints the JSON figures
+ *   ENGINE_REPEATS=5 npx tsx bench/engine.ts
  */
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Rng, SimScheduler, Simulation } from '../kernel-model/sim/index.ts';
 import { benchNotifierDispatch } from './notifier-dispatch.ts';
@@ -22,6 +29,9 @@ const WARMUP_CYCLES = 100_000;
 const MAX_DELAY_NS = 10_000_000;
 
 function noop(): void {}
+
+/** Timed loops, as performance.now() spans, to attribute GC entries to. */
+const windows: { pending: number; from: number; to: number }[] = [];
 
 /** Wall ns per pop+push cycle with `pending` events in the heap. */
 function schedulerCycleNs(pending: number, rng: Rng): number {
@@ -35,12 +45,14 @@ function schedulerCycleNs(pending: number, rng: Rng): number {
     s.pop();
     s.after(delays[k++] as number, noop);
   }
+  const from = performance.now();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < CYCLES; i++) {
     s.pop();
     s.after(delays[k++] as number, noop);
   }
   const t1 = process.hrtime.bigint();
+  windows.push({ pending, from, to: performance.now() });
   if (s.pending !== pending) throw new Error(`heap drifted: ${s.pending} pending, expected ${pending}`);
   return Number(t1 - t0) / CYCLES;
 }
@@ -59,28 +71,63 @@ function taskWakeNs(): number {
 }
 
 const round = (x: number) => Math.round(x * 10) / 10;
+const r2 = (x: number) => Math.round(x * 100) / 100;
+const median = (xs: readonly number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
 
-export function benchEngine(): Record<string, unknown> {
+export async function benchEngine(): Promise<Record<string, unknown>> {
+  const envRepeats = Number(process.env['ENGINE_REPEATS']);
+  const repeats = Number.isInteger(envRepeats) && envRepeats > 0 ? envRepeats : 3;
+  const gcs: { start: number; duration: number }[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcs.push({ start: e.startTime, duration: e.duration });
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  windows.length = 0;
   const rng = new Rng(0x5eed);
-  const perEventNs: Record<string, number> = {};
-  for (const n of SIZES) perEventNs[String(n)] = round(schedulerCycleNs(n, rng));
-  const small = perEventNs['1000'] as number;
-  const large = perEventNs['1000000'] as number;
-  const ratio = Math.round((large / small) * 100) / 100;
+  const runs: Record<string, number[]> = {};
+  const ratios: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const one: Record<string, number> = {};
+    for (const n of SIZES) (runs[String(n)] ??= []).push((one[String(n)] = schedulerCycleNs(n, rng)));
+    ratios.push((one['1000000'] as number) / (one['1000'] as number));
+  }
+  const taskWake = round(taskWakeNs());
+  const notifierDispatch = benchNotifierDispatch(repeats);
+  // The gc entries arrive once the event loop turns.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  obs.disconnect();
+  const gcNs: Record<string, number> = {};
+  for (const n of SIZES) {
+    const ws = windows.filter((w) => w.pending === n);
+    const ms = ws.map((w) => gcs.filter((g) => g.start >= w.from && g.start < w.to).reduce((a, g) => a + g.duration, 0));
+    gcNs[String(n)] = round((median(ms) * 1e6) / CYCLES);
+  }
+  const perEventNs = Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, round(median(v))]));
+  const ratio = r2(median(ratios));
   return {
     scheduler: {
-      what: 'wall ns per pop+push cycle, steady state, by pending events',
+      what: 'wall ns per pop+push cycle, steady state, by pending events (median of repeats)',
       cycles: CYCLES,
+      repeats,
+      envVars: ['ENGINE_REPEATS'],
       perEventNs,
+      gcNsPerEvent: gcNs,
+      runs: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map(round)])),
       ratio1Mto1k: ratio,
+      ratioMin: r2(Math.min(...ratios)),
+      ratioMax: r2(Math.max(...ratios)),
       targetRatio: 2,
       flat: ratio <= 2,
     },
-    taskWakeNsPerEvent: round(taskWakeNs()),
-    notifierDispatch: benchNotifierDispatch(),
+    taskWakeNsPerEvent: taskWake,
+    notifierDispatch,
   };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  console.log(JSON.stringify(benchEngine(), null, 2));
+  console.log(JSON.stringify(await benchEngine(), null, 2));
 }

@@ -6,9 +6,10 @@
  * one grew. Progress goes to stderr, the JSON to stdout.
  *
  * The defaults are the issue's sizes and take several minutes; the environment variables
- * that shrink them (TRAFFIC_WRITES, IMPLICIT_READS, SANITIZER_WRITES, SWEEP_PRESET,
- * SWEEP_REPEATS) reach the children, and `BENCH_ONLY=engine,sanitizer` picks benchmarks.
- * bench/README.md lists the targets and the last figures.
+ * that change them (ENGINE_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS, SANITIZER_WRITES,
+ * SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS) reach the children, and
+ * `BENCH_ONLY=engine,sanitizer` picks benchmarks. bench/README.md lists the targets and
+ * the last figures.
  *
  * To add one: write bench/NAME.ts printing its JSON when run directly, and add NAME below.
  *
@@ -31,7 +32,9 @@ const BENCHES = {
 
 type BenchName = keyof typeof BENCHES;
 
-const ENV_VARS = ['TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SWEEP_PRESET', 'SWEEP_REPEATS'] as const;
+const ENV_VARS = [
+  'ENGINE_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS', 'SWEEP_PRESET', 'SWEEP_REPEATS',
+] as const;
 
 function runChild(name: BenchName): Promise<Record<string, unknown>> {
   const file = fileURLToPath(new URL(`./${name}.ts`, import.meta.url));

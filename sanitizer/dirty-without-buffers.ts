@@ -22,11 +22,17 @@ import { formatNs, violation } from './violation.ts';
 export function createDirtyWithoutBuffers(ctx: SanitizerContext): Checker {
   const id = 'dirty-without-buffers';
   const cleaned = new Map<string, TrailEntry>();
-  const lastDeviceWrite = new Map<string, AccessEvent>();
+  /** Per kernel: frame -> the last device write into it (no string built per write). */
+  const lastDeviceWrite = new Map<Kernel, Map<number, AccessEvent>>();
   const key = (k: Kernel, frame: number) => `${ctx.kernelIndex(k)}:${frame}`;
+  const writesOf = (k: Kernel) => {
+    let m = lastDeviceWrite.get(k);
+    if (!m) lastDeviceWrite.set(k, (m = new Map()));
+    return m;
+  };
 
   ctx.on(ctx.access$, id, (e) => {
-    if (e.access.write && e.kernel) lastDeviceWrite.set(key(e.kernel, e.access.frame), e);
+    if (e.access.write && e.kernel) writesOf(e.kernel).set(e.access.frame, e);
   });
 
   ctx.onRecords(['writeback', 'dirty-without-buffers'], id, (r) => {
@@ -35,7 +41,7 @@ export function createDirtyWithoutBuffers(ctx: SanitizerContext): Checker {
         if (k.fileById(r.file)?.pageCache.get(r.index) !== r.frame) continue;
         const name = k.fileById(r.file)?.name ?? `file ${r.file}`;
         cleaned.set(key(k, r.frame), { time: r.t, kind: 'writeback', task: r.task, text: `writeback cleaned page ${r.index} of ${name} (frame ${r.frame}) [${ctx.taskName(r.task)}]` });
-        lastDeviceWrite.delete(key(k, r.frame));
+        lastDeviceWrite.get(k)?.delete(r.frame);
       }
       return;
     }
@@ -45,7 +51,7 @@ export function createDirtyWithoutBuffers(ctx: SanitizerContext): Checker {
     const k = candidates[0];
     const file = k ? k.fileById(k.phys.mappingFile[r.frame] as number) : undefined;
     const what = file ? `page ${k!.phys.index[r.frame]} of ${file.name}` : 'a file page';
-    const dw = k ? lastDeviceWrite.get(key(k, r.frame)) : undefined;
+    const dw = k ? lastDeviceWrite.get(k)?.get(r.frame) : undefined;
     const s = ctx.syscallOf(r.task);
     const message = `${r.caller} dirtied frame ${r.frame} (${what}) whose filesystem buffers were dropped after writeback cleaned it` +
       `${dw ? `; the device wrote it at ${formatNs(dw.access.time)}` : ''}`;

@@ -43,7 +43,8 @@ export interface FaultRetryMetrics {
 
 export function createFaultRetryStorm(ctx: SanitizerContext, budgetNs = HMM_RANGE_DEFAULT_TIMEOUT_NS): Checker {
   const id = 'fault-retry-storm';
-  const outstanding = new Map<string, Outstanding>();
+  /** Per NIC name: fault id -> the fault while it is outstanding. */
+  const outstanding = new Map<string, Map<number, Outstanding>>();
   const m: FaultRetryMetrics = { faults: 0, faultsResumed: 0, faultsCollided: 0, collisions: 0, maxCollisionsPerFault: 0, maxFaultNs: 0, budgetExhausted: 0 };
 
   ctx.on(ctx.fault$, id, (e) => {
@@ -54,12 +55,14 @@ export function createFaultRetryStorm(ctx: SanitizerContext, budgetNs = HMM_RANG
     const va = b.addr + (f.iova - b.iova);
     const start = Math.floor(va / PAGE_SIZE) * PAGE_SIZE;
     const end = Math.ceil((va + Math.max(1, f.length)) / PAGE_SIZE) * PAGE_SIZE;
-    outstanding.set(`${f.nic}:${f.id}`, { e, kernel: e.kernel, mm: b.mmId, start, end, collisions: 0, first: [] });
+    let byId = outstanding.get(f.nic);
+    if (!byId) outstanding.set(f.nic, (byId = new Map()));
+    byId.set(f.id, { e, kernel: e.kernel, mm: b.mmId, start, end, collisions: 0, first: [] });
   });
 
   ctx.on(ctx.invalidation$, id, ({ phase, inv }) => {
     if (phase !== 'start') return;
-    for (const o of outstanding.values()) {
+    for (const byId of outstanding.values()) for (const o of byId.values()) {
       if (o.kernel !== inv.kernel || o.mm !== inv.mm.id || inv.end <= o.start || o.end <= inv.start) continue;
       o.collisions++;
       if (o.first.length < 4) o.first.push(inv);
@@ -67,13 +70,13 @@ export function createFaultRetryStorm(ctx: SanitizerContext, budgetNs = HMM_RANG
   });
 
   ctx.on(ctx.resume$, id, ({ resume: r }) => {
-    const key = `${r.fault.nic}:${r.fault.id}`;
-    const o = outstanding.get(key);
+    const byId = outstanding.get(r.fault.nic);
+    const o = byId?.get(r.fault.id);
     m.faultsResumed++;
     const took = r.time - r.fault.time;
     m.maxFaultNs = Math.max(m.maxFaultNs, took);
     if (!o) return;
-    outstanding.delete(key);
+    byId?.delete(r.fault.id);
     if (o.collisions > 0) m.faultsCollided++;
     m.collisions += o.collisions;
     m.maxCollisionsPerFault = Math.max(m.maxCollisionsPerFault, o.collisions);
