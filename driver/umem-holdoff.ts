@@ -61,7 +61,8 @@ export interface HoldoffStats {
   eagerRemapFailures: number;
 }
 
-function newHoldoffStats(): HoldoffStats {
+/** All counters at zero. */
+export function newHoldoffStats(): HoldoffStats {
   return {
     invalidations: 0, refusedNonBlockable: 0, heldOff: 0, holdoffNs: 0, maxHoldoffNs: 0, timeouts: 0, revocations: 0,
     syncRequests: 0, remaps: 0, remapFailures: 0, remapNs: 0, eagerRemaps: 0, eagerRemapFailures: 0,

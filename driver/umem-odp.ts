@@ -307,8 +307,9 @@ export class UmemOdp {
   /**
    * Under the umem mutex, after a clean read_retry: install the snapshot in the device
    * page table, one update command per run of valid pages. A fault grants write exactly
-   * when it asked for it (a downgrade maps read-only, D2); a snapshot grants what the CPU
-   * PTE grants (A4). An entry the device already has writable for the same frame stays
+   * when it asked for it (a downgrade maps read-only, D2) and the CPU PTE grants it (the
+   * pages it asked write for always do; a page the range only snapshotted may not); a
+   * snapshot grants what the CPU PTE grants (A4). An entry the device already has writable for the same frame stays
    * writable: nothing invalidated it, so that permission still holds. Returns the pages
    * programmed, or the device's -errno.
    *
@@ -335,7 +336,8 @@ export class UmemOdp {
       for (; j < n && (range.flags[j] as number) & HMM_PFN_VALID; j++) {
         const frame = range.pfns[j] as number;
         const old = this.pages.get(first + j);
-        const w = writable && ((mode.fault ? mode.write : ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0) || old === frame * 2 + 1);
+        const cpuWrite = ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0;
+        const w = writable && ((cpuWrite && (!mode.fault || mode.write)) || old === frame * 2 + 1);
         frames.push(frame);
         writes.push(w);
       }
