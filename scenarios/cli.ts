@@ -13,6 +13,7 @@ import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
+import { registerInspectCommand } from './inspect/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
 
@@ -215,6 +216,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       setExit(r.failed > 0 ? 1 : 0);
     });
   registerFuzzCommands(program, io, setExit);
+  registerInspectCommand(program, out);
   return program;
 }
 
@@ -230,15 +232,22 @@ function toIo(w?: CliIo | ((line: string) => void)): CliIo {
 export async function runMain(argv: string[], w?: CliIo | ((line: string) => void)): Promise<number> {
   const io = toIo(w);
   let lastError = '';
-  let code = 0;
+  let code: number | undefined;
   const program = buildCli(io, (c) => (code = c));
   const capture = { writeOut: (s: string) => io.out(s.trimEnd()), writeErr: (s: string) => (lastError = s.trim()) };
   program.configureOutput(capture);
   for (const c of program.commands) c.exitOverride().configureOutput(capture);
+  // Commands that set process.exitCode themselves (lab inspect) are read from it.
+  const legacy = () => {
+    const c = typeof process.exitCode === 'number' ? process.exitCode : 0;
+    process.exitCode = undefined;
+    return c;
+  };
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return code;
+    return code ?? legacy();
   } catch (err) {
+    legacy();
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
         if (lastError) io.out(lastError);

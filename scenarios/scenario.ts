@@ -120,6 +120,8 @@ export interface RunScenarioOptions {
   strategy?: LoadedStrategy;
   /** Filled with the parameter keys the run read. */
   usedParams?: Set<string>;
+  /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
+  observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
 }
 
 /**
@@ -195,6 +197,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const trace = opts.traceFile ? new PerfettoTrace(sim, kernels, nics) : null;
   let out: { reason: string; failure?: string };
   if (main && setupFailure === undefined) {
+    opts.observe?.(sim, nodes);
     const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
     out = sim.run({ untilNs: def.untilNs, task });
   } else {
