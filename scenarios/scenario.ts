@@ -75,7 +75,11 @@ export interface ScenarioReport {
  */
 export function runScenario(
   def: ScenarioDefinition,
-  opts: { seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string },
+  opts: {
+    seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string;
+    /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
+    observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
+  },
 ): ScenarioReport {
   // Every documented parameter has a value: the defaults, then what the caller set.
   const defaults = parseSets([], def.params ?? []);
@@ -111,6 +115,7 @@ export function runScenario(
   const metrics = new RunMetrics(sim, kernels, nics);
   const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
   const trace = opts.traceFile ? new PerfettoTrace(sim, kernels, nics) : null;
+  opts.observe?.(sim, nodes);
   const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
   const out = sim.run({ untilNs: def.untilNs, task });
   sanitizer.finish();
