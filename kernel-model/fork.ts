@@ -5,7 +5,8 @@ import { insertVma } from './mmap.ts';
 import { PAGE_SIZE } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 
 /**
@@ -37,6 +38,16 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       if (pteHas(pte, PTE_SWAP)) {
         swap.dup(pteFrame(pte));
         child.pageTable.set(v, pte);
+        continue;
+      }
+      if (isMigrationEntry(pte)) {
+        // copy_nonpresent_pte: the child gets the entry too (a writable one becomes readable
+        // in both for a COW mapping), and remove_migration_ptes will restore it there.
+        const entry = cow ? makePte(pteFrame(pte), pteFlags(pte) & ~PTE_WRITE) : pte;
+        if (cow) phys.clear(pteFrame(pte), PG_ANON_EXCLUSIVE);
+        parent.pageTable.set(v, entry);
+        child.pageTable.set(v, entry);
+        migrationEntryAdded(parent.kernel, pteFrame(pte), child, addr);
         continue;
       }
       const f = pteFrame(pte);

@@ -6,7 +6,7 @@ import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
-  makePte, pteFrame, pteHas, ptePresent,
+  isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
 import type { Kernel } from './kernel.ts';
@@ -14,6 +14,7 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
 import { swapIn } from './swap.ts';
+import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
 
 export const FAULT_FLAG_WRITE = 1;
 /** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
@@ -39,6 +40,13 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   let pte = mm.pageTable.get(v);
   let kind = 'none';
   let ret = 0;
+  if (isMigrationEntry(pte)) {
+    // do_swap_page on a migration entry: migration_entry_wait, then the access is retried
+    // (here at once, on whatever PTE the migration left).
+    yield* migrationEntryWait(mm, v);
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'migration-wait', ret: 0, node: kernel.node });
+    return yield* handleMmFault(mm, vma, addr, flags);
+  }
 
   if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
     kind = 'swap-in';
@@ -236,6 +244,12 @@ export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, 
     mm.pageTable.clear(v);
     if (pteHas(pte, PTE_SWAP)) {
       swap.free(pteFrame(pte));
+      continue;
+    }
+    if (isMigrationEntry(pte)) {
+      // zap_nonpresent_ptes: a migration entry holds no reference and no mapcount; it just
+      // goes, and remove_migration_ptes will find nothing here to restore.
+      migrationEntryDropped(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE);
       continue;
     }
     const f = pteFrame(pte);
