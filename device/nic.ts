@@ -267,6 +267,11 @@ export class Nic implements FabricEndpoint {
     return this.mrs.get(key);
   }
 
+  /** Every live MR, in creation order (a read-only view for inspection). */
+  memoryRegions(): MemoryRegion[] {
+    return [...this.mrs.values()];
+  }
+
   // ---- translation commands ----------------------------------------------------------------
 
   /**
@@ -404,6 +409,11 @@ export class Nic implements FabricEndpoint {
 
   qpByNum(qpNum: number): QueuePair | undefined {
     return this.qps.get(qpNum);
+  }
+
+  /** Every QP not yet destroyed, in creation order (a read-only view for inspection). */
+  queuePairs(): QueuePair[] {
+    return [...this.qps.values()];
   }
 
   /**

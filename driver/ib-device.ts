@@ -23,6 +23,8 @@ export interface MrBindingEvent {
   length: number;
   iova: number;
   strategy: string;
+  /** The umem pins its pages (IbUmem.pinsPages). */
+  pinned?: boolean;
   event: 'reg' | 'dereg';
 }
 
@@ -106,7 +108,7 @@ export class IbDevice {
     if (!this.bindingSubject.observed) return;
     this.bindingSubject.next({
       nic: this.nic.name, key: umem.mr.lkey, mmId: umem.ctx.mm.id, addr: umem.addr, length: umem.length,
-      iova: umem.mr.iova, strategy: umem.strategy, event,
+      iova: umem.mr.iova, strategy: umem.strategy, event, ...(umem.pinsPages ? { pinned: true } : {}),
     });
   }
 

@@ -98,7 +98,11 @@ export interface ScenarioReport {
  */
 export function runScenario(
   def: ScenarioDefinition,
-  opts: { seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string },
+  opts: {
+    seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string;
+    /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
+    observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
+  },
 ): ScenarioReport {
   // Every documented parameter has a value: the defaults, then what the caller set.
   const defaults = parseSets([], def.params ?? []);
@@ -139,6 +143,7 @@ export function runScenario(
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
   const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
+  opts.observe?.(sim, nodes);
   const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
   const out = sim.run({ untilNs: def.untilNs, task });
   sanitizer.finish();
