@@ -14,7 +14,8 @@ import { forkWithPinnedRing, forkWithPinnedRingDontfork, pinnedRingZeroPage } fr
 import { migrationMeetsPin } from '../../scenarios/migration-meets-pin.ts';
 import { gupBiasFalsePositive } from '../../scenarios/gup-bias-false-positive.ts';
 
-const SEED = 7;
+// Seed 1 is the plain schedule the stories are told on (issue 11 item 5: other seeds jitter).
+const SEED = 1;
 
 function run(def: ScenarioDefinition, profile: ProfileName, driver: string, seed = SEED): ScenarioReport {
   const p = parseSets([], def.params ?? []);
