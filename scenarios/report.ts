@@ -19,13 +19,15 @@ export function outcomeText(r: ScenarioReport): string {
   parts.push(o.expected.length ? `expected ${o.expected.map((id) => `${id}×${o.seen[id] ?? 0}`).join(', ')}` : 'clean');
   if (o.unexpected.length) parts.push(`UNEXPECTED ${o.unexpected.map((id) => `${id}×${o.seen[id]}`).join(', ')}`);
   if (o.missing.length) parts.push(`MISSING ${o.missing.join(', ')}`);
+  if ((o.run === 'time-limit' || o.run === 'event-limit') && !o.ok && o.failure) parts.push(o.failure);
   return `${o.ok ? 'ok' : 'NOT OK'}: ${parts.join('; ')}`;
 }
 
 /** A scenario's report for a terminal: narrative, figures, violations with their trails. */
 export function renderReport(r: ScenarioReport): string[] {
   const lines: string[] = [];
-  lines.push(`== ${r.scenario}  (profile ${r.profile}, driver ${r.driver}, seed ${r.seed})`);
+  const driver = r.driverModule ? `${r.driver} from ${r.driverModule.path} in place of ${r.driverModule.stands}` : r.driver;
+  lines.push(`== ${r.scenario}  (profile ${r.profile}, driver ${driver}, seed ${r.seed})`);
   lines.push('');
   for (const n of r.narrative) lines.push(`${time(n.t)}  ${n.text}`);
   lines.push('');
