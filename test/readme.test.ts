@@ -18,8 +18,8 @@
  * Commands run in a scratch directory holding links to the repository's top-level
  * entries (so files they write, like a trace or a fuzz reproducer, land there), one
  * block's commands in order. `npm run [-s] <script>`, `npm start` and `npx tsx` run the
- * script's command line from package.json under `node --import tsx` (no npm banner, no
- * dependency install); `npx <bin>` runs package.json's `bin` entry. The script itself is
+ * script's command line from package.json (`tsx x` as `node --import tsx x`; no npm
+ * banner, no dependency install); `npx <bin>` runs package.json's `bin` entry. The script itself is
  * named by its real path: a script that runs only as the entry point compares its own
  * (real) URL with argv[1].
  */
@@ -94,8 +94,12 @@ function argvFor(command: string): string[] | { error: string } {
     const line = PKG.scripts[name];
     if (!line) return { error: `package.json has no script '${name}'` };
     const parts = words(line);
-    if (parts[0] !== 'tsx') return { error: `script '${name}' is not a tsx command: ${line}` };
-    return [...node, join(ROOT, parts[1] as string), ...parts.slice(2), ...rest];
+    if (parts[0] === 'tsx') return [...node, join(ROOT, parts[1] as string), ...parts.slice(2), ...rest];
+    if (parts[0] === 'node') {
+      const file = parts.findIndex((p, k) => k > 0 && !p.startsWith('-'));
+      if (file > 0) return [process.execPath, ...parts.slice(1, file), join(ROOT, parts[file] as string), ...parts.slice(file + 1), ...rest];
+    }
+    return { error: `script '${name}' is neither a tsx nor a node command: ${line}` };
   };
   if (w[0] === 'npm' && w[1] === 'start') return script('start', w[2] === '--' ? w.slice(3) : w.slice(2));
   if (w[0] === 'npm' && w[1] === 'run') {
