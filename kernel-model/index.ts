@@ -14,8 +14,8 @@ export {
   PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, type RmapItem,
 } from './page-frames.ts';
 export {
-  PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE,
-  pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte,
+  PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
+  pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
 export { Lru } from './lru.ts';
@@ -36,11 +36,11 @@ export {
 
 export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
 export {
-  getUserPages, getUserPagesFast, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
+  getUserPages, getUserPagesFast, getUserPagesRemote, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
   unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
-export { migratePage, type MigrateReason } from './migrate.ts';
+export { migratePage, migrationEntryWait, type MigrateReason } from './migrate.ts';
 export { startNumaBalancing, type NumaBalancingOptions, type NumaBalancingStats } from './numa-balancing.ts';
 export { shrinkPage, shrinkLru, reclaimRange, startKswapd, newReclaimStats, type ReclaimStats, type KswapdOptions } from './vmscan.ts';
 export { startFlusher, type FlusherOptions, type FlusherStats } from './writeback.ts';

@@ -25,6 +25,10 @@ export interface FuzzTarget {
   profile: ProfileName;
   /** A fresh strategy for one run (`sim` is that run's simulation). */
   strategy(sim?: Simulation): UmemStrategy;
+  /** A user strategy: its module, as the command line named it (`--driver ./file.ts#name`). */
+  module?: { ref: string; file: string; exportName: string; sha256: string };
+  /** The `--set key=value`s the target was built with (kept by reproducers). */
+  sets?: readonly string[];
   /** Violation ids this target may legitimately produce (warnings its design implies). */
   allowed: readonly ViolationId[];
   /** Broken variants: the checker expected to catch it, and the evidence it must show. */
