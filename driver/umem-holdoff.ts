@@ -161,7 +161,7 @@ export class HoldoffUmem implements IbUmem {
     this.frames = new Float64Array(this.pages);
     this.writableMr = accessWritable(req.access);
     this.nic = ctx.device.nic;
-    const name = `holdoff-mr-${mr.lkey.toString(16)}`;
+    const name = `${this.strategy}-mr-${mr.lkey.toString(16)}`;
     this.mutex = new Mutex(ctx.device.kernel.sim, `${name}.mutex`, 'umem.mutex');
     this.notifier = new MmuIntervalNotifier(name);
   }

@@ -647,7 +647,8 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
     this.writable = accessWritable(access);
     const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
     const end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
-    this.odp = core(this, start, end, 0, `${ctx.device.name}/umem_odp(${mr.lkey.toString(16)})`);
+    // A driver author's strategy is named in trails and traces by its own name.
+    this.odp = core(this, start, end, 0, `${ctx.device.name}/${strategy === 'odp' ? 'umem_odp' : strategy}(${mr.lkey.toString(16)})`);
   }
 
   get umem(): IbUmem {

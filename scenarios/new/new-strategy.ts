@@ -45,6 +45,8 @@ export interface NewStrategyOptions {
   name: string;
   from?: string;
   dir?: string;
+  /** How the files import notifier-lab (default: `importsFor(dir)`). */
+  imports?: TemplateImports;
 }
 
 export interface NewStrategyResult {
@@ -67,7 +69,7 @@ export function newStrategy(opts: NewStrategyOptions): NewStrategyResult {
   for (const f of [strategyFile, testFile]) {
     if (existsSync(f)) throw new NewStrategyError(`${relative(process.cwd(), f) || f} exists; remove it or choose another name (lab new never overwrites)`);
   }
-  const im = importsFor(dir);
+  const im = opts.imports ?? importsFor(dir);
   try {
     mkdirSync(dir, { recursive: true });
     writeFileSync(strategyFile, strategyTemplate(base, opts.name, im), { flag: 'wx' });
