@@ -2,10 +2,11 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { VM_DONTCOPY, VM_IO } from './vma.ts';
 import { EINVAL, ENOMEM } from './errno.ts';
-import { MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_PAGEOUT, MADV_REMOVE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
+import { MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_PAGEOUT, MADV_REMOVE, PAGE_SIZE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
+import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { splitVmasAt } from './mmap.ts';
 import { PTE_DIRTY, PTE_ACCESSED, pteFrame, pteHas, PTE_SWAP, makePte, pteFlags } from './page-table.ts';
 import { PG_ANON, PG_DIRTY, PG_LAZYFREE } from './page-frames.ts';
@@ -59,7 +60,8 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
       const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
       yield* mmuNotifierInvalidateRangeStart(range);
       const toFree: number[] = [];
-      if (advice === MADV_DONTNEED) zapPteRange(mm, v, s, e, toFree);
+      let span: GatheredSpan = null;
+      if (advice === MADV_DONTNEED) span = zapPteRange(mm, v, s, e, toFree);
       else {
         for (const [pv, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
           if (pteHas(pte, PTE_SWAP)) continue;
@@ -68,10 +70,11 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
           phys.set(f, PG_LAZYFREE);
           phys.clear(f, PG_DIRTY);
           mm.pageTable.set(pv, makePte(f, pteFlags(pte) & ~(PTE_DIRTY | PTE_ACCESSED)));
+          span = gatherPage(span, pv * PAGE_SIZE); // madvise_free_pte_range: tlb_remove_tlb_entry
         }
       }
       yield* mmuNotifierInvalidateRangeEnd(range);
-      for (const f of toFree) phys.put(f);
+      yield* tlbFinishMmu(mm, span, toFree);
     }
   }
   return hole ? -ENOMEM : 0;
