@@ -11,7 +11,7 @@ export { File } from './file.ts';
 export {
   PhysicalMemory, GUP_PIN_COUNTING_BIAS, ZERO_PFN,
   PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_UPTODATE, PG_ANON, PG_SWAPBACKED, PG_ANON_EXCLUSIVE, PG_PRIVATE,
-  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, type RmapItem,
+  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, type RmapItem,
 } from './page-frames.ts';
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE,
@@ -41,6 +41,10 @@ export {
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
 export { migratePage, type MigrateReason } from './migrate.ts';
+export {
+  startKsmd, ksmDoScan, ksmStats, ksmdRunning, ksmMergeable, ksmUnmergeable, VM_MERGEABLE, KSM_PAGES_TO_SCAN, KSM_SLEEP_NS,
+  type KsmStats, type KsmdOptions,
+} from './ksm.ts';
 export { flushTlbMmRange, flushTlbPage, tlbFinishMmu, gatherPage, secondaryTlbsFlushedByArch, type GatheredSpan } from './tlb.ts';
 export {
   allocPages, freePages, mightAlloc, fsReclaimAcquire, fsReclaimRelease, currentGfpContext, inReclaim, minWatermark, gfpName,

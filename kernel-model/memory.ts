@@ -8,7 +8,7 @@ import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
   makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
@@ -120,7 +120,8 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
     return 0;
   }
-  if (f !== ZERO_PFN && phys.has(f, PG_ANON)) {
+  if (f !== ZERO_PFN && phys.has(f, PG_ANON) && !phys.has(f, PG_KSM)) {
+    // A KSM page is never reused in place (wp_can_reuse_anon_folio: folio_test_ksm).
     const exclusive = profile.anonExclusive
       ? phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1)
       : phys.refcount[f] === 1 && phys.mapcount[f] === 1;
