@@ -114,6 +114,13 @@ export class DmaActivity {
     return out;
   }
 
+  /** Every piece of work active now, oldest first (read-only, for inspection). */
+  allActive(): ActiveDma[] {
+    const ops = new Set<ActiveDma>();
+    for (const set of this.byMr.values()) for (const op of set) ops.add(op);
+    return [...ops].sort((a, b) => a.id - b.id);
+  }
+
   /** Work active on `mr`, restricted to what overlaps [iova, iova + length) when given. */
   active(mr: MemoryRegion, iova = -Infinity, length = Infinity): ActiveDma[] {
     const set = this.byMr.get(mr);

@@ -88,6 +88,19 @@ export class TranslationCache {
     this.installedAt[slot] = t.installedAt;
   }
 
+  /** Visit every cached entry, oldest slot first (read-only, for inspection; counts nothing). */
+  forEachEntry(visit: (owner: CachedRegion, index: number, t: Translation) => void): void {
+    for (let k = 0; k < this.capacity; k++) {
+      const slot = (this.next + k) % this.capacity;
+      const owner = this.owner[slot];
+      if (!owner) continue;
+      visit(owner, this.page[slot] as number, {
+        frame: this.frame[slot] as number, perm: this.perm[slot] as number, generation: this.generation[slot] as number,
+        installedAt: this.installedAt[slot] as number, fromCache: true,
+      });
+    }
+  }
+
   /** Empty the cache (the effect of a sync). Returns how many entries were dropped. */
   flush(): number {
     const dropped = this.used;

@@ -6,7 +6,7 @@ import type { Vma } from './vma.ts';
 import { VM_WRITE } from './vma.ts';
 import { EAGAIN, EFAULT } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
-import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pteHas, ptePresent } from './page-table.ts';
+import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
@@ -14,6 +14,7 @@ import { maybeMkwrite, notifyPageChange } from './memory.ts';
 import { zapPteRange } from './memory.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { migrationEntryDropped } from './migrate.ts';
 
 /**
  * filemap_get_folio / read_cache_folio: the page-cache page for `index`, read from disk
@@ -175,7 +176,7 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
       // meanwhile (the kernel re-walks under the PTE lock, page_vma_mkclean_one).
       if (!ptePresent(cur) || pteFrame(cur) !== frame) return;
       if (pteHas(cur, PTE_DIRTY)) dirty = true;
-      mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
+      mm.pageTable.set(vpn(addr), makePte(frame, pteFlags(cur) & ~(PTE_WRITE | PTE_DIRTY)));
     });
   }
   return dirty;
@@ -248,6 +249,12 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
     if (evenCows) span = zapPteRange(mm, vma, s, e, toFree);
     else for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
       const f = pteFrame(pte);
+      if (isMigrationEntry(pte) && phys.mappingFile[f] === file.id) {
+        // zap_nonpresent_ptes drops a file folio's migration entry (should_zap_folio).
+        mm.pageTable.clear(v);
+        migrationEntryDropped(kernel, f, mm, v * PAGE_SIZE);
+        continue;
+      }
       // A private COW copy is anonymous and survives a hole punch.
       if (!ptePresent(pte) || phys.mappingFile[f] !== file.id) continue;
       mm.pageTable.clear(v);

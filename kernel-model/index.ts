@@ -14,8 +14,8 @@ export {
   PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, type RmapItem,
 } from './page-frames.ts';
 export {
-  PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE,
-  pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte,
+  PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
+  pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
 export { Lru } from './lru.ts';
@@ -40,7 +40,7 @@ export {
   unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
-export { migratePage, type MigrateReason } from './migrate.ts';
+export { migratePage, migrationEntryWait, type MigrateReason } from './migrate.ts';
 export {
   startKsmd, ksmDoScan, ksmStats, ksmdRunning, ksmMergeable, ksmUnmergeable, VM_MERGEABLE, KSM_PAGES_TO_SCAN, KSM_SLEEP_NS,
   type KsmStats, type KsmdOptions,

@@ -8,7 +8,7 @@ import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from '
 import { zapPteRange } from './memory.ts';
 import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { splitVmasAt } from './mmap.ts';
-import { PTE_DIRTY, PTE_ACCESSED, pteFrame, pteHas, PTE_SWAP, makePte, pteFlags } from './page-table.ts';
+import { PTE_DIRTY, PTE_ACCESSED, pteFrame, pteHas, ptePresent, PTE_SWAP, makePte, pteFlags } from './page-table.ts';
 import { PG_ANON, PG_DIRTY, PG_LAZYFREE } from './page-frames.ts';
 import { truncatePages } from './filemap.ts';
 import { ksmMergeable, ksmUnmergeable } from './ksm.ts';
@@ -74,7 +74,7 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
       if (advice === MADV_DONTNEED) span = zapPteRange(mm, v, s, e, toFree);
       else {
         for (const [pv, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
-          if (pteHas(pte, PTE_SWAP)) continue;
+          if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
           const f = pteFrame(pte);
           if (!phys.has(f, PG_ANON) || phys.mapcount[f] !== 1) continue;
           phys.set(f, PG_LAZYFREE);

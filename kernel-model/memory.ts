@@ -6,15 +6,17 @@ import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
-  makePte, pteFrame, pteHas, ptePresent,
+  isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
+import type { Kernel } from './kernel.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
 import { swapIn } from './swap.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 import { flushTlbPage, gatherPage, type GatheredSpan } from './tlb.ts';
+import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
 
 export const FAULT_FLAG_WRITE = 1;
 /** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
@@ -40,6 +42,13 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   let pte = mm.pageTable.get(v);
   let kind = 'none';
   let ret = 0;
+  if (isMigrationEntry(pte)) {
+    // do_swap_page on a migration entry: migration_entry_wait, then the access is retried
+    // (here at once, on whatever PTE the migration left).
+    yield* migrationEntryWait(mm, v);
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'migration-wait', ret: 0, node: kernel.node });
+    return yield* handleMmFault(mm, vma, addr, flags);
+  }
 
   if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
     kind = 'swap-in';
@@ -120,13 +129,10 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
     return 0;
   }
-  if (f !== ZERO_PFN && phys.has(f, PG_ANON) && !phys.has(f, PG_KSM)) {
-    // A KSM page is never reused in place (wp_can_reuse_anon_folio: folio_test_ksm).
-    const exclusive = profile.anonExclusive
-      ? phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1)
-      : phys.refcount[f] === 1 && phys.mapcount[f] === 1;
-    if (exclusive) {
-      // Only we map and reference it: reuse in place, no notification (rule 18).
+  if (f !== ZERO_PFN && phys.has(f, PG_ANON)) {
+    // A KSM page is never reused in place (do_wp_page / wp_can_reuse_anon_folio: folio_test_ksm).
+    if (!phys.has(f, PG_KSM) && wpCanReuseAnonPage(mm.kernel, f)) {
+      // Ours alone, by the profile's rule: reuse in place, no notification (rule 18).
       phys.set(f, PG_ANON_EXCLUSIVE);
       if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
       return 0;
@@ -136,6 +142,40 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     return 0;
   }
   return yield* wpPageCopy(mm, vma, page, unshare);
+}
+
+/**
+ * The reuse decision of do_wp_page for an anonymous page, as each kernel made it:
+ * - `mapcount` (until 5.8, mm/memory.c do_wp_page -> mm/swapfile.c reuse_swap_page()):
+ *   reuse when the page's mapcount plus its swap count is at most one. References do not
+ *   count, so a page GUP holds (FOLL_GET or FOLL_PIN) that only we map is reused in place:
+ *   a pinned page stays the process's page after mprotect(READ)+mprotect(RW), or after a
+ *   fork whose child exited first. A swap-cache page reused this way leaves the swap
+ *   cache, dirty (delete_from_swap_cache, SetPageDirty).
+ * - `refcount` (5.9, 09854ba94c6a "mm: do_wp_page() simplification"): reuse only when
+ *   page_count is 1 and mapcount is 1, "copy unless we hold the only reference": any GUP
+ *   reference, pin or get, forces a copy.
+ * - `anon-exclusive` (5.19): PageAnonExclusive says so, or the refcount rule does.
+ */
+export function wpCanReuseAnonPage(kernel: Kernel, f: number): boolean {
+  const { phys, profile, swap } = kernel;
+  switch (profile.cowReuse) {
+    case 'mapcount': {
+      const slot = phys.has(f, PG_SWAPCACHE) ? swap.slotOf(f) : -1;
+      const count = phys.mapcount[f]! + (slot >= 0 ? swap.refs(slot) : 0);
+      if (count === 1 && slot >= 0 && !phys.has(f, PG_WRITEBACK)) {
+        swap.setCachedFrame(slot, -1);
+        phys.clear(f, PG_SWAPCACHE);
+        phys.set(f, PG_DIRTY);
+        phys.put(f); // the swap cache's reference
+      }
+      return count <= 1;
+    }
+    case 'refcount':
+      return phys.refcount[f] === 1 && phys.mapcount[f] === 1;
+    case 'anon-exclusive':
+      return phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1);
+  }
 }
 
 /**
@@ -225,6 +265,12 @@ export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, 
     mm.pageTable.clear(v);
     if (pteHas(pte, PTE_SWAP)) {
       swap.free(pteFrame(pte));
+      continue;
+    }
+    if (isMigrationEntry(pte)) {
+      // zap_nonpresent_ptes: a migration entry holds no reference and no mapcount; it just
+      // goes, and remove_migration_ptes will find nothing here to restore.
+      migrationEntryDropped(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE);
       continue;
     }
     if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);

@@ -11,7 +11,8 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
 import { tlbFinishMmu, type GatheredSpan } from './tlb.ts';
-import { pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { isMigrationEntry, pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { migrationEntryMoved } from './migrate.ts';
 
 /** Where top-down mmap placement starts (below the stack), as on x86-64. */
 export const MMAP_BASE = 0x7f0000000000;
@@ -160,7 +161,8 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(oldAddr + Math.min(oldLen, newLen)))) {
     mm.pageTable.clear(v);
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
-    if (!pteHas(pte, PTE_SWAP)) {
+    if (isMigrationEntry(pte)) migrationEntryMoved(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
+    else if (!pteHas(pte, PTE_SWAP)) {
       phys.rmapRemove(pteFrame(pte), mm, v * PAGE_SIZE);
       phys.rmapAdd(pteFrame(pte), mm, v * PAGE_SIZE + shift);
     }

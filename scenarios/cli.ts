@@ -10,6 +10,7 @@ import { parseShard, type Shard } from './sweep/grid.ts';
 import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
+import { registerInspectCommand } from './inspect/index.ts';
 
 /**
  * `npm run lab -- <command>`: the command line. Bad input (an unknown scenario, option or
@@ -147,6 +148,7 @@ export function buildCli(out: (line: string) => void): Command {
       pending.catch(() => undefined);
     });
   registerFuzzCommands(program, out);
+  registerInspectCommand(program, out);
   return program;
 }
 
