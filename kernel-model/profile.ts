@@ -59,6 +59,8 @@ export interface KernelProfile {
   refuseLongtermFileWrite: boolean;
   /** ib_umem_get pins with FOLL_WRITE always, FOLL_FORCE for read-only MRs (before 6.2). */
   umemForceWrite: boolean;
+  /** On-demand paging MRs exist (3.19, 8ada2c1c0c1d "IB/core: Add support for on demand paging regions"). */
+  odp: boolean;
   /**
    * How ODP follows the CPU page table (ODP itself is 3.19): `ucontext`, one classic
    * notifier per ucontext with its own interval tree of umems and the
@@ -82,7 +84,7 @@ const base: KernelProfile = {
   eventTypes: true, rangeFlags: true, intervalNotifiers: true, hmmRangeFault: true, follPin: true,
   cowReuse: 'anon-exclusive', gupForceCowBreak: false, forkCopiesPinned: true, writeProtectSeq: true,
   anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
-  umemForceWrite: false, odpNotifier: 'interval', odpFault: 'hmm',
+  umemForceWrite: false, odp: true, odpNotifier: 'interval', odpFault: 'hmm',
 };
 
 /** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
@@ -112,7 +114,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     eventTypes: false, rangeFlags: false, intervalNotifiers: false, hmmRangeFault: false, follPin: false,
     cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false, anonExclusive: false,
     unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
-    odpNotifier: 'ucontext', odpFault: 'gup',
+    odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
@@ -161,6 +163,7 @@ export const INTRODUCED_IN = {
   intervalNotifiers: '5.5',
   follPin: '5.6',
   hmmRangeFault: '5.8',
+  odp: '3.19',
 } as const;
 
 /** What came before an interface, for the refusal's text. */
@@ -172,6 +175,7 @@ const BEFORE: Partial<Record<keyof typeof INTRODUCED_IN, string>> = {
   intervalNotifiers: 'before it drivers kept their own interval trees behind a classic notifier',
   follPin: 'before it get_user_pages(FOLL_LONGTERM) took plain references',
   hmmRangeFault: 'earlier forms took a different pfn format and flags',
+  odp: 'IB_ACCESS_ON_DEMAND was an unknown access flag',
 };
 
 /**

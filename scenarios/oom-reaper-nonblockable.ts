@@ -61,7 +61,7 @@ export const oomReaperNonblockable: ScenarioDefinition = {
       yield* store(victim, buf, pattern(2, BUF_PAGES * P));
       const reg = yield* victim.ctx.regMr(victim.pd, buf, BUF_PAGES * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND);
       if (typeof reg === 'number') {
-        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: ODP needs interval notifiers (Linux 5.5), which ${ctx.profile.name} lacks`);
+        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: ODP came in Linux 3.19, after ${ctx.profile.name}`);
         yield* victim.ctx.close();
         yield* peer.ctx.close();
         return;

@@ -25,7 +25,13 @@ export interface SweepRunOptions {
   /** Skip points already in DIR/results.jsonl. */
   resume?: boolean;
   out?: (line: string) => void;
+  /** Progress, warnings and per-point failures (stderr); default `out`. */
+  err?: (line: string) => void;
   progress?: ProgressMode;
+  /** The spec as the command line named it (for the --resume line after an interrupt). */
+  specArg?: string;
+  /** Only errors and the final summary line. */
+  quiet?: boolean;
 }
 
 export interface SweepRunResult {

@@ -221,7 +221,7 @@ export const PRESET_NAMES = Object.keys(PRESETS);
  * A preset by name, or a spec file by path (anything ending in .json, or containing a
  * slash). Throws SpecError with one line.
  */
-export function loadSpec(nameOrPath: string): SweepSpec {
+export function loadSpec(nameOrPath: string, _opts: { maxPoints?: number } = {}): SweepSpec {
   const preset = Object.hasOwn(PRESETS, nameOrPath) ? PRESETS[nameOrPath] : undefined;
   if (preset) return parseSpec(preset);
   if (!nameOrPath.endsWith('.json') && !nameOrPath.includes('/')) {
