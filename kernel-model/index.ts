@@ -41,6 +41,7 @@ export {
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
 export { migratePage, migrationEntryWait, type MigrateReason } from './migrate.ts';
+export { startDamon, type DamonOptions, type DamonRegion, type DamonStats } from './damon.ts';
 export { startNumaBalancing, type NumaBalancingOptions, type NumaBalancingStats } from './numa-balancing.ts';
 export { shrinkPage, shrinkLru, reclaimRange, startKswapd, newReclaimStats, type ReclaimStats, type KswapdOptions } from './vmscan.ts';
 export { startFlusher, type FlusherOptions, type FlusherStats } from './writeback.ts';

@@ -32,6 +32,11 @@ export interface KernelProfile {
   refuseLongtermFileWrite: boolean;
   /** ib_umem_get pins with FOLL_WRITE always, FOLL_FORCE for read-only MRs (before 6.2). */
   umemForceWrite: boolean;
+  /**
+   * mprotect to writable maps exclusive anonymous (and dirty shared) PTEs writable at once
+   * (MM_CP_TRY_CHANGE_WRITABLE, can_change_pte_writable: 64fe24a3e05e, 6.0).
+   */
+  mprotectChangeWritable: boolean;
 }
 
 export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-6.x';
@@ -41,6 +46,7 @@ const base: KernelProfile = {
   atomicCallbacks: false, invalidatePageAfterClear: false, eventTypes: true, blockableFlag: true,
   intervalNotifiers: true, hmmRangeFault: true, follPin: true, forkCopiesPinned: true,
   anonExclusive: true, unshareAnyCow: true, refuseLongtermFileWrite: true, umemForceWrite: false,
+  mprotectChangeWritable: true,
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
@@ -49,17 +55,18 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     atomicCallbacks: true, invalidatePageAfterClear: true, eventTypes: false, blockableFlag: false,
     intervalNotifiers: false, hmmRangeFault: false, follPin: false, forkCopiesPinned: false,
     anonExclusive: false, unshareAnyCow: false, refuseLongtermFileWrite: false, umemForceWrite: true,
+    mprotectChangeWritable: false,
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
     eventTypes: false, blockableFlag: false, intervalNotifiers: false, hmmRangeFault: false,
     follPin: false, forkCopiesPinned: false, anonExclusive: false, unshareAnyCow: false,
-    refuseLongtermFileWrite: false, umemForceWrite: true,
+    refuseLongtermFileWrite: false, umemForceWrite: true, mprotectChangeWritable: false,
   },
   'linux-5.8': {
     ...base, name: 'linux-5.8', release: '5.8',
     forkCopiesPinned: false, anonExclusive: false, unshareAnyCow: false,
-    refuseLongtermFileWrite: false, umemForceWrite: true,
+    refuseLongtermFileWrite: false, umemForceWrite: true, mprotectChangeWritable: false,
   },
   'linux-6.x': base,
 };
