@@ -30,7 +30,8 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
     if (cow) {
       range = mmuNotifierRangeInit(parent, MmuNotifyEvent.PROTECTION_PAGE, vma.start, vma.end);
       yield* mmuNotifierInvalidateRangeStart(range);
-      parent.writeProtectSeq++;
+      // raw_write_seqcount_begin(&src_mm->write_protect_seq) in copy_page_range (5.11, 57efa1fe5957).
+      if (profile.writeProtectSeq) parent.writeProtectSeq++;
     }
     for (const [v, pte] of parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
       const addr = v * PAGE_SIZE;
@@ -57,7 +58,9 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       const anon = phys.has(f, PG_ANON);
       const exclusive = profile.anonExclusive ? phys.has(f, PG_ANON_EXCLUSIVE) : true;
       if (anon && cow && profile.forkCopiesPinned && parent.hasPinned && exclusive && phys.maybeDmaPinned(f)) {
-        // folio_needs_cow_for_dma: the child gets the copy; the parent keeps the pinned page.
+        // page_needs_cow_for_dma (5.9: 70e806e4e645 with mm->has_pinned; MMF_HAS_PINNED
+        // since a458b76a4171; folio_needs_cow_for_dma today): the child gets the copy, the
+        // parent keeps the pinned page.
         const nf = phys.allocPage();
         if (nf < 0) {
           if (range) yield* mmuNotifierInvalidateRangeEnd(range);
@@ -82,7 +85,7 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       }
     }
     if (range) {
-      parent.writeProtectSeq++;
+      if (profile.writeProtectSeq) parent.writeProtectSeq++;
       yield* mmuNotifierInvalidateRangeEnd(range);
     }
   }

@@ -8,7 +8,8 @@ import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
   isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
+import type { Kernel } from './kernel.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
@@ -123,11 +124,8 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     return 0;
   }
   if (f !== ZERO_PFN && phys.has(f, PG_ANON)) {
-    const exclusive = profile.anonExclusive
-      ? phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1)
-      : phys.refcount[f] === 1 && phys.mapcount[f] === 1;
-    if (exclusive) {
-      // Only we map and reference it: reuse in place, no notification (rule 18).
+    if (wpCanReuseAnonPage(mm.kernel, f)) {
+      // Ours alone, by the profile's rule: reuse in place, no notification (rule 18).
       phys.set(f, PG_ANON_EXCLUSIVE);
       if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
       return 0;
@@ -137,6 +135,40 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     return 0;
   }
   return yield* wpPageCopy(mm, vma, page, unshare);
+}
+
+/**
+ * The reuse decision of do_wp_page for an anonymous page, as each kernel made it:
+ * - `mapcount` (until 5.8, mm/memory.c do_wp_page -> mm/swapfile.c reuse_swap_page()):
+ *   reuse when the page's mapcount plus its swap count is at most one. References do not
+ *   count, so a page GUP holds (FOLL_GET or FOLL_PIN) that only we map is reused in place:
+ *   a pinned page stays the process's page after mprotect(READ)+mprotect(RW), or after a
+ *   fork whose child exited first. A swap-cache page reused this way leaves the swap
+ *   cache, dirty (delete_from_swap_cache, SetPageDirty).
+ * - `refcount` (5.9, 09854ba94c6a "mm: do_wp_page() simplification"): reuse only when
+ *   page_count is 1 and mapcount is 1, "copy unless we hold the only reference": any GUP
+ *   reference, pin or get, forces a copy.
+ * - `anon-exclusive` (5.19): PageAnonExclusive says so, or the refcount rule does.
+ */
+export function wpCanReuseAnonPage(kernel: Kernel, f: number): boolean {
+  const { phys, profile, swap } = kernel;
+  switch (profile.cowReuse) {
+    case 'mapcount': {
+      const slot = phys.has(f, PG_SWAPCACHE) ? swap.slotOf(f) : -1;
+      const count = phys.mapcount[f]! + (slot >= 0 ? swap.refs(slot) : 0);
+      if (count === 1 && slot >= 0 && !phys.has(f, PG_WRITEBACK)) {
+        swap.setCachedFrame(slot, -1);
+        phys.clear(f, PG_SWAPCACHE);
+        phys.set(f, PG_DIRTY);
+        phys.put(f); // the swap cache's reference
+      }
+      return count <= 1;
+    }
+    case 'refcount':
+      return phys.refcount[f] === 1 && phys.mapcount[f] === 1;
+    case 'anon-exclusive':
+      return phys.has(f, PG_ANON_EXCLUSIVE) || (phys.refcount[f] === 1 && phys.mapcount[f] === 1);
+  }
 }
 
 /**

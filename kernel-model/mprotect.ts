@@ -56,9 +56,9 @@ function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
   if (vma.shared) {
     const writenotify = vma.file !== null && !vma.file.shmem;
     if (!writenotify) return true;
-    return profile.mprotectChangeWritable && pteHas(pte, PTE_DIRTY);
+    return profile.mprotectTryChangeWritable && pteHas(pte, PTE_DIRTY);
   }
-  if (!profile.mprotectChangeWritable) return false;
+  if (!profile.mprotectTryChangeWritable) return false;
   const f = pteFrame(pte);
   return f !== ZERO_PFN && phys.has(f, PG_ANON) && phys.has(f, PG_ANON_EXCLUSIVE);
 }

@@ -83,6 +83,6 @@ export function oomKill(kernel: Kernel, victim: Process): OomReapResult {
       if (!result.reaped) yield* kernel.sim.sleep(OOM_REAP_RETRY_NS);
     }
     mm.mmdrop();
-  }, { kind: 'kthread' });
+  }, { kind: 'kthread', node: kernel.node });
   return result;
 }

@@ -15,7 +15,7 @@ const percentiles = z.object({
 
 export const scenarioReportSchema = z.object({
   scenario: z.string().describe('scenario name, as `lab list` shows it'),
-  profile: z.enum(['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-6.x']),
+  profile: z.enum(['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-5.15', 'linux-6.x']),
   driver: z.string().describe('registration strategy or driver variant'),
   seed: z.number().int(),
   params: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).describe('every documented parameter with its value'),

@@ -16,7 +16,7 @@ const release = (r: string): number => {
 };
 
 test('profiles: MM_CP_TRY_CHANGE_WRITABLE exactly from 6.0 (64fe24a3e05e)', (t) => {
-  for (const p of Object.values(PROFILES)) t.is(p.mprotectChangeWritable, release(p.release) >= 6000, p.name);
+  for (const p of Object.values(PROFILES)) t.is(p.mprotectTryChangeWritable, release(p.release) >= 6000, p.name);
 });
 
 for (const [profile, upgraded] of [['linux-6.x', true], ['linux-5.8', false]] as [ProfileName, boolean][]) {

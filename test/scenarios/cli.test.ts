@@ -19,7 +19,7 @@ test('list names every scenario on one line each', (t) => {
 for (const [argv, pattern] of [
   [['run', 'nope'], /unknown scenario 'nope'; valid: .*gup-bias-false-positive/],
   [['run', 'gup-bias-false-positive', '--seed', 'x'], /seed must be an integer/],
-  [['run', 'gup-bias-false-positive', '--profile', 'linux-9'], /valid profiles: linux-3\.0, linux-4\.18, linux-5\.8, linux-6\.x/],
+  [['run', 'gup-bias-false-positive', '--profile', 'linux-9'], /valid profiles: linux-3\.0, linux-4\.18, linux-5\.8, linux-5\.15, linux-6\.x/],
   [['frobnicate'], /unknown command 'frobnicate'; commands: list, demo, run/],
   [['run', 'gup-bias-false-positive', '--frob'], /unknown option '--frob'; options of run: --seed, --profile, --driver, --set, --json, --trace/],
   [['run', 'gup-bias-false-positive', '--driver', 'nope'], /has no driver 'nope'; valid: pinned/],

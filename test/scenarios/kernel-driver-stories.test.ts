@@ -15,7 +15,8 @@ import { holdoffNonFaultable } from '../../scenarios/holdoff-non-faultable.ts';
 import { odpSwapStorm } from '../../scenarios/odp-swap-storm.ts';
 import { oomReaperNonblockable } from '../../scenarios/oom-reaper-nonblockable.ts';
 
-const SEED = 7;
+// Seed 1 is the plain schedule the stories are told on (issue 11 item 5: other seeds jitter).
+const SEED = 1;
 
 function run(def: ScenarioDefinition, profile: ProfileName, driver: string, sets: string[] = []): ScenarioReport {
   const p = parseSets(sets, def.params ?? []);

@@ -25,7 +25,7 @@ for (const [title, spec, pattern] of [
   ['a negative window', { ...ok, grid: { windowNs: [-1] } }, /^spec grid\.windowNs\[0\]: must be at least 0, got -1$/],
   ['an empty list', { ...ok, seeds: [] }, /^spec seeds: must list at least 1 value$/],
   ['a list given as a scalar', { ...ok, grid: { tasks: 4 } }, /^spec grid\.tasks: expected a list, got number 4$/],
-  ['an unknown profile lists the profiles', { ...ok, grid: { profile: ['linux-9'] } }, /^spec grid\.profile\[0\]: "linux-9" is not accepted; valid: linux-3\.0, linux-4\.18, linux-5\.8, linux-6\.x$/],
+  ['an unknown profile lists the profiles', { ...ok, grid: { profile: ['linux-9'] } }, /^spec grid\.profile\[0\]: "linux-9" is not accepted; valid: linux-3\.0, linux-4\.18, linux-5\.8, linux-5\.15, linux-6\.x$/],
   ['a seed listed twice', { ...ok, seeds: [1, 1] }, /^spec seeds: 1 is listed twice$/],
   ['a grid value listed twice', { ...ok, grid: { tasks: [4, 4] } }, /^spec grid\.tasks: 4 is listed twice$/],
   ['several problems: the first, and how many more', { ...ok, runner: 'x', seeds: 'y' }, /^spec runner: .* \(and 1 more problem\)$/],
