@@ -90,15 +90,18 @@ const ALL_RC = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV | IBV_ODP_SUPPORT_WRI
 /**
  * An mlx5 with every firmware ODP bit `internal_fill_odp_caps` looks at: RC send, receive,
  * write, read, atomic, SRQ receive; UD send and SRQ receive only (mlx5 has no UD receive
- * bit); implicit ODP. Source: linux `drivers/infiniband/hw/mlx5/odp.c`
- * (`mlx5_ib_internal_fill_odp_caps`).
+ * bit); XRC as RC; implicit ODP. Source: linux `drivers/infiniband/hw/mlx5/odp.c`
+ * (`mlx5_ib_internal_fill_odp_caps`). One deliberate difference: the firmware's XRC
+ * `receive` bit is left out. An XRC target QP has no receive queue; every XRC receive is an
+ * SRQ receive (SRQ_RECV), so a RECV bit on XRC would promise something no operation uses
+ * (issue 18: capabilities never promise what the device does not do).
  */
 export const MLX5_ODP_CAPS: Readonly<OdpCaps> = Object.freeze({
   generalCaps: IBV_ODP_SUPPORT | IBV_ODP_SUPPORT_IMPLICIT,
   rcOdpCaps: ALL_RC,
   ucOdpCaps: 0,
   udOdpCaps: IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_SRQ_RECV,
-  xrcOdpCaps: ALL_RC,
+  xrcOdpCaps: ALL_RC & ~IBV_ODP_SUPPORT_RECV,
 });
 
 /**

@@ -30,3 +30,7 @@ export {
 } from './umem-odp.ts';
 export { ImplicitOdpUmem, IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS } from './implicit-odp.ts';
 export * from './batching/index.ts';
+export {
+  defineStrategy, defineBatchPolicy, isStrategyDefinition, isBatchPolicyDefinition,
+  type StrategyDefinition, type BatchPolicyDefinition, type StrategyEnv, type StrategyRole, type ParamsSchema,
+} from './define.ts';

@@ -36,7 +36,7 @@ export {
 
 export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
 export {
-  getUserPages, getUserPagesFast, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
+  getUserPages, getUserPagesFast, getUserPagesRemote, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
   unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';

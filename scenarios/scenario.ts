@@ -5,11 +5,12 @@ import {
   type ScheduleOption,
 } from '../kernel-model/index.ts';
 import { Fabric, NO_ODP_CAPS, type Nic, type NicCapabilities } from '../device/index.ts';
-import { createRdmaNode, type IbDeviceOptions, type RdmaNode } from '../driver/index.ts';
+import { createRdmaNode, type IbDeviceOptions, type RdmaNode, type StrategyDefinition, type UmemStrategy } from '../driver/index.ts';
 import { attachSanitizer, type MrBinding, type Violation } from '../sanitizer/index.ts';
 import { RunMetrics, type MetricsSummary } from './metrics.ts';
 import { PerfettoTrace } from './perfetto.ts';
-import { costsFrom, parseSets, type ParamDoc, type ParamValues } from './params.ts';
+import { batchingFromParams, costsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
+import { displayPath, type LoadedStrategy } from './user-module.ts';
 
 export interface NarrativeLine {
   t: number;
@@ -58,6 +59,11 @@ export interface ScenarioDefinition {
   params?: readonly ParamDoc[];
   /** Virtual-time bound of a run (ns). */
   untilNs: number;
+  /**
+   * Whether the story is meant to end at its time bound (a workload that runs until
+   * stopped). Otherwise a run cut by the time or event limit is NOT OK: it did not finish.
+   */
+  endsAtLimit?: boolean;
   /** Violation ids this (profile, driver) is expected to show; anything else is unexpected. */
   expect(profile: ProfileName, driver: string): readonly string[];
   /**
@@ -89,25 +95,71 @@ export interface ScenarioReport {
   figures: MetricsSummary;
   extra: Record<string, number | string>;
   violations: Violation[];
+  /** The user's strategy module the run used in place of the reference `driver` stands for. */
+  driverModule?: { name: string; stands: string; path: string; export: string; sha256: string };
+}
+
+/**
+ * A strategy that wraps another (to charge a cost, say): a user strategy replaces the
+ * innermost one and the wrapper is rebuilt around it, so the story's own additions stay.
+ */
+export interface WrappingStrategy extends UmemStrategy {
+  readonly inner: UmemStrategy;
+  rewrap(inner: UmemStrategy): UmemStrategy;
+}
+
+function isWrapping(s: UmemStrategy): s is WrappingStrategy {
+  return typeof (s as Partial<WrappingStrategy>).rewrap === 'function' && (s as Partial<WrappingStrategy>).inner !== undefined;
+}
+
+/** `s` with its innermost strategy replaced by `make()` when that one is named `role`; and whether it was. */
+function substitute(s: UmemStrategy, role: string, make: () => UmemStrategy): { s: UmemStrategy; swapped: boolean } {
+  if (isWrapping(s)) {
+    const r = substitute(s.inner, role, make);
+    return r.swapped ? { s: s.rewrap(r.s), swapped: true } : { s, swapped: false };
+  }
+  return s.name === role ? { s: make(), swapped: true } : { s, swapped: false };
+}
+
+/** Record which parameters a run read (to warn about a `--set` nothing used). */
+function tracked(values: ParamValues, used: Set<string>): ParamValues {
+  return new Proxy(values, {
+    get(target, key, receiver) {
+      if (typeof key === 'string') used.add(key);
+      return Reflect.get(target, key, receiver);
+    },
+  });
+}
+
+/** What a run is given besides the scenario. */
+export interface RunScenarioOptions {
+  seed: number;
+  profile: ProfileName;
+  /** A driver name of the scenario's; with `strategy`, the reference that strategy stands in for. */
+  driver: string;
+  params: ParamValues;
+  traceFile?: string;
+  /** A user strategy (defineStrategy) used wherever the story builds the reference `driver`. */
+  strategy?: LoadedStrategy;
+  /** Filled with the parameter keys the run read. */
+  usedParams?: Set<string>;
+  /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
+  observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
 }
 
 /**
  * Run one scenario: build its nodes on one simulation and fabric, attach the metrics, the
  * sanitizer and (optionally) the Perfetto trace, run the story to its bound, and compare
  * the violations seen with the ones its expectation names for this profile and driver.
+ * A story cut by its time or event bound is NOT OK unless it declares that end. A user
+ * strategy that throws (building or running) fails the run; it never escapes.
  */
-export function runScenario(
-  def: ScenarioDefinition,
-  opts: {
-    seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string;
-    /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
-    observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
-  },
-): ScenarioReport {
+export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): ScenarioReport {
   // Every documented parameter has a value: the defaults, then what the caller set.
   const defaults = parseSets([], def.params ?? []);
-  const params: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
-  opts = { ...opts, params };
+  const given: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
+  const used = opts.usedParams ?? new Set<string>();
+  const params = tracked(given, used);
   const schedule = scheduleForSeed(opts.seed);
   const sim = new Simulation({ seed: opts.seed, schedule });
   // Attached before anything is spawned, so every task is named in the trace.
@@ -117,8 +169,29 @@ export function runScenario(
   const nodes: RdmaNode[] = [];
   const narrative: NarrativeLine[] = [];
   const extra: Record<string, number | string> = {};
+  const user = opts.strategy;
+  let swaps = 0;
+  const userStrategy = (): UmemStrategy => {
+    const p = moduleParams('strategy', user!.file, user!.def.params, params);
+    if ('error' in p) throw new Error(p.error);
+    const b = batchingFromParams(params, sim.scheduler);
+    return (user!.def as StrategyDefinition<unknown>).strategy(p.params, { sim, batching: b.policy, batchingName: b.name });
+  };
+  const withUser = (device: IbDeviceOptions): IbDeviceOptions => {
+    if (!user) return device;
+    const role = user.def.like;
+    if (role === 'odp') {
+      if (!device.odp) return device;
+      const r = substitute(device.odp, 'odp', userStrategy);
+      if (r.swapped) swaps++;
+      return { ...device, odp: r.s };
+    }
+    const r = substitute(device.nonOdp, role, userStrategy);
+    if (r.swapped) swaps++;
+    return { ...device, nonOdp: r.s };
+  };
   const ctx: ScenarioContext = {
-    sim, seed: opts.seed, profile, driver: opts.driver, params: opts.params,
+    sim, seed: opts.seed, profile, driver: opts.driver, params,
     say: (text) => narrative.push({ t: sim.now(), text }),
     figure: (name, value) => {
       extra[name] = value;
@@ -126,9 +199,9 @@ export function runScenario(
     node: (name, o) => {
       const n = createRdmaNode(sim, fabric, {
         name,
-        kernel: { profile, frames: o.frames ?? Number(opts.params['memory.frames']) },
-        nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(opts.params) },
-        device: o.device,
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']) },
+        nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
+        device: withUser(o.device),
       });
       nodes.push(n);
       trace?.addNode(n.kernel, n.nic);
@@ -137,15 +210,27 @@ export function runScenario(
     schedule,
     vary: (name, plain, lo, hi) => (schedule.mode === 'plain' ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
   };
-  const main = def.setup(ctx);
+  let main: (() => Co<void>) | null = null;
+  let setupFailure: string | undefined;
+  try {
+    main = def.setup(ctx);
+    if (user && swaps === 0) setupFailure = `the story built no '${user.def.like}' strategy for ${user.def.name} to stand in for`;
+  } catch (err) {
+    setupFailure = `set-up threw: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`;
+  }
   const kernels: Kernel[] = nodes.map((n) => n.kernel);
   const nics: Nic[] = nodes.map((n) => n.nic);
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
   const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
-  opts.observe?.(sim, nodes);
-  const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
-  const out = sim.run({ untilNs: def.untilNs, task });
+  let out: { reason: string; failure?: string };
+  if (main && setupFailure === undefined) {
+    opts.observe?.(sim, nodes);
+    const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
+    out = sim.run({ untilNs: def.untilNs, task });
+  } else {
+    out = { reason: 'failed', failure: setupFailure ?? 'set-up failed' };
+  }
   sanitizer.finish();
   if (trace && opts.traceFile) {
     trace.addViolations(sanitizer.violations);
@@ -158,12 +243,15 @@ export function runScenario(
   const unexpected = Object.keys(seen).filter((id) => !expected.includes(id) && !allowed.includes(id)).sort();
   const missing = expected.filter((id) => !seen[id]);
   const failed = out.reason === 'failed';
+  const cut = (out.reason === 'time-limit' || out.reason === 'event-limit') && def.endsAtLimit !== true;
   const report: ScenarioReport = {
-    scenario: def.name, profile: opts.profile, driver: opts.driver, seed: opts.seed, params: opts.params,
-    outcome: { ok: !failed && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
+    scenario: def.name, profile: opts.profile, driver: user ? user.def.name : opts.driver, seed: opts.seed, params: given,
+    outcome: { ok: !failed && !cut && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
     narrative, figures: metrics.summary(), extra, violations: sanitizer.violations,
   };
   if (out.failure) report.outcome.failure = out.failure;
+  else if (cut) report.outcome.failure = `the story did not finish: stopped by its ${out.reason === 'time-limit' ? `time limit (${def.untilNs} ns)` : 'event limit'}`;
+  if (user) report.driverModule = { name: user.def.name, stands: opts.driver, path: displayPath(user.file), export: user.exportName, sha256: user.sha256 };
   metrics.dispose();
   return report;
 }

@@ -42,7 +42,8 @@ const P = PAGE_SIZE;
 export interface RunTarget {
   name: string;
   nic: 'faultable' | 'non-faultable';
-  strategy(): UmemStrategy;
+  /** The strategy under test, for the run's simulation. */
+  strategy(sim: Simulation): UmemStrategy;
 }
 
 /** Knobs of a run that are not commands (all part of a reproducer). */
@@ -136,7 +137,7 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
   const sim = new Simulation({ seed: config.seed, preempt: config.preempt });
   const fabric = new Fabric(sim);
   const profile = PROFILES[config.profile];
-  const strategy = target.strategy();
+  const strategy = target.strategy(sim);
   const faultable = target.nic === 'faultable';
   const access = (write: boolean) => (write ? MR_ACCESS_RW : MR_ACCESS_RO) | (faultable ? IBV_ACCESS_ON_DEMAND : 0);
 
