@@ -8,6 +8,7 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
 import { splitVmasAt } from './mmap.ts';
+import { flushTlbMmRange, gatherPage, type GatheredSpan } from './tlb.ts';
 
 const PUD_PAGES = 512 * 512;
 const P4D_PAGES = 512 * 512 * 512;
@@ -79,6 +80,7 @@ function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, w
     if (first < 0) continue;
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_VMA, first * PAGE_SIZE, hi * PAGE_SIZE);
     yield* mmuNotifierInvalidateRangeStart(range);
+    let span: GatheredSpan = null;
     for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
       if (pteHas(pte, PTE_SWAP)) continue;
       if (isMigrationEntry(pte)) {
@@ -92,8 +94,12 @@ function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, w
       else if (!(flags & PTE_WRITE) && canChangePteWritable(mm, vma, pte)) flags |= PTE_WRITE;
       if (want === 0) flags |= PTE_PROTNONE;
       else flags &= ~PTE_PROTNONE;
-      mm.pageTable.set(v, makePte(pteFrame(pte), flags));
+      const next = makePte(pteFrame(pte), flags);
+      if (next !== pte) span = gatherPage(span, v * PAGE_SIZE);
+      mm.pageTable.set(v, next);
     }
+    // change_protection's tlb_flush_pte_range / flush_tlb_range of what changed (tlb.ts).
+    if (span) yield* flushTlbMmRange(mm, span.start, span.end);
     yield* mmuNotifierInvalidateRangeEnd(range);
   }
 }
