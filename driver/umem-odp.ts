@@ -2,7 +2,7 @@ import {
   EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
   HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault, requireInterface,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
-  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
+  mmuIntervalSetSeq, mmuNotifierRangeBlockable, fsReclaimAcquire, fsReclaimRelease, GFP_KERNEL, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
 import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
 import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
@@ -179,8 +179,21 @@ export class UmemOdp {
     this.users = new UsageCount(sim, name);
   }
 
-  /** ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1). */
+  /**
+   * ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1).
+   * First, as ib_init_umem_odp does since 2025 (3f5f6321, "IB/core: Annotate umem_mutex
+   * acquisition under fs_reclaim for lockdep"), teach lockdep that reclaim takes the umem
+   * mutex (reclaim invalidates, the invalidate takes it): an allocation that may reclaim
+   * under this mutex is then reported at once, not only when reclaim happens to hit the MR.
+   * The mutex is new and free, so the kernel's mutex_lock/unlock pair is a trylock here.
+   */
   *insert(): Co<number> {
+    const { sim } = this.owner.ctx.device.kernel;
+    if (sim.current) {
+      fsReclaimAcquire(sim, GFP_KERNEL);
+      if (this.mutex.trylock()) this.mutex.unlock();
+      fsReclaimRelease(sim, GFP_KERNEL);
+    }
     const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, UMEM_ODP_OPS, { lock: this.mutex });
     this.inserted = ret === 0;
     return ret;

@@ -2,7 +2,8 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { Vma, VM_DONTCOPY } from './vma.ts';
 import { insertVma } from './mmap.ts';
-import { PAGE_SIZE } from './constants.ts';
+import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
+import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
@@ -33,7 +34,12 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       // raw_write_seqcount_begin(&src_mm->write_protect_seq) in copy_page_range (5.11, 57efa1fe5957).
       if (profile.writeProtectSeq) parent.writeProtectSeq++;
     }
-    for (const [v, pte] of parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
+    // A snapshot of the slots: the copy may stop at a preemption point (below).
+    const slots = [...parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)].map(([v]) => v);
+    for (let idx = 0; idx < slots.length; idx++) {
+      const v = slots[idx] as number;
+      const pte = parent.pageTable.get(v);
+      if (pte === 0) continue;
       const addr = v * PAGE_SIZE;
       if (pteHas(pte, PTE_SWAP)) {
         swap.dup(pteFrame(pte));
@@ -73,6 +79,17 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
         child.pageTable.set(v, makePte(nf, pteFlags(pte) | PTE_PRESENT));
         continue;
       }
+      if (anon && cow && profile.forkCopiesPinned && pteHas(pte, PTE_WRITE)) {
+        // Between page_needs_cow_for_dma's "not pinned" and ptep_set_wrprotect, a lockless
+        // gup_fast on another CPU can still read the writable PTE and pin the page; only
+        // mm->write_protect_seq (5.11, 57efa1fe5957) sends it to the slow path. The page
+        // table lock keeps everyone else out: a PTE changed meanwhile is copied again.
+        yield* parent.kernel.sim.preemptPoint('copy_present_pte');
+        if (parent.pageTable.get(v) !== pte) {
+          idx--;
+          continue;
+        }
+      }
       phys.get(f);
       phys.rmapAdd(f, child, addr);
       if (cow) {
@@ -89,5 +106,7 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       yield* mmuNotifierInvalidateRangeEnd(range);
     }
   }
+  // dup_mmap ends with flush_tlb_mm(oldmm): the whole parent mm (secondary TLBs, tlb.ts).
+  yield* flushTlbMmRange(parent, 0, ULONG_MAX);
   return 0;
 }

@@ -7,6 +7,7 @@ import { VM_SHARED } from './vma.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStartNonblock } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
+import { tlbFinishMmu } from './tlb.ts';
 
 /** MAX_OOM_REAP_RETRIES and the sleep between attempts (HZ/10). */
 export const MAX_OOM_REAP_RETRIES = 10;
@@ -65,9 +66,9 @@ export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean>
       continue;
     }
     const toFree: number[] = [];
-    zapPteRange(mm, vma, vma.start, vma.end, toFree);
+    const span = zapPteRange(mm, vma, vma.start, vma.end, toFree);
     yield* mmuNotifierInvalidateRangeEnd(range);
-    for (const f of toFree) phys.put(f);
+    yield* tlbFinishMmu(mm, span, toFree);
   }
   return ok;
 }

@@ -142,7 +142,7 @@ export const odpSwapStorm: ScenarioDefinition = {
       const buf = yield* mapAnon(app, bufPages);
       for (let i = 0; i < bufPages; i += TOUCH_BATCH) {
         yield* store(app, buf + i * P, pattern(i, Math.min(TOUCH_BATCH, bufPages - i) * P));
-        yield* sim.sleep(TOUCH_PAUSE_NS);
+        yield* sim.sleep(ctx.vary(`touch pause ${i}`, TOUCH_PAUSE_NS, TOUCH_PAUSE_NS / 2, TOUCH_PAUSE_NS * 2));
       }
       yield* sim.sleep(1_000_000);
       const mr = must(yield* app.ctx.regMr(app.pd, buf, bufPages * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND), 'reg_mr');
