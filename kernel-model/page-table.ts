@@ -55,6 +55,8 @@ export class PageTable {
   private readonly pudLeaves = new Map<number, number>();
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
+  /** Bumped by every change of an entry: lets an observer (lab inspect) reuse what it read last time. */
+  version = 0;
 
   get(vpn: number): number {
     const slot = this.leaves.get(Math.floor(vpn / LEAF));
@@ -88,6 +90,7 @@ export class PageTable {
     const old = l[i] as number;
     if (old === 0 && pte !== 0) this.entries++;
     else if (old !== 0 && pte === 0) this.entries--;
+    if (old !== pte) this.version++;
     l[i] = pte;
   }
 
@@ -100,6 +103,7 @@ export class PageTable {
     if (old !== 0) {
       l[i] = 0;
       this.entries--;
+      this.version++;
     }
     return old;
   }

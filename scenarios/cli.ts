@@ -10,7 +10,9 @@ import { parseShard, type Shard } from './sweep/grid.ts';
 import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
-import { registerInspectCommand } from './inspect/index.ts';
+import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 /**
  * `npm run lab -- <command>`: the command line. Bad input (an unknown scenario, option or
@@ -76,7 +78,8 @@ export function buildCli(out: (line: string) => void): Command {
     .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--json', 'print one JSON object per run (schema: scenarios/report.schema.json)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
-    .action((names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string }) => {
+    .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
+    .action((names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; html?: string }) => {
       const chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
         const s = scenarioByName(n);
         if (!s) throw new UsageError(`unknown scenario '${n}'; valid: ${SCENARIOS.map((x) => x.name).join(', ')}, all`);
@@ -90,10 +93,15 @@ export function buildCli(out: (line: string) => void): Command {
         return { def, driver, params: params.values };
       });
       if (opts.trace && runs.length > 1) throw new UsageError('--trace takes one scenario at a time');
+      if (opts.html && (runs.length > 1 || opts.trace)) throw new UsageError('--html takes one scenario at a time, without --trace');
+      if (opts.html && !existsSync(dirname(resolve(opts.html)))) throw new UsageError(`--html ${opts.html}: directory ${dirname(resolve(opts.html))} does not exist`);
       let allOk = true;
+      let htmlNote = '';
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
-        const report = runScenario(def, { seed: opts.seed, profile, driver, params, ...(opts.trace ? { traceFile: opts.trace } : {}) });
+        const html = opts.html ? runScenarioWithHtml({ kind: 'scenario', name: def.name, def, seed: opts.seed, profile, driver, params }, opts.html, writeFileSync) : null;
+        if (html) htmlNote = html.note;
+        const report = html ? html.report : runScenario(def, { seed: opts.seed, profile, driver, params, ...(opts.trace ? { traceFile: opts.trace } : {}) });
         if (opts.json) out(JSON.stringify(report));
         else for (const l of renderReport(report)) out(l);
         if (!report.outcome.ok) {
@@ -102,6 +110,7 @@ export function buildCli(out: (line: string) => void): Command {
         }
       }
       if (opts.trace && !opts.json) out(`trace written to ${opts.trace}: open it in https://ui.perfetto.dev`);
+      if (htmlNote && !opts.json) out(htmlNote);
       process.exitCode = allOk ? 0 : 1;
     });
 
