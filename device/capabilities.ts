@@ -27,8 +27,50 @@ export interface OdpCaps {
   xrcOdpCaps: number;
 }
 
+/**
+ * `device_cap_flags_ex` bits of `ibv_query_device_ex` that this NIC model can honour, with
+ * rdma-core's values (`enum ibv_device_cap_flags` and `ib_uverbs_device_cap_flags` in
+ * kernel-headers/rdma/ib_user_verbs.h). A bigint: FLUSH and ATOMIC_WRITE live above bit 31.
+ */
+export const IBV_DEVICE_SRQ_RESIZE = 1n << 13n;
+export const IBV_DEVICE_XRC = 1n << 20n;
+export const IB_UVERBS_DEVICE_FLUSH_GLOBAL = 1n << 38n;
+export const IB_UVERBS_DEVICE_FLUSH_PERSISTENT = 1n << 39n;
+export const IB_UVERBS_DEVICE_ATOMIC_WRITE = 1n << 40n;
+
+/** Every device capability bit the model knows (and so can exercise). */
+export const DEVICE_CAP_BITS: readonly { name: string; bit: bigint }[] = Object.freeze([
+  { name: 'IBV_DEVICE_SRQ_RESIZE', bit: IBV_DEVICE_SRQ_RESIZE },
+  { name: 'IBV_DEVICE_XRC', bit: IBV_DEVICE_XRC },
+  { name: 'IB_UVERBS_DEVICE_FLUSH_GLOBAL', bit: IB_UVERBS_DEVICE_FLUSH_GLOBAL },
+  { name: 'IB_UVERBS_DEVICE_FLUSH_PERSISTENT', bit: IB_UVERBS_DEVICE_FLUSH_PERSISTENT },
+  { name: 'IB_UVERBS_DEVICE_ATOMIC_WRITE', bit: IB_UVERBS_DEVICE_ATOMIC_WRITE },
+]);
+
+/**
+ * mlx5: XRC (`mlx5_ib_dev_xrc_ops`), no SRQ resize (`mlx5_ib_modify_srq`: "We don't support
+ * resizing SRQs yet"), no FLUSH or ATOMIC_WRITE (mainline mlx5 sets neither flag).
+ */
+export const MLX5_DEVICE_CAPS = IBV_DEVICE_XRC;
+/**
+ * rxe (`RXE_DEVICE_CAP_FLAGS` in drivers/infiniband/sw/rxe/rxe_param.h, 64-bit build): SRQ
+ * resize, FLUSH global and persistent, ATOMIC_WRITE; no XRC (rxe has no XRC support).
+ */
+export const RXE_DEVICE_CAPS = IBV_DEVICE_SRQ_RESIZE | IB_UVERBS_DEVICE_FLUSH_GLOBAL
+  | IB_UVERBS_DEVICE_FLUSH_PERSISTENT | IB_UVERBS_DEVICE_ATOMIC_WRITE;
+
 export interface NicCapabilities {
   odp: OdpCaps;
+  /**
+   * `device_cap_flags_ex`. Default: rxe's flags when `odp` is the rxe preset (by value),
+   * mlx5's otherwise, so `{ odp: RXE_ODP_CAPS }` alone describes an rxe-like device.
+   */
+  deviceCapFlags: bigint;
+  /** Path MTU in bytes (256..4096; IB `enum ibv_mtu`). A message longer than it travels as several packets. */
+  mtu: number;
+  maxSrq: number;
+  maxSrqWr: number;
+  maxSrqSge: number;
   /**
    * The largest iova range one MR may cover, in bytes. An implicit MR covers [0, maxMrSize);
    * an access past it fails like an out-of-bounds access (rdma B4: beyond the last 1 GiB
@@ -48,15 +90,18 @@ const ALL_RC = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV | IBV_ODP_SUPPORT_WRI
 /**
  * An mlx5 with every firmware ODP bit `internal_fill_odp_caps` looks at: RC send, receive,
  * write, read, atomic, SRQ receive; UD send and SRQ receive only (mlx5 has no UD receive
- * bit); implicit ODP. Source: linux `drivers/infiniband/hw/mlx5/odp.c`
- * (`mlx5_ib_internal_fill_odp_caps`).
+ * bit); XRC as RC; implicit ODP. Source: linux `drivers/infiniband/hw/mlx5/odp.c`
+ * (`mlx5_ib_internal_fill_odp_caps`). One deliberate difference: the firmware's XRC
+ * `receive` bit is left out. An XRC target QP has no receive queue; every XRC receive is an
+ * SRQ receive (SRQ_RECV), so a RECV bit on XRC would promise something no operation uses
+ * (issue 18: capabilities never promise what the device does not do).
  */
 export const MLX5_ODP_CAPS: Readonly<OdpCaps> = Object.freeze({
   generalCaps: IBV_ODP_SUPPORT | IBV_ODP_SUPPORT_IMPLICIT,
   rcOdpCaps: ALL_RC,
   ucOdpCaps: 0,
   udOdpCaps: IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_SRQ_RECV,
-  xrcOdpCaps: ALL_RC,
+  xrcOdpCaps: ALL_RC & ~IBV_ODP_SUPPORT_RECV,
 });
 
 /**
@@ -79,6 +124,11 @@ export const NO_ODP_CAPS: Readonly<OdpCaps> = Object.freeze({
 
 export const DEFAULT_CAPABILITIES: Readonly<NicCapabilities> = Object.freeze({
   odp: MLX5_ODP_CAPS,
+  deviceCapFlags: MLX5_DEVICE_CAPS,
+  mtu: 4096,
+  maxSrq: 8_388_608,
+  maxSrqWr: 32_767,
+  maxSrqSge: 31,
   maxMrSize: 2 ** 47,
   maxQpRdAtom: 16,
   maxQpWr: 32_768,
@@ -93,8 +143,30 @@ export const DEFAULT_CAPABILITIES: Readonly<NicCapabilities> = Object.freeze({
  *   nicCapabilities({ odp: NO_ODP_CAPS }); // a non-faultable NIC
  */
 export function nicCapabilities(over: Partial<NicCapabilities> = {}): NicCapabilities {
-  return { ...DEFAULT_CAPABILITIES, ...over, odp: { ...(over.odp ?? DEFAULT_CAPABILITIES.odp) } };
+  const odp = { ...(over.odp ?? DEFAULT_CAPABILITIES.odp) };
+  const deviceCapFlags = over.deviceCapFlags ?? (sameOdpCaps(odp, RXE_ODP_CAPS) ? RXE_DEVICE_CAPS : MLX5_DEVICE_CAPS);
+  return { ...DEFAULT_CAPABILITIES, ...over, odp, deviceCapFlags };
 }
+
+function sameOdpCaps(a: OdpCaps, b: OdpCaps): boolean {
+  return a.generalCaps === b.generalCaps && a.rcOdpCaps === b.rcOdpCaps && a.ucOdpCaps === b.ucOdpCaps
+    && a.udOdpCaps === b.udOdpCaps && a.xrcOdpCaps === b.xrcOdpCaps;
+}
+
+/** Whether the device has a `device_cap_flags_ex` bit. */
+export function hasDeviceCap(caps: NicCapabilities, bit: bigint): boolean {
+  return (caps.deviceCapFlags & bit) !== 0n;
+}
+
+/**
+ * Named presets, a whole device each: what `ibv_query_device_ex` reports for an mlx5 with
+ * every ODP bit, for rxe, and for hardware that cannot fault (an mlx5 without ODP).
+ */
+export const CAPABILITY_PRESETS: Readonly<Record<'mlx5' | 'rxe' | 'no-odp', Readonly<Partial<NicCapabilities>>>> = Object.freeze({
+  mlx5: Object.freeze({ odp: MLX5_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS }),
+  rxe: Object.freeze({ odp: RXE_ODP_CAPS, deviceCapFlags: RXE_DEVICE_CAPS }),
+  'no-odp': Object.freeze({ odp: NO_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS }),
+});
 
 /** Whether the NIC can take page faults at all (general ODP bit). */
 export function isFaultable(caps: NicCapabilities): boolean {
@@ -105,7 +177,14 @@ export function supportsImplicitOdp(caps: NicCapabilities): boolean {
   return isFaultable(caps) && (caps.odp.generalCaps & IBV_ODP_SUPPORT_IMPLICIT) !== 0;
 }
 
-/** The per-transport mask for a QP type ('RC' or 'UD'). */
-export function transportOdpCaps(caps: NicCapabilities, transport: 'RC' | 'UD'): number {
-  return transport === 'RC' ? caps.odp.rcOdpCaps : caps.odp.udOdpCaps;
+/** The transports whose ODP masks `ibv_query_device_ex` reports (XRC in its own field). */
+export type Transport = 'RC' | 'UD' | 'XRC';
+
+/** The per-transport mask for a QP's transport. */
+export function transportOdpCaps(caps: NicCapabilities, transport: Transport): number {
+  switch (transport) {
+    case 'RC': return caps.odp.rcOdpCaps;
+    case 'UD': return caps.odp.udOdpCaps;
+    default: return caps.odp.xrcOdpCaps;
+  }
 }

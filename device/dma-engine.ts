@@ -160,6 +160,21 @@ export class DmaEngine {
   }
 
   /**
+   * Make sure the page of `iova` is translated (for a write when `write`) without moving
+   * data: what a FLUSH needs of each page it covers. Takes one translation's time (assumed:
+   * the host's cache write-back is not modelled). Returns XLATE_OK or a code; publishes no
+   * access event, since no byte crosses the bus.
+   */
+  *touchPage(ctx: AccessContext, mr: MemoryRegion, iova: number, write: boolean, faultable: boolean): Co<number> {
+    if (this.stallDepth > 0) yield* this.waitRunnable();
+    const t = ctx.xlate;
+    const code = this.translate(mr, mr.pageIndexOf(iova), write, faultable, t);
+    if (code !== XLATE_OK) return code;
+    yield* this.sim.sleep(this.accessNs(0, t));
+    return XLATE_OK;
+  }
+
+  /**
    * An 8-byte atomic at `iova`: one translation with write access, a read and a write of
    * the same bytes (two access events). `apply` computes the new value from the old; the
    * old value is returned (or an XLATE_* code as a number when the page cannot be used).

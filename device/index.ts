@@ -10,7 +10,14 @@ export {
   IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_SRQ_RECV, IBV_ODP_SUPPORT_FLUSH,
   IBV_ODP_SUPPORT_ATOMIC_WRITE, MLX5_ODP_CAPS, RXE_ODP_CAPS, NO_ODP_CAPS, DEFAULT_CAPABILITIES,
   nicCapabilities, isFaultable, supportsImplicitOdp, transportOdpCaps, type OdpCaps, type NicCapabilities,
+  IBV_DEVICE_SRQ_RESIZE, IBV_DEVICE_XRC, IB_UVERBS_DEVICE_FLUSH_GLOBAL, IB_UVERBS_DEVICE_FLUSH_PERSISTENT,
+  IB_UVERBS_DEVICE_ATOMIC_WRITE, DEVICE_CAP_BITS, MLX5_DEVICE_CAPS, RXE_DEVICE_CAPS, CAPABILITY_PRESETS,
+  hasDeviceCap, type Transport,
 } from './capabilities.ts';
+export {
+  SharedReceiveQueue, IBV_SRQT_BASIC, IBV_SRQT_XRC, IBV_SRQ_MAX_WR, IBV_SRQ_LIMIT, type SrqType, type SrqInitAttr,
+} from './shared-receive-queue.ts';
+export { XrcDomain } from './xrc-domain.ts';
 export { DEFAULT_COSTS, COST_MODEL_SOURCES, costModel, type CostModel } from './cost-model.ts';
 export {
   DevicePageTable, DEVICE_PAGE_SHIFT, DEVICE_PAGE_SIZE, PTE_ABSENT, PTE_READ, PTE_READ_WRITE,
@@ -20,13 +27,14 @@ export { TranslationCache, type CachedRegion } from './translation-cache.ts';
 export { MemoryRegion, type MrState, type MrCounters, type MemoryRegionInit } from './memory-region.ts';
 export { CompletionQueue } from './completion-queue.ts';
 export {
-  QueuePair, IBV_QPT_RC, IBV_QPT_UD, IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQD,
+  QueuePair, IBV_QPT_RC, IBV_QPT_UD, IBV_QPT_XRC_SEND, IBV_QPT_XRC_RECV, IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQD,
   IBV_QPS_SQE, IBV_QPS_ERR, qpStateName, qpTransitionAllowed,
   type QpType, type QpState, type QpCap, type QpInitAttr, type QpAttr, type SendWqe, type QpStats,
 } from './queue-pair.ts';
 export {
   IBV_WR_RDMA_WRITE, IBV_WR_RDMA_WRITE_WITH_IMM, IBV_WR_SEND, IBV_WR_SEND_WITH_IMM, IBV_WR_RDMA_READ,
-  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_SEND_FENCE, IBV_SEND_SIGNALED,
+  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_FLUSH, IBV_WR_ATOMIC_WRITE, IBV_FLUSH_GLOBAL,
+  IBV_FLUSH_PERSISTENT, IBV_FLUSH_RANGE, IBV_FLUSH_MR, IBV_SEND_FENCE, IBV_SEND_SIGNALED,
   IBV_SEND_SOLICITED, IBV_SEND_INLINE, wrOpcodeName, isAtomic, isReadOrAtomic,
   type WrOpcode, type Sge, type SendWr, type RecvWr, type AddressHandle,
 } from './work-request.ts';

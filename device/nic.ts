@@ -1,32 +1,39 @@
 import { Observable, Subject } from 'rxjs';
 import type { Co, Simulation } from '../kernel-model/sim/index.ts';
 import {
-  IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE,
+  IBV_ACCESS_FLUSH_GLOBAL, IBV_ACCESS_FLUSH_PERSISTENT, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE,
   IBV_ACCESS_SUPPORTED_MASK, accessWritable,
 } from './access-flags.ts';
 import {
-  isFaultable, nicCapabilities, supportsImplicitOdp, transportOdpCaps, type NicCapabilities,
+  IBV_DEVICE_SRQ_RESIZE, IBV_DEVICE_XRC, IB_UVERBS_DEVICE_ATOMIC_WRITE, IB_UVERBS_DEVICE_FLUSH_GLOBAL,
+  IB_UVERBS_DEVICE_FLUSH_PERSISTENT, hasDeviceCap, isFaultable, nicCapabilities, supportsImplicitOdp,
+  transportOdpCaps, type NicCapabilities,
 } from './capabilities.ts';
 import { CompletionQueue } from './completion-queue.ts';
 import { costModel, type CostModel } from './cost-model.ts';
 import { PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
 import { DmaActivity } from './dma-activity.ts';
 import { DmaEngine, type DeviceAccess, type DeviceDmaBus } from './dma-engine.ts';
-import { EINVAL, EIO, ENOMEM, EOPNOTSUPP } from './errno.ts';
+import { EBUSY, EINVAL, EIO, ENOMEM, EOPNOTSUPP } from './errno.ts';
 import { Fabric, type FabricEndpoint } from './fabric.ts';
 import { MemoryRegion } from './memory-region.ts';
 import type { Packet } from './packet.ts';
 import { FaultQueue, type DeviceFault, type FaultResume } from './page-fault.ts';
 import {
-  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQE, IBV_QPT_RC, IBV_QPT_UD,
-  QueuePair, qpTransitionAllowed, type QpAttr, type QpInitAttr,
+  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQE, IBV_QPT_RC, IBV_QPT_UD, IBV_QPT_XRC_RECV,
+  IBV_QPT_XRC_SEND, QueuePair, qpTransitionAllowed, type QpAttr, type QpInitAttr,
 } from './queue-pair.ts';
+import {
+  IBV_SRQT_BASIC, IBV_SRQT_XRC, IBV_SRQ_LIMIT, IBV_SRQ_MAX_WR, SharedReceiveQueue, type SrqInitAttr,
+} from './shared-receive-queue.ts';
+import { XrcDomain } from './xrc-domain.ts';
 import { Requester } from './requester.ts';
 import { Responder } from './responder.ts';
 import { TranslationCache } from './translation-cache.ts';
 import { IBV_WC_WR_FLUSH_ERR, type WorkCompletion } from './work-completion.ts';
 import {
-  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND,
+  IBV_FLUSH_GLOBAL, IBV_FLUSH_MR, IBV_FLUSH_PERSISTENT, IBV_FLUSH_RANGE, IBV_WR_ATOMIC_CMP_AND_SWP,
+  IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_ATOMIC_WRITE, IBV_WR_FLUSH, IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND,
   isAtomic, type RecvWr, type SendWr,
 } from './work-request.ts';
 
@@ -46,7 +53,8 @@ export interface NicOptions {
   commandFailureRate?: number;
 }
 
-export type NicAsyncEventType = 'IBV_EVENT_QP_FATAL' | 'IBV_EVENT_QP_ACCESS_ERR' | 'IBV_EVENT_QP_REQ_ERR' | 'IBV_EVENT_CQ_ERR';
+export type NicAsyncEventType = 'IBV_EVENT_QP_FATAL' | 'IBV_EVENT_QP_ACCESS_ERR' | 'IBV_EVENT_QP_REQ_ERR' | 'IBV_EVENT_CQ_ERR'
+  | 'IBV_EVENT_SRQ_LIMIT_REACHED';
 
 /**
  * A translation command as it completed: an update installs entries (each with this end
@@ -71,6 +79,7 @@ export interface NicAsyncEvent {
   type: NicAsyncEventType;
   qpNum?: number;
   cqNum?: number;
+  srqNum?: number;
   time: number;
 }
 
@@ -167,6 +176,9 @@ export class Nic implements FabricEndpoint {
   private keyVariant = 0;
   private readonly qps = new Map<number, QueuePair>();
   private nextQpn = 0x10;
+  private readonly srqs = new Map<number, SharedReceiveQueue>();
+  private nextSrqn = 1;
+  private nextXrcdn = 1;
   private nextCqn = 1;
   /** The NIC-wide translation generation: bumped for every installed entry. */
   private generation = 0;
@@ -229,6 +241,9 @@ export class Nic implements FabricEndpoint {
     const onDemand = init.onDemand ?? (access & IBV_ACCESS_ON_DEMAND) !== 0;
     const implicit = init.implicit ?? false;
     if (onDemand && !this.faultable) return -EOPNOTSUPP;
+    // rdma A1 step 4 (`ib_check_mr_access`): FLUSH access needs the device's flush capability.
+    if (access & IBV_ACCESS_FLUSH_GLOBAL && !hasDeviceCap(this.caps, IB_UVERBS_DEVICE_FLUSH_GLOBAL)) return -EOPNOTSUPP;
+    if (access & IBV_ACCESS_FLUSH_PERSISTENT && !hasDeviceCap(this.caps, IB_UVERBS_DEVICE_FLUSH_PERSISTENT)) return -EOPNOTSUPP;
     let iova = init.iova;
     let length = init.length;
     if (implicit) {
@@ -388,9 +403,126 @@ export class Nic implements FabricEndpoint {
     return new CompletionQueue(this.sim, this.nextCqn++, cqe);
   }
 
-  createQp(init: QpInitAttr): QueuePair | number {
-    if (init.qpType !== IBV_QPT_RC && init.qpType !== IBV_QPT_UD) return -EOPNOTSUPP;
+  // ---- shared receive queues and XRC domains -----------------------------------------------
+
+  /**
+   * `ibv_create_srq` / `ibv_create_srq_ex`. -EINVAL for an unknown PD, `maxWr` or `maxSge`
+   * out of range (ibv_create_srq(3): "exceeds the device's capabilities"), an XRC SRQ without
+   * a live XRC domain or CQ; -EOPNOTSUPP for an XRC SRQ on a device without XRC; -ENOMEM
+   * when the device has `maxSrq` SRQs. `srqLimit` is ignored here, as the man page says.
+   */
+  createSrq(init: SrqInitAttr): SharedReceiveQueue | number {
+    const type = init.srqType ?? IBV_SRQT_BASIC;
+    if (type !== IBV_SRQT_BASIC && type !== IBV_SRQT_XRC) return -EINVAL;
     if (!this.pds.has(init.pd)) return -EINVAL;
+    if (!isCount(init.maxWr, this.caps.maxSrqWr) || !isCount(init.maxSge, this.caps.maxSrqSge)) return -EINVAL;
+    if (type === IBV_SRQT_XRC) {
+      if (!hasDeviceCap(this.caps, IBV_DEVICE_XRC)) return -EOPNOTSUPP;
+      if (!init.xrcd || init.xrcd.destroyed || !init.cq) return -EINVAL;
+    }
+    if (this.srqs.size >= this.caps.maxSrq) return -ENOMEM;
+    const srq = new SharedReceiveQueue(this.nextSrqn++, { ...init, srqType: type });
+    if (srq.xrcd) srq.xrcd.users++;
+    this.srqs.set(srq.srqNum, srq);
+    return srq;
+  }
+
+  /**
+   * `ibv_modify_srq`. IBV_SRQ_LIMIT arms the limit event (0 disarms); a limit not below the
+   * SRQ's size is -EINVAL (`mlx5_ib_modify_srq`: srq_limit >= max). IBV_SRQ_MAX_WR resizes,
+   * only on a device with IBV_DEVICE_SRQ_RESIZE (mlx5 refuses any resize with -EINVAL, "We
+   * don't support resizing SRQs yet"); shrinking below the WQEs already posted is -EINVAL
+   * (rxe `rxe_srq_chk_attr`).
+   */
+  modifySrq(srq: SharedReceiveQueue, attr: { maxWr?: number; srqLimit?: number }, mask: number): number {
+    if (srq.destroyed || mask & ~(IBV_SRQ_MAX_WR | IBV_SRQ_LIMIT)) return -EINVAL;
+    let maxWr = srq.maxWr;
+    if (mask & IBV_SRQ_MAX_WR) {
+      if (!hasDeviceCap(this.caps, IBV_DEVICE_SRQ_RESIZE)) return -EINVAL;
+      if (!isCount(attr.maxWr, this.caps.maxSrqWr) || (attr.maxWr as number) < srq.depth) return -EINVAL;
+      maxWr = attr.maxWr as number;
+    }
+    if (mask & IBV_SRQ_LIMIT) {
+      const limit = attr.srqLimit;
+      if (limit === undefined || !Number.isInteger(limit) || limit < 0 || limit >= maxWr) return -EINVAL;
+    }
+    srq.maxWr = maxWr;
+    if (mask & IBV_SRQ_LIMIT) srq.limit = attr.srqLimit as number;
+    return 0;
+  }
+
+  /** `ibv_destroy_srq`: -EBUSY while a QP is attached (`ib_destroy_srq_user` checks the use count). */
+  destroySrq(srq: SharedReceiveQueue): number {
+    if (srq.destroyed) return -EINVAL;
+    if (srq.users > 0) return -EBUSY;
+    srq.destroyed = true;
+    if (srq.xrcd) srq.xrcd.users--;
+    this.srqs.delete(srq.srqNum);
+    return 0;
+  }
+
+  srqByNum(srqNum: number): SharedReceiveQueue | undefined {
+    return this.srqs.get(srqNum);
+  }
+
+  /**
+   * `ibv_post_srq_recv`. -EINVAL (destroyed SRQ, more SGEs than `maxSge`), -ENOMEM when the
+   * SRQ already holds `maxWr` WQEs (the overflow rxe's `post_one_recv` and mlx5's
+   * `mlx5_post_srq_recv` report).
+   */
+  postSrqRecv(srq: SharedReceiveQueue, wr: RecvWr): number {
+    if (srq.destroyed || wr.sgList.length > srq.maxSge) return -EINVAL;
+    if (srq.depth >= srq.maxWr) return -ENOMEM;
+    srq.push(wr);
+    return 0;
+  }
+
+  /**
+   * Take the next WQE of an SRQ for a message; when that leaves fewer WQEs than an armed
+   * limit, disarm it and raise IBV_EVENT_SRQ_LIMIT_REACHED (rxe `get_srq_wqe`).
+   */
+  takeSrqWqe(srq: SharedReceiveQueue): RecvWr | undefined {
+    const wr = srq.take();
+    if (wr && srq.limit > 0 && srq.depth < srq.limit) {
+      srq.limit = 0;
+      srq.limitEvents++;
+      this.asyncSubject.next({ nic: this.name, type: 'IBV_EVENT_SRQ_LIMIT_REACHED', srqNum: srq.srqNum, time: this.sim.now() });
+    }
+    return wr;
+  }
+
+  /** An XRC domain (the device half of `ibv_open_xrcd`); -EOPNOTSUPP without IBV_DEVICE_XRC. */
+  allocXrcd(): XrcDomain | number {
+    if (!hasDeviceCap(this.caps, IBV_DEVICE_XRC)) return -EOPNOTSUPP;
+    return new XrcDomain(this.nextXrcdn++);
+  }
+
+  /** `ibv_close_xrcd`: -EBUSY while XRC SRQs or target QPs use it. */
+  deallocXrcd(xrcd: XrcDomain): number {
+    if (xrcd.destroyed) return -EINVAL;
+    if (xrcd.users > 0) return -EBUSY;
+    xrcd.destroyed = true;
+    return 0;
+  }
+
+  /**
+   * `ibv_create_qp` / `ibv_create_qp_ex`. RC and UD need a PD and both CQs; with `srq` their
+   * receives come from that (basic) SRQ. XRC_SEND needs a PD and a send CQ; XRC_RECV only an
+   * XRC domain. -EOPNOTSUPP for another QP type or XRC on a device without it; -EINVAL for a
+   * missing or dead PD, CQ, SRQ or domain, an XRC SRQ given to a non-XRC QP, or caps beyond
+   * the device's.
+   */
+  createQp(init: QpInitAttr): QueuePair | number {
+    const t = init.qpType;
+    if (t !== IBV_QPT_RC && t !== IBV_QPT_UD && t !== IBV_QPT_XRC_SEND && t !== IBV_QPT_XRC_RECV) return -EOPNOTSUPP;
+    if ((t === IBV_QPT_XRC_SEND || t === IBV_QPT_XRC_RECV) && !hasDeviceCap(this.caps, IBV_DEVICE_XRC)) return -EOPNOTSUPP;
+    if (t === IBV_QPT_XRC_RECV) {
+      if (!init.xrcd || init.xrcd.destroyed) return -EINVAL;
+    } else {
+      if (!this.pds.has(init.pd) || !init.sendCq) return -EINVAL;
+      if (t !== IBV_QPT_XRC_SEND && !init.recvCq) return -EINVAL;
+    }
+    if (init.srq && (t === IBV_QPT_XRC_SEND || t === IBV_QPT_XRC_RECV || init.srq.destroyed || init.srq.type !== IBV_SRQT_BASIC)) return -EINVAL;
     const cap = {
       maxSendWr: init.cap?.maxSendWr ?? 256,
       maxRecvWr: init.cap?.maxRecvWr ?? 256,
@@ -400,6 +532,8 @@ export class Nic implements FabricEndpoint {
     if (cap.maxSendWr > this.caps.maxQpWr || cap.maxRecvWr > this.caps.maxQpWr) return -EINVAL;
     if (cap.maxSendSge > this.caps.maxSge || cap.maxRecvSge > this.caps.maxSge) return -EINVAL;
     const qp = new QueuePair(this.nextQpn++, init, cap);
+    if (qp.srq) qp.srq.users++;
+    if (t === IBV_QPT_XRC_RECV) qp.xrcd!.users++;
     this.qps.set(qp.qpNum, qp);
     this.sim.spawn(`${this.name}.qp${qp.qpNum}.send`, () => this.requester.runTransmitter(qp), { kind: 'device' });
     this.sim.spawn(`${this.name}.qp${qp.qpNum}.complete`, () => this.requester.runCompleter(qp), { kind: 'device' });
@@ -451,7 +585,7 @@ export class Nic implements FabricEndpoint {
         this.qpToError(qp);
         return 0;
       case IBV_QPS_RTR:
-        if (qp.type === IBV_QPT_RC && qp.dlid === 0) return -EINVAL;
+        if (qp.reliable && qp.dlid === 0) return -EINVAL;
         if (attr.rqPsn !== undefined) qp.ePsn = attr.rqPsn;
         break;
       case IBV_QPS_RTS:
@@ -477,6 +611,8 @@ export class Nic implements FabricEndpoint {
     if (qp.destroyed) return -EINVAL;
     this.resetQp(qp);
     qp.destroyed = true;
+    if (qp.srq) qp.srq.users--;
+    if (qp.type === IBV_QPT_XRC_RECV) qp.xrcd!.users--;
     this.qps.delete(qp.qpNum);
     qp.kickRequester();
     qp.kickCompleter();
@@ -485,31 +621,29 @@ export class Nic implements FabricEndpoint {
   }
 
   /**
-   * `ibv_post_send`. 0, or -EINVAL (QP not yet RTS, opcode not supported on the transport,
-   * missing remote address, too many SGEs, an atomic whose local buffer is not one 8-byte
-   * SGE), -ENOMEM (send queue full). Posting to a QP in ERR succeeds and the WR is flushed.
+   * `ibv_post_send` (and the WQEs the `ibv_wr_*` builders produce). 0, or -EINVAL (QP not yet
+   * RTS, an XRC target QP, an opcode the transport does not carry, missing remote address,
+   * too many SGEs, an atomic whose local buffer is not one 8-byte SGE, a FLUSH or ATOMIC_WRITE
+   * the device does not support or whose arguments are malformed), -ENOMEM (send queue full).
+   * Posting to a QP in ERR succeeds and the WR is flushed.
    */
   postSend(qp: QueuePair, wr: SendWr): number {
-    if (qp.destroyed || qp.state < IBV_QPS_RTS) return -EINVAL;
+    const bad = this.checkSendWr(qp, wr);
+    if (bad !== 0) return bad;
     const op = wr.opcode;
-    if (qp.type === IBV_QPT_UD) {
-      if (op !== IBV_WR_SEND || !wr.ud) return -EINVAL;
-    } else if (op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE && op !== IBV_WR_RDMA_READ
-      && op !== IBV_WR_ATOMIC_CMP_AND_SWP && op !== IBV_WR_ATOMIC_FETCH_AND_ADD) {
-      return -EINVAL;
-    }
-    if ((op === IBV_WR_RDMA_WRITE || op === IBV_WR_RDMA_READ) && !wr.rdma) return -EINVAL;
-    if (isAtomic(op) && (!wr.atomic || wr.sgList.length !== 1 || wr.sgList[0]?.length !== 8)) return -EINVAL;
-    if (wr.sgList.length > qp.cap.maxSendSge) return -EINVAL;
-    if (wr.inlineData && op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE) return -EINVAL;
     if (qp.sq.length - qp.sqHead >= qp.cap.maxSendWr) return -ENOMEM;
     let length = 0;
-    if (wr.inlineData) length = wr.inlineData.length;
+    if (op === IBV_WR_FLUSH) length = wr.flush!.length;
+    else if (op === IBV_WR_ATOMIC_WRITE) length = 8;
+    else if (wr.inlineData) length = wr.inlineData.length;
     else for (const s of wr.sgList) length += s.length;
+    // FLUSH and ATOMIC_WRITE read no local memory: the 8 bytes travel in the WQE (rxe copies
+    // them at post time), and a FLUSH carries no data at all.
+    const local = wr.inlineData || op === IBV_WR_FLUSH || op === IBV_WR_ATOMIC_WRITE;
     const wqe = {
       wr, psn: qp.nextPsn++, signaled: qp.sqSigAll || ((wr.sendFlags ?? 0) & 2) !== 0, length, responded: false,
       visibleAt: this.sim.now() + this.costs.doorbellNs,
-      dma: wr.inlineData ? null : this.dmaActivity.begin(qp.qpNum, 'requester', op, this.dmaActivity.sglRanges(wr.sgList, (k) => this.mrs.get(k))),
+      dma: local ? null : this.dmaActivity.begin(qp.qpNum, 'requester', op, this.dmaActivity.sglRanges(wr.sgList, (k) => this.mrs.get(k))),
     };
     qp.sq.push(wqe);
     if (qp.state === IBV_QPS_ERR || qp.state === IBV_QPS_SQE) qp.kickRequester();
@@ -517,6 +651,44 @@ export class Nic implements FabricEndpoint {
     // by itself; an idle one is woken then.
     else if (qp.requesterWake) this.ringDoorbell(qp, wqe.visibleAt);
     return 0;
+  }
+
+  /** The checks of `postSend` that do not depend on room in the queue: 0 or -EINVAL. */
+  checkSendWr(qp: QueuePair, wr: SendWr): number {
+    if (qp.destroyed || qp.state < IBV_QPS_RTS || qp.type === IBV_QPT_XRC_RECV) return -EINVAL;
+    const op = wr.opcode;
+    if (qp.type === IBV_QPT_UD) {
+      if (op !== IBV_WR_SEND || !wr.ud) return -EINVAL;
+    } else if (op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE && op !== IBV_WR_RDMA_READ
+      && op !== IBV_WR_ATOMIC_CMP_AND_SWP && op !== IBV_WR_ATOMIC_FETCH_AND_ADD && op !== IBV_WR_FLUSH && op !== IBV_WR_ATOMIC_WRITE) {
+      return -EINVAL;
+    }
+    if ((op === IBV_WR_RDMA_WRITE || op === IBV_WR_RDMA_READ || op === IBV_WR_FLUSH || op === IBV_WR_ATOMIC_WRITE) && !wr.rdma) return -EINVAL;
+    if (isAtomic(op) && (!wr.atomic || wr.sgList.length !== 1 || wr.sgList[0]?.length !== 8)) return -EINVAL;
+    if (op === IBV_WR_FLUSH && !this.flushWrValid(wr)) return -EINVAL;
+    if (op === IBV_WR_ATOMIC_WRITE && (!hasDeviceCap(this.caps, IB_UVERBS_DEVICE_ATOMIC_WRITE) || wr.atomicWrite?.length !== 8)) return -EINVAL;
+    if (wr.sgList.length > qp.cap.maxSendSge) return -EINVAL;
+    if (wr.inlineData && op !== IBV_WR_SEND && op !== IBV_WR_RDMA_WRITE) return -EINVAL;
+    return 0;
+  }
+
+  /** Free slots in a QP's send queue. */
+  sendQueueRoom(qp: QueuePair): number {
+    return qp.cap.maxSendWr - (qp.sq.length - qp.sqHead);
+  }
+
+  /**
+   * A FLUSH WQE: placement type bits among GLOBAL and PERSISTENT, each one the device
+   * supports (IB_UVERBS_DEVICE_FLUSH_*), level RANGE or MR, no local buffers.
+   */
+  private flushWrValid(wr: SendWr): boolean {
+    const f = wr.flush;
+    if (!f || wr.sgList.length !== 0) return false;
+    if (f.type === 0 || f.type & ~(IBV_FLUSH_GLOBAL | IBV_FLUSH_PERSISTENT)) return false;
+    if (f.type & IBV_FLUSH_GLOBAL && !hasDeviceCap(this.caps, IB_UVERBS_DEVICE_FLUSH_GLOBAL)) return false;
+    if (f.type & IBV_FLUSH_PERSISTENT && !hasDeviceCap(this.caps, IB_UVERBS_DEVICE_FLUSH_PERSISTENT)) return false;
+    if (f.level !== IBV_FLUSH_RANGE && f.level !== IBV_FLUSH_MR) return false;
+    return Number.isInteger(f.length) && f.length >= 0;
   }
 
   /** Wake the transmit side of `qp` at `at` (once, however many WQEs are waiting to be seen). */
@@ -528,9 +700,13 @@ export class Nic implements FabricEndpoint {
     });
   }
 
-  /** `ibv_post_recv`. 0, or -EINVAL (QP in RESET, too many SGEs), -ENOMEM (receive queue full). */
+  /**
+   * `ibv_post_recv`. 0, or -EINVAL (QP in RESET, too many SGEs, a QP that takes its receives
+   * from an SRQ as rxe's `rxe_post_recv` refuses, an XRC QP, which has no receive queue),
+   * -ENOMEM (receive queue full).
+   */
   postRecv(qp: QueuePair, wr: RecvWr): number {
-    if (qp.destroyed || qp.state === IBV_QPS_RESET) return -EINVAL;
+    if (qp.destroyed || qp.state === IBV_QPS_RESET || qp.srq || qp.type === IBV_QPT_XRC_SEND || qp.type === IBV_QPT_XRC_RECV) return -EINVAL;
     if (wr.sgList.length > qp.cap.maxRecvSge) return -EINVAL;
     if (qp.rq.length - qp.rqHead >= qp.cap.maxRecvWr) return -ENOMEM;
     qp.rq.push(wr);
@@ -547,20 +723,29 @@ export class Nic implements FabricEndpoint {
 
   /** Check a local key for [addr, addr + length): live, same PD, LOCAL_WRITE if writing, in bounds. */
   checkLocalKey(qp: QueuePair, key: number, addr: number, length: number, write: boolean): MemoryRegion | null {
+    return this.checkLocalKeyPd(qp.pd, key, addr, length, write);
+  }
+
+  /** The same check against a given PD (an SRQ's receive buffers belong to the SRQ's PD). */
+  checkLocalKeyPd(pd: number, key: number, addr: number, length: number, write: boolean): MemoryRegion | null {
     const mr = this.mrs.get(key);
-    if (!mr || mr.lkey !== key || !mr.valid || mr.pd !== qp.pd) return null;
+    if (!mr || mr.lkey !== key || !mr.valid || mr.pd !== pd) return null;
     if (write && !(mr.access & IBV_ACCESS_LOCAL_WRITE)) return null;
     if (!mr.contains(addr, length)) return null;
     return mr;
   }
 
-  /** Check an rkey (rxe `check_rkey` order): live, same PD as the responder QP, access flag, bounds. */
-  checkRemoteKey(qp: QueuePair, key: number, addr: number, length: number, flag: number): MemoryRegion | null {
+  /**
+   * Check an rkey (rxe `check_rkey` order): live, same PD as the responder QP (an XRC target
+   * uses the PD of the XRC SRQ the packet names), every access flag in `flag`, bounds
+   * (skipped for a whole-MR FLUSH, `length` < 0).
+   */
+  checkRemoteKey(qp: QueuePair, key: number, addr: number, length: number, flag: number, pd = qp.pd): MemoryRegion | null {
     const mr = this.mrs.get(key);
     if (!mr || mr.rkey !== key || !mr.valid) return null;
-    if (mr.pd !== qp.pd) return null;
-    if (!(mr.access & flag)) return null;
-    if (!mr.contains(addr, length)) return null;
+    if (mr.pd !== pd) return null;
+    if ((mr.access & flag) !== flag) return null;
+    if (length >= 0 && !mr.contains(addr, length)) return null;
     return mr;
   }
 
@@ -640,7 +825,16 @@ export class Nic implements FabricEndpoint {
     qp.completerStalled = false;
   }
 
+  /**
+   * Flush the receive side: the WQE held from an SRQ (if any) and the QP's own receive queue.
+   * WQEs still in an SRQ stay there for the other QPs (rxe `check_resource` in the error state).
+   */
   flushRecv(qp: QueuePair): void {
+    const held = qp.heldRecv;
+    if (held) {
+      qp.heldRecv = null;
+      this.writeCqe(held.srq.cq ?? qp.recvCq, flushed(held.wr.wrId, qp.qpNum));
+    }
     for (let i = qp.rqHead; i < qp.rq.length; i++) this.writeCqe(qp.recvCq, flushed(qp.rq[i]!.wrId, qp.qpNum));
     qp.rqHead = qp.rq.length;
   }
@@ -671,11 +865,16 @@ export class Nic implements FabricEndpoint {
     qp.inbound.length = 0;
     qp.ePsn = 0;
     qp.responderFault = null;
+    qp.heldRecv = null;
     qp.atomicReplay.clear();
     qp.rdAtomicOutstanding = 0;
     qp.localError = null;
     qp.completerStalled = false;
   }
+}
+
+function isCount(v: number | undefined, max: number): boolean {
+  return v !== undefined && Number.isInteger(v) && v >= 1 && v <= max;
 }
 
 function flushed(wrId: number, qpNum: number): WorkCompletion {

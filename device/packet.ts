@@ -33,6 +33,11 @@ export interface Packet {
   rnrTimer?: number;
   /** UD: the Q_Key the sender used. */
   qkey?: number;
+  /** XRC: the target's XRC SRQ number (XRCETH). */
+  xrcSrqn?: number;
+  /** FLUSH (FETH): placement type bits and selectivity level. */
+  flushType?: number;
+  flushLevel?: number;
 }
 
 /**
@@ -44,5 +49,6 @@ export function makePacket(kind: PacketKind, srcLid: number, dstLid: number, src
     kind, srcLid, dstLid, srcQpn, dstQpn, psn, opcode, wireBytes,
     payload: undefined, remoteAddr: undefined, rkey: undefined, length: undefined, compareAdd: undefined,
     swap: undefined, original: undefined, nak: undefined, rnrTimer: undefined, qkey: undefined,
+    xrcSrqn: undefined, flushType: undefined, flushLevel: undefined,
   };
 }

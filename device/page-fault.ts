@@ -16,7 +16,7 @@ export interface DeviceFault {
   /** When the faulting access happened (the fault reaches the stream `faultReportNs` later). */
   readonly time: number;
   readonly qpNum: number;
-  readonly transport: 'RC' | 'UD';
+  readonly transport: 'RC' | 'UD' | 'XRC';
   /** Requester: gathering or scattering for a local WQE. Responder: executing an incoming request. */
   readonly side: 'requester' | 'responder';
   /** The work-request opcode being executed. */

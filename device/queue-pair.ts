@@ -5,11 +5,17 @@ import type { ActiveDma } from './dma-activity.ts';
 import type { AccessContext } from './dma-engine.ts';
 import type { Packet } from './packet.ts';
 import type { DeviceFault } from './page-fault.ts';
+import type { Transport } from './capabilities.ts';
+import type { SharedReceiveQueue } from './shared-receive-queue.ts';
+import type { XrcDomain } from './xrc-domain.ts';
 import type { AddressHandle, RecvWr, SendWr } from './work-request.ts';
 
+/** `enum ibv_qp_type`: RC, UD, and the two halves of XRC (initiator and target). */
 export const IBV_QPT_RC = 2;
 export const IBV_QPT_UD = 4;
-export type QpType = typeof IBV_QPT_RC | typeof IBV_QPT_UD;
+export const IBV_QPT_XRC_SEND = 9;
+export const IBV_QPT_XRC_RECV = 10;
+export type QpType = typeof IBV_QPT_RC | typeof IBV_QPT_UD | typeof IBV_QPT_XRC_SEND | typeof IBV_QPT_XRC_RECV;
 
 /** `enum ibv_qp_state`. */
 export const IBV_QPS_RESET = 0;
@@ -52,12 +58,20 @@ export interface QpCap {
   maxRecvSge: number;
 }
 
-/** `struct ibv_qp_init_attr`. */
+/**
+ * `struct ibv_qp_init_attr_ex`, the fields this NIC uses. An XRC target QP (XRC_RECV) takes
+ * only `xrcd` (no PD, no CQs, no queues: it delivers into the XRC SRQ each packet names); an
+ * XRC initiator (XRC_SEND) has a send queue only.
+ */
 export interface QpInitAttr {
   qpType: QpType;
   pd: number;
-  sendCq: CompletionQueue;
-  recvCq: CompletionQueue;
+  sendCq?: CompletionQueue;
+  recvCq?: CompletionQueue;
+  /** Take receive WQEs from this SRQ instead of a receive queue of its own. */
+  srq?: SharedReceiveQueue;
+  /** XRC_RECV: its XRC domain. */
+  xrcd?: XrcDomain;
   cap?: Partial<QpCap>;
   /** Every send WR generates a CQE, not only those with IBV_SEND_SIGNALED. Default false, as in rdma-core. */
   sqSigAll?: boolean;
@@ -127,10 +141,15 @@ export interface QpStats {
  */
 export class QueuePair {
   readonly type: QpType;
-  readonly transport: 'RC' | 'UD';
+  readonly transport: Transport;
+  /** RC and both XRC halves: acknowledged, in-order, with retries. */
+  readonly reliable: boolean;
   readonly pd: number;
+  /** Undefined only on an XRC target QP, which completes nothing itself. */
   readonly sendCq: CompletionQueue;
   readonly recvCq: CompletionQueue;
+  readonly srq: SharedReceiveQueue | null;
+  readonly xrcd: XrcDomain | null;
   readonly sqSigAll: boolean;
   readonly cap: QpCap;
   state: QpState = IBV_QPS_RESET;
@@ -190,6 +209,12 @@ export class QueuePair {
   readonly inbound: Packet[] = [];
   ePsn = 0;
   responderFault: DeviceFault | null = null;
+  /**
+   * A receive WQE taken from an SRQ for the SEND being executed, and its SRQ: it stays with
+   * the QP until that message completes (rxe keeps it as `qp->resp.wqe`), so a retried SEND
+   * after an RNR NAK lands in the same buffer.
+   */
+  heldRecv: { wr: RecvWr; srq: SharedReceiveQueue } | null = null;
   readonly atomicReplay = new Map<number, bigint>();
   responderWake: (() => void) | null = null;
 
@@ -205,10 +230,13 @@ export class QueuePair {
 
   constructor(readonly qpNum: number, init: QpInitAttr, cap: QpCap) {
     this.type = init.qpType;
-    this.transport = init.qpType === IBV_QPT_RC ? 'RC' : 'UD';
+    this.transport = init.qpType === IBV_QPT_RC ? 'RC' : init.qpType === IBV_QPT_UD ? 'UD' : 'XRC';
+    this.reliable = init.qpType !== IBV_QPT_UD;
     this.pd = init.pd;
-    this.sendCq = init.sendCq;
-    this.recvCq = init.recvCq;
+    this.sendCq = init.sendCq as CompletionQueue;
+    this.recvCq = init.recvCq as CompletionQueue;
+    this.srq = init.srq ?? null;
+    this.xrcd = init.xrcd ?? null;
     this.sqSigAll = init.sqSigAll ?? false;
     this.cap = cap;
     const sx: Translation = newTranslation();

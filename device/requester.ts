@@ -9,17 +9,17 @@ import type { Nic } from './nic.ts';
 import { makePacket, type Packet } from './packet.ts';
 import type { DeviceFault, FaultResolution } from './page-fault.ts';
 import {
-  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTS, IBV_QPS_SQD, IBV_QPT_RC, type QueuePair, type SendWqe,
+  IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTS, IBV_QPS_SQD, IBV_QPT_XRC_SEND, type QueuePair, type SendWqe,
 } from './queue-pair.ts';
 import { SG_OK, SG_RETRY, gather, scatter, type KeyLookup, type OnFault } from './scatter-gather.ts';
 import { RNR_RETRY_INFINITE, localAckTimeoutNs, rnrTimerNs } from './transport-timers.ts';
 import {
-  IBV_WC_COMP_SWAP, IBV_WC_FETCH_ADD, IBV_WC_LOC_PROT_ERR, IBV_WC_RDMA_READ, IBV_WC_RDMA_WRITE,
+  IBV_WC_ATOMIC_WRITE, IBV_WC_COMP_SWAP, IBV_WC_FETCH_ADD, IBV_WC_FLUSH, IBV_WC_LOC_PROT_ERR, IBV_WC_RDMA_READ, IBV_WC_RDMA_WRITE,
   IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR, IBV_WC_REM_OP_ERR, IBV_WC_RETRY_EXC_ERR,
   IBV_WC_RNR_RETRY_EXC_ERR, IBV_WC_SEND, IBV_WC_SUCCESS,
 } from './work-completion.ts';
 import {
-  IBV_SEND_FENCE, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_RDMA_READ,
+  IBV_SEND_FENCE, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_ATOMIC_WRITE, IBV_WR_FLUSH, IBV_WR_RDMA_READ,
   IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, isReadOrAtomic, type Sge,
 } from './work-request.ts';
 
@@ -42,6 +42,8 @@ export function wcOpcodeOf(op: number): number {
     case IBV_WR_RDMA_READ: return IBV_WC_RDMA_READ;
     case IBV_WR_ATOMIC_CMP_AND_SWP: return IBV_WC_COMP_SWAP;
     case IBV_WR_ATOMIC_FETCH_AND_ADD: return IBV_WC_FETCH_ADD;
+    case IBV_WR_FLUSH: return IBV_WC_FLUSH;
+    case IBV_WR_ATOMIC_WRITE: return IBV_WC_ATOMIC_WRITE;
     default: return IBV_WC_SEND;
   }
 }
@@ -114,7 +116,7 @@ export class Requester {
       this.nic.ringDoorbell(qp, w.visibleAt);
       return false;
     }
-    if (qp.type !== IBV_QPT_RC) return true;
+    if (!qp.reliable) return true;
     if (qp.sqNext - qp.sqHead >= this.nic.sendWindow) return false;
     if (isReadOrAtomic(w.wr.opcode) && qp.rdAtomicOutstanding >= Math.max(1, qp.maxRdAtomic)) return false;
     if ((w.wr.sendFlags ?? 0) & IBV_SEND_FENCE && qp.rdAtomicOutstanding > 0) return false;
@@ -150,6 +152,8 @@ export class Requester {
         return;
       }
       payload = r;
+    } else if (wr.opcode === IBV_WR_ATOMIC_WRITE) {
+      payload = wr.atomicWrite;
     } else {
       payload = wr.inlineData;
     }
@@ -158,10 +162,18 @@ export class Requester {
     const fo = nic.fabric.options;
     const pkt = makePacket('request', nic.lid, qp.dlid, qp.qpNum, qp.destQpNum, w.psn, wr.opcode, fo.headerBytes + (payload ? payload.length : 0));
     pkt.payload = payload;
-    if (wr.opcode === IBV_WR_RDMA_WRITE || wr.opcode === IBV_WR_RDMA_READ) {
+    if (wr.opcode === IBV_WR_RDMA_WRITE || wr.opcode === IBV_WR_RDMA_READ || wr.opcode === IBV_WR_ATOMIC_WRITE) {
       pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
       pkt.rkey = wr.rdma?.rkey ?? 0;
       pkt.length = w.length;
+    } else if (wr.opcode === IBV_WR_FLUSH) {
+      // RETH plus the 4-byte FETH (IBA 1.5 memory placement extensions).
+      pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
+      pkt.rkey = wr.rdma?.rkey ?? 0;
+      pkt.length = w.length;
+      pkt.flushType = wr.flush!.type;
+      pkt.flushLevel = wr.flush!.level;
+      pkt.wireBytes += 20;
     } else if (isAtomic(wr.opcode)) {
       const a = wr.atomic!;
       pkt.remoteAddr = a.remoteAddr;
@@ -171,7 +183,11 @@ export class Requester {
       pkt.length = 8;
       pkt.wireBytes += 28;
     }
-    if (qp.type !== IBV_QPT_RC) {
+    if (qp.type === IBV_QPT_XRC_SEND) {
+      pkt.xrcSrqn = wr.xrc?.remoteSrqn ?? 0;
+      pkt.wireBytes += 4; // XRCETH
+    }
+    if (!qp.reliable) {
       const ud = wr.ud!;
       pkt.dstLid = ud.ah.dlid;
       pkt.dstQpn = ud.remoteQpn;
@@ -185,7 +201,7 @@ export class Requester {
       qp.stats.retransmits++;
       nic.stats.retransmits++;
     }
-    if (qp.type !== IBV_QPT_RC) {
+    if (!qp.reliable) {
       // UD: no acknowledgement; the WQE completes once its message is on the wire.
       this.completeSuccess(qp, w);
       return;
@@ -249,7 +265,7 @@ export class Requester {
   // ---- responses -----------------------------------------------------------------------
 
   private *handleResponse(qp: QueuePair, pkt: Packet): Co {
-    if (qp.type !== IBV_QPT_RC || (qp.state !== IBV_QPS_RTS && qp.state !== IBV_QPS_SQD)) return;
+    if (!qp.reliable || (qp.state !== IBV_QPS_RTS && qp.state !== IBV_QPS_SQD)) return;
     const idx = qp.indexOfPsn(pkt.psn);
     if (idx < qp.sqHead || idx >= qp.sqHighSent) return; // stale or duplicate
     // Everything before idx is implicitly acknowledged, except a READ or atomic whose
@@ -428,7 +444,7 @@ export class Requester {
       wrId: w.wr.wrId, status, opcode: undefined, vendorErr: 0,
       byteLen: 0, qpNum: qp.qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0,
     });
-    if (qp.type === IBV_QPT_RC) this.nic.qpToError(qp);
+    if (qp.reliable) this.nic.qpToError(qp);
     else this.nic.qpToSqe(qp);
   }
 }

@@ -1,19 +1,32 @@
 import type { Co } from '../kernel-model/sim/index.ts';
-import { IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE } from './access-flags.ts';
 import {
-  IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_READ, IBV_ODP_SUPPORT_RECV, IBV_ODP_SUPPORT_WRITE,
+  IBV_ACCESS_FLUSH_GLOBAL, IBV_ACCESS_FLUSH_PERSISTENT, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_READ,
+  IBV_ACCESS_REMOTE_WRITE, accessWritable,
+} from './access-flags.ts';
+import {
+  IBV_ODP_SUPPORT_ATOMIC, IBV_ODP_SUPPORT_ATOMIC_WRITE, IBV_ODP_SUPPORT_FLUSH, IBV_ODP_SUPPORT_READ,
+  IBV_ODP_SUPPORT_RECV, IBV_ODP_SUPPORT_SRQ_RECV, IBV_ODP_SUPPORT_WRITE,
 } from './capabilities.ts';
-import { XLATE_FAULT_READ_ONLY, XLATE_PROT } from './dma-engine.ts';
+import { DEVICE_PAGE_SIZE } from './device-page-table.ts';
+import { XLATE_FAULT_READ_ONLY, XLATE_OK, XLATE_PROT } from './dma-engine.ts';
 import type { MemoryRegion } from './memory-region.ts';
 import type { Nic } from './nic.ts';
 import { makePacket, type NakCode, type Packet } from './packet.ts';
 import type { DeviceFault } from './page-fault.ts';
-import { IBV_QPS_ERR, IBV_QPT_RC, type QueuePair } from './queue-pair.ts';
-import { SG_OK, readRange, scatter, sglCapacity, writeRange, type KeyLookup, type OnFault } from './scatter-gather.ts';
+import { IBV_QPS_ERR, IBV_QPT_XRC_RECV, type QueuePair } from './queue-pair.ts';
+import { IBV_SRQT_XRC, type SharedReceiveQueue } from './shared-receive-queue.ts';
+import { SG_OK, SG_PROT as SG_PROT_CODE, readRange, scatter, sglCapacity, writeRange, type KeyLookup, type OnFault } from './scatter-gather.ts';
 import { IBV_WC_LOC_LEN_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS } from './work-completion.ts';
 import {
-  IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, type RecvWr,
+  IBV_FLUSH_GLOBAL, IBV_FLUSH_MR, IBV_FLUSH_PERSISTENT, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_WRITE, IBV_WR_FLUSH,
+  IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, type RecvWr,
 } from './work-request.ts';
+
+/** A receive WQE for a SEND and where it came from (null: the QP's own receive queue). */
+interface RecvSlot {
+  wr: RecvWr;
+  srq: SharedReceiveQueue | null;
+}
 
 /** A responder fault was posted: stop, and answer the request as the opcode demands. */
 const SG_FAULTED = 2;
@@ -49,7 +62,7 @@ export class Responder {
         qp.stats.dropped++;
         continue;
       }
-      if (qp.type !== IBV_QPT_RC) {
+      if (!qp.reliable) {
         yield* this.udReceive(qp, pkt);
         continue;
       }
@@ -73,11 +86,31 @@ export class Responder {
     }
   }
 
+  /**
+   * An XRC target QP delivers into the XRC SRQ the packet names, which must belong to the
+   * target's XRC domain; memory checks then use that SRQ's PD. A packet naming no such SRQ,
+   * or one of another domain, is refused with an invalid-request NAK (IBA XRC domain
+   * violation; the requester completes with IBV_WC_REM_INV_REQ_ERR). Null: refused.
+   */
+  private xrcSrq(qp: QueuePair, pkt: Packet): SharedReceiveQueue | null {
+    const srq = this.nic.srqByNum(pkt.xrcSrqn ?? 0);
+    if (!srq || srq.destroyed || srq.type !== IBV_SRQT_XRC || srq.xrcd !== qp.xrcd) return null;
+    return srq;
+  }
+
+  /** The PD memory checks use: the QP's, or on an XRC target the named XRC SRQ's. */
+  private pdOf(qp: QueuePair, pkt: Packet): number {
+    return qp.type === IBV_QPT_XRC_RECV ? this.nic.srqByNum(pkt.xrcSrqn ?? 0)?.pd ?? -1 : qp.pd;
+  }
+
   private *execute(qp: QueuePair, pkt: Packet, duplicate: boolean): Co {
+    if (qp.type === IBV_QPT_XRC_RECV && !this.xrcSrq(qp, pkt)) return this.invalidRequest(qp, pkt);
     switch (pkt.opcode) {
       case IBV_WR_SEND: return yield* this.send(qp, pkt);
       case IBV_WR_RDMA_WRITE: return yield* this.write(qp, pkt);
       case IBV_WR_RDMA_READ: return yield* this.read(qp, pkt, duplicate);
+      case IBV_WR_FLUSH: return yield* this.flush(qp, pkt, duplicate);
+      case IBV_WR_ATOMIC_WRITE: return yield* this.atomicWrite(qp, pkt);
       default:
         if (isAtomic(pkt.opcode)) return yield* this.atomic(qp, pkt);
         this.nak(qp, pkt.psn, 'invalid-request');
@@ -87,16 +120,35 @@ export class Responder {
 
   // ---- SEND ----------------------------------------------------------------------------
 
+  /**
+   * The receive WQE for an incoming SEND: the QP's receive queue head; or, with an SRQ (an
+   * XRC target: the SRQ the packet names), the WQE already held for this message, else the
+   * SRQ's next one, which the QP then holds (rxe `get_srq_wqe`).
+   */
+  private recvFor(qp: QueuePair, pkt: Packet): RecvSlot | null {
+    const srq = qp.type === IBV_QPT_XRC_RECV ? this.xrcSrq(qp, pkt) : qp.srq;
+    if (!srq) {
+      const wr = qp.rq[qp.rqHead];
+      return wr ? { wr, srq: null } : null;
+    }
+    if (qp.heldRecv && qp.heldRecv.srq === srq) return qp.heldRecv;
+    const wr = this.nic.takeSrqWqe(srq);
+    if (!wr) return null;
+    qp.heldRecv = { wr, srq };
+    return qp.heldRecv;
+  }
+
   private *send(qp: QueuePair, pkt: Packet): Co {
     const nic = this.nic;
-    const recv = qp.rq[qp.rqHead];
-    if (!recv) {
+    const slot = this.recvFor(qp, pkt);
+    if (!slot) {
       // No receive WQE: the classic receiver-not-ready.
       this.rnrNak(qp, pkt);
       return;
     }
+    const recv = slot;
     const data = pkt.payload ?? new Uint8Array(0);
-    if (data.length > sglCapacity(recv.sgList)) {
+    if (data.length > sglCapacity(recv.wr.sgList)) {
       this.completeRecv(qp, recv, IBV_WC_LOC_LEN_ERR, 0, pkt);
       this.nak(qp, pkt.psn, 'invalid-request');
       nic.qpToError(qp);
@@ -121,21 +173,35 @@ export class Responder {
     this.ack(qp, pkt.psn);
   }
 
-  private *scatterRecv(qp: QueuePair, recv: RecvWr, data: Uint8Array, skip: number, pkt: Packet): Co<number> {
+  /**
+   * Scatter a SEND into its receive WQE. The ODP bit is RECV for a QP's own receive queue and
+   * SRQ_RECV for a WQE from an SRQ (mlx5 reports those as `MLX5_WQE_PF_TYPE_RMP` faults and
+   * `internal_fill_odp_caps` has a separate SRQ_RECV bit per transport).
+   */
+  private *scatterRecv(qp: QueuePair, recv: RecvSlot, data: Uint8Array, skip: number, pkt: Packet): Co<number> {
     const nic = this.nic;
     const ctx = qp.rqContext;
     ctx.opcode = pkt.opcode;
     const hooks = this.hooksOf(qp);
-    const ranges = nic.dmaActivity.sglRanges(recv.sgList, (k) => nic.mrByKey(k));
+    const pd = recv.srq ? recv.srq.pd : qp.pd;
+    const lookup: KeyLookup = recv.srq ? (key, addr, len) => nic.checkLocalKeyPd(pd, key, addr, len, true) : hooks.recvLookup;
+    const ranges = nic.dmaActivity.sglRanges(recv.wr.sgList, (k) => nic.mrByKey(k));
+    const bit = recv.srq ? IBV_ODP_SUPPORT_SRQ_RECV : IBV_ODP_SUPPORT_RECV;
     return yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, ranges,
-      scatter(nic.engine, ctx, recv.sgList, data, skip, hooks.recvLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_RECV), 0, hooks.fault));
+      scatter(nic.engine, ctx, recv.wr.sgList, data, skip, lookup, nic.odpAllowed(qp, bit), 0, hooks.fault));
   }
 
-  private completeRecv(qp: QueuePair, recv: RecvWr, status: number, bytes: number, pkt: Packet): void {
-    if (qp.rq[qp.rqHead] === recv) qp.rqHead++;
+  /** Consume a receive WQE (from the receive queue, or the one held from an SRQ) and complete it. */
+  private completeRecv(qp: QueuePair, slot: RecvSlot, status: number, bytes: number, pkt: Packet): void {
+    const recv = slot.wr;
+    if (slot.srq) {
+      if (qp.heldRecv?.wr === recv) qp.heldRecv = null;
+    } else if (qp.rq[qp.rqHead] === recv) {
+      qp.rqHead++;
+    }
     const ok = status === IBV_WC_SUCCESS;
-    const ud = qp.type !== IBV_QPT_RC;
-    this.nic.writeCqe(qp.recvCq, {
+    const ud = !qp.reliable;
+    this.nic.writeCqe(slot.srq?.cq ?? qp.recvCq, {
       wrId: recv.wrId, status, opcode: ok ? IBV_WC_RECV : undefined, vendorErr: 0,
       byteLen: ok ? bytes : 0, qpNum: qp.qpNum, srcQp: ok && ud ? pkt.srcQpn : 0, wcFlags: 0,
       slid: ok && ud ? pkt.srcLid : 0, time: 0,
@@ -146,7 +212,7 @@ export class Responder {
 
   private checkRkey(qp: QueuePair, pkt: Packet, length: number, flag: number): MemoryRegion | null {
     if (length === 0) return null;
-    return this.nic.checkRemoteKey(qp, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length, flag);
+    return this.nic.checkRemoteKey(qp, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length, flag, this.pdOf(qp, pkt));
   }
 
   private *write(qp: QueuePair, pkt: Packet): Co {
@@ -234,6 +300,97 @@ export class Responder {
     this.atomicResponse(qp, pkt, r.original);
   }
 
+  /**
+   * RDMA FLUSH (rxe `process_flush`, `rxe_odp_flush_pmem_iova`). The QP must allow each
+   * requested placement type (IBV_ACCESS_FLUSH_GLOBAL / _PERSISTENT in its access flags, else
+   * an invalid-request NAK as rxe's `check_qp_attr_access` gives), and the rkey's MR must carry
+   * them too (else class C, remote access). Level MR flushes the whole MR. On an ODP MR the
+   * pages must be mapped first, with write access when the MR is writable, as
+   * `rxe_odp_map_range_and_lock(..., RXE_PAGEFAULT_DEFAULT)` maps them; a fault drops the
+   * request like a READ's. Without the transport's ODP FLUSH bit an ODP MR refuses FLUSH with
+   * an invalid-request NAK (rxe before ODP flush: "ODP is not supported right now",
+   * RESPST_ERR_UNSUPPORTED_OPCODE). The answer is a zero-length READ response.
+   */
+  private *flush(qp: QueuePair, pkt: Packet, duplicate: boolean): Co {
+    const nic = this.nic;
+    const type = pkt.flushType ?? 0;
+    let access = 0;
+    if (type & IBV_FLUSH_GLOBAL) access |= IBV_ACCESS_FLUSH_GLOBAL;
+    if (type & IBV_FLUSH_PERSISTENT) access |= IBV_ACCESS_FLUSH_PERSISTENT;
+    if (access === 0 || (qp.qpAccessFlags & access) !== access) return this.invalidRequest(qp, pkt);
+    const whole = pkt.flushLevel === IBV_FLUSH_MR;
+    const mr = nic.checkRemoteKey(qp, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, whole ? -1 : pkt.length ?? 0, access, this.pdOf(qp, pkt));
+    if (!mr) return this.accessError(qp, pkt);
+    const odp = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_FLUSH);
+    if (mr.onDemand && !odp) return this.invalidRequest(qp, pkt);
+    const start = whole ? mr.iova : pkt.remoteAddr ?? 0;
+    const length = whole ? mr.length : pkt.length ?? 0;
+    const epoch = qp.epoch;
+    const ctx = qp.rqContext;
+    ctx.opcode = pkt.opcode;
+    const write = accessWritable(mr.access);
+    const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: start, length }],
+      this.flushPages(qp, mr, pkt.rkey ?? 0, start, length, write, odp));
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (r === SG_FAULTED) {
+      qp.stats.dropped++; // like a READ: the requester's local ACK timeout resends it
+      return;
+    }
+    if (r !== SG_OK) return this.accessError(qp, pkt);
+    if (!duplicate) qp.ePsn++;
+    this.send1(qp, this.answer(qp, 'read-response', pkt.psn, pkt.opcode), 0);
+  }
+
+  /** Translate every page of a flushed range (the host's cache write-back itself is not modelled). */
+  private *flushPages(qp: QueuePair, mr: MemoryRegion, key: number, start: number, length: number, write: boolean, faultable: boolean): Co<number> {
+    const engine = this.nic.engine;
+    let a = start;
+    const end = start + length;
+    while (a < end) {
+      if (!mr.valid) return SG_PROT_CODE;
+      const code = yield* engine.touchPage(qp.rqContext, mr, a, write, faultable);
+      if (code !== XLATE_OK) {
+        if (code === XLATE_PROT) return SG_PROT_CODE;
+        return yield* this.hooksOf(qp).fault(mr, key, a, end - a, write, code);
+      }
+      a = (Math.floor(a / DEVICE_PAGE_SIZE) + 1) * DEVICE_PAGE_SIZE;
+    }
+    return SG_OK;
+  }
+
+  /**
+   * RDMA ATOMIC WRITE (rxe `atomic_write_reply`, `rxe_odp_do_atomic_write`): 8 bytes written
+   * at once. Needs REMOTE_WRITE on the QP (else invalid request) and on the MR (else class C);
+   * a misaligned address is an invalid request (RESPST_ERR_MISALIGNED_ATOMIC, IBA A19.4.2). An
+   * ODP MR without the transport's ATOMIC_WRITE bit refuses it with an invalid request (rxe's
+   * stub returns RESPST_ERR_UNSUPPORTED_OPCODE); with it, a fault drops the request as an
+   * atomic's is. Acknowledged like a WRITE.
+   */
+  private *atomicWrite(qp: QueuePair, pkt: Packet): Co {
+    const nic = this.nic;
+    if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_WRITE)) return this.invalidRequest(qp, pkt);
+    const data = pkt.payload ?? new Uint8Array(0);
+    const addr = pkt.remoteAddr ?? 0;
+    const mr = this.checkRkey(qp, pkt, 8, IBV_ACCESS_REMOTE_WRITE);
+    if (!mr || data.length !== 8) return this.accessError(qp, pkt);
+    if (addr % 8 !== 0) return this.invalidRequest(qp, pkt);
+    const odp = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_ATOMIC_WRITE);
+    if (mr.onDemand && !odp) return this.invalidRequest(qp, pkt);
+    const epoch = qp.epoch;
+    const ctx = qp.rqContext;
+    ctx.opcode = pkt.opcode;
+    const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: addr, length: 8 }],
+      writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, addr, data, 0, 8, odp, nic.costs.atomicNs, this.hooksOf(qp).fault));
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (r === SG_FAULTED) {
+      qp.stats.dropped++;
+      return;
+    }
+    if (r !== SG_OK) return this.accessError(qp, pkt);
+    qp.ePsn++;
+    this.ack(qp, pkt.psn);
+  }
+
   /** The atomic's page access; an XLATE_* code when the page cannot be used. */
   private *nicAtomic(qp: QueuePair, mr: MemoryRegion, pkt: Packet, addr: number, faultable: boolean, apply: (old: bigint) => bigint): Co<{ original: bigint } | number> {
     if (!mr.valid) return XLATE_PROT;
@@ -242,9 +399,11 @@ export class Responder {
 
   /** A request with a PSN already executed: acknowledge again, re-read, or replay an atomic. */
   private *duplicate(qp: QueuePair, pkt: Packet): Co {
-    if (pkt.opcode === IBV_WR_RDMA_READ) {
+    if (pkt.opcode === IBV_WR_RDMA_READ || pkt.opcode === IBV_WR_FLUSH) {
       if (qp.responderFault) return;
-      yield* this.read(qp, pkt, true);
+      if (qp.type === IBV_QPT_XRC_RECV && !this.xrcSrq(qp, pkt)) return;
+      if (pkt.opcode === IBV_WR_FLUSH) yield* this.flush(qp, pkt, true);
+      else yield* this.read(qp, pkt, true);
       return;
     }
     if (isAtomic(pkt.opcode)) {
@@ -263,9 +422,10 @@ export class Responder {
       qp.stats.dropped++;
       return;
     }
-    const recv = qp.rq[qp.rqHead];
+    const recv = this.recvFor(qp, pkt);
     const data = pkt.payload ?? new Uint8Array(0);
-    if (!recv || data.length + UD_GRH_BYTES > sglCapacity(recv.sgList)) {
+    if (!recv || data.length + UD_GRH_BYTES > sglCapacity(recv.wr.sgList)) {
+      if (recv) this.giveBack(qp, recv);
       qp.stats.dropped++; // UD has no RNR: no receive WQE, or too small, and the message is lost
       return;
     }
@@ -273,6 +433,8 @@ export class Responder {
     const r = yield* this.scatterRecv(qp, recv, data, UD_GRH_BYTES, pkt);
     if (qp.epoch !== epoch || !qp.canReceive) return;
     if (r === SG_FAULTED) {
+      // The message is lost; a WQE taken from an SRQ goes back for the next one.
+      this.giveBack(qp, recv);
       qp.stats.dropped++;
       return;
     }
@@ -282,6 +444,13 @@ export class Responder {
       return;
     }
     this.completeRecv(qp, recv, IBV_WC_SUCCESS, data.length + UD_GRH_BYTES, pkt);
+  }
+
+  /** A UD message was dropped after its WQE was taken from an SRQ: return it to the SRQ's head. */
+  private giveBack(qp: QueuePair, slot: RecvSlot): void {
+    if (!slot.srq || qp.heldRecv?.wr !== slot.wr) return;
+    qp.heldRecv = null;
+    slot.srq.giveBack(slot.wr);
   }
 
   // ---- faults --------------------------------------------------------------------------
@@ -324,15 +493,13 @@ export class Responder {
         qp.responderFault = null;
         qp.stats.faultStallNs += sim.now() - t0;
         if (!res.error || qp.epoch !== epoch || !qp.canReceive) return;
-        if (qp.type !== IBV_QPT_RC) {
-          const recv = qp.rq[qp.rqHead];
-          if (recv) self.completeRecvError(qp, recv);
+        if (!qp.reliable) {
+          self.completeRecvError(qp);
           nic.qpToError(qp);
           return;
         }
         if (fault.opcode === IBV_WR_SEND) {
-          const recv = qp.rq[qp.rqHead];
-          if (recv) self.completeRecvError(qp, recv);
+          self.completeRecvError(qp);
           self.nak(qp, qp.ePsn, 'remote-operational');
         } else {
           self.nak(qp, qp.ePsn, 'remote-access');
@@ -344,9 +511,20 @@ export class Responder {
     };
   }
 
-  private completeRecvError(qp: QueuePair, recv: RecvWr): void {
-    if (qp.rq[qp.rqHead] === recv) qp.rqHead++;
-    this.nic.writeCqe(qp.recvCq, {
+  /** The receive WQE whose buffer faulted and could not be resolved: the held SRQ WQE, or the queue head. */
+  private completeRecvError(qp: QueuePair): void {
+    let recv: RecvWr | undefined;
+    let cq = qp.recvCq;
+    if (qp.heldRecv) {
+      recv = qp.heldRecv.wr;
+      cq = qp.heldRecv.srq.cq ?? qp.recvCq;
+      qp.heldRecv = null;
+    } else {
+      recv = qp.rq[qp.rqHead];
+      if (recv) qp.rqHead++;
+    }
+    if (!recv) return;
+    this.nic.writeCqe(cq, {
       wrId: recv.wrId, status: IBV_WC_LOC_PROT_ERR, opcode: undefined, vendorErr: 0,
       byteLen: 0, qpNum: qp.qpNum, srcQp: 0, wcFlags: 0, slid: 0, time: 0,
     });

@@ -49,6 +49,10 @@ export const IBV_WC_RDMA_READ = 2;
 export const IBV_WC_COMP_SWAP = 3;
 export const IBV_WC_FETCH_ADD = 4;
 export const IBV_WC_BIND_MW = 5;
+export const IBV_WC_LOCAL_INV = 6;
+export const IBV_WC_TSO = 7;
+export const IBV_WC_FLUSH = 8;
+export const IBV_WC_ATOMIC_WRITE = 9;
 export const IBV_WC_RECV = 1 << 7;
 export const IBV_WC_RECV_RDMA_WITH_IMM = IBV_WC_RECV + 1;
 

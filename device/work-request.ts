@@ -17,6 +17,17 @@ export const IBV_WR_SEND_WITH_IMM = 3;
 export const IBV_WR_RDMA_READ = 4;
 export const IBV_WR_ATOMIC_CMP_AND_SWP = 5;
 export const IBV_WR_ATOMIC_FETCH_AND_ADD = 6;
+/** RDMA FLUSH (IBA 1.5 memory placement extensions): rdma-core `IBV_WR_FLUSH`. */
+export const IBV_WR_FLUSH = 14;
+/** RDMA ATOMIC WRITE: an 8-byte write the responder performs atomically (`IBV_WR_ATOMIC_WRITE`). */
+export const IBV_WR_ATOMIC_WRITE = 15;
+
+/** `enum ibv_placement_type` (ibv_wr_flush(3)): what a FLUSH makes durable or visible. */
+export const IBV_FLUSH_GLOBAL = 1;
+export const IBV_FLUSH_PERSISTENT = 2;
+/** `enum ibv_selectivity_level`: flush the given range, or the whole MR. */
+export const IBV_FLUSH_RANGE = 0;
+export const IBV_FLUSH_MR = 1;
 
 /** The opcodes this NIC executes (the *_WITH_IMM variants are not modelled: EINVAL). */
 export type WrOpcode =
@@ -24,7 +35,9 @@ export type WrOpcode =
   | typeof IBV_WR_SEND
   | typeof IBV_WR_RDMA_READ
   | typeof IBV_WR_ATOMIC_CMP_AND_SWP
-  | typeof IBV_WR_ATOMIC_FETCH_AND_ADD;
+  | typeof IBV_WR_ATOMIC_FETCH_AND_ADD
+  | typeof IBV_WR_FLUSH
+  | typeof IBV_WR_ATOMIC_WRITE;
 
 export const IBV_SEND_FENCE = 1;
 export const IBV_SEND_SIGNALED = 2;
@@ -56,6 +69,12 @@ export interface SendWr {
   rdma?: { remoteAddr: number; rkey: number };
   atomic?: { remoteAddr: number; compareAdd: bigint; swap: bigint; rkey: number };
   ud?: { ah: AddressHandle; remoteQpn: number; remoteQkey: number };
+  /** XRC send QPs: the XRC SRQ at the target that receives a SEND (`qp_type.xrc.remote_srqn`). */
+  xrc?: { remoteSrqn: number };
+  /** IBV_WR_FLUSH (ibv_wr_flush(3)): placement type bits and selectivity level; `rdma` names the range. */
+  flush?: { type: number; level: number; length: number };
+  /** IBV_WR_ATOMIC_WRITE (ibv_wr_atomic_write(3)): the 8 bytes to write at `rdma.remoteAddr`. */
+  atomicWrite?: Uint8Array;
 }
 
 export interface RecvWr {
@@ -72,6 +91,8 @@ export function wrOpcodeName(op: number): string {
     case IBV_WR_RDMA_READ: return 'IBV_WR_RDMA_READ';
     case IBV_WR_ATOMIC_CMP_AND_SWP: return 'IBV_WR_ATOMIC_CMP_AND_SWP';
     case IBV_WR_ATOMIC_FETCH_AND_ADD: return 'IBV_WR_ATOMIC_FETCH_AND_ADD';
+    case IBV_WR_FLUSH: return 'IBV_WR_FLUSH';
+    case IBV_WR_ATOMIC_WRITE: return 'IBV_WR_ATOMIC_WRITE';
     default: return `IBV_WR_${op}`;
   }
 }
@@ -80,7 +101,12 @@ export function isAtomic(op: number): boolean {
   return op === IBV_WR_ATOMIC_CMP_AND_SWP || op === IBV_WR_ATOMIC_FETCH_AND_ADD;
 }
 
-/** READ and atomics: the requests that count against max_rd_atomic and that IBV_SEND_FENCE waits for. */
+/**
+ * READ, atomics and FLUSH: the requests answered with a response (FLUSH with a zero-length
+ * READ response, rxe `process_flush`), that count against max_rd_atomic and that
+ * IBV_SEND_FENCE waits for. ATOMIC_WRITE is acknowledged like a WRITE (rxe `atomic_write_reply`
+ * returns RESPST_ACKNOWLEDGE).
+ */
 export function isReadOrAtomic(op: number): boolean {
-  return op === IBV_WR_RDMA_READ || isAtomic(op);
+  return op === IBV_WR_RDMA_READ || op === IBV_WR_FLUSH || isAtomic(op);
 }

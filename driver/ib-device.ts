@@ -1,8 +1,9 @@
 import { Subject, type Observable, type Subscription } from 'rxjs';
 import { EINVAL, EOPNOTSUPP, EOVERFLOW, PAGE_SIZE, type Co, type Kernel, type Process } from '../kernel-model/index.ts';
 import {
-  IBV_ACCESS_HUGETLB, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE,
-  IBV_ACCESS_SUPPORTED_MASK, type DeviceFault, type Nic,
+  IBV_ACCESS_FLUSH_GLOBAL, IBV_ACCESS_FLUSH_PERSISTENT, IBV_ACCESS_HUGETLB, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND,
+  IBV_ACCESS_REMOTE_ATOMIC, IBV_ACCESS_REMOTE_WRITE, IBV_ACCESS_SUPPORTED_MASK, IB_UVERBS_DEVICE_FLUSH_GLOBAL,
+  IB_UVERBS_DEVICE_FLUSH_PERSISTENT, hasDeviceCap, type DeviceFault, type Nic,
 } from '../device/index.ts';
 import { IbUcontext } from './ib-ucontext.ts';
 import type { IbUmem, RegMrRequest, UmemStrategy } from './umem.ts';
@@ -23,6 +24,8 @@ export interface MrBindingEvent {
   length: number;
   iova: number;
   strategy: string;
+  /** The umem pins its pages (IbUmem.pinsPages). */
+  pinned?: boolean;
   event: 'reg' | 'dereg';
 }
 
@@ -84,6 +87,9 @@ export class IbDevice {
     if (access & ~IBV_ACCESS_SUPPORTED_MASK) return -EINVAL;
     const odp = (access & IBV_ACCESS_ON_DEMAND) !== 0;
     if (odp && (!this.nic.faultable || !this.opts.odp)) return -EOPNOTSUPP;
+    // rdma A1 step 4 (ib_check_mr_access): a FLUSH access bit needs the device's flush capability.
+    if (access & IBV_ACCESS_FLUSH_GLOBAL && !hasDeviceCap(this.nic.caps, IB_UVERBS_DEVICE_FLUSH_GLOBAL)) return -EOPNOTSUPP;
+    if (access & IBV_ACCESS_FLUSH_PERSISTENT && !hasDeviceCap(this.nic.caps, IB_UVERBS_DEVICE_FLUSH_PERSISTENT)) return -EOPNOTSUPP;
     const implicit = odp && req.addr === 0 && req.length === SIZE_MAX;
     if (implicit) {
       if (req.iova !== 0 || access & IBV_ACCESS_HUGETLB) return -EINVAL;
@@ -106,7 +112,7 @@ export class IbDevice {
     if (!this.bindingSubject.observed) return;
     this.bindingSubject.next({
       nic: this.nic.name, key: umem.mr.lkey, mmId: umem.ctx.mm.id, addr: umem.addr, length: umem.length,
-      iova: umem.mr.iova, strategy: umem.strategy, event,
+      iova: umem.mr.iova, strategy: umem.strategy, event, ...(umem.pinsPages ? { pinned: true } : {}),
     });
   }
 

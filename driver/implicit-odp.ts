@@ -19,11 +19,11 @@ export const IMPLICIT_SLOTS = 2 ** 47 / IMPLICIT_CHILD_SIZE;
  * MR with `implicit` set, covering [0, 2^47) with an empty (sparse) page table. The
  * parent has no notifier (C1): children get theirs when they are created.
  */
-export function* regImplicitOdpMr(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher): Co<IbUmem | number> {
+export function* regImplicitOdpMr(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher, strategy = 'odp'): Co<IbUmem | number> {
   if (ctx.mm.users <= 0) return -EINVAL;
   const mr = ctx.device.nic.createMr({ pd: req.pd, iova: 0, length: req.length, access: req.access, onDemand: true, implicit: true });
   if (typeof mr === 'number') return mr;
-  return new ImplicitOdpUmem(ctx, mr, batcher, req.length, req.access);
+  return new ImplicitOdpUmem(ctx, mr, batcher, req.length, req.access, strategy);
 }
 
 /**
@@ -40,7 +40,6 @@ export function* regImplicitOdpMr(ctx: IbUcontext, req: RegMrRequest, batcher: S
  * slot" on reaping means zapping whatever a racing fault refilled before the child goes.
  */
 export class ImplicitOdpUmem implements IbUmem, OdpOwner {
-  readonly strategy = 'odp';
   readonly counters = newUmemCounters();
   readonly writable: boolean;
   readonly addr = 0;
@@ -57,7 +56,10 @@ export class ImplicitOdpUmem implements IbUmem, OdpOwner {
   readonly users: UsageCount;
   private readonly name: string;
 
-  constructor(readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher, readonly length: number, readonly access: number) {
+  constructor(
+    readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher, readonly length: number, readonly access: number,
+    readonly strategy = 'odp',
+  ) {
     this.writable = accessWritable(access);
     this.name = `${ctx.device.name}/implicit(${mr.lkey.toString(16)})`;
     this.users = new UsageCount(ctx.device.kernel.sim, this.name);

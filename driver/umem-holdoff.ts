@@ -2,7 +2,7 @@ import {
   EBUSY, EFAULT, EINVAL, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, Mutex,
   MmuIntervalNotifier, PAGE_SIZE, ZERO_PFN, folioMarkDirty, hmmRangeFault, hmmRangeInit, mmput,
   mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry, mmuIntervalSetSeq,
-  mmuNotifierRangeBlockable, type Co, type MmuNotifierRange,
+  mmuNotifierRangeBlockable, type Co, type HmmRange, type MmuNotifierRange,
 } from '../kernel-model/index.ts';
 import { IBV_QPS_ERR, accessWritable, type MemoryRegion, type Nic } from '../device/index.ts';
 import { SyncBatcher, type BatchPolicy } from './batching/sync-batcher.ts';
@@ -19,6 +19,8 @@ import { newUmemCounters, type IbUmem, type RegMrRequest, type UmemCounters, typ
 export const DEFAULT_REMAP_SYSCALL_NS = 2_000;
 
 export interface HoldoffOptions {
+  /** The strategy's name, which its MRs carry into bindings, violations and reports (default 'holdoff'). */
+  name?: string;
   /**
    * How long an invalidation waits for DMA touching its range before it gives up, fences
    * the device and revokes the MR (virtual ns; Infinity waits for ever).
@@ -93,6 +95,9 @@ export function zapRuns(present: ArrayLike<number>, first: number, last: number)
   return runs;
 }
 
+/** What every MR of a holdoff strategy shares (from `HoldoffOptions`, defaults applied). */
+export type HoldoffUmemOptions = Required<Pick<HoldoffOptions, 'holdoffTimeoutNs' | 'eagerRemap' | 'remapSyscallNs'>> & { name?: string };
+
 /**
  * A holdoff MR: user memory a NIC that cannot fault reaches without pinning it.
  *
@@ -110,7 +115,7 @@ export function zapRuns(present: ArrayLike<number>, first: number, last: number)
  * the range again.
  */
 export class HoldoffUmem implements IbUmem {
-  readonly strategy = 'holdoff';
+  readonly strategy: string;
   readonly counters: UmemCounters = newUmemCounters();
   readonly stats: HoldoffStats = newHoldoffStats();
   readonly addr: number;
@@ -139,10 +144,11 @@ export class HoldoffUmem implements IbUmem {
     readonly ctx: IbUcontext,
     readonly mr: MemoryRegion,
     req: RegMrRequest,
-    private readonly opts: Required<Pick<HoldoffOptions, 'holdoffTimeoutNs' | 'eagerRemap' | 'remapSyscallNs'>>,
+    private readonly opts: HoldoffUmemOptions,
     private readonly batcher: SyncBatcher,
     private readonly total: HoldoffStats,
   ) {
+    this.strategy = opts.name ?? 'holdoff';
     this.addr = req.addr;
     this.length = req.length;
     this.access = req.access;
@@ -198,14 +204,20 @@ export class HoldoffUmem implements IbUmem {
     return 0;
   }
 
-  private *invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): Co<boolean> {
+  /**
+   * The invalidate callback. Its steps, each of which a driver author may change: refuse a
+   * non-blockable range (C2); under the lock, set_seq (rule 26) and `clamp`; clear the
+   * validity word; `holdOff` (wait for DMA on the range, bounded); under the lock again,
+   * `zap` with `fence` as its sync, or `revoke` when the wait timed out.
+   */
+  protected *invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): Co<boolean> {
     // rdma C2: a non-blockable range (the OOM reaper) cannot wait for DMA: touch nothing.
     if (!mmuNotifierRangeBlockable(range)) {
       this.count('refusedNonBlockable');
       return false;
     }
     const sim = this.sim;
-    const pages = this.pagesOf(range.start, range.end);
+    const pages = this.clamp(range);
     // Phase 1, under the lock: store the sequence (rule 26) and clear the validity word, so
     // that neither the provider nor a remap starts new work on the range (a remap now
     // waits in mmu_interval_read_begin until the invalidation ends).
@@ -220,17 +232,7 @@ export class HoldoffUmem implements IbUmem {
     this.mutex.unlock();
     this.count('invalidations');
     this.counters.invalidations++;
-    // Hold off: wait for DMA actively touching the range (not for idle receives), bounded.
-    const t0 = sim.now();
-    const iova = this.iovaOfPage(first);
-    const idle = yield* this.nic.dmaActivity.waitIdle(this.mr, iova, (last - first + 1) * PAGE_SIZE, t0 + this.opts.holdoffTimeoutNs);
-    const waited = sim.now() - t0;
-    if (waited > 0) {
-      this.count('heldOff');
-      this.count('holdoffNs', waited);
-      this.stats.maxHoldoffNs = Math.max(this.stats.maxHoldoffNs, waited);
-      this.total.maxHoldoffNs = Math.max(this.total.maxHoldoffNs, waited);
-    }
+    const idle = yield* this.holdOff(first, last);
     // Phase 2, under the lock: zap, sync, dirty; or, on timeout, fence and revoke.
     yield* this.mutex.lock();
     if (this.dead || this.revoked) {
@@ -244,7 +246,7 @@ export class HoldoffUmem implements IbUmem {
       this.ctx.mrEvents.next({ type: 'revoked', umem: this, start: this.start, end: this.start + this.pages * PAGE_SIZE });
       return true;
     }
-    const cleared = yield* this.zap(first, last, () => this.syncThroughBatcher(range.event));
+    const cleared = yield* this.zap(first, last, () => this.fence(range.event));
     this.mutex.unlock();
     this.counters.invalidationPages += cleared;
     const start = Math.max(range.start, this.start);
@@ -255,17 +257,76 @@ export class HoldoffUmem implements IbUmem {
     return true;
   }
 
-  private *syncThroughBatcher(event: number): Co {
+  /**
+   * Invalidation step: the span pages [first, last] of the range, clamped to this MR
+   * (interval subscribers get the whole operation's range, kernel rule 13), or null.
+   *
+   * @example
+   *   // Invalidate the whole MR on any overlap (simple, costly):
+   *   protected override clamp(range: MmuNotifierRange): [number, number] | null {
+   *     return super.clamp(range) ? [0, this.pages - 1] : null;
+   *   }
+   */
+  protected clamp(range: MmuNotifierRange): [number, number] | null {
+    return this.pagesOf(range.start, range.end);
+  }
+
+  /**
+   * Invalidation step, without the lock: wait until no DMA actively touches span pages
+   * [first, last] (idle receives do not count), bounded by the holdoff timeout. True when
+   * the range went idle, false on timeout (the caller then revokes the MR).
+   *
+   * @example
+   *   // Never wait: fence at once (every in-flight transfer on the range then fails):
+   *   protected override *holdOff(_first: number, _last: number): Co<boolean> {
+   *     return true;
+   *   }
+   */
+  protected *holdOff(first: number, last: number): Co<boolean> {
+    const sim = this.sim;
+    const t0 = sim.now();
+    const iova = this.iovaOfPage(first);
+    const idle = yield* this.nic.dmaActivity.waitIdle(this.mr, iova, (last - first + 1) * PAGE_SIZE, t0 + this.opts.holdoffTimeoutNs);
+    const waited = sim.now() - t0;
+    if (waited > 0) {
+      this.count('heldOff');
+      this.count('holdoffNs', waited);
+      this.stats.maxHoldoffNs = Math.max(this.stats.maxHoldoffNs, waited);
+      this.total.maxHoldoffNs = Math.max(this.total.maxHoldoffNs, waited);
+    }
+    return idle;
+  }
+
+  /**
+   * Invalidation step, under the lock, after the zap: wait until a device sync covers it
+   * (rdma C5, kernel rule 11), through the batcher, whose policy may share one sync among
+   * several invalidations.
+   *
+   * @example
+   *   // A sync of one's own every time, whatever the policy:
+   *   protected override *fence(_event: number): Co {
+   *     yield* this.ctx.device.nic.sync();
+   *   }
+   */
+  protected *fence(event: number): Co {
     this.count('syncRequests');
     yield* this.batcher.syncAfterZap(event);
   }
 
   /**
-   * Zap the entries present in [first, last] in C4 runs, fence them with `sync` (skipped
-   * when nothing was present: mlx5 stops when no page is mapped), then mark the pages the
-   * device could write dirty (C8). Returns the entries cleared. Called with the mutex held.
+   * Invalidation step, under the lock: zap the entries present in [first, last] in C4
+   * runs, fence them with `sync` (skipped when nothing was present: mlx5 stops when no
+   * page is mapped), then mark the pages the device could write dirty (C8). Returns the
+   * entries cleared.
+   *
+   * @example
+   *   // Log each zap, then do what the reference does:
+   *   protected override *zap(first: number, last: number, sync: () => Co): Co<number> {
+   *     this.zapped.push([first, last]);
+   *     return yield* super.zap(first, last, sync);
+   *   }
    */
-  private *zap(first: number, last: number, sync: () => Co): Co<number> {
+  protected *zap(first: number, last: number, sync: () => Co): Co<number> {
     const runs = zapRuns(this.mapped, first, last);
     if (runs.length === 0) return 0;
     let cleared = 0;
@@ -314,16 +375,16 @@ export class HoldoffUmem implements IbUmem {
 
   /**
    * Map span pages [first, last] with the canonical collision-retry loop (kernel rule 31):
-   * read_begin, hmm_range_fault with REQ_FAULT (+REQ_WRITE) under the mmap read lock, then
-   * under the mutex check read_retry and program the device entries before unlocking.
-   * Bounded by HMM_RANGE_DEFAULT_TIMEOUT. Returns 0 or -errno (-EFAULT for unmapped memory).
+   * read_begin, `buildRange`, `fault` (hmm_range_fault with REQ_FAULT, +REQ_WRITE, under
+   * the mmap read lock), then `commit` (under the mutex, read_retry and the device update
+   * before unlocking). Bounded by HMM_RANGE_DEFAULT_TIMEOUT. Returns 0 or -errno (-EFAULT
+   * for unmapped memory).
    */
   private *mapPages(first: number, last: number): Co<number> {
     const sim = this.sim;
     const mm = this.ctx.mm;
     if (!mm.mmgetNotZero()) return -EFAULT;
     const deadline = sim.now() + HMM_RANGE_DEFAULT_TIMEOUT_NS;
-    const req = HMM_PFN_REQ_FAULT | (this.writableMr ? HMM_PFN_REQ_WRITE : 0);
     let ret = 0;
     for (;;) {
       if (sim.now() > deadline) {
@@ -331,26 +392,77 @@ export class HoldoffUmem implements IbUmem {
         break;
       }
       const seq = yield* mmuIntervalReadBegin(this.notifier);
-      const range = hmmRangeInit(this.notifier, this.start + first * PAGE_SIZE, this.start + (last + 1) * PAGE_SIZE, seq, req);
-      yield* mm.mmapLock.downRead();
-      ret = yield* hmmRangeFault(range);
-      mm.mmapLock.upRead();
+      const range = this.buildRange(first, last, seq);
+      ret = yield* this.fault(range);
       if (ret === -EBUSY) continue;
       if (ret < 0) break;
-      yield* this.mutex.lock();
-      if (mmuIntervalReadRetry(this.notifier, seq)) {
-        this.mutex.unlock();
-        continue;
-      }
-      if (this.dead || this.revoked) {
-        this.mutex.unlock();
-        ret = -EINVAL;
-        break;
-      }
+      const r = yield* this.commit(range, first, last);
+      if (r === null) continue;
+      ret = r;
+      break;
+    }
+    // Never with the mutex held: the last mmput can run exit_mmap and our invalidate (rdma C10).
+    yield* mmput(mm);
+    return ret;
+  }
+
+  /**
+   * Mapping step: the hmm_range for span pages [first, last] at sequence `seq`, asking to
+   * fault every page in (with write for a writable MR): a NIC that cannot fault needs all.
+   *
+   * @example
+   *   // Map only what is present; the rest fails on the device (a lazier design):
+   *   protected override buildRange(first: number, last: number, seq: number): HmmRange {
+   *     const r = super.buildRange(first, last, seq);
+   *     r.defaultFlags = 0;
+   *     return r;
+   *   }
+   */
+  protected buildRange(first: number, last: number, seq: number): HmmRange {
+    const req = HMM_PFN_REQ_FAULT | (this.writableMr ? HMM_PFN_REQ_WRITE : 0);
+    return hmmRangeInit(this.notifier, this.start + first * PAGE_SIZE, this.start + (last + 1) * PAGE_SIZE, seq, req);
+  }
+
+  /**
+   * Mapping step: hmm_range_fault under the mmap read lock. 0, -EBUSY (start over) or -errno.
+   *
+   * @example
+   *   protected override *fault(range: HmmRange): Co<number> {
+   *     this.walks++;
+   *     return yield* super.fault(range);
+   *   }
+   */
+  protected *fault(range: HmmRange): Co<number> {
+    const mm = this.ctx.mm;
+    yield* mm.mmapLock.downRead();
+    const ret = yield* hmmRangeFault(range);
+    mm.mmapLock.upRead();
+    return ret;
+  }
+
+  /**
+   * Mapping step, under the mutex: if mmu_interval_read_retry says no invalidation ran
+   * since the range's sequence, program the device entries of [first, last] and mark them
+   * valid before unlocking (kernel rule 28). null to start over; 0 or -errno otherwise
+   * (-EINVAL once the MR is revoked or deregistered).
+   *
+   * @example
+   *   // Count the collisions with an invalidation:
+   *   protected override *commit(range: HmmRange, first: number, last: number): Co<number | null> {
+   *     const r = yield* super.commit(range, first, last);
+   *     if (r === null) this.collisions++;
+   *     return r;
+   *   }
+   */
+  protected *commit(range: HmmRange, first: number, last: number): Co<number | null> {
+    yield* this.mutex.lock();
+    try {
+      if (mmuIntervalReadRetry(this.notifier, range.notifierSeq)) return null;
+      if (this.dead || this.revoked) return -EINVAL;
       const n = last - first + 1;
       const w: boolean[] = new Array<boolean>(n);
       for (let i = 0; i < n; i++) w[i] = this.writableMr && ((range.flags[i] as number) & HMM_PFN_WRITE) !== 0;
-      ret = yield* this.nic.updateEntries(this.mr, first, range.pfns, w);
+      const ret = yield* this.nic.updateEntries(this.mr, first, range.pfns, w);
       if (ret === 0) {
         for (let i = 0; i < n; i++) {
           this.frames[first + i] = range.pfns[i] as number;
@@ -359,12 +471,10 @@ export class HoldoffUmem implements IbUmem {
           this.validity[first + i] = 1;
         }
       }
+      return ret;
+    } finally {
       this.mutex.unlock();
-      break;
     }
-    // Never with the mutex held: the last mmput can run exit_mmap and our invalidate (rdma C10).
-    yield* mmput(mm);
-    return ret;
   }
 
   /**
@@ -443,7 +553,6 @@ export type HoldoffUmemClass = new (...args: ConstructorParameters<typeof Holdof
 
 /** The holdoff strategy as `IbDevice` sees it, plus what tests and sweeps read. */
 export interface HoldoffStrategy extends UmemStrategy {
-  readonly name: 'holdoff';
   readonly options: Readonly<HoldoffOptions>;
   /** Summed over every MR this strategy registered. */
   readonly stats: HoldoffStats;
@@ -468,13 +577,14 @@ export function holdoffStrategy(opts: HoldoffOptions, umemClass: HoldoffUmemClas
   if (!(opts.holdoffTimeoutNs >= 0)) throw new RangeError(`holdoffTimeoutNs must be >= 0 ns, got ${opts.holdoffTimeoutNs}`);
   const remapSyscallNs = opts.remapSyscallNs ?? DEFAULT_REMAP_SYSCALL_NS;
   if (!(remapSyscallNs >= 0)) throw new RangeError(`remapSyscallNs must be >= 0 ns, got ${remapSyscallNs}`);
-  const umemOpts = { holdoffTimeoutNs: opts.holdoffTimeoutNs, eagerRemap: opts.eagerRemap ?? false, remapSyscallNs };
+  const name = opts.name ?? 'holdoff';
+  const umemOpts: HoldoffUmemOptions = { holdoffTimeoutNs: opts.holdoffTimeoutNs, eagerRemap: opts.eagerRemap ?? false, remapSyscallNs, name };
   const policy = opts.batching ?? noBatching();
   const policyName = opts.batchingName ?? (opts.batching ? 'custom' : 'none');
   const batchers = new WeakMap<Nic, SyncBatcher>();
   const stats = newHoldoffStats();
   return {
-    name: 'holdoff',
+    name,
     options: opts,
     stats,
     batcherOf: (nic) => batchers.get(nic),

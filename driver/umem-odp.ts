@@ -1,8 +1,8 @@
 import {
   EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
-  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault,
+  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault, requireInterface,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
-  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
+  mmuIntervalSetSeq, mmuNotifierRangeBlockable, fsReclaimAcquire, fsReclaimRelease, GFP_KERNEL, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
 import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
 import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
@@ -15,6 +15,8 @@ import {
 } from './verbs.ts';
 import { regImplicitOdpMr } from './implicit-odp.ts';
 import { PageMirror } from './page-mirror.ts';
+import { odpIntervalGupMap } from './odp-gup-fault.ts';
+import { regUcontextOdpMr } from './umem-odp-ucontext.ts';
 
 /** mlx5 zaps MTTs in runs that may only end at an 8-entry (64-byte) boundary (rdma C4). */
 export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
@@ -26,6 +28,35 @@ export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
 export interface OdpMapMode {
   fault: boolean;
   write: boolean;
+}
+
+/** The flags `hmm_range_fault` is asked for under a mapping mode (REQ_FAULT, REQ_WRITE). */
+export function odpRangeFlags(mode: OdpMapMode): number {
+  return mode.fault ? HMM_PFN_REQ_FAULT | (mode.write ? HMM_PFN_REQ_WRITE : 0) : 0;
+}
+
+/**
+ * One pass through `UmemOdp.map`'s retry loop, as its steps see it: the mm and the
+ * reference held on it, the page-aligned span [start, end) clipped to the umem, the
+ * sequence read by mmu_interval_read_begin and the hmm_range built for it.
+ */
+export interface OdpMapAttempt {
+  readonly mm: MmStruct;
+  readonly mode: OdpMapMode;
+  readonly start: number;
+  readonly end: number;
+  seq: number;
+  range: HmmRange;
+  /** The mm reference taken at entry is still held (`putMm` drops it once). */
+  mmHeld: boolean;
+}
+
+/** The part of an invalidation a umem covers: user addresses [start, end), umem pages [first, last]. */
+export interface OdpSpan {
+  start: number;
+  end: number;
+  first: number;
+  last: number;
 }
 
 /** What a UmemOdp needs from the MR it serves (an explicit MR, or an implicit parent). */
@@ -148,8 +179,21 @@ export class UmemOdp {
     this.users = new UsageCount(sim, name);
   }
 
-  /** ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1). */
+  /**
+   * ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1).
+   * First, as ib_init_umem_odp does since 2025 (3f5f6321, "IB/core: Annotate umem_mutex
+   * acquisition under fs_reclaim for lockdep"), teach lockdep that reclaim takes the umem
+   * mutex (reclaim invalidates, the invalidate takes it): an allocation that may reclaim
+   * under this mutex is then reported at once, not only when reclaim happens to hit the MR.
+   * The mutex is new and free, so the kernel's mutex_lock/unlock pair is a trylock here.
+   */
   *insert(): Co<number> {
+    const { sim } = this.owner.ctx.device.kernel;
+    if (sim.current) {
+      fsReclaimAcquire(sim, GFP_KERNEL);
+      if (this.mutex.trylock()) this.mutex.unlock();
+      fsReclaimRelease(sim, GFP_KERNEL);
+    }
     const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, UMEM_ODP_OPS, { lock: this.mutex });
     this.inserted = ret === 0;
     return ret;
@@ -164,38 +208,117 @@ export class UmemOdp {
    * comes last, after the mutex is dropped: the last mm reference runs exit_mmap, whose
    * invalidation takes this same mutex (rdma C10, CVE-2022-48675).
    * Returns the pages programmed, or -errno.
+   *
+   * This is the retry loop itself; a driver author changes one of its steps instead:
+   * `buildRange` (what to ask of the CPU page table), `fault` (hmm_range_fault),
+   * `commit` (the read_retry check and the device update under the umem lock), `program`
+   * (the device update itself) and `putMm` (the mm reference).
    */
   *map(va: number, end: number, mode: OdpMapMode): Co<number> {
-    const { kernel } = this.owner.ctx.device;
-    const { sim } = kernel;
+    const { sim } = this.owner.ctx.device.kernel;
     const mm = this.owner.ctx.mm;
     const start = Math.max(this.start, Math.floor(va / PAGE_SIZE) * PAGE_SIZE);
     const stop = Math.min(this.end, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
     if (stop <= start) return 0;
+    // Before 5.10 (36f30e486dce) ODP faulted with get_user_pages_remote (odp-gup-fault.ts).
+    if (this.owner.ctx.device.kernel.profile.odpFault === 'gup') return yield* odpIntervalGupMap(this, va, end, mode);
     // mm gone (the owner exited): rdma B4 says EINVAL.
     if (!mm.mmgetNotZero()) return -EINVAL;
+    const a: OdpMapAttempt = { mm, mode, start, end: stop, seq: 0, range: null as unknown as HmmRange, mmHeld: true };
     const timeout = sim.now() + HMM_RANGE_DEFAULT_TIMEOUT_NS;
-    const flags = mode.fault ? HMM_PFN_REQ_FAULT | (mode.write ? HMM_PFN_REQ_WRITE : 0) : 0;
     let ret: number;
     for (;;) {
-      const seq = yield* mmuIntervalReadBegin(this.notifier);
-      const range = hmmRangeInit(this.notifier, start, stop, seq, flags);
-      yield* mm.mmapLock.downRead();
-      ret = yield* hmmRangeFault(range);
-      mm.mmapLock.upRead();
+      a.seq = yield* mmuIntervalReadBegin(this.notifier);
+      a.range = this.buildRange(a);
+      ret = yield* this.fault(a);
       if (ret === -EBUSY && sim.now() <= timeout) continue;
       if (ret < 0) break;
-      yield* this.mutex.lock();
-      if (mmuIntervalReadRetry(this.notifier, seq)) {
-        this.mutex.unlock();
-        continue;
-      }
-      ret = yield* this.program(range, mode);
-      this.mutex.unlock();
+      const r = yield* this.commit(a);
+      if (r === null) continue;
+      ret = r;
       break;
     }
-    yield* mmput(mm);
+    yield* this.putMm(a);
     return ret;
+  }
+
+  /**
+   * Step 1 of a fault: the hmm_range to fill, for the span [a.start, a.end) the request
+   * covers (already clipped to this umem) and the sequence just read. The reference asks
+   * for exactly that span, with REQ_FAULT (and REQ_WRITE for write intent) when the
+   * request faults, and nothing (a snapshot) when it does not.
+   *
+   * @example
+   *   // Fault four neighbouring pages in on each side (clipped to the umem):
+   *   protected override buildRange(a: OdpMapAttempt): HmmRange {
+   *     const start = Math.max(this.start, a.start - 4 * PAGE_SIZE);
+   *     const end = Math.min(this.end, a.end + 4 * PAGE_SIZE);
+   *     return hmmRangeInit(this.notifier, start, end, a.seq, odpRangeFlags(a.mode));
+   *   }
+   */
+  protected buildRange(a: OdpMapAttempt): HmmRange {
+    return hmmRangeInit(this.notifier, a.start, a.end, a.seq, odpRangeFlags(a.mode));
+  }
+
+  /**
+   * Step 2: hmm_range_fault under the mmap read lock (kernel rule 31). Returns 0, -EBUSY
+   * (an invalidation ran: `map` starts over) or another -errno (the request fails).
+   *
+   * @example
+   *   // Count the CPU faults this driver causes:
+   *   protected override *fault(a: OdpMapAttempt): Co<number> {
+   *     this.walks++;
+   *     return yield* super.fault(a);
+   *   }
+   */
+  protected *fault(a: OdpMapAttempt): Co<number> {
+    const { mm } = a;
+    yield* mm.mmapLock.downRead();
+    const ret = yield* hmmRangeFault(a.range);
+    mm.mmapLock.upRead();
+    return ret;
+  }
+
+  /**
+   * Step 3: under the umem mutex (the lock declared to the notifier), check
+   * mmu_interval_read_retry and, if no invalidation ran since `a.seq`, program the device
+   * before the mutex is dropped (kernel rule 28). Returns null to start over, or what
+   * `program` returned.
+   *
+   * @example
+   *   // Count the faults that lost the race with an invalidation and start over:
+   *   protected override *commit(a: OdpMapAttempt): Co<number | null> {
+   *     const r = yield* super.commit(a);
+   *     if (r === null) this.collisions++;
+   *     return r;
+   *   }
+   */
+  protected *commit(a: OdpMapAttempt): Co<number | null> {
+    yield* this.mutex.lock();
+    try {
+      if (mmuIntervalReadRetry(this.notifier, a.seq)) return null;
+      return yield* this.program(a.range, a.mode);
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /**
+   * Last step of `map`: drop the mm reference taken at entry, once (`a.mmHeld`). The
+   * reference does it after the umem mutex is dropped (rdma C10): the last reference runs
+   * exit_mmap, whose invalidation takes that mutex.
+   *
+   * @example
+   *   // Say when this request held the last reference (the process exited meanwhile):
+   *   protected override *putMm(a: OdpMapAttempt): Co {
+   *     if (a.mmHeld && a.mm.users === 1) this.owner.ctx.device.kernel.sim.emit({ type: 'note', text: 'last mm reference' });
+   *     yield* super.putMm(a);
+   *   }
+   */
+  protected *putMm(a: OdpMapAttempt): Co {
+    if (!a.mmHeld) return;
+    a.mmHeld = false;
+    yield* mmput(a.mm);
   }
 
   /**
@@ -203,7 +326,14 @@ export class UmemOdp {
    * page table, one update command per run of valid pages. A fault grants write exactly
    * when it asked for it (a downgrade maps read-only, D2); a snapshot grants what the CPU
    * PTE grants (A4). An entry the device already has writable for the same frame stays
-   * writable: nothing invalidated it, so that permission still holds.
+   * writable: nothing invalidated it, so that permission still holds. Returns the pages
+   * programmed, or the device's -errno.
+   *
+   * @example
+   *   // Map everything read-only, whatever the request wanted (a read-mostly device):
+   *   protected override *program(range: HmmRange, mode: OdpMapMode): Co<number> {
+   *     return yield* super.program(range, { fault: mode.fault, write: false });
+   *   }
    */
   protected *program(range: HmmRange, mode: OdpMapMode): Co<number> {
     const { mr, writable } = this.owner;
@@ -251,30 +381,31 @@ export class UmemOdp {
    * mlx5_ib_invalidate_range (rdma C2 to C8). A non-blockable range (the OOM reaper) gets
    * false at once with nothing touched. Otherwise, under the umem mutex: set_seq (always,
    * rule 26), stop if nothing is mapped, clamp the range to the umem (it is not clipped for
-   * us, kernel rule 13), zap present entries in C4 runs, wait until a device sync covers
-   * the zaps (C5: the pages may be freed the moment this returns), mark pages that were
-   * mapped writable dirty (C8), count, and report. The event type is not looked at (C6)
-   * except to hand it to the batching policy.
+   * us, kernel rule 13), zap present entries in C4 runs, fence them: wait until a device
+   * sync covers the zaps (C5: the pages may be freed the moment this returns), mark pages
+   * that were mapped writable dirty (C8), count, and report. The event type is not looked
+   * at (C6) except to hand it to the batching policy.
+   *
+   * The steps a driver author changes: `mayBlock`, `setSeq`, `affects`, `clamp`, `zap`,
+   * `fence` and `unmapPages`.
    */
   *invalidate(range: MmuNotifierRange, curSeq: number): Co<boolean> {
-    if (!mmuNotifierRangeBlockable(range)) return false;
+    if (!this.mayBlock(range)) return false;
     yield* this.mutex.lock();
     try {
-      mmuIntervalSetSeq(this.notifier, curSeq);
-      if (this.pages.size === 0) return true;
-      const start = Math.max(range.start, this.start);
-      const end = Math.min(range.end, this.end);
-      if (start >= end) return true;
-      const first = Math.floor((start - this.start) / PAGE_SIZE);
-      const last = Math.ceil((end - this.start) / PAGE_SIZE) - 1;
-      const present = this.presentIn(first, last);
+      this.setSeq(curSeq);
+      if (!this.affects(range) || this.pages.size === 0) return true;
+      const span = this.clamp(range);
+      if (!span) return true;
+      const present = this.presentIn(span.first, span.last);
       if (present.length === 0) return true;
-      yield* this.zap(present, last, range.event);
+      yield* this.zap(present, span.last);
+      yield* this.fence(range.event);
       this.unmapPages(present);
       const { counters } = this.owner;
       counters.invalidations++;
       counters.invalidationPages += present.length;
-      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start, end });
+      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start: span.start, end: span.end });
       if (this.pages.size === 0) this.owner.emptied?.(this);
       return true;
     } finally {
@@ -282,17 +413,122 @@ export class UmemOdp {
     }
   }
 
-  /** Zap `present` in C4 runs and wait for the sync that fences them (under the mutex). */
-  protected *zap(present: readonly number[], last: number, event: number): Co {
-    const { mr, batcher } = this.owner;
-    // A destroyed MR was revoked and fenced by deregistration: the device cannot use it.
+  /**
+   * Invalidation step 0: may this callback sleep? Everything after it does (the mutex, the
+   * zap, the fence), so the reference answers mmu_notifier_range_blockable (rdma C2): the
+   * OOM reaper's range gets false and is retried later.
+   *
+   * @example
+   *   // A driver with nothing to sleep for (no device entries yet) could accept anyway:
+   *   protected override mayBlock(range: MmuNotifierRange): boolean {
+   *     return this.pages.size === 0 || super.mayBlock(range);
+   *   }
+   */
+  protected mayBlock(range: MmuNotifierRange): boolean {
+    return mmuNotifierRangeBlockable(range);
+  }
+
+  /**
+   * Invalidation step 1, under the mutex: publish the invalidation's sequence with
+   * mmu_interval_set_seq, unconditionally (kernel rule 26), so a fault that read the old
+   * sequence retries.
+   *
+   * @example
+   *   // Trace every sequence this notifier publishes:
+   *   protected override setSeq(curSeq: number): void {
+   *     this.seqs.push(curSeq);
+   *     super.setSeq(curSeq);
+   *   }
+   */
+  protected setSeq(curSeq: number): void {
+    mmuIntervalSetSeq(this.notifier, curSeq);
+  }
+
+  /**
+   * Invalidation step 2: does this event concern the device at all? The reference says yes
+   * to every event (mlx5 and rxe look at none, rdma C6); kernel rule 22 allows skipping only
+   * MIGRATE (or EXCLUSIVE) events whose owner is the driver's own.
+   *
+   * @example
+   *   // Skip the migrations this driver started itself (rule 22):
+   *   protected override affects(range: MmuNotifierRange): boolean {
+   *     return !(range.event === MmuNotifyEvent.MIGRATE && range.owner === this.owner.ctx.device);
+   *   }
+   */
+  protected affects(_range: MmuNotifierRange): boolean {
+    return true;
+  }
+
+  /**
+   * Invalidation step 3: the part of the range this umem covers, as user addresses and
+   * umem page indices, or null when they do not meet. Interval subscribers get the whole
+   * operation's range (kernel rule 13): the clamp is the driver's job.
+   *
+   * @example
+   *   // Invalidate whole 2 MiB groups (a device with huge entries only):
+   *   protected override clamp(range: MmuNotifierRange): OdpSpan | null {
+   *     const HUGE = 512 * PAGE_SIZE;
+   *     const r = { ...range, start: Math.floor(range.start / HUGE) * HUGE, end: Math.ceil(range.end / HUGE) * HUGE };
+   *     return super.clamp(r);
+   *   }
+   */
+  protected clamp(range: MmuNotifierRange): OdpSpan | null {
+    const start = Math.max(range.start, this.start);
+    const end = Math.min(range.end, this.end);
+    return start < end ? this.spanOf(start, end) : null;
+  }
+
+  /** The umem pages [first, last] that the user range [start, end) touches (no clamping). */
+  protected spanOf(start: number, end: number): OdpSpan {
+    return { start, end, first: Math.floor((start - this.start) / PAGE_SIZE), last: Math.ceil((end - this.start) / PAGE_SIZE) - 1 };
+  }
+
+  /**
+   * Invalidation step 4, under the mutex: clear the device entries of the mapped pages
+   * `present` (ascending umem page indices up to `last`), in the C4 runs mlx5 issues. A
+   * destroyed MR was revoked and fenced by deregistration: the device cannot use it.
+   *
+   * @example
+   *   // One zap per page (simpler, more UMRs):
+   *   protected override *zap(present: readonly number[], _last: number): Co {
+   *     for (const i of present) yield* this.owner.ctx.device.nic.zapEntries(this.owner.mr, this.firstDevicePage + i, 1);
+   *   }
+   */
+  protected *zap(present: readonly number[], last: number): Co {
+    const { mr } = this.owner;
     if (mr.state === 'destroyed') return;
     const nic = this.owner.ctx.device.nic;
     for (const [first, count] of odpZapRuns(present, last)) yield* nic.zapEntries(mr, this.firstDevicePage + first, count);
-    yield* batcher.syncAfterZap(event);
   }
 
-  /** ib_umem_odp_unmap_dma_pages: forget the pages, dirtying those the device could write (C8). */
+  /**
+   * Invalidation step 5, under the mutex: wait until a device sync covers the zaps, so no
+   * access in flight or cached translation survives the callback's return (rdma C5, kernel
+   * rule 11). The reference asks the batcher, whose policy may wait for a shared sync.
+   *
+   * @example
+   *   // Always a sync of one's own, whatever the batching policy:
+   *   protected override *fence(_event: number): Co {
+   *     if (this.owner.mr.state !== 'destroyed') yield* this.owner.ctx.device.nic.sync();
+   *   }
+   */
+  protected *fence(event: number): Co {
+    if (this.owner.mr.state === 'destroyed') return;
+    yield* this.owner.batcher.syncAfterZap(event);
+  }
+
+  /**
+   * Invalidation step 6: ib_umem_odp_unmap_dma_pages: forget the pages, dirtying those the
+   * device could write (C8): its writes set no dirty bit the kernel sees.
+   *
+   * @example
+   *   // Count what is dropped, then do what the reference does:
+   *   protected override unmapPages(indices: Iterable<number>): void {
+   *     const list = [...indices];
+   *     this.dropped += list.length;
+   *     super.unmapPages(list);
+   *   }
+   */
   protected unmapPages(indices: Iterable<number>): void {
     const { kernel } = this.owner.ctx.device;
     const { phys } = kernel;
@@ -316,7 +552,8 @@ export class UmemOdp {
     yield* this.mutex.lock();
     if (zap && this.pages.size > 0) {
       const present = [...this.pages.keys()].sort((a, b) => a - b);
-      yield* this.zap(present, (this.end - this.start) / PAGE_SIZE - 1, MmuNotifyEvent.UNMAP);
+      yield* this.zap(present, (this.end - this.start) / PAGE_SIZE - 1);
+      yield* this.fence(MmuNotifyEvent.UNMAP);
     }
     this.unmapPages([...this.pages.keys()]);
     this.mutex.unlock();
@@ -329,11 +566,22 @@ export class UmemOdp {
 
 /**
  * Builds the UmemOdp of an explicit MR (the seam for a driver author's subclass that
- * replaces `map`, `invalidate`, `zap` or `unmapPages`; the default is UmemOdp itself).
+ * replaces one of its steps; the default is UmemOdp itself).
  */
 export type UmemOdpFactory = (owner: OdpOwner, start: number, end: number, firstDevicePage: number, name: string) => UmemOdp;
 
+/** A subclass of UmemOdp, which `odpStrategy` accepts in place of a factory. */
+export type UmemOdpClass = new (owner: OdpOwner, start: number, end: number, firstDevicePage: number, name: string) => UmemOdp;
+
 const defaultUmemOdp: UmemOdpFactory = (owner, start, end, first, name) => new UmemOdp(owner, start, end, first, name);
+
+function umemOdpFactory(core: UmemOdpFactory | UmemOdpClass): UmemOdpFactory {
+  if (core === UmemOdp || core.prototype instanceof UmemOdp) {
+    const cls = core as UmemOdpClass;
+    return (owner, start, end, first, name) => new cls(owner, start, end, first, name);
+  }
+  return core as UmemOdpFactory;
+}
 
 /**
  * End a NIC fault (rdma B6): resume without error when the pages are mapped, and also
@@ -396,7 +644,6 @@ export function* runAdvice(owner: OdpOwner, flags: number, users: UsageCount, pr
  * nor faults (A4); every page the device needs later comes through `handleFault`.
  */
 export class IbUmemOdp implements IbUmem, OdpOwner {
-  readonly strategy = 'odp';
   readonly counters = newUmemCounters();
   readonly writable: boolean;
   readonly odp: UmemOdp;
@@ -406,7 +653,7 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
   private constructor(
     readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher,
     readonly addr: number, readonly length: number, readonly access: number, private readonly iova: number,
-    core: UmemOdpFactory,
+    core: UmemOdpFactory, readonly strategy: string,
   ) {
     this.writable = accessWritable(access);
     const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
@@ -426,14 +673,14 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
    * VMA. An iova whose page offset differs from addr's is refused with EINVAL (modelling
    * choice: one device page per CPU page).
    */
-  static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher, core: UmemOdpFactory = defaultUmemOdp): Co<IbUmem | number> {
+  static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher, core: UmemOdpFactory = defaultUmemOdp, strategy = 'odp'): Co<IbUmem | number> {
     const { nic } = ctx.device;
     if (req.access & IBV_ACCESS_HUGETLB) return -EINVAL;
     if ((req.iova - req.addr) % PAGE_SIZE !== 0) return -EINVAL;
     if (ctx.mm.users <= 0) return -EINVAL;
     const mr = nic.createMr({ pd: req.pd, iova: req.iova, length: req.length, access: req.access, onDemand: true });
     if (typeof mr === 'number') return mr;
-    const umem = new IbUmemOdp(ctx, mr, batcher, req.addr, req.length, req.access, req.iova, core);
+    const umem = new IbUmemOdp(ctx, mr, batcher, req.addr, req.length, req.access, req.iova, core, strategy);
     let ret = yield* umem.odp.insert();
     if (ret === 0) ret = Math.min(0, yield* umem.odp.map(umem.odp.start, umem.odp.end, { fault: false, write: false }));
     if (ret < 0) {
@@ -513,12 +760,20 @@ export interface OdpStrategy extends UmemStrategy {
  * notifier each, and implicit ODP MRs (addr 0, length SIZE_MAX) with lazily created 1 GiB
  * children. Invalidations zap, then wait in the batcher for the sync covering them; the
  * default policy gives each invalidation its own sync, as mlx5 does. `core` builds each
- * explicit MR's UmemOdp (default: UmemOdp; a driver author's subclass goes here).
+ * explicit MR's UmemOdp (default: UmemOdp; a driver author's subclass, or a factory, goes
+ * here). `name` is the strategy's name, which its MRs carry into bindings, violations and
+ * reports (default 'odp').
  *
  * @example
  *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy(), odp: odpStrategy() } });
+ *   class FaultAround extends UmemOdp { protected override buildRange(a: OdpMapAttempt) { ... } }
+ *   const mine = odpStrategy({ name: 'fault-around' }, FaultAround);
  */
-export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: string } = {}, core: UmemOdpFactory = defaultUmemOdp): OdpStrategy {
+export function odpStrategy(
+  opts: { name?: string; batching?: BatchPolicy; batchingName?: string } = {}, core: UmemOdpFactory | UmemOdpClass = defaultUmemOdp,
+): OdpStrategy {
+  const name = opts.name ?? 'odp';
+  const factory = umemOdpFactory(core);
   const policy = opts.batching ?? noBatching();
   const batchingName = opts.batchingName ?? (opts.batching ? 'custom' : 'none');
   const batchers = new WeakMap<Nic, SyncBatcher>();
@@ -528,13 +783,18 @@ export function odpStrategy(opts: { batching?: BatchPolicy; batchingName?: strin
     return b;
   };
   return {
-    name: 'odp',
+    name,
     batchingName,
     batcherFor,
     *regMr(ctx: IbUcontext, req: RegMrRequest): Co<IbUmem | number> {
       const batcher = batcherFor(ctx.device.nic);
-      if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher);
-      return yield* IbUmemOdp.reg(ctx, req, batcher, core);
+      const { profile, sim } = ctx.device.kernel;
+      if (requireInterface(profile, 'odp', 'ibv_reg_mr(IBV_ACCESS_ON_DEMAND)', (m) => sim.emit({ type: 'interface-refused', api: 'ib_umem_odp_get', message: m })) < 0) return -EINVAL;
+      // 3.19 to 5.4: the per-ucontext notifier protocol (umem-odp-ucontext.ts), for the
+      // reference driver; a driver author's own UmemOdp needs interval notifiers (5.5).
+      if (profile.odpNotifier === 'ucontext' && core === defaultUmemOdp) return yield* regUcontextOdpMr(ctx, req, batcher);
+      if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher, name);
+      return yield* IbUmemOdp.reg(ctx, req, batcher, factory, name);
     },
   };
 }

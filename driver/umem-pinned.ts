@@ -19,7 +19,8 @@ const PIN_CHUNK_PAGES = PAGE_SIZE / 8;
  * cannot see any of it.
  */
 export interface PinnedUmem extends IbUmem {
-  readonly strategy: 'pinned';
+  readonly strategy: string;
+  readonly pinsPages: true;
   /** The frame of each page of the span, in order, as GUP returned it. */
   readonly frames: readonly number[];
   /** The page-aligned span [start, start + npages pages) that is pinned and charged. */
@@ -85,20 +86,21 @@ export const IB_UMEM_GUP: UmemGup = {
  * frames afterwards), then releases the pages, dirtying them when the MR was writable
  * (the NIC's writes set no dirty bit, so this is the only way the kernel learns of them,
  * rule 63), and finally uncharges `pinned_vm`. `gup` is the page-taking seam (default
- * `IB_UMEM_GUP`).
+ * `IB_UMEM_GUP`); `name` the strategy's name in bindings and reports (default 'pinned').
  *
  * @example
  *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy() } });
  *   const mr = yield* ctx.regMr(pd, buf, 65536, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
  */
-export function pinnedStrategy(gup: UmemGup = IB_UMEM_GUP): UmemStrategy {
+export function pinnedStrategy(gup: UmemGup = IB_UMEM_GUP, opts: { name?: string } = {}): UmemStrategy {
+  const name = opts.name ?? 'pinned';
   return {
-    name: 'pinned',
-    regMr: (ctx, req) => ibUmemGet(ctx, req, gup),
+    name,
+    regMr: (ctx, req) => ibUmemGet(ctx, req, gup, name),
   };
 }
 
-function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest, gup: UmemGup): Co<PinnedUmem | number> {
+function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest, gup: UmemGup, strategy: string): Co<PinnedUmem | number> {
   const { kernel, nic } = ctx.device;
   const mm = ctx.mm;
   // ib_uverbs_reg_mr: the start and the iova must share their offset within a page, so
@@ -150,7 +152,7 @@ function* ibUmemGet(ctx: IbUcontext, req: RegMrRequest, gup: UmemGup): Co<Pinned
     type: 'note',
     text: `pinned MR lkey 0x${mr.lkey.toString(16)}: ${npages} pages at 0x${start.toString(16)} ${how === 'pin' ? 'pinned' : 'referenced'} (gup_flags 0x${gupFlags.toString(16)}), pinned_vm ${mm.pinnedVm}`,
   });
-  return new PinnedUmemImpl(ctx, mr, req, frames, start, npages, writable, gupFlags, how, gup);
+  return new PinnedUmemImpl(ctx, mr, req, frames, start, npages, writable, gupFlags, how, gup, strategy);
 }
 
 function releasePages(kernel: Kernel, how: 'pin' | 'get', frames: readonly number[], dirty: boolean): void {
@@ -159,7 +161,7 @@ function releasePages(kernel: Kernel, how: 'pin' | 'get', frames: readonly numbe
 }
 
 class PinnedUmemImpl implements PinnedUmem {
-  readonly strategy = 'pinned' as const;
+  readonly pinsPages = true as const;
   readonly addr: number;
   readonly length: number;
   readonly access: number;
@@ -178,6 +180,7 @@ class PinnedUmemImpl implements PinnedUmem {
     readonly gupFlags: number,
     readonly how: 'pin' | 'get',
     private readonly gup: UmemGup,
+    readonly strategy: string,
   ) {
     this.addr = req.addr;
     this.length = req.length;

@@ -35,7 +35,13 @@ export function newUmemCounters(): UmemCounters {
  * writes a new one.
  */
 export interface IbUmem {
+  /** The name of the strategy that registered it (bindings, violations and reports show it). */
   readonly strategy: string;
+  /**
+   * The umem holds page pins or references for its life (no notifier): the sanitizer then
+   * judges it as pinned (incoherence, not use-after-invalidate), whatever its name.
+   */
+  readonly pinsPages?: boolean;
   readonly ctx: IbUcontext;
   readonly mr: MemoryRegion;
   /** Start of the registered user range and its length (the iova may differ). */

@@ -6,12 +6,15 @@ import type { Vma } from './vma.ts';
 import { VM_WRITE } from './vma.ts';
 import { EAGAIN, EFAULT } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
-import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame, pteHas, ptePresent } from './page-table.ts';
+import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { maybeMkwrite, notifyPageChange } from './memory.ts';
 import { zapPteRange } from './memory.ts';
+import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { migrationEntryDropped } from './migrate.ts';
 
 /**
  * filemap_get_folio / read_cache_folio: the page-cache page for `index`, read from disk
@@ -56,8 +59,16 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
       mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED));
       return 0;
     }
-    const nf = phys.allocPage();
+    // do_cow_fault's copy may reclaim (page-alloc.ts); the page-cache page stays referenced.
+    phys.get(f);
+    const nf = yield* allocPages(kernel, GFP_HIGHUSER_MOVABLE);
+    phys.put(f);
     if (nf < 0) return nf;
+    if (mm.pageTable.get(v) !== 0) {
+      // Something was mapped here while reclaim ran: let the fault be retried.
+      phys.put(nf);
+      return 0;
+    }
     phys.copyPage(nf, f);
     phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
     vma.anonVma = true;
@@ -165,7 +176,7 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
       // meanwhile (the kernel re-walks under the PTE lock, page_vma_mkclean_one).
       if (!ptePresent(cur) || pteFrame(cur) !== frame) return;
       if (pteHas(cur, PTE_DIRTY)) dirty = true;
-      mm.pageTable.set(vpn(addr), makePte(frame, (cur % 64) & ~(PTE_WRITE | PTE_DIRTY)));
+      mm.pageTable.set(vpn(addr), makePte(frame, pteFlags(cur) & ~(PTE_WRITE | PTE_DIRTY)));
     });
   }
   return dirty;
@@ -234,17 +245,25 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
     yield* mmuNotifierInvalidateRangeStart(range);
     const toFree: number[] = [];
-    if (evenCows) zapPteRange(mm, vma, s, e, toFree);
+    let span: GatheredSpan = null;
+    if (evenCows) span = zapPteRange(mm, vma, s, e, toFree);
     else for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
       const f = pteFrame(pte);
+      if (isMigrationEntry(pte) && phys.mappingFile[f] === file.id) {
+        // zap_nonpresent_ptes drops a file folio's migration entry (should_zap_folio).
+        mm.pageTable.clear(v);
+        migrationEntryDropped(kernel, f, mm, v * PAGE_SIZE);
+        continue;
+      }
       // A private COW copy is anonymous and survives a hole punch.
       if (!ptePresent(pte) || phys.mappingFile[f] !== file.id) continue;
       mm.pageTable.clear(v);
+      span = gatherPage(span, v * PAGE_SIZE);
       phys.rmapRemove(f, mm, v * PAGE_SIZE);
       toFree.push(f);
     }
     yield* mmuNotifierInvalidateRangeEnd(range);
-    for (const f of toFree) phys.put(f);
+    yield* tlbFinishMmu(mm, span, toFree);
   }
   for (const [index, f] of [...file.pageCache]) {
     if (index < first || index > last) continue;

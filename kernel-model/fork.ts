@@ -2,10 +2,12 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { Vma, VM_DONTCOPY } from './vma.ts';
 import { insertVma } from './mmap.ts';
-import { PAGE_SIZE } from './constants.ts';
+import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
+import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 
 /**
@@ -29,13 +31,24 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
     if (cow) {
       range = mmuNotifierRangeInit(parent, MmuNotifyEvent.PROTECTION_PAGE, vma.start, vma.end);
       yield* mmuNotifierInvalidateRangeStart(range);
-      parent.writeProtectSeq++;
+      // raw_write_seqcount_begin(&src_mm->write_protect_seq) in copy_page_range (5.11, 57efa1fe5957).
+      if (profile.writeProtectSeq) parent.writeProtectSeq++;
     }
     for (const [v, pte] of parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
       const addr = v * PAGE_SIZE;
       if (pteHas(pte, PTE_SWAP)) {
         swap.dup(pteFrame(pte));
         child.pageTable.set(v, pte);
+        continue;
+      }
+      if (isMigrationEntry(pte)) {
+        // copy_nonpresent_pte: the child gets the entry too (a writable one becomes readable
+        // in both for a COW mapping), and remove_migration_ptes will restore it there.
+        const entry = cow ? makePte(pteFrame(pte), pteFlags(pte) & ~PTE_WRITE) : pte;
+        if (cow) phys.clear(pteFrame(pte), PG_ANON_EXCLUSIVE);
+        parent.pageTable.set(v, entry);
+        child.pageTable.set(v, entry);
+        migrationEntryAdded(parent.kernel, pteFrame(pte), child, addr);
         continue;
       }
       const f = pteFrame(pte);
@@ -46,7 +59,9 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       const anon = phys.has(f, PG_ANON);
       const exclusive = profile.anonExclusive ? phys.has(f, PG_ANON_EXCLUSIVE) : true;
       if (anon && cow && profile.forkCopiesPinned && parent.hasPinned && exclusive && phys.maybeDmaPinned(f)) {
-        // folio_needs_cow_for_dma: the child gets the copy; the parent keeps the pinned page.
+        // page_needs_cow_for_dma (5.9: 70e806e4e645 with mm->has_pinned; MMF_HAS_PINNED
+        // since a458b76a4171; folio_needs_cow_for_dma today): the child gets the copy, the
+        // parent keeps the pinned page.
         const nf = phys.allocPage();
         if (nf < 0) {
           if (range) yield* mmuNotifierInvalidateRangeEnd(range);
@@ -71,9 +86,11 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       }
     }
     if (range) {
-      parent.writeProtectSeq++;
+      if (profile.writeProtectSeq) parent.writeProtectSeq++;
       yield* mmuNotifierInvalidateRangeEnd(range);
     }
   }
+  // dup_mmap ends with flush_tlb_mm(oldmm): the whole parent mm (secondary TLBs, tlb.ts).
+  yield* flushTlbMmRange(parent, 0, ULONG_MAX);
   return 0;
 }

@@ -41,6 +41,15 @@ export function* getUserPages(mm: MmStruct, start: number, nrPages: number, gupF
   return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_GET, pages);
 }
 
+/**
+ * get_user_pages_remote: FOLL_GET references on another process's pages (what ODP faulted
+ * with until 5.10). The caller holds that mm's mmap_lock for read, as for getUserPages.
+ */
+export function* getUserPagesRemote(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  if (gupFlags & INTERNAL) return invalid(mm, `get_user_pages_remote: internal flag passed (0x${(gupFlags & INTERNAL).toString(16)})`);
+  return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_GET | FOLL_REMOTE, pages);
+}
+
 /** pin_user_pages (FOLL_PIN): pins with GUP_PIN_COUNTING_BIAS (rule 55). */
 export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
   const { profile, sim } = mm.kernel;
@@ -119,9 +128,11 @@ function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number,
  * read-only PTE once COW gave this mm its own exclusive anonymous page (rule 58); the
  * write fault leaves that PTE read-only (maybe_mkwrite), so this is how GUP gets past it.
  */
-function canFollowWritePte(kernel: Kernel, vma: Vma, frame: number, flags: number): boolean {
+function canFollowWritePte(kernel: Kernel, vma: Vma, frame: number, flags: number, forcedCowBreak: boolean): boolean {
   const { phys } = kernel;
-  if (!(flags & FOLL_FORCE) || (vma.flags & (VM_SHARED | VM_MAYSHARE)) || !(vma.flags & VM_MAYWRITE) || (vma.flags & VM_WRITE)) return false;
+  // 5.8 dropped the FOLL_FORCE test (FOLL_COW alone) so that a forced COW break of a
+  // read-only private mapping could follow its new page (17839856fd58).
+  if (!(flags & FOLL_FORCE || forcedCowBreak) || (vma.flags & (VM_SHARED | VM_MAYSHARE)) || !(vma.flags & VM_MAYWRITE) || (vma.flags & VM_WRITE)) return false;
   return frame !== ZERO_PFN && phys.has(frame, PG_ANON) && phys.has(frame, PG_ANON_EXCLUSIVE);
 }
 
@@ -134,9 +145,21 @@ function mustUnshare(kernel: Kernel, vma: Vma, frame: number, flags: number): bo
   return profile.unshareAnyCow && (flags & FOLL_LONGTERM) !== 0 && vma.cow;
 }
 
+/**
+ * should_force_cow_break (mm/gup.c, 5.8 only: added by 17839856fd58 "gup: document and
+ * work around 'COW can break either way' issue", removed in 5.9 by a308c71bf1e6 "mm/gup:
+ * Remove enfornced COW mechanism"): `is_cow_mapping(vma->vm_flags) && (flags & (FOLL_GET |
+ * FOLL_PIN))`. __get_user_pages then adds FOLL_WRITE to the lookup flags (not to the ones
+ * check_vma_flags saw), so a read pin of a private mapping write-faults: the zero page or
+ * a COW-shared page is replaced by a private copy before it is pinned, and the page is
+ * dirtied by follow_page_pte's FOLL_TOUCH|FOLL_WRITE.
+ */
+export function shouldForceCowBreak(kernel: Kernel, vma: Vma, flags: number): boolean {
+  return kernel.profile.gupForceCowBreak && vma.cow && (flags & (FOLL_GET | FOLL_PIN)) !== 0;
+}
+
 function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number, flags: number, got: number[]): Co<number> {
   const { phys, profile, sim } = kernel;
-  const write = (flags & FOLL_WRITE) !== 0;
   for (let i = 0; i < nrPages; i++) {
     const addr = start + i * PAGE_SIZE;
     const partial = (err: number) => (i > 0 ? i : err);
@@ -146,12 +169,14 @@ function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number,
     if (!vma) return partial(-EFAULT);
     const vmaErr = checkVmaFlags(kernel, vma, flags);
     if (vmaErr < 0) return partial(vmaErr);
+    const forced = !(flags & FOLL_WRITE) && shouldForceCowBreak(kernel, vma, flags);
+    const write = (flags & FOLL_WRITE) !== 0 || forced;
     let frame = -1;
     for (let tries = 0; tries < 4; tries++) {
       yield* sim.preemptPoint('gup pte read');
       const pte = mm.pageTable.get(vpn(addr));
       const present = ptePresent(pte) && !pteHas(pte, PTE_PROTNONE);
-      const writable = pteHas(pte, PTE_WRITE) || canFollowWritePte(kernel, vma, pteFrame(pte), flags);
+      const writable = pteHas(pte, PTE_WRITE) || canFollowWritePte(kernel, vma, pteFrame(pte), flags, forced);
       if (present && (!write || writable) && !mustUnshare(kernel, vma, pteFrame(pte), flags)) {
         frame = pteFrame(pte);
         // FOLL_TOUCH|FOLL_WRITE: mark the page dirty if the PTE was not (rule 60).

@@ -4,7 +4,8 @@ import { mmuIntervalCheckRetry } from './mmu-interval-notifier.ts';
 import { EBUSY, EFAULT, EINVAL, EPERM } from './errno.ts';
 import { PAGE_SIZE, PMD_SIZE, isPageAligned, vpn } from './constants.ts';
 import { VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from './vma.ts';
-import { PTE_PROTNONE, pteFrame, pteHas, ptePresent, pteWrite } from './page-table.ts';
+import { PTE_PROTNONE, isMigrationEntry, pteFrame, pteHas, ptePresent, pteWrite } from './page-table.ts';
+import { migrationEntryWait } from './migrate.ts';
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_WRITE, handleMmFault } from './memory.ts';
 import { requireInterface } from './profile.ts';
 
@@ -105,12 +106,48 @@ export function hmmPfnDecode(w: bigint): HmmPfn {
   };
 }
 
+/** hmm_pte_need_fault's answer: no fault, a read fault, or a write fault. */
+const NEED_FAULT = 1;
+const NEED_WRITE_FAULT = 2;
+
+/** hmm_pte_need_fault (mm/hmm.c): what page `i` needs given the CPU's HMM_PFN_* view of it. */
+function pteNeedFault(range: HmmRange, i: number, cpuFlags: number): number {
+  const req = ((range.flags[i] as number) & range.pfnFlagsMask) | range.defaultFlags;
+  if (!(req & HMM_PFN_REQ_FAULT)) return 0;
+  if (req & HMM_PFN_REQ_WRITE && !(cpuFlags & HMM_PFN_WRITE)) return NEED_FAULT | NEED_WRITE_FAULT;
+  if (!(cpuFlags & HMM_PFN_VALID)) return NEED_FAULT;
+  return 0;
+}
+
+/** hmm_range_need_fault: the OR of the needs of pages [from, to) (holes, huge entries, bad VMAs). */
+function rangeNeedFault(range: HmmRange, from: number, to: number, cpuFlags: number): number {
+  if (!((range.defaultFlags | range.pfnFlagsMask) & HMM_PFN_REQ_FAULT)) return 0;
+  let need = 0;
+  for (let i = from; i < to && need !== (NEED_FAULT | NEED_WRITE_FAULT); i++) need |= pteNeedFault(range, i, cpuFlags);
+  return need;
+}
+
+function fill(range: HmmRange, from: number, to: number, flags: number): void {
+  for (let i = from; i < to; i++) {
+    range.flags[i] = flags | ((range.flags[i] as number) & STICKY);
+    range.pfns[i] = 0;
+    range.order[i] = 0;
+  }
+}
+
 /**
  * hmm_range_fault: snapshot (and, where requested, fault in) the CPU page table for
- * [start, end). Before every walk the notifier sequence is checked (rule 41): a collision
- * returns -EBUSY and the caller restarts from mmu_interval_read_begin. A walk that had to
- * fault restarts from the first page not yet filled. Takes no page references (rule 49).
- * Returns 0, -EBUSY, -EFAULT, -EPERM, -EINVAL or -ENOMEM (rule 48).
+ * [start, end), walking it as mm/hmm.c does. Before every walk the notifier sequence is
+ * checked (rule 41): a collision returns -EBUSY and the caller restarts from
+ * mmu_interval_read_begin. The walk goes in steps: a VMA the walk cannot handle
+ * (hmm_vma_walk_test), a gap between VMAs, or a PMD slot of a VMA. A step with no page
+ * table (pmd_none, hmm_vma_walk_hole) is faulted whole with the OR of its pages' needs;
+ * at PTE level the first page needing a fault has [addr, step end) faulted with its own
+ * write need (hmm_vma_fault), so pages that did not ask are faulted too. After a fault
+ * the walk restarts at that address (-EBUSY inside hmm_range_fault), re-checking the
+ * sequence. A migration entry is waited for (migration_entry_wait) only where the page
+ * needs a fault; otherwise the page is reported without VALID. Takes no page references
+ * (rule 49). Returns 0, -EBUSY, -EFAULT, -EPERM or -EINVAL (rule 48).
  */
 export function* hmmRangeFault(range: HmmRange): Co<number> {
   const mm = range.notifier.mm;
@@ -120,53 +157,89 @@ export function* hmmRangeFault(range: HmmRange): Co<number> {
   if (!mm.mmapLock.heldByCurrent('read')) {
     sim.emit({ type: 'notifier-warn', sub: range.notifier.name, message: 'hmm_range_fault called without the mmap lock held (rule 40)' });
   }
-  let cursor = 0;
   const n = range.flags.length;
+  const index = (addr: number) => (addr - range.start) / PAGE_SIZE;
+  let last = 0;
   walk: for (;;) {
     if (mmuIntervalCheckRetry(range.notifier, range.notifierSeq)) return -EBUSY;
-    for (let i = cursor; i < n; i++) {
+    for (let i = last; i < n;) {
       const addr = range.start + i * PAGE_SIZE;
-      const req = ((range.flags[i] as number) & range.pfnFlagsMask) | range.defaultFlags;
-      const wantFault = (req & HMM_PFN_REQ_FAULT) !== 0;
-      const wantWrite = wantFault && (req & HMM_PFN_REQ_WRITE) !== 0;
-      const sticky = (range.flags[i] as number) & STICKY;
       const vma = mm.findVma(addr);
-      if (!vma || vma.flags & (VM_IO | VM_PFNMAP) || !(vma.flags & VM_READ)) {
-        if (wantFault) return -EFAULT;
-        range.flags[i] = HMM_PFN_ERROR | sticky;
-        range.pfns[i] = 0;
-        range.order[i] = 0;
+      if (!vma) {
+        // A gap between VMAs: hmm_vma_walk_hole without a VMA.
+        const next = mm.vmasIn(addr, range.end)[0];
+        const stop = next ? index(next.start) : n;
+        if (rangeNeedFault(range, i, stop, 0)) return -EFAULT;
+        fill(range, i, stop, HMM_PFN_ERROR);
+        i = stop;
         continue;
       }
-      yield* sim.preemptPoint('hmm pte read');
-      const pte = mm.pageTable.get(vpn(addr));
-      const present = ptePresent(pte) && !pteHas(pte, PTE_PROTNONE);
-      if (present && (!wantWrite || pteWrite(pte))) {
+      const vmaStop = index(Math.min(vma.end, range.end));
+      if (vma.flags & (VM_IO | VM_PFNMAP) || !(vma.flags & VM_READ)) {
+        // hmm_vma_walk_test: the whole VMA is refused, or skipped as ERROR.
+        if (rangeNeedFault(range, i, vmaStop, 0)) return -EFAULT;
+        fill(range, i, vmaStop, HMM_PFN_ERROR);
+        i = vmaStop;
+        continue;
+      }
+      const stepEnd = Math.min(vma.end, range.end, Math.floor(addr / PMD_SIZE) * PMD_SIZE + PMD_SIZE);
+      const stop = index(stepEnd);
+      const fault = function* (at: number, need: number): Co<number> {
+        // hmm_vma_fault: every page of [at, stepEnd) with the same flags, then -EBUSY.
+        last = index(at);
+        if (need & NEED_WRITE_FAULT && !(vma.flags & VM_WRITE)) return -EPERM;
+        const flags = FAULT_FLAG_REMOTE | (need & NEED_WRITE_FAULT ? FAULT_FLAG_WRITE : 0);
+        for (let a = at; a < stepEnd; a += PAGE_SIZE) {
+          if ((yield* handleMmFault(mm, vma, a, flags)) < 0) return -EFAULT;
+        }
+        return -EBUSY;
+      };
+      if (!mm.pageTable.pmdPopulated(vpn(addr))) {
+        // pmd_none: hmm_vma_walk_hole over the step.
+        const need = rangeNeedFault(range, i, stop, 0);
+        if (!need) {
+          fill(range, i, stop, 0);
+          i = stop;
+          continue;
+        }
+        const r = yield* fault(addr, need);
+        if (r === -EBUSY) continue walk;
+        return r;
+      }
+      for (; i < stop; i++) {
+        const a = range.start + i * PAGE_SIZE;
+        yield* sim.preemptPoint('hmm pte read');
+        const pte = mm.pageTable.get(vpn(a));
+        const sticky = (range.flags[i] as number) & STICKY;
+        if (!ptePresent(pte)) {
+          const need = pteNeedFault(range, i, 0);
+          if (!need) {
+            range.flags[i] = sticky;
+            range.pfns[i] = 0;
+            range.order[i] = 0;
+            continue;
+          }
+          if (isMigrationEntry(pte)) {
+            last = i;
+            yield* migrationEntryWait(mm, vpn(a));
+            continue walk;
+          }
+          const r = yield* fault(a, need);
+          if (r === -EBUSY) continue walk;
+          return r;
+        }
+        // pte_to_hmm_pfn_flags: a PROT_NONE / NUMA-hint PTE is present but not valid.
+        const cpuFlags = pteHas(pte, PTE_PROTNONE) ? 0 : HMM_PFN_VALID | (pteWrite(pte) ? HMM_PFN_WRITE : 0);
+        const need = pteNeedFault(range, i, cpuFlags);
+        if (need) {
+          const r = yield* fault(a, need);
+          if (r === -EBUSY) continue walk;
+          return r;
+        }
         range.pfns[i] = pteFrame(pte);
-        range.flags[i] = HMM_PFN_VALID | (pteWrite(pte) ? HMM_PFN_WRITE : 0) | sticky;
+        range.flags[i] = cpuFlags | sticky;
         range.order[i] = 0;
-        continue;
       }
-      if (!wantFault) {
-        range.pfns[i] = 0;
-        range.flags[i] = sticky;
-        range.order[i] = 0;
-        continue;
-      }
-      if (wantWrite && !(vma.flags & VM_WRITE)) return -EPERM;
-      // hmm_vma_fault: fault the rest of this walk step (to the PMD or VMA end), then
-      // restart the walk here, re-checking the sequence first.
-      const stop = Math.min(vma.end, Math.floor(addr / PMD_SIZE) * PMD_SIZE + PMD_SIZE, range.end);
-      for (let a = addr, j = i; a < stop; a += PAGE_SIZE, j++) {
-        const rj = ((range.flags[j] as number) & range.pfnFlagsMask) | range.defaultFlags;
-        if (!(rj & HMM_PFN_REQ_FAULT)) continue;
-        const w = (rj & HMM_PFN_REQ_WRITE) !== 0;
-        if (w && !(vma.flags & VM_WRITE)) return -EPERM;
-        const r = yield* handleMmFault(mm, vma, a, FAULT_FLAG_REMOTE | (w ? FAULT_FLAG_WRITE : 0));
-        if (r < 0) return -EFAULT;
-      }
-      cursor = i;
-      continue walk;
     }
     return 0;
   }

@@ -10,7 +10,9 @@ import {
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { isMigrationEntry, pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { migrationEntryMoved } from './migrate.ts';
 
 /** Where top-down mmap placement starts (below the stack), as on x86-64. */
 export const MMAP_BASE = 0x7f0000000000;
@@ -68,10 +70,11 @@ export function* doMunmap(mm: MmStruct, start: number, end: number): Co<number> 
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.UNMAP, start, end);
   yield* mmuNotifierInvalidateRangeStart(range);
   const toFree: number[] = [];
-  for (const vma of vmas) zapPteRange(mm, vma, vma.start, vma.end, toFree);
+  let span: GatheredSpan = null;
+  for (const vma of vmas) span = zapPteRange(mm, vma, vma.start, vma.end, toFree, span);
   yield* mmuNotifierInvalidateRangeEnd(range);
   for (const vma of vmas) removeVma(mm, vma);
-  for (const f of toFree) mm.kernel.phys.put(f);
+  yield* tlbFinishMmu(mm, span, toFree);
   return 0;
 }
 
@@ -158,7 +161,8 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(oldAddr + Math.min(oldLen, newLen)))) {
     mm.pageTable.clear(v);
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
-    if (!pteHas(pte, PTE_SWAP)) {
+    if (isMigrationEntry(pte)) migrationEntryMoved(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
+    else if (!pteHas(pte, PTE_SWAP)) {
       phys.rmapRemove(pteFrame(pte), mm, v * PAGE_SIZE);
       phys.rmapAdd(pteFrame(pte), mm, v * PAGE_SIZE + shift);
     }

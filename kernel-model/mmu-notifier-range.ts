@@ -31,16 +31,18 @@ export interface MmuNotifierRange {
 }
 
 /**
- * mmu_notifier_range_blockable. A driver callback asking on a kernel before 4.19 (which
- * had no blockable flag: every callback could sleep) is refused, failing the run.
+ * mmu_notifier_range_blockable (include/linux/mmu_notifier.h, 5.2, with the range flags;
+ * 4.19 passed a `bool blockable` argument and 5.0 a `bool blockable` in the range). A
+ * driver callback asking on a kernel without it is refused, failing the run; the refusal
+ * names 5.2 and what came before.
  */
 export function mmuNotifierRangeBlockable(range: MmuNotifierRange): boolean {
   const { kernel } = range.mm;
-  if (!kernel.profile.blockableFlag && inNotifierCallback(kernel.sim)) refuseInCallback(range, 'blockableFlag', 'mmu_notifier_range_blockable');
+  if (!kernel.profile.rangeFlags && inNotifierCallback(kernel.sim)) refuseInCallback(range, 'rangeFlags', 'mmu_notifier_range_blockable');
   return (range.flags & MMU_NOTIFIER_RANGE_BLOCKABLE) !== 0;
 }
 
-function refuseInCallback(range: MmuNotifierRange, feature: 'blockableFlag' | 'eventTypes', api: string): void {
+function refuseInCallback(range: MmuNotifierRange, feature: 'rangeFlags' | 'eventTypes', api: string): void {
   const { kernel } = range.mm;
   requireInterface(kernel.profile, feature, api, (message) => {
     refuseInterface(kernel.sim, api, message);
@@ -69,7 +71,7 @@ export function mmuNotifierRangeInit(
     owner: opts.owner ?? null,
   };
   if (!mm.kernel.profile.eventTypes) {
-    // Before 5.0 the range carried no event: the core still knows why it invalidates
+    // Before 5.2 (6f4f13e8d9e2) the range carried no event: the core still knows why it invalidates
     // (for the trace), but a driver callback reading it is refused.
     Object.defineProperty(range, 'event', {
       enumerable: true,

@@ -5,8 +5,9 @@ import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_PROTNONE, PTE_WRITE, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
+import { PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
 import { splitVmasAt } from './mmap.ts';
+import { flushTlbMmRange, gatherPage, type GatheredSpan } from './tlb.ts';
 
 const PUD_PAGES = 512 * 512;
 const P4D_PAGES = 512 * 512 * 512;
@@ -58,15 +59,26 @@ function* changeProtection(mm: MmStruct, start: number, end: number, _shared: bo
     if (first < 0) continue;
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_VMA, first * PAGE_SIZE, hi * PAGE_SIZE);
     yield* mmuNotifierInvalidateRangeStart(range);
+    let span: GatheredSpan = null;
     for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
       if (pteHas(pte, PTE_SWAP)) continue;
+      if (isMigrationEntry(pte)) {
+        // change_pte_range: a writable migration entry becomes a readable one when write
+        // permission goes; the restore then takes the VMA's new protection.
+        if (!(want & VM_WRITE) && pteHas(pte, PTE_WRITE)) mm.pageTable.set(v, makePte(pteFrame(pte), pteFlags(pte) & ~PTE_WRITE));
+        continue;
+      }
       let flags = pteFlags(pte);
       // Write permission is only ever removed here; it comes back through write faults.
       if (!(want & VM_WRITE)) flags &= ~PTE_WRITE;
       if (want === 0) flags |= PTE_PROTNONE;
       else flags &= ~PTE_PROTNONE;
-      mm.pageTable.set(v, makePte(pteFrame(pte), flags));
+      const next = makePte(pteFrame(pte), flags);
+      if (next !== pte) span = gatherPage(span, v * PAGE_SIZE);
+      mm.pageTable.set(v, next);
     }
+    // change_protection's tlb_flush_pte_range / flush_tlb_range of what changed (tlb.ts).
+    if (span) yield* flushTlbMmRange(mm, span.start, span.end);
     yield* mmuNotifierInvalidateRangeEnd(range);
   }
 }

@@ -36,6 +36,6 @@ export function startNumaBalancing(kernel: Kernel, opts: Partial<NumaBalancingOp
         else stats.failed++;
       }
     }
-  }, { kind: 'kthread' });
+  }, { kind: 'kthread', node: kernel.node });
   return stats;
 }

@@ -1,6 +1,6 @@
 /**
- * PTE encoding: packed numbers `frame * 64 + bits`, 0 meaning none. A swap entry keeps its
- * slot in the frame field.
+ * PTE encoding: packed numbers `frame * 128 + bits`, 0 meaning none. A swap entry keeps its
+ * slot in the frame field; a migration entry keeps the frame being migrated.
  */
 export const PTE_PRESENT = 1;
 export const PTE_WRITE = 2;
@@ -10,8 +10,14 @@ export const PTE_DIRTY = 8;
 export const PTE_SWAP = 16;
 /** Present but inaccessible (PROT_NONE / NUMA hint): hmm reports it as not valid (rule 46). */
 export const PTE_PROTNONE = 32;
+/**
+ * Non-present migration entry (include/linux/swapops.h, make_{readable,writable}_migration_entry):
+ * the frame field is the folio under migration, PTE_WRITE says whether the entry is a
+ * writable one, PTE_ACCESSED / PTE_DIRTY the young and dirty bits it remembers.
+ */
+export const PTE_MIGRATION = 64;
 
-const BITS = 64;
+const BITS = 128;
 
 export const pteFrame = (pte: number): number => Math.floor(pte / BITS);
 export const pteFlags = (pte: number): number => pte % BITS;
@@ -19,11 +25,16 @@ export const makePte = (frame: number, flags: number): number => frame * BITS + 
 export const ptePresent = (pte: number): boolean => (pte % BITS & PTE_PRESENT) !== 0;
 export const pteWrite = (pte: number): boolean => (pte % BITS & PTE_WRITE) !== 0;
 export const pteHas = (pte: number, flag: number): boolean => (pte % BITS & flag) !== 0;
+export const isMigrationEntry = (pte: number): boolean => (pte % BITS & PTE_MIGRATION) !== 0;
+export const makeMigrationEntry = (frame: number, flags: number): number =>
+  makePte(frame, PTE_MIGRATION | (flags & (PTE_WRITE | PTE_ACCESSED | PTE_DIRTY)));
 export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 
 /** Entries per leaf: small, so a page touched alone in a huge range costs little. */
 const LEAF = 32;
+/** Pages per 2 MiB PMD slot. */
+const PMD_PAGES = 512;
 /** Pages per 1 GiB PUD slot. */
 const PUD_PAGES = 512 * 512;
 /** Leaves per block of entries (256 KiB), and in the first block (then doubling). */
@@ -53,6 +64,7 @@ export class PageTable {
   private nextOffset = 0;
   private sortedKeys: number[] | null = [];
   private readonly pudLeaves = new Map<number, number>();
+  private readonly pmdLeaves = new Map<number, number>();
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
   /** Bumped by every change of an entry: lets an observer (lab inspect) reuse what it read last time. */
@@ -84,6 +96,8 @@ export class PageTable {
       this.sortedKeys = null;
       const pud = Math.floor(vpn / PUD_PAGES);
       this.pudLeaves.set(pud, (this.pudLeaves.get(pud) ?? 0) + 1);
+      const pmd = Math.floor(vpn / PMD_PAGES);
+      this.pmdLeaves.set(pmd, (this.pmdLeaves.get(pmd) ?? 0) + 1);
     }
     const l = this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array;
     const i = (slot % BLOCK_LEAVES) * LEAF + (vpn % LEAF);
@@ -163,5 +177,13 @@ export class PageTable {
    */
   pudPopulated(vpn: number): boolean {
     return (this.pudLeaves.get(Math.floor(vpn / PUD_PAGES)) ?? 0) > 0;
+  }
+
+  /**
+   * Whether a page-table page exists under the 2 MiB (PMD) slot of `vpn`: where none does,
+   * walkers see pmd_none and treat the whole slot as one hole (hmm_vma_walk_hole).
+   */
+  pmdPopulated(vpn: number): boolean {
+    return (this.pmdLeaves.get(Math.floor(vpn / PMD_PAGES)) ?? 0) > 0;
   }
 }

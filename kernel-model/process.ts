@@ -37,7 +37,7 @@ export class Process {
 
   /** Start a user thread of this process. */
   spawnThread<T>(name: string, body: () => Co<T>): Task<T> {
-    const t = this.kernel.sim.spawn(`${this.name}/${name}`, body, { kind: 'user', pid: this.pid });
+    const t = this.kernel.sim.spawn(`${this.name}/${name}`, body, { kind: 'user', pid: this.pid, node: this.kernel.node });
     this.threads.push(t);
     return t;
   }

@@ -4,63 +4,156 @@ import { EINVAL } from './errno.ts';
  * A kernel profile: the behaviour switches and the interfaces of one kernel release, so
  * each seed discussion can be shown on the kernel it was about, and shown fixed, without
  * a prototype using an interface its kernel lacked. Profiles are data, not code forks.
+ *
+ * Every switch names the release (and, where one commit did it, the commit) it follows.
  */
 export interface KernelProfile {
   name: ProfileName;
   release: string;
+  /** What the profile's text says about itself: its story, and what it had to assume. */
+  notes: readonly string[];
   /** Notifier callbacks run under RCU and may not sleep (before 3.7's SRCU). */
   atomicCallbacks: boolean;
-  /** `invalidate_page` after the PTE is cleared, instead of start/end around the change. */
+  /** `invalidate_page` after the PTE is cleared, instead of start/end around the change (until 4.13). */
   invalidatePageAfterClear: boolean;
-  /** Event types in the range (5.0). */
-  eventTypes: boolean;
-  /** The blockable flag and the non-blocking start (4.19). */
+  /**
+   * A non-blocking invalidation exists (4.19, 93065ac753e4): the `blockable` argument of
+   * `invalidate_range_start` and `mmu_notifier_invalidate_range_start_nonblock`.
+   */
   blockableFlag: boolean;
+  /** Callbacks get a `struct mmu_notifier_range` (5.0, 5d6527a784f7), holding a `bool blockable`. */
+  notifierRangeStruct: boolean;
+  /** `enum mmu_notifier_event` in the range (5.2, 6f4f13e8d9e2). */
+  eventTypes: boolean;
+  /** Range `flags` with MMU_NOTIFIER_RANGE_BLOCKABLE and `mmu_notifier_range_blockable()` (5.2). */
+  rangeFlags: boolean;
   /** `mmu_interval_notifier` (5.5). */
   intervalNotifiers: boolean;
-  /** `hmm_range_fault` with the current flags (5.7). */
+  /** `hmm_range_fault` with the HMM_PFN_REQ_FAULT/REQ_WRITE flags (5.8, 2733ea144dcc). */
   hmmRangeFault: boolean;
-  /** FOLL_PIN, `pin_user_pages` and GUP_PIN_COUNTING_BIAS (5.6/5.7). */
+  /** FOLL_PIN, `pin_user_pages` (5.6) and GUP_PIN_COUNTING_BIAS (5.7). */
   follPin: boolean;
-  /** fork copies maybe-pinned anonymous pages early (5.9, has_pinned). */
+  /**
+   * How do_wp_page decides to reuse a write-protected anonymous page in place:
+   * `mapcount` (reuse_swap_page(): mapped once, swap count included; until 5.8),
+   * `refcount` ("copy unless we hold the only reference", 5.9, 09854ba94c6a),
+   * `anon-exclusive` (PageAnonExclusive, 5.19).
+   */
+  cowReuse: 'mapcount' | 'refcount' | 'anon-exclusive';
+  /**
+   * GUP turns FOLL_GET/FOLL_PIN lookups in COW mappings into write faults
+   * (should_force_cow_break, 17839856fd58, 5.8; removed by a308c71bf1e6 in 5.9).
+   */
+  gupForceCowBreak: boolean;
+  /** fork copies maybe-pinned anonymous pages early (5.9, has_pinned; MMF_HAS_PINNED since a458b76a4171). */
   forkCopiesPinned: boolean;
+  /** mm->write_protect_seq: fork's COW copy makes FOLL_PIN gup-fast take the slow path (5.11, 57efa1fe5957). */
+  writeProtectSeq: boolean;
   /** PageAnonExclusive and unsharing for read-only pins of anon pages (5.19). */
   anonExclusive: boolean;
   /** Read-only long-term pins unshare any COW mapping, incl. the zero page (6.2). */
   unshareAnyCow: boolean;
+  /** mprotect may map exclusive anonymous pages writable at once (MM_CP_TRY_CHANGE_WRITABLE, 6.0). */
+  mprotectTryChangeWritable: boolean;
   /** Writable long-term pins of dirty-tracked file mappings are refused (6.5). */
   refuseLongtermFileWrite: boolean;
   /** ib_umem_get pins with FOLL_WRITE always, FOLL_FORCE for read-only MRs (before 6.2). */
   umemForceWrite: boolean;
+  /**
+   * The event __oom_reap_task_mm gives its non-blockable range (mm/oom_kill.c): UNMAP from
+   * 5.2's event types through the 6.x trees read (the >= 6.3 source reads
+   * `mmu_notifier_range_init(&range, MMU_NOTIFY_UNMAP, 0, mm, vma->vm_start, vma->vm_end)`);
+   * CLEAR in today's code (zap_vma_for_reaping). Which release switched was not found
+   * (spec/kernel.md open question 3): linux-6.x assumes CLEAR.
+   */
+  oomReapEvent: 'UNMAP' | 'CLEAR';
+  /** On-demand paging MRs exist (3.19, 8ada2c1c0c1d "IB/core: Add support for on demand paging regions"). */
+  odp: boolean;
+  /**
+   * How ODP follows the CPU page table (ODP itself is 3.19): `ucontext`, one classic
+   * notifier per ucontext with its own interval tree of umems and the
+   * notifiers_seq/notifiers_count check (3.19 to 5.4); `interval`, one
+   * mmu_interval_notifier per umem (5.5, f25a546e6529).
+   */
+  odpNotifier: 'ucontext' | 'interval';
+  /**
+   * How ODP faults pages in: `gup`, get_user_pages_remote then put_page (3.19 to 5.9);
+   * `hmm`, hmm_range_fault (5.10, 36f30e486dce).
+   */
+  odpFault: 'gup' | 'hmm';
 }
 
-export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-6.x';
+export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-5.15' | 'linux-6.x';
 
 const base: KernelProfile = {
   name: 'linux-6.x', release: '6.16',
-  atomicCallbacks: false, invalidatePageAfterClear: false, eventTypes: true, blockableFlag: true,
-  intervalNotifiers: true, hmmRangeFault: true, follPin: true, forkCopiesPinned: true,
-  anonExclusive: true, unshareAnyCow: true, refuseLongtermFileWrite: true, umemForceWrite: false,
+  notes: [
+    'today\'s rules, as in spec/kernel.md',
+    'assumed: the OOM reaper sends CLEAR (today\'s zap_vma_for_reaping); the release that switched from UNMAP was not identified',
+  ],
+  atomicCallbacks: false, invalidatePageAfterClear: false, blockableFlag: true, notifierRangeStruct: true,
+  eventTypes: true, rangeFlags: true, intervalNotifiers: true, hmmRangeFault: true, follPin: true,
+  cowReuse: 'anon-exclusive', gupForceCowBreak: false, forkCopiesPinned: true, writeProtectSeq: true,
+  anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
+  umemForceWrite: false, oomReapEvent: 'CLEAR', odp: true, odpNotifier: 'interval', odpFault: 'hmm',
+};
+
+/** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
+const linux515: KernelProfile = {
+  ...base, name: 'linux-5.15', release: '5.15',
+  notes: [
+    'COW reuse only when the refcount says the page is ours alone (5.9, 09854ba94c6a)',
+    'MMF_HAS_PINNED and the early copy of maybe-pinned anonymous pages at fork (5.9; a flag in mm->flags since a458b76a4171)',
+    'fork\'s COW copy holds mm->write_protect_seq; FOLL_PIN gup-fast backs off to the slow path (5.11, 57efa1fe5957)',
+    'ODP faults through hmm_range_fault (5.10, 36f30e486dce)',
+    'no PageAnonExclusive (5.19): a read-only pin of a COW-shared or zero page pins what the page table maps',
+    'no MM_CP_TRY_CHANGE_WRITABLE (6.0); writable long-term file pins allowed (refused from 6.5)',
+    'ib_umem_get still pins with FOLL_WRITE (and FOLL_FORCE for read-only MRs) until 6.2',
+    'the OOM reaper\'s non-blockable range is UNMAP (mm/oom_kill.c __oom_reap_task_mm, read in the 5.x and >= 6.3 trees)',
+  ],
+  cowReuse: 'refcount', anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false,
+  refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP',
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
   'linux-3.0': {
     ...base, name: 'linux-3.0', release: '3.0',
-    atomicCallbacks: true, invalidatePageAfterClear: true, eventTypes: false, blockableFlag: false,
-    intervalNotifiers: false, hmmRangeFault: false, follPin: false, forkCopiesPinned: false,
-    anonExclusive: false, unshareAnyCow: false, refuseLongtermFileWrite: false, umemForceWrite: true,
+    notes: [
+      'classic notifiers only, callbacks under RCU (no sleeping); invalidate_page after the PTE changed',
+      'GUP takes plain references; COW reuse by mapcount (reuse_swap_page); no ODP (3.19)',
+    ],
+    atomicCallbacks: true, invalidatePageAfterClear: true, blockableFlag: false, notifierRangeStruct: false,
+    eventTypes: false, rangeFlags: false, intervalNotifiers: false, hmmRangeFault: false, follPin: false,
+    cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false, anonExclusive: false,
+    unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
+    odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
-    eventTypes: false, blockableFlag: false, intervalNotifiers: false, hmmRangeFault: false,
-    follPin: false, forkCopiesPinned: false, anonExclusive: false, unshareAnyCow: false,
-    refuseLongtermFileWrite: false, umemForceWrite: true,
+    notes: [
+      'callbacks may sleep (SRCU); start/end bracket every change; no blockable argument (4.19), no range struct (5.0), no event types (5.2), no interval notifiers (5.5)',
+      'GUP takes plain references (get_user_pages_longterm); COW reuse by mapcount (reuse_swap_page)',
+      'ODP: one classic notifier per ucontext with its own interval tree of umems and the notifiers_seq/notifiers_count retry check, pages faulted with get_user_pages_remote',
+      'the OOM reaper gives up on an mm with blockable notifiers: it sleeps HZ and reports done, the mm gets MMF_OOM_SKIP unreaped (oom_reap_task_mm, mm_has_blockable_invalidate_notifiers, 4.16 to 4.18); assumed: every subscriber blocks (no MMU_INVALIDATE_DOES_NOT_BLOCK in the model)',
+    ],
+    blockableFlag: false, notifierRangeStruct: false, eventTypes: false, rangeFlags: false, intervalNotifiers: false,
+    hmmRangeFault: false, follPin: false, cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false,
+    anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
+    umemForceWrite: true, odpNotifier: 'ucontext', odpFault: 'gup',
   },
   'linux-5.8': {
     ...base, name: 'linux-5.8', release: '5.8',
-    forkCopiesPinned: false, anonExclusive: false, unshareAnyCow: false,
-    refuseLongtermFileWrite: false, umemForceWrite: true,
+    notes: [
+      'event types, range flags, interval notifiers, hmm_range_fault with HMM_PFN_REQ_FAULT (new in 5.8); FOLL_PIN with the 1024 bias',
+      'GUP forces a COW break for pinning and GET lookups in COW mappings (should_force_cow_break, 17839856fd58; gone in 5.9)',
+      'COW reuse still by mapcount (reuse_swap_page); fork does not copy pinned pages early (5.9)',
+      'ODP over interval notifiers, still faulting with get_user_pages_remote (hmm_range_fault from 5.10)',
+    ],
+    cowReuse: 'mapcount', gupForceCowBreak: true, forkCopiesPinned: false, writeProtectSeq: false,
+    anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
+    umemForceWrite: true, odpFault: 'gup', oomReapEvent: 'UNMAP',
   },
+  'linux-5.15': linux515,
   'linux-6.x': base,
 };
 
@@ -75,12 +168,27 @@ export function profileByName(name: string): KernelProfile | { error: string } {
 
 /** The release that introduced each interface a profile may lack. */
 export const INTRODUCED_IN = {
-  intervalNotifiers: '5.5',
-  eventTypes: '5.0',
   blockableFlag: '4.19',
-  hmmRangeFault: '5.7',
+  notifierRangeStruct: '5.0',
+  eventTypes: '5.2',
+  rangeFlags: '5.2',
+  intervalNotifiers: '5.5',
   follPin: '5.6',
+  hmmRangeFault: '5.8',
+  odp: '3.19',
 } as const;
+
+/** What came before an interface, for the refusal's text. */
+const BEFORE: Partial<Record<keyof typeof INTRODUCED_IN, string>> = {
+  blockableFlag: 'before it every invalidation could sleep',
+  notifierRangeStruct: 'before it callbacks got (mm, start, end) and, from 4.19, a bool blockable',
+  eventTypes: 'before it the range said nothing about why it was invalidated',
+  rangeFlags: '4.19 passed a bool blockable argument, 5.0 a bool blockable in struct mmu_notifier_range',
+  intervalNotifiers: 'before it drivers kept their own interval trees behind a classic notifier',
+  follPin: 'before it get_user_pages(FOLL_LONGTERM) took plain references',
+  hmmRangeFault: 'earlier forms took a different pfn format and flags',
+  odp: 'IB_ACCESS_ON_DEMAND was an unknown access flag',
+};
 
 /**
  * Refuse an interface the profile's kernel did not have: returns -EINVAL and records
@@ -93,6 +201,7 @@ export function requireInterface(
   report: (message: string) => void,
 ): number {
   if (profile[feature]) return 0;
-  report(`${api} does not exist in ${profile.name}: it was introduced in Linux ${INTRODUCED_IN[feature]}`);
+  const before = BEFORE[feature];
+  report(`${api} does not exist in ${profile.name}: it was introduced in Linux ${INTRODUCED_IN[feature]}${before ? ` (${before})` : ''}`);
   return -EINVAL;
 }

@@ -253,6 +253,6 @@ export function startKswapd(kernel: Kernel, opts: Partial<KswapdOptions> = {}): 
       if (kernel.phys.freeFrames >= o.lowWatermark) continue;
       yield* shrinkLru(kernel, o.highWatermark - kernel.phys.freeFrames, stats);
     }
-  }, { kind: 'kthread' });
+  }, { kind: 'kthread', node: kernel.node });
   return stats;
 }

@@ -32,6 +32,6 @@ export function startFlusher(kernel: Kernel, opts: Partial<FlusherOptions> = {})
         if (!file.shmem) stats.pagesWritten += yield* writebackFile(kernel, file, dropBuffers);
       }
     }
-  }, { kind: 'kthread' });
+  }, { kind: 'kthread', node: kernel.node });
   return stats;
 }

@@ -16,6 +16,8 @@ export interface MrBinding {
   length: number;
   iova: number;
   strategy: string;
+  /** The MR holds its pages pinned (a strategy of any name that pins, not only 'pinned'). */
+  pinned?: boolean;
   event: 'reg' | 'dereg';
 }
 
@@ -30,7 +32,7 @@ export type BindingKind = 'pinned' | 'mirrored' | 'other';
 
 export const DEFAULT_PINNED_STRATEGIES: readonly string[] = ['pinned'];
 
-export function bindingKind(b: Pick<MrBinding, 'strategy' | 'mmId'>, pinnedStrategies: readonly string[] = DEFAULT_PINNED_STRATEGIES): BindingKind {
+export function bindingKind(b: Pick<MrBinding, 'strategy' | 'mmId' | 'pinned'>, pinnedStrategies: readonly string[] = DEFAULT_PINNED_STRATEGIES): BindingKind {
   if (b.mmId === null || b.strategy.startsWith('dmabuf')) return 'other';
-  return pinnedStrategies.includes(b.strategy) ? 'pinned' : 'mirrored';
+  return b.pinned || pinnedStrategies.includes(b.strategy) ? 'pinned' : 'mirrored';
 }

@@ -13,7 +13,7 @@
  */
 import { Subject, type Observable, type Subscription } from 'rxjs';
 import {
-  PAGE_SIZE, PTE_PROTNONE, pteFrame, pteHas, ptePresent, pteWrite,
+  PAGE_SIZE, PTE_PROTNONE, isMigrationEntry, pteFrame, pteHas, ptePresent, pteWrite,
   type Kernel, type MmStruct, type MmuNotifierRange, type NotifierStreamEvent, type Simulation, type TraceRecord,
 } from '../kernel-model/index.ts';
 import {
@@ -498,7 +498,7 @@ export class SanitizerContext {
    */
   compareWithCpu(k: Kernel, mm: number, va: number, frame: number, writable: boolean): string | null {
     const pte = this.cpuPte(k, mm, va);
-    if (!ptePresent(pte)) return `the CPU maps nothing at ${hex(va)} (PTE ${pte === 0 ? 'none' : 'swapped out'})`;
+    if (!ptePresent(pte)) return `the CPU maps nothing at ${hex(va)} (PTE ${pte === 0 ? 'none' : isMigrationEntry(pte) ? 'a migration entry' : 'swapped out'})`;
     if (pteHas(pte, PTE_PROTNONE)) return `the CPU PTE at ${hex(va)} is PROT_NONE (no access)`;
     if (pteFrame(pte) !== frame) return `the CPU maps frame ${pteFrame(pte)} at ${hex(va)}`;
     if (writable && !pteWrite(pte)) return `the device may write frame ${frame} while the CPU PTE at ${hex(va)} is read-only`;

@@ -1,24 +1,36 @@
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { PROFILE_NAMES, profileByName, type ProfileName } from '../kernel-model/index.ts';
 import { SCENARIOS, scenarioByName } from './catalogue.ts';
-import { runScenario } from './scenario.ts';
+import { runScenario, type ScenarioDefinition } from './scenario.ts';
 import { renderReport } from './report.ts';
-import { COMMON_PARAMS, parseSets } from './params.ts';
+import { COMMON_PARAMS, checkBatching, checkStrategyParams, moduleParamDocs, parseSets, shellQuote, type ParamDoc } from './params.ts';
 import { runDemo } from './demo.ts';
-import { PRESET_NAMES, SpecError, loadSpec } from './sweep/spec.ts';
+import { reportJsonSchema } from './report-schema.ts';
+import { PRESETS, PRESET_NAMES, SpecError, loadSpec } from './sweep/spec.ts';
+import { checkSpecModules } from './sweep/spec-modules.ts';
 import { parseShard, type Shard } from './sweep/grid.ts';
 import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
+import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
-import { existsSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
+import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
 
 /**
- * `npm run lab -- <command>`: the command line. Bad input (an unknown scenario, option or
- * value) gets one line naming what was wrong and what is accepted, and exit code 2.
+ * `lab <command>` (the package's bin; `npm run -s lab -- …` in the repository): the command
+ * line. Results go to stdout, errors, warnings and progress to stderr. Bad input (an
+ * unknown scenario, option or value, a user module that does not load, an output path
+ * that cannot be written) is one line naming what was wrong and what is accepted, exit 2,
+ * found before any work starts where it can be.
  */
-class UsageError extends Error {}
+export { UsageError, type CliIo };
+registerOneLineError(SpecError);
+registerOneLineError(SweepUsageError);
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 function parseSeed(v: string): number {
   if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new InvalidArgumentError(`seed must be an integer, got '${v}'`);
@@ -36,23 +48,37 @@ function parseJobs(v: string): number {
   return Number(v);
 }
 
+function parseMaxPoints(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) throw new InvalidArgumentError(`--max-points must be a positive integer, got '${v}'`);
+  return Number(v);
+}
+
 function parseShardOption(v: string): Shard {
   const s = parseShard(v);
   if ('error' in s) throw new InvalidArgumentError(s.error);
   return s;
 }
 
-/**
- * The work of an asynchronous command (sweep, merge), started by its action once the
- * input is checked; `runMain` awaits it and gives its exit code.
- */
-let pending: Promise<number> | null = null;
+const collect = (v: string, acc: string[]) => [...acc, v];
 
-export function buildCli(out: (line: string) => void): Command {
+/** The `--set`s, loading a batching policy module one of them names (the last `batching.policy` wins). */
+async function policyModule(sets: readonly string[]): Promise<LoadedPolicy | null> {
+  const ref = [...sets].reverse().find((s) => s.startsWith('batching.policy='))?.slice('batching.policy='.length);
+  return ref && isModuleRef(ref) ? loadBatchPolicy(ref) : null;
+}
+
+/** The scenario drivers a user strategy can stand in for, and the message when it cannot here. */
+function applies(def: ScenarioDefinition, s: LoadedStrategy): boolean {
+  return def.drivers.includes(s.def.like);
+}
+
+export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (process.exitCode = c)): Command {
+  const out = (l: string) => io.out(l);
   const program = new Command('lab')
     .description('notifier-lab: an RDMA NIC and its Linux driver against a model of the kernel mm')
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride()
-    .configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => out(s.trimEnd()) });
+    .configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 
   program.command('list').description('list the scenarios, one line each').action(() => {
     for (const s of SCENARIOS) out(`${s.name.padEnd(30)} ${s.summary}`);
@@ -65,7 +91,7 @@ export function buildCli(out: (line: string) => void): Command {
     .action((opts: { seed: number }) => {
       const { lines, ok } = runDemo(opts.seed);
       for (const l of lines) out(l);
-      process.exitCode = ok ? 0 : 1;
+      setExit(ok ? 0 : 1);
     });
 
   program
@@ -74,55 +100,100 @@ export function buildCli(out: (line: string) => void): Command {
     .argument('<names...>', `scenario names or 'all'`)
     .option('--seed <n>', 'simulation seed', parseSeed, 1)
     .option('--profile <name>', `kernel profile: ${PROFILE_NAMES.join(', ')}`, parseProfile)
-    .option('--driver <name>', 'registration strategy or driver variant (lab list shows each scenario\'s)')
-    .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--json', 'print one JSON object per run (schema: scenarios/report.schema.json)')
+    .option('--driver <name>', 'a driver of the scenario (lab list), or your strategy: ./file.ts[#export] (defineStrategy)')
+    .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', collect, [] as string[])
+    .option('--json', 'print one JSON object per run (schema: lab schema)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
-    .action((names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; html?: string }) => {
-      const chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; html?: string }) => {
+      const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
+      const policy = await policyModule(opts.set);
+      let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
         const s = scenarioByName(n);
         if (!s) throw new UsageError(`unknown scenario '${n}'; valid: ${SCENARIOS.map((x) => x.name).join(', ')}, all`);
         return s;
       });
+      if (user) {
+        const fitting = SCENARIOS.filter((d) => applies(d, user)).map((d) => d.name);
+        const misfit = chosen.find((d) => !applies(d, user));
+        if (misfit && !names.includes('all')) {
+          throw new UsageError(`scenario '${misfit.name}' has no '${user.def.like}' driver for ${user.def.name} (a ${user.def.nic} strategy) to stand in for; scenarios that have one: ${fitting.join(', ')}`);
+        }
+        chosen = chosen.filter((d) => applies(d, user));
+        if (chosen.length === 0) throw new UsageError(`no scenario has a '${user.def.like}' driver for ${user.def.name} to stand in for`);
+      }
+      const moduleDocs: ParamDoc[] = [
+        ...(user ? moduleParamDocs('strategy', user.file, user.def.params) : []),
+        ...(policy ? moduleParamDocs('batching', policy.file, policy.def.params) : []),
+      ];
       const runs = chosen.map((def) => {
-        const driver = opts.driver ?? def.defaultDriver;
-        if (!def.drivers.includes(driver)) throw new UsageError(`scenario '${def.name}' has no driver '${driver}'; valid: ${def.drivers.join(', ')}`);
-        const params = parseSets(opts.set, def.params ?? []);
+        const driver = user ? user.def.like : opts.driver ?? def.defaultDriver;
+        if (!def.drivers.includes(driver)) throw new UsageError(`scenario '${def.name}' has no driver '${driver}'; valid: ${def.drivers.join(', ')}, or ./file.ts#export`);
+        const params = parseSets(opts.set, [...(def.params ?? []), ...moduleDocs]);
         if ('error' in params) throw new UsageError(params.error);
+        const bad = checkBatching(params.values) ?? (user ? checkStrategyParams(user.def, user.file, params.values) : null);
+        if (bad) throw new UsageError(bad);
         return { def, driver, params: params.values };
       });
-      if (opts.trace && runs.length > 1) throw new UsageError('--trace takes one scenario at a time');
-      if (opts.html && (runs.length > 1 || opts.trace)) throw new UsageError('--html takes one scenario at a time, without --trace');
-      if (opts.html && !existsSync(dirname(resolve(opts.html)))) throw new UsageError(`--html ${opts.html}: directory ${dirname(resolve(opts.html))} does not exist`);
+      if (opts.trace !== undefined) {
+        if (runs.length > 1) throw new UsageError('--trace takes one scenario at a time');
+        checkOutputFile(opts.trace, '--trace');
+      }
+      if (opts.html !== undefined) {
+        if (runs.length > 1 || opts.trace !== undefined) throw new UsageError('--html takes one scenario at a time, without --trace');
+        checkOutputFile(opts.html, '--html');
+      }
       let allOk = true;
-      let htmlNote = '';
+      const setKeys = [...new Set(opts.set.map((s) => s.slice(0, s.indexOf('='))))];
+      const unused = new Map(setKeys.map((k) => [k, [] as string[]]));
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
-        const html = opts.html ? runScenarioWithHtml({ kind: 'scenario', name: def.name, def, seed: opts.seed, profile, driver, params }, opts.html, writeFileSync) : null;
-        if (html) htmlNote = html.note;
-        const report = html ? html.report : runScenario(def, { seed: opts.seed, profile, driver, params, ...(opts.trace ? { traceFile: opts.trace } : {}) });
+        const used = new Set<string>();
+        const runOpts = {
+          seed: opts.seed, profile, driver, params, usedParams: used,
+          ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace } : {}),
+        };
+        const html = opts.html !== undefined ? runScenarioWithHtml(def, runOpts, opts.html, writeFileSync) : null;
+        const report = html ? html.report : runScenario(def, runOpts);
+        if (html && !opts.json) io.err(html.note);
+        for (const k of setKeys) if (!used.has(k)) unused.get(k)?.push(def.name);
         if (opts.json) out(JSON.stringify(report));
         else for (const l of renderReport(report)) out(l);
         if (!report.outcome.ok) {
           allOk = false;
-          if (!opts.json) out(`replay: npm run lab -- run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${driver}`);
+          const sets = opts.set.map((s) => ` --set ${shellQuote(s)}`).join('');
+          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${sets}`;
+          if (opts.json) io.err(line);
+          else out(line);
         }
       }
-      if (opts.trace && !opts.json) out(`trace written to ${opts.trace}: open it in https://ui.perfetto.dev`);
-      if (htmlNote && !opts.json) out(htmlNote);
-      process.exitCode = allOk ? 0 : 1;
+      for (const [k, where] of unused) {
+        if (where.length > 0) io.err(`warning: --set ${k} had no effect: ${where.length === runs.length && runs.length > 1 ? 'no scenario run' : where.join(', ')} never read it`);
+      }
+      if (opts.trace && !opts.json) io.err(`trace written to ${opts.trace}: open it in https://ui.perfetto.dev`);
+      setExit(allOk ? 0 : 1);
     });
 
   program
     .command('params')
-    .description('list the documented parameters that --set accepts, with defaults')
+    .description('list the parameters --set accepts, with defaults (a scenario\'s own ones only when it is named)')
     .argument('[scenario]', 'also list this scenario\'s own parameters')
-    .action((name?: string) => {
+    .option('--driver <module>', 'also list the parameters of your strategy: ./file.ts[#export]')
+    .action(async (name: string | undefined, opts: { driver?: string }) => {
       const def = name ? scenarioByName(name) : undefined;
       if (name && !def) throw new UsageError(`unknown scenario '${name}'; valid: ${SCENARIOS.map((x) => x.name).join(', ')}`);
-      for (const d of [...COMMON_PARAMS, ...(def?.params ?? [])]) out(`${d.key.padEnd(32)} ${String(d.default).padEnd(10)} ${d.description}`);
+      if (opts.driver !== undefined && !isModuleRef(opts.driver)) throw new UsageError(`--driver takes a module reference (./file.ts#export), got '${opts.driver}'`);
+      const user = opts.driver ? await loadStrategy(opts.driver) : null;
+      const docs = new Map<string, ParamDoc>();
+      for (const d of [...COMMON_PARAMS, ...(def?.params ?? []), ...(user ? moduleParamDocs('strategy', user.file, user.def.params) : [])]) docs.set(d.key, d);
+      for (const d of docs.values()) out(`${d.key.padEnd(32)} ${String(d.default).padEnd(10)} ${d.description}`);
+      if (!name) io.err('(a scenario\'s own parameters are listed when it is named: lab params <scenario>)');
     });
+
+  program
+    .command('schema')
+    .description('print the JSON Schema of `lab run --json` (scenarios/report.schema.json)')
+    .action(() => out(JSON.stringify(reportJsonSchema(), null, 2)));
 
   program
     .command('sweep')
@@ -132,19 +203,19 @@ export function buildCli(out: (line: string) => void): Command {
     .option('--out <dir>', 'output directory (default: sweep-results/<spec name>)')
     .option('--shard <i/n>', 'run only the points whose index is i mod n (for several machines; join with merge)', parseShardOption)
     .option('--resume', 'skip the points already in <dir>/results.jsonl')
-    .action((specArg: string, opts: { jobs?: number; out?: string; shard?: Shard; resume?: boolean }) => {
-      let spec;
-      try {
-        spec = loadSpec(specArg);
-      } catch (err) {
-        if (err instanceof SpecError) throw new UsageError(err.message);
-        throw err;
-      }
-      const run = runSweep({
-        spec, outDir: opts.out ?? defaultOutDir(spec.name), jobs: opts.jobs, shard: opts.shard ?? null, resume: opts.resume === true, out,
+    .option('--max-points <n>', 'refuse a grid of more points than this (default 100000)', parseMaxPoints)
+    .option('--quiet', 'no progress, only errors and the final summary line')
+    .addOption(new Option('--progress <mode>', 'progress on stderr: a bar on a terminal, lines otherwise (auto), or as asked').choices(['auto', 'bar', 'lines', 'none']))
+    .action(async (specArg: string, opts: { jobs?: number; out?: string; shard?: Shard; resume?: boolean; maxPoints?: number; quiet?: boolean; progress?: ProgressMode }) => {
+      const spec = loadSpec(specArg, opts.maxPoints !== undefined ? { maxPoints: opts.maxPoints } : {});
+      const baseDir = Object.hasOwn(PRESETS, specArg) ? process.cwd() : dirname(resolve(specArg));
+      await checkSpecModules(spec, baseDir);
+      const progress: ProgressMode = opts.quiet ? 'none' : opts.progress ?? 'auto';
+      const r = await runSweep({
+        spec, specArg, baseDir, outDir: opts.out ?? defaultOutDir(spec.name), jobs: opts.jobs, shard: opts.shard ?? null, resume: opts.resume === true,
+        out, err: (l) => io.err(l), progress, quiet: opts.quiet === true,
       });
-      pending = run.then((r) => r.code);
-      pending.catch(() => undefined); // handled by runMain; this only keeps it from being "unhandled" under main()
+      setExit(r.code);
     });
 
   program
@@ -152,28 +223,46 @@ export function buildCli(out: (line: string) => void): Command {
     .description('join the result directories of sweep shards into one result set, as if run on one machine')
     .argument('<dirs...>', 'result directories (of `sweep --shard i/n --out DIR`)')
     .option('--out <dir>', 'output directory (default: sweep-results/<spec name>)')
-    .action((dirs: string[], opts: { out?: string }) => {
-      pending = mergeSweeps(dirs, opts.out, out).then((r) => (r.failed > 0 ? 1 : 0));
-      pending.catch(() => undefined);
+    .action(async (dirs: string[], opts: { out?: string }) => {
+      const r = await mergeSweeps(dirs, opts.out, out);
+      setExit(r.failed > 0 ? 1 : 0);
     });
-  registerFuzzCommands(program, out);
-  registerInspectCommand(program, out);
+  registerFuzzCommands(program, io, setExit);
+  registerInspectCommand(program, out, setExit);
   return program;
 }
 
-/** Run the CLI on argv; returns the exit code. */
-export function main(argv: string[], out: (line: string) => void = console.log): number {
+function toIo(w?: CliIo | ((line: string) => void)): CliIo {
+  if (typeof w === 'function') return { out: w, err: w };
+  return w ?? { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) };
+}
+
+/**
+ * Run the CLI on argv (without node and the script); resolves to the exit code. Every
+ * error, whatever throws it, is one line on `err` and exit 2.
+ */
+export async function runMain(argv: string[], w?: CliIo | ((line: string) => void)): Promise<number> {
+  const io = toIo(w);
   let lastError = '';
-  const program = buildCli(out);
-  program.configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => (lastError = s.trim()) });
-  for (const c of program.commands) c.configureOutput({ writeOut: (s) => out(s.trimEnd()), writeErr: (s) => (lastError = s.trim()) });
+  let code: number | undefined;
+  const program = buildCli(io, (c) => (code = c));
+  const capture = { writeOut: (s: string) => io.out(s.trimEnd()), writeErr: (s: string) => (lastError = s.trim()) };
+  program.configureOutput(capture);
+  for (const c of program.commands) c.exitOverride().configureOutput(capture);
+  // Commands that set process.exitCode themselves (lab inspect) are read from it.
+  const legacy = () => {
+    const c = typeof process.exitCode === 'number' ? process.exitCode : 0;
+    process.exitCode = undefined;
+    return c;
+  };
   try {
-    program.parse(argv, { from: 'user' });
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    await program.parseAsync(argv, { from: 'user' });
+    return code ?? legacy();
   } catch (err) {
+    legacy();
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
-        if (lastError) out(lastError);
+        if (lastError) io.out(lastError);
         return 0;
       }
       // One line: commander's message plus what would have been accepted.
@@ -187,45 +276,34 @@ export function main(argv: string[], out: (line: string) => void = console.log):
       } else if (err.code === 'commander.missingArgument' && sub) {
         accepted = `; usage: lab ${sub.name()} ${sub.usage()}`;
       }
-      out(first + accepted);
+      io.err(first + accepted);
       return 2;
     }
-    if (err instanceof UsageError) {
-      out(`error: ${err.message}`);
-      return 2;
-    }
-    throw err;
+    io.err(`error: ${errorLine(err)}`);
+    return 2;
   }
 }
 
 /**
- * Run the CLI on argv, including the asynchronous commands (sweep, merge); resolves to the
- * exit code. Bad input they find late (a results directory of another sweep) is one line
- * and exit 2, like the rest.
+ * The process entry (the bin shim and `tsx scenarios/cli.ts`): stdout closed early (`lab
+ * run all | head`) ends the process quietly.
  */
-export async function runMain(argv: string[], out: (line: string) => void = console.log): Promise<number> {
-  pending = null;
-  const code = main(argv, out);
-  const work = pending as Promise<number> | null;
-  pending = null;
-  if (code !== 0 || !work) return code;
-  try {
-    return await work;
-  } catch (err) {
-    if (err instanceof SweepUsageError || err instanceof SpecError) {
-      out(`error: ${err.message}`);
-      return 2;
-    }
+export function runProcess(argv: string[] = process.argv.slice(2)): void {
+  const quietEpipe = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
-  }
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  runMain(process.argv.slice(2)).then(
-    (code) => (process.exitCode = code),
+  };
+  process.stdout.on('error', quietEpipe);
+  process.stderr.on('error', quietEpipe);
+  runMain(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
     (err: unknown) => {
-      console.error(err);
-      process.exitCode = 1;
+      process.stderr.write(`error: ${errorLine(err)}\n`);
+      process.exitCode = 2;
     },
   );
 }
+
+if (process.argv[1] !== undefined && import.meta.url === `file://${process.argv[1]}`) runProcess();

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import type { SchedulerLike } from 'rxjs';
 import {
   MADV_DONTNEED, MAP_FIXED, errnoName, migratePage, pteFrame, ptePresent, vpn,
   type Co, type Task,
@@ -8,35 +7,20 @@ import {
   IBV_ACCESS_ON_DEMAND, IBV_SEND_SIGNALED, IBV_WR_RDMA_WRITE, MLX5_ODP_CAPS, type QueuePair, type WorkCompletion,
 } from '../device/index.ts';
 import {
-  batchPolicyByName, odpStrategy, pinnedStrategy, type BatchPolicy, type IbvMr, type UmemStrategy,
+  odpStrategy, pinnedStrategy, type BatchPolicy, type IbvMr, type UmemStrategy,
 } from '../driver/index.ts';
 import { deferredInvalidationStrategy, type DeferredInvalidationStats } from '../driver/broken/deferred-invalidation.ts';
 import {
   ALL_ACCESS, ANON, P, RW, completions, connectRc, equalBytes, load, mapAnon, must, openApp, pattern, regOk, statusNames, store,
   type App,
 } from './app.ts';
-import { COMMON_PARAMS, type ParamDoc, type ParamValues } from './params.ts';
+import { COMMON_PARAMS, batchingFromParams, type ParamDoc } from './params.ts';
 import type { ScenarioDefinition } from './scenario.ts';
 
 // ---- helpers other scenarios share ---------------------------------------------------------
 
-/**
- * The batching policy the common parameters describe (`batching.policy`, `batching.windowNs`,
- * `batching.count`), built on the simulation's scheduler. `by-event` coalesces within a
- * window per event type.
- */
-export function batchingFromParams(params: ParamValues, scheduler: SchedulerLike): { name: string; policy: BatchPolicy } {
-  const name = String(params['batching.policy']);
-  const windowNs = Number(params['batching.windowNs']);
-  const count = Number(params['batching.count']);
-  const r = name === 'none' ? batchPolicyByName('none', {}, scheduler)
-    : name === 'window' ? batchPolicyByName('window', { windowNs }, scheduler)
-      : name === 'count' ? batchPolicyByName('count', { count }, scheduler)
-        : name === 'window-or-count' ? batchPolicyByName('window-or-count', { windowNs, count }, scheduler)
-          : batchPolicyByName('by-event-type', { inner: 'window', windowNs }, scheduler);
-  if ('error' in r) throw new Error(`batching parameters: ${r.error}`);
-  return r;
-}
+/** The batching policy the common parameters describe (moved to params.ts; other scenarios import it from here). */
+export { batchingFromParams } from './params.ts';
 
 /** The nearest-rank percentile of `values` (0 for none). */
 export function percentile(values: readonly number[], p: number): number {
@@ -140,7 +124,7 @@ export const deferredInvalidationReuse: ScenarioDefinition = {
       yield* store(app, buf, pattern(1, BUF_PAGES * P));
       const reg = yield* app.ctx.regMr(app.pd, buf, BUF_PAGES * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND);
       if (typeof reg === 'number') {
-        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: the ODP driver needs interval notifiers (Linux 5.5), which ${ctx.profile.name} lacks`);
+        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: ODP came in Linux 3.19, after ${ctx.profile.name}`);
         ctx.figure('registration', errnoName(reg));
         yield* app.ctx.close();
         yield* peer.ctx.close();

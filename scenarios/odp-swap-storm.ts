@@ -7,7 +7,7 @@ import {
 import { ALL_ACCESS, P, connectRc, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
 import { COMMON_PARAMS, type ParamDoc } from './params.ts';
 import { batchingFromParams, percentile, rdmaWrite, us } from './deferred-invalidation-reuse.ts';
-import type { ScenarioDefinition } from './scenario.ts';
+import type { ScenarioDefinition, WrappingStrategy } from './scenario.ts';
 
 /**
  * The driver share of a NIC page fault (`odp.faultHandlingNs`: interrupt, event-queue
@@ -17,9 +17,11 @@ import type { ScenarioDefinition } from './scenario.ts';
  * fault is about 220 µs (ASPLOS 2017, second-hand, rdma (c)). Prefetch (advise_mr) maps
  * pages without a fault and so does not pay it.
  */
-export function chargeFaultHandling(inner: UmemStrategy, sim: Simulation, faultHandlingNs: number): UmemStrategy {
+export function chargeFaultHandling(inner: UmemStrategy, sim: Simulation, faultHandlingNs: number): WrappingStrategy {
   return {
     name: inner.name,
+    inner,
+    rewrap: (s) => chargeFaultHandling(s, sim, faultHandlingNs),
     *regMr(ctx, req) {
       const umem = yield* inner.regMr(ctx, req);
       if (typeof umem === 'number' || !umem.handleFault || faultHandlingNs <= 0) return umem;

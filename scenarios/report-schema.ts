@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 /**
  * The documented shape of `lab run --json`: one object per run. `report.schema.json`
- * beside this file is generated from it (`npm run lab -- schema`) and tested to match.
+ * beside this file is generated from it (`lab schema`) and tested to match.
  */
 const percentiles = z.object({
   count: z.number().int().nonnegative(),
@@ -15,7 +15,7 @@ const percentiles = z.object({
 
 export const scenarioReportSchema = z.object({
   scenario: z.string().describe('scenario name, as `lab list` shows it'),
-  profile: z.enum(['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-6.x']),
+  profile: z.enum(['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-5.15', 'linux-6.x']),
   driver: z.string().describe('registration strategy or driver variant'),
   seed: z.number().int(),
   params: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).describe('every documented parameter with its value'),
@@ -51,6 +51,13 @@ export const scenarioReportSchema = z.object({
     virtualNs: z.number().nonnegative(),
   }),
   extra: z.record(z.string(), z.union([z.number(), z.string()])).describe('scenario-specific figures'),
+  driverModule: z.object({
+    name: z.string().describe('the strategy\'s name (defineStrategy)'),
+    stands: z.string().describe('the reference driver it stood in for'),
+    path: z.string(),
+    export: z.string(),
+    sha256: z.string().describe('of the module file when it was loaded'),
+  }).optional().describe('the user strategy module the run used, if any'),
   violations: z.array(z.object({
     id: z.string(),
     severity: z.enum(['error', 'warning']),

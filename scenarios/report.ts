@@ -19,19 +19,21 @@ export function outcomeText(r: ScenarioReport): string {
   parts.push(o.expected.length ? `expected ${o.expected.map((id) => `${id}×${o.seen[id] ?? 0}`).join(', ')}` : 'clean');
   if (o.unexpected.length) parts.push(`UNEXPECTED ${o.unexpected.map((id) => `${id}×${o.seen[id]}`).join(', ')}`);
   if (o.missing.length) parts.push(`MISSING ${o.missing.join(', ')}`);
+  if ((o.run === 'time-limit' || o.run === 'event-limit') && !o.ok && o.failure) parts.push(o.failure);
   return `${o.ok ? 'ok' : 'NOT OK'}: ${parts.join('; ')}`;
 }
 
 /** A scenario's report for a terminal: narrative, figures, violations with their trails. */
 export function renderReport(r: ScenarioReport): string[] {
   const lines: string[] = [];
-  lines.push(`== ${r.scenario}  (profile ${r.profile}, driver ${r.driver}, seed ${r.seed})`);
+  const driver = r.driverModule ? `${r.driver} from ${r.driverModule.path} in place of ${r.driverModule.stands}` : r.driver;
+  lines.push(`== ${r.scenario}  (profile ${r.profile}, driver ${driver}, seed ${r.seed})`);
   lines.push('');
   for (const n of r.narrative) lines.push(`${time(n.t)}  ${n.text}`);
   lines.push('');
   const f = r.figures;
   const c = f.counters;
-  lines.push(`figures: ${c.invalidations} invalidations, ${c.syncs} syncs, ${c.zaps} zaps (${c.entriesZapped} entries), ${c.faults} NIC faults (${c.faultsResumedWithError} with error), ${bytes(f.bytesMoved)} moved`);
+  lines.push(`figures: ${c.invalidations} mmu-notifier invalidations (every range, MR or not), ${c.syncs} syncs, ${c.zaps} zaps (${c.entriesZapped} entries), ${c.faults} NIC faults (${c.faultsResumedWithError} with error), ${bytes(f.bytesMoved)} moved`);
   const all = f.invalidationNs['all'];
   if (all && all.count) lines.push(`  invalidation callbacks: p50 ${us(all.p50)}, p99 ${us(all.p99)}, max ${us(all.max)} over ${all.count}`);
   for (const [op, p] of Object.entries(f.kernelOpNs)) if (p.count && p.max > 1) lines.push(`  ${op}: p50 ${us(p.p50)}, p99 ${us(p.p99)}, max ${us(p.max)} (${p.count})`);

@@ -1,14 +1,16 @@
 import type { Observable } from 'rxjs';
 import { writeFileSync } from 'node:fs';
 import {
-  PROFILES, Simulation, type Co, type Kernel, type KernelProfile, type ProfileName,
+  PLAIN_SCHEDULE, PROFILES, SCENARIO_JITTER, Simulation, type Co, type Kernel, type KernelProfile, type ProfileName,
+  type ScheduleOption,
 } from '../kernel-model/index.ts';
 import { Fabric, NO_ODP_CAPS, type Nic, type NicCapabilities } from '../device/index.ts';
-import { createRdmaNode, type IbDeviceOptions, type RdmaNode } from '../driver/index.ts';
+import { createRdmaNode, type IbDeviceOptions, type RdmaNode, type StrategyDefinition, type UmemStrategy } from '../driver/index.ts';
 import { attachSanitizer, type MrBinding, type Violation } from '../sanitizer/index.ts';
 import { RunMetrics, type MetricsSummary } from './metrics.ts';
 import { PerfettoTrace } from './perfetto.ts';
-import { costsFrom, parseSets, type ParamDoc, type ParamValues } from './params.ts';
+import { batchingFromParams, costsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
+import { displayPath, type LoadedStrategy } from './user-module.ts';
 
 export interface NarrativeLine {
   t: number;
@@ -28,6 +30,22 @@ export interface ScenarioContext {
   figure(name: string, value: number | string): void;
   /** A node (kernel + NIC + driver device) on the scenario's fabric. */
   node(name: string, opts: { device: IbDeviceOptions; caps?: Partial<NicCapabilities>; frames?: number }): RdmaNode;
+  /** The run's scheduling option: `plain` for seed 1, the engine's seeded jitter for any other seed. */
+  schedule: ScheduleOption;
+  /**
+   * One of the workload's random choices (an arrival time, an address, a size): `plain`
+   * under seed 1, so the story reads as told, otherwise an integer drawn from the seed in
+   * [lo, hi]. Each `name` is its own stream, so adding a choice does not shift the others.
+   */
+  vary(name: string, plain: number, lo: number, hi: number): number;
+}
+
+/**
+ * The scheduling option a scenario seed selects: seed 1 keeps the plain schedule the
+ * narratives are written against; every other seed turns on the seeded jitter.
+ */
+export function scheduleForSeed(seed: number): ScheduleOption {
+  return seed === 1 ? PLAIN_SCHEDULE : SCENARIO_JITTER;
 }
 
 export interface ScenarioDefinition {
@@ -41,8 +59,19 @@ export interface ScenarioDefinition {
   params?: readonly ParamDoc[];
   /** Virtual-time bound of a run (ns). */
   untilNs: number;
+  /**
+   * Whether the story is meant to end at its time bound (a workload that runs until
+   * stopped). Otherwise a run cut by the time or event limit is NOT OK: it did not finish.
+   */
+  endsAtLimit?: boolean;
   /** Violation ids this (profile, driver) is expected to show; anything else is unexpected. */
   expect(profile: ProfileName, driver: string): readonly string[];
+  /**
+   * Violation ids that may appear under some interleavings (seeds other than 1) without
+   * being a failure, because whether they do depends on the schedule; each needs a reason
+   * in the story's source.
+   */
+  mayShow?(profile: ProfileName, driver: string): readonly string[];
   /** Build the nodes and return the story's main coroutine. */
   setup(ctx: ScenarioContext): () => Co<void>;
 }
@@ -66,33 +95,103 @@ export interface ScenarioReport {
   figures: MetricsSummary;
   extra: Record<string, number | string>;
   violations: Violation[];
+  /** The user's strategy module the run used in place of the reference `driver` stands for. */
+  driverModule?: { name: string; stands: string; path: string; export: string; sha256: string };
+}
+
+/**
+ * A strategy that wraps another (to charge a cost, say): a user strategy replaces the
+ * innermost one and the wrapper is rebuilt around it, so the story's own additions stay.
+ */
+export interface WrappingStrategy extends UmemStrategy {
+  readonly inner: UmemStrategy;
+  rewrap(inner: UmemStrategy): UmemStrategy;
+}
+
+function isWrapping(s: UmemStrategy): s is WrappingStrategy {
+  return typeof (s as Partial<WrappingStrategy>).rewrap === 'function' && (s as Partial<WrappingStrategy>).inner !== undefined;
+}
+
+/** `s` with its innermost strategy replaced by `make()` when that one is named `role`; and whether it was. */
+function substitute(s: UmemStrategy, role: string, make: () => UmemStrategy): { s: UmemStrategy; swapped: boolean } {
+  if (isWrapping(s)) {
+    const r = substitute(s.inner, role, make);
+    return r.swapped ? { s: s.rewrap(r.s), swapped: true } : { s, swapped: false };
+  }
+  return s.name === role ? { s: make(), swapped: true } : { s, swapped: false };
+}
+
+/** Record which parameters a run read (to warn about a `--set` nothing used). */
+function tracked(values: ParamValues, used: Set<string>): ParamValues {
+  return new Proxy(values, {
+    get(target, key, receiver) {
+      if (typeof key === 'string') used.add(key);
+      return Reflect.get(target, key, receiver);
+    },
+  });
+}
+
+/** What a run is given besides the scenario. */
+export interface RunScenarioOptions {
+  seed: number;
+  profile: ProfileName;
+  /** A driver name of the scenario's; with `strategy`, the reference that strategy stands in for. */
+  driver: string;
+  params: ParamValues;
+  traceFile?: string;
+  /** A user strategy (defineStrategy) used wherever the story builds the reference `driver`. */
+  strategy?: LoadedStrategy;
+  /** Filled with the parameter keys the run read. */
+  usedParams?: Set<string>;
+  /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
+  observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
 }
 
 /**
  * Run one scenario: build its nodes on one simulation and fabric, attach the metrics, the
  * sanitizer and (optionally) the Perfetto trace, run the story to its bound, and compare
  * the violations seen with the ones its expectation names for this profile and driver.
+ * A story cut by its time or event bound is NOT OK unless it declares that end. A user
+ * strategy that throws (building or running) fails the run; it never escapes.
  */
-export function runScenario(
-  def: ScenarioDefinition,
-  opts: {
-    seed: number; profile: ProfileName; driver: string; params: ParamValues; traceFile?: string;
-    /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
-    observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
-  },
-): ScenarioReport {
+export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): ScenarioReport {
   // Every documented parameter has a value: the defaults, then what the caller set.
   const defaults = parseSets([], def.params ?? []);
-  const params: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
-  opts = { ...opts, params };
-  const sim = new Simulation({ seed: opts.seed });
+  const given: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
+  const used = opts.usedParams ?? new Set<string>();
+  const params = tracked(given, used);
+  const schedule = scheduleForSeed(opts.seed);
+  const sim = new Simulation({ seed: opts.seed, schedule });
+  // Attached before anything is spawned, so every task is named in the trace.
+  const trace = opts.traceFile ? new PerfettoTrace(sim) : null;
   const fabric = new Fabric(sim);
   const profile = PROFILES[opts.profile];
   const nodes: RdmaNode[] = [];
   const narrative: NarrativeLine[] = [];
   const extra: Record<string, number | string> = {};
+  const user = opts.strategy;
+  let swaps = 0;
+  const userStrategy = (): UmemStrategy => {
+    const p = moduleParams('strategy', user!.file, user!.def.params, params);
+    if ('error' in p) throw new Error(p.error);
+    const b = batchingFromParams(params, sim.scheduler);
+    return (user!.def as StrategyDefinition<unknown>).strategy(p.params, { sim, batching: b.policy, batchingName: b.name });
+  };
+  const withUser = (device: IbDeviceOptions): IbDeviceOptions => {
+    if (!user) return device;
+    const role = user.def.like;
+    if (role === 'odp') {
+      if (!device.odp) return device;
+      const r = substitute(device.odp, 'odp', userStrategy);
+      if (r.swapped) swaps++;
+      return { ...device, odp: r.s };
+    }
+    const r = substitute(device.nonOdp, role, userStrategy);
+    if (r.swapped) swaps++;
+    return { ...device, nonOdp: r.s };
+  };
   const ctx: ScenarioContext = {
-    sim, seed: opts.seed, profile, driver: opts.driver, params: opts.params,
+    sim, seed: opts.seed, profile, driver: opts.driver, params,
     say: (text) => narrative.push({ t: sim.now(), text }),
     figure: (name, value) => {
       extra[name] = value;
@@ -100,38 +199,59 @@ export function runScenario(
     node: (name, o) => {
       const n = createRdmaNode(sim, fabric, {
         name,
-        kernel: { profile, frames: o.frames ?? Number(opts.params['memory.frames']) },
-        nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(opts.params) },
-        device: o.device,
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']) },
+        nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
+        device: withUser(o.device),
       });
       nodes.push(n);
+      trace?.addNode(n.kernel, n.nic);
       return n;
     },
+    schedule,
+    vary: (name, plain, lo, hi) => (schedule.mode === 'plain' ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
   };
-  const main = def.setup(ctx);
+  let main: (() => Co<void>) | null = null;
+  let setupFailure: string | undefined;
+  try {
+    main = def.setup(ctx);
+    if (user && swaps === 0) setupFailure = `the story built no '${user.def.like}' strategy for ${user.def.name} to stand in for`;
+  } catch (err) {
+    setupFailure = `set-up threw: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`;
+  }
   const kernels: Kernel[] = nodes.map((n) => n.kernel);
   const nics: Nic[] = nodes.map((n) => n.nic);
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
   const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
-  const trace = opts.traceFile ? new PerfettoTrace(sim, kernels, nics) : null;
-  opts.observe?.(sim, nodes);
-  const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
-  const out = sim.run({ untilNs: def.untilNs, task });
+  let out: { reason: string; failure?: string };
+  if (main && setupFailure === undefined) {
+    opts.observe?.(sim, nodes);
+    const task = sim.spawn(`${def.name}/main`, main, { kind: 'script' });
+    out = sim.run({ untilNs: def.untilNs, task });
+  } else {
+    out = { reason: 'failed', failure: setupFailure ?? 'set-up failed' };
+  }
   sanitizer.finish();
-  if (trace && opts.traceFile) writeFileSync(opts.traceFile, trace.toJson());
+  if (trace && opts.traceFile) {
+    trace.addViolations(sanitizer.violations);
+    writeFileSync(opts.traceFile, trace.toJson());
+  }
   const seen: Record<string, number> = {};
   for (const v of sanitizer.violations) seen[v.id] = (seen[v.id] ?? 0) + 1;
   const expected = [...def.expect(opts.profile, opts.driver)].sort();
-  const unexpected = Object.keys(seen).filter((id) => !expected.includes(id)).sort();
+  const allowed = def.mayShow?.(opts.profile, opts.driver) ?? [];
+  const unexpected = Object.keys(seen).filter((id) => !expected.includes(id) && !allowed.includes(id)).sort();
   const missing = expected.filter((id) => !seen[id]);
   const failed = out.reason === 'failed';
+  const cut = (out.reason === 'time-limit' || out.reason === 'event-limit') && def.endsAtLimit !== true;
   const report: ScenarioReport = {
-    scenario: def.name, profile: opts.profile, driver: opts.driver, seed: opts.seed, params: opts.params,
-    outcome: { ok: !failed && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
+    scenario: def.name, profile: opts.profile, driver: user ? user.def.name : opts.driver, seed: opts.seed, params: given,
+    outcome: { ok: !failed && !cut && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
     narrative, figures: metrics.summary(), extra, violations: sanitizer.violations,
   };
   if (out.failure) report.outcome.failure = out.failure;
+  else if (cut) report.outcome.failure = `the story did not finish: stopped by its ${out.reason === 'time-limit' ? `time limit (${def.untilNs} ns)` : 'event limit'}`;
+  if (user) report.driverModule = { name: user.def.name, stands: opts.driver, path: displayPath(user.file), export: user.exportName, sha256: user.sha256 };
   metrics.dispose();
   return report;
 }

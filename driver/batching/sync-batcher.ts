@@ -10,6 +10,8 @@ export interface SyncRequest {
   readonly event: number;
   /** Called once the sync covering this request has completed. */
   readonly done: () => void;
+  /** The invalidating task that asked (engine task id), for traces linking it to its sync. */
+  readonly task?: number | null;
 }
 
 /**
@@ -54,6 +56,7 @@ export class SyncBatcher {
   private *syncBatch(batch: SyncRequest[]): Co<void> {
     if (batch.length === 0) return;
     const t0 = this.sim.now();
+    if (this.sim.tracing) this.sim.emit({ type: 'sync-batch', nic: this.nic.name, requesters: batch.flatMap((r) => (r.task == null ? [] : [r.task])) });
     yield* this.nic.sync();
     this.stats.syncs++;
     this.stats.syncNs += this.sim.now() - t0;
@@ -66,6 +69,6 @@ export class SyncBatcher {
     // Waiting for the batch's sync sleeps: recorded if the caller is in atomic context.
     this.sim.mightSleep('wait for the batched device sync');
     this.stats.requests++;
-    yield* this.sim.park<void>((wake) => this.requests.next({ time: this.sim.now(), event, done: () => wake() }));
+    yield* this.sim.park<void>((wake) => this.requests.next({ time: this.sim.now(), event, done: () => wake(), task: this.sim.current?.id ?? null }));
   }
 }

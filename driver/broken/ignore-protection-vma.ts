@@ -12,48 +12,20 @@
  * Caught by: stale-translation (when the invalidation ends, the device grants write where
  * the CPU PTE is read-only).
  *
- * The change: the reference `UmemOdp.invalidate` with an early return for PROTECTION_VMA
- * (after set_seq, so the sequence protocol itself stays intact).
+ * The change: the reference's `affects` step (of `UmemOdp.invalidate`) says no to
+ * PROTECTION_VMA (it runs after set_seq, so the sequence protocol itself stays intact).
  */
-import {
-  MmuNotifyEvent, PAGE_SIZE, mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type MmuNotifierRange,
-} from '../../kernel-model/index.ts';
+import { MmuNotifyEvent, type MmuNotifierRange } from '../../kernel-model/index.ts';
 import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
 
-/** The filter: events this driver thinks cannot affect what the device may do. */
-function harmless(range: MmuNotifierRange): boolean {
-  // BUG: a protection change may remove write permission (rules 20, 22).
-  return range.event === MmuNotifyEvent.PROTECTION_VMA;
-}
-
 export class IgnoreProtectionVmaUmemOdp extends UmemOdp {
-  override *invalidate(range: MmuNotifierRange, curSeq: number): Co<boolean> {
-    if (!mmuNotifierRangeBlockable(range)) return false;
-    yield* this.mutex.lock();
-    try {
-      mmuIntervalSetSeq(this.notifier, curSeq);
-      if (harmless(range)) return true;
-      if (this.pages.size === 0) return true;
-      const start = Math.max(range.start, this.start);
-      const end = Math.min(range.end, this.end);
-      if (start >= end) return true;
-      const first = Math.floor((start - this.start) / PAGE_SIZE);
-      const last = Math.ceil((end - this.start) / PAGE_SIZE) - 1;
-      const present = this.presentIn(first, last);
-      if (present.length === 0) return true;
-      yield* this.zap(present, last, range.event);
-      this.unmapPages(present);
-      const { counters } = this.owner;
-      counters.invalidations++;
-      counters.invalidationPages += present.length;
-      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start, end });
-      return true;
-    } finally {
-      this.mutex.unlock();
-    }
+  /** The filter: events this driver thinks cannot affect what the device may do. */
+  protected override affects(range: MmuNotifierRange): boolean {
+    // BUG: a protection change may remove write permission (rules 20, 22).
+    return range.event !== MmuNotifyEvent.PROTECTION_VMA;
   }
 }
 
 export function ignoreProtectionVmaStrategy(): OdpStrategy {
-  return odpStrategy({}, (owner, start, end, first, name) => new IgnoreProtectionVmaUmemOdp(owner, start, end, first, name));
+  return odpStrategy({ name: 'ignore-protection-vma' }, IgnoreProtectionVmaUmemOdp);
 }

@@ -12,40 +12,19 @@
  * Caught by: use-after-invalidate (the next access uses the surviving translation), and
  * stale-translation at the end of the invalidation.
  *
- * The change: the reference `UmemOdp.invalidate` without the two `Math.max`/`Math.min`
- * clamps of the range to [this.start, this.end).
+ * The change: the reference's `clamp` step (of `UmemOdp.invalidate`) without the
+ * intersection of the range with [this.start, this.end).
  */
-import {
-  PAGE_SIZE, mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type MmuNotifierRange,
-} from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import type { MmuNotifierRange } from '../../kernel-model/index.ts';
+import { UmemOdp, odpStrategy, type OdpSpan, type OdpStrategy } from '../umem-odp.ts';
 
 export class NoClampUmemOdp extends UmemOdp {
-  override *invalidate(range: MmuNotifierRange, curSeq: number): Co<boolean> {
-    if (!mmuNotifierRangeBlockable(range)) return false;
-    yield* this.mutex.lock();
-    try {
-      mmuIntervalSetSeq(this.notifier, curSeq);
-      if (this.pages.size === 0) return true;
-      // BUG: the range is used as given, not intersected with [this.start, this.end) (rule 13).
-      const { start, end } = range;
-      const first = Math.floor((start - this.start) / PAGE_SIZE);
-      const last = Math.ceil((end - this.start) / PAGE_SIZE) - 1;
-      const present = this.presentIn(first, last);
-      if (present.length === 0) return true;
-      yield* this.zap(present, last, range.event);
-      this.unmapPages(present);
-      const { counters } = this.owner;
-      counters.invalidations++;
-      counters.invalidationPages += present.length;
-      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start, end });
-      return true;
-    } finally {
-      this.mutex.unlock();
-    }
+  protected override clamp(range: MmuNotifierRange): OdpSpan | null {
+    // BUG: the range is used as given, not intersected with [this.start, this.end) (rule 13).
+    return this.spanOf(range.start, range.end);
   }
 }
 
 export function noClampStrategy(): OdpStrategy {
-  return odpStrategy({}, (owner, start, end, first, name) => new NoClampUmemOdp(owner, start, end, first, name));
+  return odpStrategy({ name: 'no-clamp' }, NoClampUmemOdp);
 }

@@ -25,5 +25,5 @@ export class NoDirtyAtUnmapUmemOdp extends UmemOdp {
 }
 
 export function noDirtyAtUnmapStrategy(): OdpStrategy {
-  return odpStrategy({}, (owner, start, end, first, name) => new NoDirtyAtUnmapUmemOdp(owner, start, end, first, name));
+  return odpStrategy({ name: 'no-dirty-at-unmap' }, NoDirtyAtUnmapUmemOdp);
 }

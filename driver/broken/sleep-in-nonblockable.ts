@@ -14,7 +14,7 @@
  * false makes the reaper skip the VMA (-EAGAIN) and try again later: legal and cheap.
  *
  * This strategy is the reference ODP strategy (driver/umem-odp.ts) with that first line
- * lost: its invalidate takes the umem mutex with a blocking `mutex_lock` whatever the range
+ * lost (its `mayBlock` step answers yes): its invalidate takes the umem mutex with a blocking `mutex_lock` whatever the range
  * says, then zaps and waits for the sync as for any other range. Most of the time nothing
  * visibly goes wrong (the mutex is free, the reaper gets its memory back at the first
  * attempt); the bug is the possibility, which is what the kernel's debug check
@@ -23,37 +23,16 @@
  * Checker expected to catch it: `sleep-in-atomic` (error): `mutex_lock` of the umem mutex,
  * and the device waits after it, called inside the OOM reaper's non-blockable invalidation.
  */
-import { PAGE_SIZE, mmuIntervalSetSeq, type Co, type MmuNotifierRange } from '../../kernel-model/index.ts';
+import type { MmuNotifierRange } from '../../kernel-model/index.ts';
 import type { BatchPolicy } from '../batching/index.ts';
 import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
 
-/** The reference `UmemOdp.invalidate` without its first line. */
+/** The reference `UmemOdp` whose `mayBlock` step always says yes. */
 export class SleepingUmemOdp extends UmemOdp {
-  override *invalidate(range: MmuNotifierRange, curSeq: number): Co<boolean> {
-    // BUG: missing `if (!mmuNotifierRangeBlockable(range)) return false;` (rdma C2). In the
-    // OOM reaper's range the next line might sleep (and the zap's sync below waits).
-    yield* this.mutex.lock();
-    try {
-      mmuIntervalSetSeq(this.notifier, curSeq);
-      if (this.pages.size === 0) return true;
-      const start = Math.max(range.start, this.start);
-      const end = Math.min(range.end, this.end);
-      if (start >= end) return true;
-      const first = Math.floor((start - this.start) / PAGE_SIZE);
-      const last = Math.ceil((end - this.start) / PAGE_SIZE) - 1;
-      const present = this.presentIn(first, last);
-      if (present.length === 0) return true;
-      yield* this.zap(present, last, range.event);
-      this.unmapPages(present);
-      const { counters } = this.owner;
-      counters.invalidations++;
-      counters.invalidationPages += present.length;
-      this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start, end });
-      if (this.pages.size === 0) this.owner.emptied?.(this);
-      return true;
-    } finally {
-      this.mutex.unlock();
-    }
+  protected override mayBlock(_range: MmuNotifierRange): boolean {
+    // BUG: should be `mmuNotifierRangeBlockable(range)` (rdma C2). In the OOM reaper's range
+    // the mutex_lock that follows might sleep (and the zap's sync waits).
+    return true;
   }
 }
 
@@ -66,5 +45,5 @@ export class SleepingUmemOdp extends UmemOdp {
  *   const node = ctx.node('host', { caps: { odp: MLX5_ODP_CAPS }, device: { nonOdp: pinnedStrategy(), odp: sleepInNonblockableStrategy() } });
  */
 export function sleepInNonblockableStrategy(opts: { batching?: BatchPolicy; batchingName?: string } = {}): OdpStrategy {
-  return odpStrategy(opts, (owner, start, end, first, name) => new SleepingUmemOdp(owner, start, end, first, name));
+  return odpStrategy({ name: 'sleep-in-nonblockable', ...opts }, SleepingUmemOdp);
 }

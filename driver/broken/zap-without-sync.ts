@@ -14,21 +14,17 @@
  * Caught by: use-after-invalidate (an access through a cached translation installed
  * before the callback returned; the message says it came from the translation cache).
  *
- * The change: the reference `UmemOdp.zap` without `batcher.syncAfterZap`.
+ * The change: the reference's `fence` step (of `UmemOdp.invalidate`) does nothing.
  */
 import type { Co } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, odpZapRuns, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
 
 export class ZapWithoutSyncUmemOdp extends UmemOdp {
-  protected override *zap(present: readonly number[], last: number, _event: number): Co {
-    const { mr } = this.owner;
-    if (mr.state === 'destroyed') return;
-    const nic = this.owner.ctx.device.nic;
-    for (const [first, count] of odpZapRuns(present, last)) yield* nic.zapEntries(mr, this.firstDevicePage + first, count);
+  protected override *fence(_event: number): Co {
     // BUG: no `yield* batcher.syncAfterZap(event)`: the translation cache still holds the entries (rdma C5).
   }
 }
 
 export function zapWithoutSyncStrategy(): OdpStrategy {
-  return odpStrategy({}, (owner, start, end, first, name) => new ZapWithoutSyncUmemOdp(owner, start, end, first, name));
+  return odpStrategy({ name: 'zap-without-sync' }, ZapWithoutSyncUmemOdp);
 }

@@ -7,3 +7,4 @@ export { RwSemaphore } from './rw-semaphore.ts';
 export { WaitQueue } from './wait-queue.ts';
 export { Lockdep, type DeadlockReport, type LockOrderReport } from './lockdep.ts';
 export { serializeTrace, type TraceRecord, type TraceBody, type TaskKind } from './trace.ts';
+export { PLAIN_SCHEDULE, SCENARIO_JITTER, schedulePolicy, scheduleFromPreempt, describeSchedule, type ScheduleOption, type ScheduleMode, type SchedulePolicy, type ScheduleContext } from './schedule.ts';

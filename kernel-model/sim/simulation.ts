@@ -8,10 +8,16 @@ import { SeedSplitter, type Rng } from './prng.ts';
 import { PARK, Task, type Co } from './task.ts';
 import type { TaskKind, TraceBody, TraceRecord } from './trace.ts';
 import { Lockdep } from './lockdep.ts';
+import { schedulePolicy, scheduleFromPreempt, type ScheduleOption, type SchedulePolicy } from './schedule.ts';
 
 export interface SimulationOptions {
   seed?: number;
-  /** Preemption at lock operations, sequence reads and page-table accesses. Off by default. */
+  /** What happens at preemption points (lock operations, sequence reads, page-table accesses); `plain` by default. */
+  schedule?: ScheduleOption;
+  /**
+   * The older spelling of `schedule: { mode: 'jitter', ... }` (false: plain). Kept for
+   * fuzz reproducers of format version 1; ignored when `schedule` is given.
+   */
   preempt?: { probability: number; maxDelayNs: number } | false;
 }
 
@@ -66,13 +72,21 @@ export class Simulation {
   private failure: string | undefined;
   private stopRequested = false;
   private eventsRun = 0;
-  preempt: { probability: number; maxDelayNs: number } | false;
+  /** The scheduling option's policy: the engine asks it at every preemption point. */
+  readonly schedulePolicy: SchedulePolicy;
 
   constructor(opts: SimulationOptions = {}) {
     this.seed = (opts.seed ?? 1) | 0;
     this.seeds = new SeedSplitter(this.seed);
-    this.preempt = opts.preempt ?? false;
+    // The jitter draws from the stream the engine always used for preemption, so seeds
+    // found before the option existed replay the same interleaving.
+    this.schedulePolicy = schedulePolicy(opts.schedule ?? scheduleFromPreempt(opts.preempt), { rng: this.rng('preempt') });
     this.lockdep = new Lockdep(this);
+  }
+
+  /** The scheduling option this run uses. */
+  get schedule(): ScheduleOption {
+    return this.schedulePolicy.option;
   }
 
   now(): number {
@@ -100,9 +114,15 @@ export class Simulation {
 
   // ---- tasks ---------------------------------------------------------------------------
 
-  spawn<T>(name: string, body: () => Co<T>, opts: { kind?: TaskKind; pid?: number | null } = {}): Task<T> {
-    const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null);
-    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid });
+  /**
+   * Start a task. `node` names the kernel (machine) it runs on, for traces that keep two
+   * nodes' pid 100 apart; a task spawned by another inherits its node.
+   */
+  spawn<T>(name: string, body: () => Co<T>, opts: { kind?: TaskKind; pid?: number | null; node?: string | null } = {}): Task<T> {
+    const node = opts.node !== undefined ? opts.node : (this.currentTask?.node ?? null);
+    const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null, node);
+    this.schedulePolicy.onSpawn(task);
+    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
     this.scheduler.after(0, () => this.resume(task, undefined));
     return task;
   }
@@ -211,18 +231,16 @@ export class Simulation {
   // ---- preemption and atomic context -----------------------------------------------------
 
   /**
-   * A preemption point (lock operation, sequence read, page-table access). With preemption
-   * on, the seed decides whether the current task steps aside for others ready at the same
-   * instant, or for a short delay. It is not a sleep in the kernel's sense (it models being
-   * scheduled out or racing with another CPU), so it is allowed in atomic context.
+   * A preemption point (lock operation, sequence read, page-table access). The scheduling
+   * option's policy decides whether the current task steps aside for others ready at the
+   * same instant, or for a short delay. It is not a sleep in the kernel's sense (it models
+   * being scheduled out or racing with another CPU), so it is allowed in atomic context.
    */
   *preemptPoint(site: string): Co {
-    const p = this.preempt;
     const task = this.currentTask;
-    if (!p || !task) return;
-    const rng = this.rng('preempt');
-    if (!rng.chance(p.probability)) return;
-    const delay = p.maxDelayNs > 0 ? rng.int(0, p.maxDelayNs) : 0;
+    if (!task) return;
+    const delay = this.schedulePolicy.atPreemptionPoint(task, site);
+    if (delay === null) return;
     this.emit({ type: 'preempt', site, delay });
     this.scheduler.after(delay, () => this.resume(task, undefined));
     yield PARK;

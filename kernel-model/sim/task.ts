@@ -45,6 +45,8 @@ export class Task<T = unknown> {
     readonly gen: Co<T>,
     /** The process (thread group) it belongs to, if it is a user thread. */
     readonly pid: number | null,
+    /** The node (kernel) it runs on, when known. */
+    readonly node: string | null = null,
   ) {}
 
   get done(): boolean {

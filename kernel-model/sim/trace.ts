@@ -6,7 +6,7 @@
 export type TraceRecord = { seq: number; t: number; task: number | null } & TraceBody;
 
 export type TraceBody =
-  | { type: 'task-spawn'; id: number; name: string; kind: TaskKind; pid: number | null }
+  | { type: 'task-spawn'; id: number; name: string; kind: TaskKind; pid: number | null; node: string | null }
   | { type: 'task-exit'; id: number }
   | { type: 'task-switch'; to: number }
   | { type: 'preempt'; site: string; delay: number }
@@ -39,6 +39,8 @@ export type TraceBody =
   | { type: 'oom-reap'; mm: number; start: number; end: number; ret: number }
   | { type: 'real-timer'; api: string }
   | { type: 'limit'; reason: string }
+  /** A batching worker is about to issue the device sync that fences these tasks' sync requests. */
+  | { type: 'sync-batch'; nic: string; requesters: number[] }
   // ---- for the sanitizer (appended): facts the other records do not carry -------------
   /** A CPU store put `length` bytes (within one page) at `addr` of mm `mm`; they are now in `frame`. */
   | { type: 'cpu-store'; node: string; mm: number; addr: number; frame: number; offset: number; length: number }

@@ -1,15 +1,17 @@
 /**
- * The fuzzer's commands for `npm run lab`:
+ * The fuzzer's commands for `lab`:
  *
  *   lab fuzz --list
- *   lab fuzz --driver <name> --runs N --seed S [--profile P] [--out file.json] [--shrink-budget N]
+ *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N]
  *   lab replay <file.json>
  *
  * Exit codes: 0 nothing found, 1 a violation found (for a broken variant: it was caught),
- * 2 bad input. `registerFuzzCommands(program)` adds both commands to the lab's program
- * (scenarios/cli.ts); output goes through the program's configured writer.
+ * 2 bad input (including a driver that could register nothing under the profile, so that
+ * nothing was tested). `registerFuzzCommands(program, io)` adds both commands to the lab's
+ * program (scenarios/cli.ts): results go to `io.out`, errors and notes to `io.err`.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { z } from 'zod';
 import { PROFILE_NAMES, profileByName, type ProfileName } from '../../kernel-model/index.ts';
@@ -19,6 +21,11 @@ import {
   DEFAULT_SHRINK_BUDGET, failingPart, formatFinding, fuzz, replayReproducer, reproducerCommandLines, type Reproducer,
 } from './fuzz.ts';
 import { FUZZ_TARGETS, fuzzTarget, type FuzzTarget } from './targets.ts';
+import type { Simulation } from '../../kernel-model/index.ts';
+import type { IbUmem, StrategyDefinition, UmemStrategy } from '../../driver/index.ts';
+import { batchingFromParams, checkBatching, moduleParamDocs, moduleParams, parseSets, shellQuote, type ParamValues } from '../params.ts';
+import { changedSince, displayPath, isModuleRef, loadBatchPolicy, loadStrategy, type LoadedStrategy } from '../user-module.ts';
+import { UsageError, checkOutputFile, type CliIo } from '../cli-errors.ts';
 
 function parseCount(what: string, max: number) {
   return (v: string): number => {
@@ -53,8 +60,7 @@ export function listLines(): string[] {
 
 const preemptSchema = z.union([z.literal(false), z.object({ probability: z.number().min(0).max(1), maxDelayNs: z.number().int().min(0) })]);
 
-export const reproducerSchema = z.object({
-  version: z.literal(1),
+const runFields = {
   driver: z.string(),
   profile: z.enum(PROFILE_NAMES as [ProfileName, ...ProfileName[]]),
   simSeed: z.number().int(),
@@ -65,10 +71,21 @@ export const reproducerSchema = z.object({
   maxEvents: z.number().int().positive(),
   found: z.object({ fcSeed: z.number().int(), runs: z.number().int(), run: z.number().int(), path: z.string() }).nullable(),
   commands: z.array(commandSchema),
-});
+};
 
-/** Parse and check a reproducer file's text: the reproducer, or why it is not one. */
-export function parseReproducer(text: string): { rep: Reproducer; target: FuzzTarget } | { error: string } {
+/** The reproducer format, by version (see `Reproducer` in fuzz.ts). */
+export const reproducerSchema = z.discriminatedUnion('version', [
+  z.object({ version: z.literal(1), ...runFields }),
+  z.object({
+    version: z.literal(2),
+    ...runFields,
+    module: z.object({ path: z.string().min(1), export: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).nullable(),
+    sets: z.array(z.string()),
+    schedule: z.null().optional(),
+  }),
+]);
+
+function parseReproducerJson(text: string): { rep: Reproducer } | { error: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -80,81 +97,207 @@ export function parseReproducer(text: string): { rep: Reproducer; target: FuzzTa
     const issue = r.error.issues[0];
     return { error: `not a fuzz reproducer: ${issue ? `${issue.path.join('.') || '(top)'}: ${issue.message}` : 'invalid'}` };
   }
-  const target = fuzzTarget(r.data.driver);
-  if (!target) return { error: `unknown driver '${r.data.driver}'; valid: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}` };
-  return { rep: r.data as Reproducer, target };
+  return { rep: r.data as Reproducer };
+}
+
+/** Parse and check a reproducer of a built-in driver: the reproducer, or why it is not one. */
+export function parseReproducer(text: string): { rep: Reproducer; target: FuzzTarget } | { error: string } {
+  const p = parseReproducerJson(text);
+  if ('error' in p) return p;
+  const { rep } = p;
+  if (rep.module) return { error: `it names the module ${rep.module.path}; replay it with lab replay (which loads the module)` };
+  const target = fuzzTarget(rep.driver);
+  if (!target) return { error: `unknown driver '${rep.driver}'; valid: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}` };
+  if ((rep.sets ?? []).length > 0) return { error: `--set is only for a user module's parameters, but it keeps ${rep.sets!.join(' ')}` };
+  return { rep, target };
+}
+
+/** A strategy that counts the registrations it made (to tell "nothing found" from "nothing could register"). */
+function counting(s: UmemStrategy, count: { registered: number }): UmemStrategy {
+  return {
+    name: s.name,
+    *regMr(ctx, req) {
+      const r = yield* s.regMr(ctx, req);
+      if (typeof r !== 'number') count.registered++;
+      return r;
+    },
+  };
+}
+
+/** A strategy whose every registration fails the run with `why` (a user factory that threw). */
+function throwing(name: string, why: string): UmemStrategy {
+  return {
+    name,
+    *regMr(): Generator<never, IbUmem | number, unknown> {
+      throw new Error(why);
+    },
+  };
 }
 
 /**
- * Add `fuzz` and `replay` to the lab's program. `out` defaults to the program's configured
- * writer (resolved when a command runs, so a later configureOutput is honoured).
+ * A user strategy as a fuzz target: a reference the fuzzer holds to "no violation", run
+ * with its own parameters (validated by its schema) and the batching the `--set`s name.
  */
-export function registerFuzzCommands(program: Command, out?: (line: string) => void): void {
-  const write = (text: string) => {
-    const w = out ?? ((line: string) => {
-      const cfg = program.configureOutput();
-      if (cfg.writeOut) cfg.writeOut(line + '\n');
-      else process.stdout.write(line + '\n');
-    });
+export function userFuzzTarget(m: LoadedStrategy, values: ParamValues, sets: readonly string[], profile: ProfileName = 'linux-6.x'): FuzzTarget {
+  const p = moduleParams('strategy', m.file, m.def.params, values);
+  if ('error' in p) throw new UsageError(p.error);
+  const def = m.def as StrategyDefinition<unknown>;
+  return {
+    name: def.name, kind: 'reference', nic: def.nic, profile, allowed: [], file: displayPath(m.file),
+    module: { ref: m.ref, file: m.file, exportName: m.exportName, sha256: m.sha256 }, sets: [...sets],
+    strategy: (sim?: Simulation) => {
+      try {
+        if (!sim) throw new Error('no simulation given');
+        const b = batchingFromParams(values, sim.scheduler);
+        return def.strategy(p.params, { sim, batching: b.policy, batchingName: b.name });
+      } catch (err) {
+        return throwing(def.name, `${displayPath(m.file)}: ${def.name}.strategy() threw: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+      }
+    },
+  };
+}
+
+/** Load the modules `--set batching.policy=./x.ts` and the user strategy name, then parse the `--set`s against their schemas. */
+async function parseModuleSets(sets: readonly string[], strategy: LoadedStrategy | null, baseDir: string): Promise<ParamValues> {
+  const policyRef = [...sets].reverse().find((s) => s.startsWith('batching.policy='))?.slice('batching.policy='.length);
+  const policy = policyRef && isModuleRef(policyRef) ? await loadBatchPolicy(policyRef, baseDir) : null;
+  const docs = [
+    ...(strategy ? moduleParamDocs('strategy', strategy.file, strategy.def.params) : []),
+    ...(policy ? moduleParamDocs('batching', policy.file, policy.def.params) : []),
+  ];
+  for (const s of sets) {
+    const key = s.split('=')[0] ?? '';
+    if (!key.startsWith('strategy.') && !key.startsWith('batching.')) {
+      throw new UsageError(`fuzz takes --set only for a user strategy's parameters (strategy.KEY) and its batching (batching.*), got '${s}'`);
+    }
+  }
+  const v = parseSets(sets, docs);
+  if ('error' in v) throw new UsageError(v.error);
+  const bad = checkBatching(v.values);
+  if (bad) throw new UsageError(bad);
+  return v.values;
+}
+
+/** Read, check and (for a user module) load what a reproducer file names. `note`: one line when the module changed since. */
+export async function loadReproducer(file: string): Promise<{ rep: Reproducer; target: FuzzTarget; note: string | null }> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (code ?? String(err))}`);
+  }
+  const p = parseReproducerJson(text);
+  if ('error' in p) throw new UsageError(`${file}: ${p.error}`);
+  const { rep } = p;
+  if (!rep.module) {
+    const parsed = parseReproducer(text);
+    if ('error' in parsed) throw new UsageError(`${file}: ${parsed.error}`);
+    return { ...parsed, note: null };
+  }
+  const base = dirname(resolve(file));
+  const ref = `${rep.module.path}${rep.module.export === 'default' ? '' : `#${rep.module.export}`}`;
+  const m = await loadStrategy(ref, base);
+  const values = await parseModuleSets(rep.sets ?? [], m, base);
+  const target = userFuzzTarget(m, values, rep.sets ?? [], rep.profile);
+  return { rep, target, note: changedSince(m.file, rep.module.sha256) };
+}
+
+/** The reproducer as written to `file`: a module path relative to the file's directory, so the two move together. */
+function forFile(rep: Reproducer, file: string): Reproducer {
+  if (!rep.module) return rep;
+  let path = relative(dirname(resolve(file)), rep.module.path);
+  if (!path.startsWith('.') && !path.startsWith('/')) path = `./${path}`;
+  return { ...rep, module: { ...rep.module, path } };
+}
+
+/**
+ * Add `fuzz` and `replay` to the lab's program. Without `io`, lines go to the program's
+ * configured writer (resolved when a command runs, so a later configureOutput is honoured).
+ */
+export function registerFuzzCommands(
+  program: Command, io?: CliIo | ((line: string) => void), setExit: (code: number) => void = (c) => (process.exitCode = c),
+): void {
+  const fallback = (line: string) => {
+    const cfg = program.configureOutput();
+    if (cfg.writeOut) cfg.writeOut(line + '\n');
+    else process.stdout.write(line + '\n');
+  };
+  const sink = typeof io === 'function' ? { out: io, err: io } : io ?? { out: fallback, err: fallback };
+  const lines = (w: (l: string) => void) => (text: string) => {
     for (const line of text.replace(/\n$/, '').split('\n')) w(line);
   };
-  const bad = (message: string) => {
-    write(`error: ${message}`);
-    process.exitCode = 2;
-  };
+  const write = lines((l) => sink.out(l));
+  const note = lines((l) => sink.err(l));
 
   program
     .command('fuzz')
-    .description('fuzz a strategy or a broken driver with random interleavings (fast-check, shrinking); --list names them')
+    .description('fuzz a strategy, a broken driver or your own (./file.ts#name) with random interleavings (fast-check, shrinking); --list names them')
     .option('--list', 'list every strategy and broken driver with the checker expected to catch it')
-    .option('--driver <name>', 'the strategy or broken driver to fuzz (see --list)')
+    .option('--driver <name>', 'the strategy or broken driver to fuzz (see --list), or ./file.ts[#export] (defineStrategy)')
     .option('--runs <n>', 'random command lists to try', parseCount('--runs', 1_000_000), 100)
     .option('--seed <n>', "fast-check's seed (it draws the command lists and every simulation seed)", parseSeed, 1)
     .option('--profile <name>', `kernel profile (default: the driver's): ${PROFILE_NAMES.join(', ')}`, parseProfile)
+    .option('--set <key=value>', "a user strategy's parameter (strategy.KEY) or its batching (batching.*); repeatable", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--out <file>', 'where to write the reproducer of a finding (default fuzz-<driver>-seed<seed>.json)')
     .option('--shrink-budget <n>', `simulations spent shrinking a finding (default ${DEFAULT_SHRINK_BUDGET})`, parseCount('--shrink-budget', 100_000))
-    .action((opts: { list?: boolean; driver?: string; runs: number; seed: number; profile?: ProfileName; out?: string; shrinkBudget?: number }) => {
+    .action(async (opts: { list?: boolean; driver?: string; runs: number; seed: number; profile?: ProfileName; set: string[]; out?: string; shrinkBudget?: number }) => {
       if (opts.list) {
         write(listLines().join('\n'));
-        process.exitCode = 0;
+        setExit(0);
         return;
       }
-      if (!opts.driver) return bad(`--driver is required (or --list); valid drivers: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}`);
-      const target = fuzzTarget(opts.driver);
-      if (!target) return bad(`unknown driver '${opts.driver}'; valid: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}`);
+      if (!opts.driver) throw new UsageError(`--driver is required (or --list); valid drivers: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}, or ./file.ts#export`);
+      let target: FuzzTarget;
+      if (isModuleRef(opts.driver)) {
+        const m = await loadStrategy(opts.driver);
+        const values = await parseModuleSets(opts.set, m, process.cwd());
+        target = userFuzzTarget(m, values, opts.set);
+      } else {
+        const t = fuzzTarget(opts.driver);
+        if (!t) throw new UsageError(`unknown driver '${opts.driver}'; valid: ${FUZZ_TARGETS.map((x) => x.name).join(', ')}, or ./file.ts#export`);
+        if (opts.set.length > 0) throw new UsageError(`--set is for a user strategy's parameters (--driver ./file.ts); ${t.name} takes none`);
+        target = t;
+      }
       const profile = opts.profile ?? target.profile;
-      write(`fuzz ${target.name} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`);
-      const report = fuzz(target, {
+      const file = opts.out ?? `fuzz-${target.name}-seed${opts.seed}.json`;
+      checkOutputFile(file, '--out');
+      note(`fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`);
+      const count = { registered: 0 };
+      const counted: FuzzTarget = { ...target, strategy: (sim?: Simulation) => counting(target.strategy(sim), count) };
+      const report = fuzz(counted, {
         runs: opts.runs, seed: opts.seed, profile,
         ...(opts.shrinkBudget !== undefined ? { shrinkBudget: opts.shrinkBudget } : {}),
       });
       if (!report.found || !report.reproducer) {
+        if (count.registered === 0) {
+          throw new UsageError(`${target.name} registered no memory region in ${report.runs} runs under ${profile} (every reg_mr failed), so nothing was tested; ` +
+            `try its default profile${profile !== target.profile ? ` (${target.profile})` : ''} or another --profile`);
+        }
         const seen = Object.entries(report.seen).map(([id, n]) => `${id} in ${n} run${n === 1 ? '' : 's'}`).join(', ');
         write(`nothing found in ${report.runs} runs${seen ? ` (allowed: ${seen})` : ''}`);
-        process.exitCode = 0;
+        setExit(0);
         return;
       }
-      const file = opts.out ?? `fuzz-${target.name}-seed${opts.seed}.json`;
-      writeFileSync(file, JSON.stringify(report.reproducer, null, 2) + '\n');
-      write(formatFinding(report, file));
-      process.exitCode = 1;
+      const rep = forFile(report.reproducer, file);
+      // The finding first: it is printed even if the file cannot be written.
+      write(formatFinding(report, file, rep));
+      try {
+        writeFileSync(file, JSON.stringify(rep, null, 2) + '\n');
+      } catch (err) {
+        throw new UsageError(`the finding above could not be written to ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      setExit(1);
     });
 
   program
     .command('replay')
     .description('replay a fuzz reproducer (the JSON file a finding wrote)')
     .argument('<file>', 'a reproducer written by `lab fuzz`')
-    .action((file: string) => {
-      let text: string;
-      try {
-        text = readFileSync(file, 'utf8');
-      } catch (err) {
-        return bad(`cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`);
-      }
-      const parsed = parseReproducer(text);
-      if ('error' in parsed) return bad(`${file}: ${parsed.error}`);
-      const { rep, target } = parsed;
-      write(`replay ${file}: ${target.name} (${target.kind}), profile ${rep.profile}, simulation seed ${rep.simSeed}, ${rep.commands.length} commands`);
+    .action(async (file: string) => {
+      const { rep, target, note: changed } = await loadReproducer(file);
+      if (changed) note(`note: ${changed}`);
+      write(`replay ${file}: ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), profile ${rep.profile}, simulation seed ${rep.simSeed}, ${rep.commands.length} commands`);
       for (const c of rep.commands) write(`  ${describeCommand(c)}`);
       const r = replayReproducer(target, rep);
       const part = failingPart(target, r);
@@ -163,12 +306,14 @@ export function registerFuzzCommands(program: Command, out?: (line: string) => v
       for (const e of r.sanitizerErrors) write(`sanitizer error: ${e}`);
       write(renderText(r.violations));
       if (part) {
-        const what = target.kind === 'broken' ? `caught by ${target.expectedChecker}` : 'violations on a reference strategy';
+        const what = target.kind === 'broken' ? `caught by ${target.expectedChecker}` : `violations on ${target.module ? 'the strategy' : 'a reference strategy'}`;
         write(`${what}: ${part.violations.length} report${part.violations.length === 1 ? '' : 's'}${part.failure ? ' and a model failure' : ''}`);
       } else {
         write(target.kind === 'broken' ? `not caught by ${target.expectedChecker} in this run` : 'no violation beyond what the strategy is allowed');
       }
-      for (const l of reproducerCommandLines(rep, file)) write(`  ${l}`);
-      process.exitCode = part ? 1 : 0;
+      const ref = target.module ? `${relative(process.cwd(), target.module.file).startsWith('..') ? target.module.file : `./${relative(process.cwd(), target.module.file)}`}${target.module.exportName === 'default' ? '' : `#${target.module.exportName}`}` : undefined;
+      for (const l of reproducerCommandLines(rep, file, ref)) write(`  ${l}`);
+      setExit(part ? 1 : 0);
     });
 }
+

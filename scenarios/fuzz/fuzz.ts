@@ -19,6 +19,7 @@ import { renderText, type Violation } from '../../sanitizer/index.ts';
 import { DEFAULT_SHAPE, commandsArbitrary, describeCommand, type Command, type CommandShape } from './commands.ts';
 import { DEFAULT_RUN_CONFIG, runCommands, type RunConfig, type RunResult } from './run.ts';
 import { isExpectedCatch, unexpectedViolations, type FuzzTarget } from './targets.ts';
+import { shellQuote } from '../params.ts';
 
 export interface FuzzOptions {
   runs: number;
@@ -35,10 +36,22 @@ export interface FuzzOptions {
   onRun?: (index: number, result: RunResult) => void;
 }
 
-/** Everything needed to replay one run: `lab replay file.json`. */
+/**
+ * Everything needed to replay one run: `lab replay file.json`. One versioned format that
+ * later work extends: version 1 (the built-in drivers only) still replays; version 2 adds
+ * the user module the driver came from (path relative to the reproducer's directory, and
+ * the sha256 of its content when found), the `--set`s the run was given, and a reserved
+ * `schedule` (an explored interleaving, null until exploration writes one).
+ */
 export interface Reproducer {
-  version: 1;
+  version: 1 | 2;
   driver: string;
+  /** The user's strategy module (version 2), or null for a built-in driver. */
+  module?: { path: string; export: string; sha256: string } | null;
+  /** `key=value` parameters the run was given (version 2). */
+  sets?: string[];
+  /** Reserved for schedules from exploration (version 2; null today). */
+  schedule?: null;
   profile: ProfileName;
   /** The simulation's seed (drawn by fast-check). */
   simSeed: number;
@@ -95,7 +108,7 @@ export function runConfigFor(t: FuzzTarget, opts: Pick<FuzzOptions, 'profile' | 
 
 /** One run of a target (the fuzzer's property body, also used by replay). */
 export function runTarget(t: FuzzTarget, commands: readonly Command[], config: RunConfig): RunResult {
-  return runCommands({ name: t.name, nic: t.nic, strategy: t.strategy }, commands, config);
+  return runCommands({ name: t.name, nic: t.nic, strategy: (sim) => t.strategy(sim) }, commands, config);
 }
 
 /** Fuzz `t`: `runs` random command lists from fast-check's `seed`, shrinking the first failure. */
@@ -136,7 +149,10 @@ export function fuzz(t: FuzzTarget, opts: FuzzOptions): FuzzReport {
   const part = failingPart(t, final);
   report.runsToDetection = firstFailureRun;
   report.reproducer = {
-    version: 1, driver: t.name, profile, simSeed, preempt: config.preempt, frames: config.frames,
+    version: 2, driver: t.name,
+    module: t.module ? { path: t.module.file, export: t.module.exportName, sha256: t.module.sha256 } : null,
+    sets: [...(t.sets ?? [])], schedule: null,
+    profile, simSeed, preempt: config.preempt, frames: config.frames,
     commandPhaseNs: config.commandPhaseNs, epilogueNs: config.epilogueNs, maxEvents: config.maxEvents,
     found: { fcSeed: opts.seed, runs: opts.runs, run: firstFailureRun, path: details.counterexamplePath ?? '' },
     commands,
@@ -156,19 +172,22 @@ export function replayReproducer(t: FuzzTarget, rep: Reproducer): RunResult {
   });
 }
 
-/** The command lines that find and replay a reproducer. */
-export function reproducerCommandLines(rep: Reproducer, file: string): string[] {
+/**
+ * The command lines that find and replay a reproducer; `driverRef` is the driver as the
+ * finder named it (a module reference for a user strategy).
+ */
+export function reproducerCommandLines(rep: Reproducer, file: string, driverRef?: string): string[] {
   const lines: string[] = [];
   if (rep.found) {
-    lines.push(`npm run lab -- fuzz --driver ${rep.driver} --runs ${rep.found.runs} --seed ${rep.found.fcSeed} --profile ${rep.profile}`);
+    const sets = (rep.sets ?? []).map((s) => ` --set ${shellQuote(s)}`).join('');
+    lines.push(`npx lab fuzz --driver ${shellQuote(driverRef ?? rep.driver)} --runs ${rep.found.runs} --seed ${rep.found.fcSeed} --profile ${rep.profile}${sets}`);
   }
-  lines.push(`npm run lab -- replay ${file}`);
+  lines.push(`npx lab replay ${shellQuote(file)}`);
   return lines;
 }
 
 /** A finding for people: what failed, the shrunk command list, how to run it again. */
-export function formatFinding(r: FuzzReport, file: string): string {
-  const rep = r.reproducer;
+export function formatFinding(r: FuzzReport, file: string, rep: Reproducer | undefined = r.reproducer): string {
   if (!rep) return `${r.target.name}: nothing found in ${r.runs} runs (seed ${r.seed}, profile ${r.profile})\n`;
   const what = r.target.kind === 'broken'
     ? `caught by ${r.target.expectedChecker}`
@@ -183,7 +202,7 @@ export function formatFinding(r: FuzzReport, file: string): string {
   out += `\ncommands (simulation seed ${rep.simSeed}):\n`;
   for (const c of rep.commands) out += `  ${describeCommand(c)}\n`;
   out += `\nreproduce:\n`;
-  for (const l of reproducerCommandLines(rep, file)) out += `  ${l}\n`;
+  for (const l of reproducerCommandLines(rep, file, r.target.module?.ref)) out += `  ${l}\n`;
   out += `\n${file}:\n${JSON.stringify(rep)}\n`;
   return out;
 }

@@ -3,7 +3,7 @@
  * variant of driver/broken. A reference must produce no violation except those its
  * design makes legal; a broken variant must be caught by its named checker.
  */
-import type { ProfileName } from '../../kernel-model/index.ts';
+import type { ProfileName, Simulation } from '../../kernel-model/index.ts';
 import { holdoffStrategy, odpStrategy, pinnedStrategy, type UmemStrategy } from '../../driver/index.ts';
 import { BROKEN_DRIVERS, DEFAULT_BROKEN_PARAMS, type BrokenParams } from '../../driver/broken/index.ts';
 import { VIOLATION_IDS, type Violation, type ViolationId } from '../../sanitizer/index.ts';
@@ -23,7 +23,12 @@ export interface FuzzTarget {
   nic: 'faultable' | 'non-faultable';
   /** The profile it runs on unless --profile says otherwise. */
   profile: ProfileName;
-  strategy(): UmemStrategy;
+  /** A fresh strategy for one run (`sim` is that run's simulation). */
+  strategy(sim?: Simulation): UmemStrategy;
+  /** A user strategy: its module, as the command line named it (`--driver ./file.ts#name`). */
+  module?: { ref: string; file: string; exportName: string; sha256: string };
+  /** The `--set key=value`s the target was built with (kept by reproducers). */
+  sets?: readonly string[];
   /** Violation ids this target may legitimately produce (warnings its design implies). */
   allowed: readonly ViolationId[];
   /** Broken variants: the checker expected to catch it, and the evidence it must show. */

@@ -14,6 +14,7 @@ import { runObserved, type InspectTarget, type ObservedRun } from './capture.ts'
 import type { TimelineMark } from './observer.ts';
 import { PAGE_TEMPLATE } from './page.ts';
 import { outcomeText } from '../report.ts';
+import type { RunScenarioOptions, ScenarioDefinition, ScenarioReport } from '../scenario.ts';
 
 /** Instants of the regular grid (besides the event instants). */
 export const GRID_POINTS = 200;
@@ -145,10 +146,13 @@ function escapeHtml(s: string): string {
  * changes nothing), write the page, and return the report with a line about the page.
  */
 export function runScenarioWithHtml(
-  target: Extract<InspectTarget, { kind: 'scenario' }>, file: string, write: (file: string, text: string) => void,
-): { report: NonNullable<ObservedRun['report']>; note: string } {
-  const page = buildHtmlPage(target);
+  def: ScenarioDefinition, opts: RunScenarioOptions, file: string, write: (file: string, text: string) => void,
+): { report: ScenarioReport; note: string } {
+  const more: Pick<RunScenarioOptions, 'strategy' | 'usedParams'> = {};
+  if (opts.strategy) more.strategy = opts.strategy;
+  if (opts.usedParams) more.usedParams = opts.usedParams;
+  const page = buildHtmlPage({ kind: 'scenario', name: def.name, def, seed: opts.seed, profile: opts.profile, driver: opts.driver, params: opts.params, more });
   write(file, page.html);
   const mib = (Buffer.byteLength(page.html) / (1 << 20)).toFixed(2);
-  return { report: page.run.report as NonNullable<ObservedRun['report']>, note: `time-travel page written to ${file} (${page.snapshots} instants, ${mib} MiB): open it in a browser` };
+  return { report: page.run.report as ScenarioReport, note: `time-travel page written to ${file} (${page.snapshots} instants, ${mib} MiB): open it in a browser` };
 }

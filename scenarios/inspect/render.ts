@@ -42,13 +42,14 @@ function nodeBlocks(n: NodeInfo): Block[] {
   const add = (section: Section, title: string, lines: string[]) => blocks.push({ id: `${n.name} ${section}`, section, title: `${n.name}: ${title}`, lines });
 
   // One block per process and per MR, so that a page (html.ts) stores each only when it changes.
-  add('processes', 'memory', [`${n.freeFrames} free frames`]);
+  blocks.push({ id: `${n.name} memory`, section: 'processes', title: `${n.name}: memory`, lines: [`${n.freeFrames} free frames`] });
   n.processes.forEach((p) => {
     const procs: string[] = [];
     procs.push(`pid ${p.pid} ${p.name} (mm${p.mm})${p.exited ? ' exited' : ''}: ${p.vmas.length} VMAs, ${p.present} present pages, ${p.swapped} swap entries; mmap_lock ${p.mmapLock}`);
     for (const v of p.vmas) procs.push(`  vma ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.file ?? 'anon'} (${(v.end - v.start) / 4096} pages)`);
     for (const r of p.ptes) {
-      const frames = r.flags === 's' ? `swap slot ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
+      const frames = r.flags.startsWith('m') ? `migration entry for frame ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
+        : r.flags === 's' ? `swap slot ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
         : r.frame === 0 ? 'zero page' : `frame ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`;
       procs.push(`  pte ${hex(r.va)}-${hex(r.va + r.pages * 4096)} ${String(r.pages).padStart(4)} page${r.pages === 1 ? ' ' : 's'} -> ${frames} ${r.flags || '-'}`);
     }

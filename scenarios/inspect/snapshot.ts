@@ -14,7 +14,7 @@
  */
 import {
   GUP_PIN_COUNTING_BIAS, PG_ANON, PG_DIRTY, PG_LOCKED, PG_LRU, PG_SWAPCACHE, PG_WRITEBACK, PTE_ACCESSED, PTE_DIRTY,
-  PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE, VM_EXEC, VM_READ, VM_WRITE, pteFrame, ptePresent, pteHas,
+  PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE, VM_EXEC, VM_READ, VM_WRITE, pteFlags, pteFrame, ptePresent, pteHas,
   type Kernel, type MmStruct, type MmuIntervalNotifier,
 } from '../../kernel-model/index.ts';
 import {
@@ -35,7 +35,7 @@ export interface PteRun {
   pages: number;
   /** Frame of the first page (a swap slot when `flags` has 's'). */
   frame: number;
-  /** w writable, a accessed, d dirty, n PROT_NONE/NUMA hint, s swap entry (not present). */
+  /** w writable, a accessed, d dirty, n PROT_NONE/NUMA hint; s swap entry, m migration entry (not present). */
   flags: string;
 }
 
@@ -285,11 +285,10 @@ function processInfo(pid: number, name: string, mm: MmStruct): ProcessInfo {
     let swapped = 0;
     // 2^36 pages: the whole 48-bit address space; the walk visits only leaves that exist.
     pt.forEach(0, 2 ** 36, (vpn, pte) => {
-      const bits = pte % PTE_BITS;
-      const flags = FLAG_TEXT[bits] as string;
-      if (flags === 's') swapped++;
+      const flags = cpuFlags(pte);
+      if (flags === 's' || flags.startsWith('m')) swapped++;
       else present++;
-      const frame = Math.floor(pte / PTE_BITS);
+      const frame = frameOfPte(pte);
       const last = ptes[ptes.length - 1];
       if (last && last.flags === flags && last.va + last.pages * PAGE === vpn * PAGE &&
           (frame === 0 ? last.frame === 0 : last.frame + last.pages === frame)) {
@@ -307,19 +306,28 @@ function processInfo(pid: number, name: string, mm: MmStruct): ProcessInfo {
   return { pid, name, mm: mm.id, exited: mm.exited, vmas, ptes: cached.ptes, present: cached.present, swapped: cached.swapped, mmapLock };
 }
 
-/** PTEs pack `frame * 64 + bits` (kernel-model/page-table.ts). */
-const PTE_BITS = 64;
+// The PTE encoding is the kernel model's (kernel-model/page-table.ts); local bindings keep
+// the hot loops off the module namespace's getters.
+const frameOfPte = pteFrame;
+const flagsOfPte = pteFlags;
+const PRESENT = PTE_PRESENT;
+const PROTNONE = PTE_PROTNONE;
+const WRITE = PTE_WRITE;
 
 function cpuFlagsOf(bits: number): string {
+  if (bits & PTE_MIGRATION) return 'm' + (bits & PTE_WRITE ? 'w' : '');
   if (bits & PTE_SWAP || !(bits & PTE_PRESENT)) return 's';
   return (bits & PTE_WRITE ? 'w' : '') + (bits & PTE_ACCESSED ? 'a' : '') + (bits & PTE_DIRTY ? 'd' : '') + (bits & PTE_PROTNONE ? 'n' : '');
 }
 
-/** The flag text of each of the 64 bit patterns (a hot loop reads it per PTE). */
-const FLAG_TEXT: readonly string[] = Array.from({ length: PTE_BITS }, (_, b) => cpuFlagsOf(b));
+/** The flag text of each bit pattern seen (a hot loop reads it per PTE). */
+const FLAG_TEXT = new Map<number, string>();
 
 function cpuFlags(pte: number): string {
-  return FLAG_TEXT[pte % PTE_BITS] as string;
+  const bits = flagsOfPte(pte);
+  let t = FLAG_TEXT.get(bits);
+  if (t === undefined) FLAG_TEXT.set(bits, (t = cpuFlagsOf(bits)));
+  return t;
 }
 
 // ---- notifiers -----------------------------------------------------------------------------
@@ -406,10 +414,10 @@ const mrCache = new WeakMap<MemoryRegion, {
 /** Whether a device entry disagrees with the CPU PTE (the cheap test; compare() says how). */
 function differs(b: Binding, mr: MemoryRegion, index: number, frame: number, perm: number): boolean {
   const pte = b.mm.pageTable.get(Math.floor((mr.pageIova(index) + b.delta) / PAGE));
-  const bits = pte % PTE_BITS;
-  if (!(bits & PTE_PRESENT) || bits & PTE_PROTNONE) return true;
-  if (Math.floor(pte / PTE_BITS) !== frame) return true;
-  return perm === PTE_READ_WRITE && !(bits & PTE_WRITE);
+  const bits = flagsOfPte(pte);
+  if (!(bits & PRESENT) || bits & PROTNONE) return true;
+  if (frameOfPte(pte) !== frame) return true;
+  return perm === PTE_READ_WRITE && !(bits & WRITE);
 }
 
 function nicInfo(n: InspectedNode, open: OpenInvalidation[], stale: StaleEntry[]): NicInfo {
@@ -494,7 +502,10 @@ function compare(
   const writable = present && pteHas(pte, PTE_WRITE);
   const devWrite = t.perm === PTE_READ_WRITE;
   let why = '';
-  if (!present) why = pte === 0 ? 'the CPU maps nothing there (PTE none)' : ptePresent(pte) ? 'the CPU PTE is PROT_NONE' : 'the CPU page is swapped out';
+  if (!present) {
+    why = pte === 0 ? 'the CPU maps nothing there (PTE none)' : ptePresent(pte) ? 'the CPU PTE is PROT_NONE'
+      : flagsOfPte(pte) & PTE_MIGRATION ? 'the CPU PTE is a migration entry (the page is being moved)' : 'the CPU page is swapped out';
+  }
   else if (cpuFrame !== t.frame) why = `the CPU maps frame ${cpuFrame} there`;
   else if (devWrite && !writable) why = 'the device may write, the CPU PTE is read-only';
   if (!why) return null;

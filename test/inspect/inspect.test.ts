@@ -19,10 +19,10 @@ function at(...texts: string[]): InstantSpec[] {
   });
 }
 
-function cli(...argv: string[]): { code: number; lines: string[] } {
+async function cli(...argv: string[]): Promise<{ code: number; lines: string[] }> {
   const lines: string[] = [];
   const saved = process.exitCode;
-  const code = runCli(argv, (l) => lines.push(...l.split('\n')));
+  const code = await runCli(argv, (l) => lines.push(...l.split('\n')));
   process.exitCode = saved;
   return { code, lines };
 }
@@ -109,8 +109,8 @@ test('inspecting observes only: the report is the same with and without the obse
   t.deepEqual(watched, plain);
 });
 
-test('lab inspect prints the stale entry, the page it points at and what the CPU maps there', (t) => {
-  const { code, lines } = cli('inspect', 'deferred-invalidation-reuse', '--at', 'violation', '--what', 'stale');
+test('lab inspect prints the stale entry, the page it points at and what the CPU maps there', async (t) => {
+  const { code, lines } = await cli('inspect', 'deferred-invalidation-reuse', '--at', 'violation', '--what', 'stale');
   t.is(code, 0, lines.join('\n'));
   const text = lines.join('\n');
   t.regex(text, /violation 1 \[error\] stale-translation/);
@@ -121,16 +121,16 @@ test('lab inspect prints the stale entry, the page it points at and what the CPU
   t.false(text.includes('-- locks'));
 });
 
-test('lab inspect --json and --diff --json parse', (t) => {
-  const one = cli('inspect', 'deferred-invalidation-reuse', '--at', '32.7us', '--json');
+test('lab inspect --json and --diff --json parse', async (t) => {
+  const one = await cli('inspect', 'deferred-invalidation-reuse', '--at', '32.7us', '--json');
   t.is(one.code, 0);
   const s = JSON.parse(one.lines.join('\n')) as WorldSnapshot;
   t.is(s.t, 32_700);
   t.true(s.stale.some((e) => e.key === 0x100 && e.device.frame === 1));
-  const two = cli('inspect', 'deferred-invalidation-reuse', '--at', '29us', '--diff', '32.7us', '--json', '--what', 'processes');
+  const two = await cli('inspect', 'deferred-invalidation-reuse', '--at', '29us', '--diff', '32.7us', '--json', '--what', 'processes');
   t.is(two.code, 0);
   const d = JSON.parse(two.lines.join('\n')) as { changes: { id: string }[] };
-  t.deepEqual(d.changes.map((c) => c.id), ['host process 100']);
+  t.deepEqual(d.changes.map((c) => c.id), ['host memory', 'host process 100']);
 });
 
 for (const [argv, pattern] of [
@@ -142,16 +142,16 @@ for (const [argv, pattern] of [
   [['inspect', 'workload:memcached', '--at', '1'], /workloads .* cannot be inspected yet: they need the real-programs issue/],
   [['inspect', 'deferred-invalidation-reuse'], /--at/],
 ] as const) {
-  test(`lab inspect bad input (${argv.slice(1).join(' ')}) is one line, exit 2`, (t) => {
-    const { code, lines } = cli(...argv);
+  test(`lab inspect bad input (${argv.slice(1).join(' ')}) is one line, exit 2`, async (t) => {
+    const { code, lines } = await cli(...argv);
     t.is(code, 2, lines.join('\n'));
     t.is(lines.length, 1, lines.join('\n'));
     t.regex(lines[0] ?? '', pattern);
   });
 }
 
-test('lab inspect opens a fuzz reproducer (two nodes, ODP MRs with interval notifiers)', (t) => {
-  const { code, lines } = cli('inspect', 'test/fuzz/corpus/odp-migrate-vs-munmap.json', '--at', '100us', '--what', 'notifiers');
+test('lab inspect opens a fuzz reproducer (two nodes, ODP MRs with interval notifiers)', async (t) => {
+  const { code, lines } = await cli('inspect', 'test/fuzz/corpus/odp-migrate-vs-munmap.json', '--at', '100us', '--what', 'notifiers');
   t.is(code, 0, lines.join('\n'));
   t.regex(lines[0] ?? '', /odp-migrate-vs-munmap\.json at time 100\.000 µs/);
   t.regex(lines.join('\n'), /interval \S+ \[0x[0-9a-f]+, 0x[0-9a-f]+\] invalidate_seq \d+/);

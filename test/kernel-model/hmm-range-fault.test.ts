@@ -144,20 +144,46 @@ test('rule 42: REQ_WRITE without REQ_FAULT has no effect (no COW, plain snapshot
   });
 });
 
-test('rule 42: per-page requests through pfn_flags_mask: only the pages asking for a fault are faulted', (t) => {
+test('rule 42 (mm/hmm.c hmm_vma_walk_hole, hmm_range_need_fault): per-page requests over a step with no page table fault the whole step with the OR of its needs', (t) => {
   const r = rig();
   runMain(t, r, function* () {
-    const { sub } = yield* subscribe(r.p.mm);
+    const { sub, seen } = yield* subscribe(r.p.mm);
     const a = ok(yield* r.p.mmap(0, 3 * P, RW, ANON), 'mmap');
     const { ret, range } = yield* walk(sub, a, a + 3 * P, 0, (rg) => {
       rg.pfnFlagsMask = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
       rg.flags[1] = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
     });
     t.is(ret, 0);
-    t.deepEqual(flagsOf(range), [0, HMM_PFN_VALID | HMM_PFN_WRITE, 0]);
-    t.is(frameAt(r.p.mm, a), -1);
-    t.not(frameAt(r.p.mm, a + P), -1);
-    t.is(frameAt(r.p.mm, a + 2 * P), -1);
+    // pmd_none: the step [a, vma end) is one hole; page 1's write need applies to all of it.
+    t.deepEqual(flagsOf(range), [HMM_PFN_VALID | HMM_PFN_WRITE, HMM_PFN_VALID | HMM_PFN_WRITE, HMM_PFN_VALID | HMM_PFN_WRITE]);
+    for (let i = 0; i < 3; i++) t.not(frameAt(r.p.mm, a + i * P), -1, `page ${i} faulted although only page 1 asked`);
+    t.is(seen.length, 0, 'first-touch write faults send nothing');
+  });
+});
+
+test('rule 42 (mm/hmm.c hmm_vma_handle_pte, hmm_vma_fault): at PTE level the first page needing a fault has [addr, step end) faulted with its own write need, then the walk restarts there', (t) => {
+  const r = rig();
+  runMain(t, r, function* () {
+    const { sub, seen } = yield* subscribe(r.p.mm);
+    const a = ok(yield* r.p.mmap(0, 5 * P, RW, ANON), 'mmap');
+    ok(yield* r.p.store(a, fill(1, 1)), 'page 0 present: the PMD has a page table now');
+    const request = (rg: HmmRange) => {
+      rg.pfnFlagsMask = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
+      rg.flags[2] = HMM_PFN_REQ_FAULT;
+      rg.flags[3] = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
+    };
+    const first = yield* walk(sub, a, a + 5 * P, 0, request);
+    // Page 2 (read) faults pages 2-4 read: zero pages. The restart at page 2 finds page 3
+    // read-only and faults pages 3-4 for write: two zero-page COWs, two CLEARs, -EBUSY.
+    t.is(first.ret, -EBUSY);
+    t.is(seen.length, 2, 'one CLEAR per zero page replaced, page 4 included');
+    t.is(frameAt(r.p.mm, a + P), -1, 'page 1 (before the first page needing a fault) untouched');
+    const second = yield* walk(sub, a, a + 5 * P, 0, request);
+    t.is(second.ret, 0);
+    t.deepEqual(flagsOf(second.range), [
+      HMM_PFN_VALID | HMM_PFN_WRITE, 0, HMM_PFN_VALID, HMM_PFN_VALID | HMM_PFN_WRITE, HMM_PFN_VALID | HMM_PFN_WRITE,
+    ], 'page 4 did not ask, yet comes back VALID|WRITE (spec correction of turn 2)');
+    t.is(second.range.pfns[2], ZERO_PFN);
   });
 });
 

@@ -4,9 +4,14 @@
  * and either way the mapping is restored; an unreferenced page moves.
  */
 import test from 'ava';
-import { EAGAIN, EBUSY, MAP_SHARED, PTE_WRITE, pteHas, vpn } from '../../kernel-model/index.ts';
+import {
+  EAGAIN, EBUSY, HMM_PFN_REQ_FAULT, HMM_PFN_VALID, HMM_PFN_WRITE, MAP_FIXED, MAP_SHARED, MmuIntervalNotifier, MmuNotifier,
+  MmuNotifyEvent, PROFILES, PTE_WRITE, ZERO_PFN, hmmRangeFault, hmmRangeInit, mmuIntervalNotifierInsert, mmuIntervalReadBegin,
+  mmuIntervalSetSeq, mmuNotifierRegister, pteHas, vpn, hex,
+  type Co, type Kernel, type MmStruct, type MmuNotifierRange,
+} from '../../kernel-model/index.ts';
 import { FOLL_LONGTERM, FOLL_WRITE, getUserPagesFast, pinUserPagesFast, putUserPages, unpinUserPages } from '../../kernel-model/gup.ts';
-import { migratePage } from '../../kernel-model/migrate.ts';
+import { migratePage, migrationUnmapFunction } from '../../kernel-model/migrate.ts';
 import { startNumaBalancing } from '../../kernel-model/numa-balancing.ts';
 import { P, bytes, fill, frameAt, lines, ok, pair, runMain } from './_helpers.ts';
 import { ANON, RW, rigOn, traceOf } from './_pin-helpers.ts';
@@ -134,4 +139,153 @@ test('NUMA balancing (rule 73): the scanner migrates mapped pages behind the pro
   t.not(out.reason, 'failed', out.failure);
   t.true(stats.migrated > 0 && stats.failed > 0, `migrated ${stats.migrated}, failed ${stats.failed}`);
   t.true(events.filter((e) => e.phase === 'start' && e.range.event === 1).length >= stats.attempted, 'one CLEAR per attempt at least');
+});
+
+// ---- migration entries (issue 14 item 1) ----------------------------------------------------
+
+/** A classic subscriber whose CLEAR callbacks sleep 1 ms at `phase`: the migration pauses there. */
+function* slowClears(k: Kernel, mm: MmStruct, phase: 'start' | 'end'): Co<void> {
+  const nap = function* (range: MmuNotifierRange): Co<void> {
+    if (range.event === MmuNotifyEvent.CLEAR) yield* k.sim.sleep(1_000_000);
+  };
+  const sub = new MmuNotifier(`slow-${phase}`, phase === 'start'
+    ? { *invalidateRangeStart(_s, range) { yield* nap(range); return 0; } }
+    : { *invalidateRangeEnd(_s, range) { yield* nap(range); } });
+  t0(yield* mmuNotifierRegister(sub, mm));
+}
+function t0(ret: number): void {
+  if (ret !== 0) throw new Error(`mmu_notifier_register: ${ret}`);
+}
+
+test('rule 73 (mm/rmap.c try_to_migrate_one, mm/migrate.c migration_entry_wait): a second mapping reading the page mid-migration waits on its migration entry and reads the bytes, not zeros', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p } = r;
+  const trace = traceOf(k);
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(0x71, 16)), 'store');
+    const child = yield* p.fork();
+    if (typeof child === 'number') throw new Error(`fork: ${child}`);
+    const f = frameAt(p.mm, a);
+    // The parent's mapping is unmapped first; the child's CLEAR then sleeps, so the parent
+    // reads while its PTE is a migration entry.
+    yield* slowClears(k, child.mm, 'start');
+    let got: Uint8Array | number = -1;
+    let readAt = 0;
+    const reader = p.spawnThread('reader', function* () {
+      yield* k.sim.sleep(500_000);
+      got = yield* p.load(a, 16);
+      readAt = k.sim.now();
+    });
+    t.is(yield* migratePage(k, f, 'compaction'), 0);
+    const doneAt = k.sim.now();
+    while (!reader.done) yield* k.sim.sleep(100_000);
+    t.deepEqual(bytes(got, 'reader load'), fill(0x71, 16), 'the bytes, not the zero page');
+    t.true(readAt >= doneAt, 'the read finished only once the migration had');
+    const nf = frameAt(p.mm, a);
+    t.not(nf, f);
+    t.not(nf, ZERO_PFN);
+    t.is(frameAt(child.mm, a), nf, 'both mappings restored to the new folio');
+    t.is(k.phys.mapcount[nf], 2);
+  });
+  t.true(trace.of('fault').some((e) => e.kind === 'migration-wait' && e.mm === p.mm.id), 'the fault went through migration_entry_wait');
+});
+
+test('rule 73 (mm/migrate.c remove_migration_ptes, mm/memory.c zap_nonpresent_ptes): a migration racing mmap(MAP_FIXED) over the page restores nothing over the new VMA, and the CPU store to it survives', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p, events } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(0x71, 16)), 'store');
+    const f = frameAt(p.mm, a);
+    // The CLEAR's end sleeps: the migration entry is in place meanwhile.
+    yield* slowClears(k, p.mm, 'end');
+    let storedFrame = -1;
+    const racer = p.spawnThread('racer', function* () {
+      yield* k.sim.sleep(300_000);
+      ok(yield* p.mmap(a, P, RW, ANON | MAP_FIXED), 'mmap MAP_FIXED');
+      ok(yield* p.store(a, fill(0x99, 16)), 'store to the new VMA');
+      storedFrame = frameAt(p.mm, a);
+      storedAt = k.sim.now();
+    });
+    let storedAt = Infinity;
+    const span = `${hex(a)}-${hex(a + P)}`;
+    events.length = 0;
+    const ret = yield* migratePage(k, f, 'compaction');
+    const doneAt = k.sim.now();
+    while (!racer.done) yield* k.sim.sleep(100_000);
+    t.is(ret, 0);
+    t.true(storedAt < doneAt, 'the MAP_FIXED and the store ran while the migration was in flight');
+    t.deepEqual(lines(events, p.mm).slice(0, 3), ['start CLEAR ' + span, 'end CLEAR ' + span, 'start UNMAP ' + span]);
+    t.is(frameAt(p.mm, a), storedFrame, 'the new VMA keeps its own page');
+    t.deepEqual(bytes(yield* p.load(a, 16), 'load'), fill(0x99, 16), 'the CPU store is not lost');
+    t.false(k.phys.isAllocated(f), 'the old folio is freed');
+    t.deepEqual(k.phys.mappingsOf(storedFrame).map((m) => m.addr), [a], 'rmap: one mapping of the new page');
+  });
+});
+
+test('rule 47 (mm/hmm.c hmm_vma_handle_pte): hmm_range_fault reports a page under migration without VALID unless it needs a fault; then it waits (migration_entry_wait) and restarts', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(0x5a, 2 * P)), 'store');
+    // The interval covers only the second page, so the migration of the first does not
+    // collide with its sequence and the walk itself is observed.
+    const sub = new MmuIntervalNotifier('hmm');
+    t0(yield* mmuIntervalNotifierInsert(sub, p.mm, a + P, P, { invalidate: (s, _r, seq) => { mmuIntervalSetSeq(s, seq); return true; } }));
+    yield* slowClears(k, p.mm, 'end');
+    const f = frameAt(p.mm, a);
+    let migrated = -1;
+    let doneAt = Infinity;
+    p.spawnThread('migrate', function* () {
+      migrated = yield* migratePage(k, f, 'compaction');
+      doneAt = k.sim.now();
+    });
+    yield* k.sim.sleep(300_000);
+    const snap = hmmRangeInit(sub, a, a + 2 * P, yield* mmuIntervalReadBegin(sub), 0);
+    yield* p.mm.mmapLock.downRead();
+    t.is(yield* hmmRangeFault(snap), 0);
+    p.mm.mmapLock.upRead();
+    t.true(k.sim.now() < doneAt, 'no wait without a fault request');
+    t.is(snap.flags[0], 0, 'under migration: not VALID');
+    t.is(snap.flags[1], HMM_PFN_VALID | HMM_PFN_WRITE);
+    const req = hmmRangeInit(sub, a, a + 2 * P, yield* mmuIntervalReadBegin(sub), HMM_PFN_REQ_FAULT);
+    yield* p.mm.mmapLock.downRead();
+    t.is(yield* hmmRangeFault(req), 0);
+    p.mm.mmapLock.upRead();
+    t.true(k.sim.now() >= doneAt, 'the walk waited for the migration to end');
+    t.is(migrated, 0);
+    const nf = frameAt(p.mm, a);
+    t.not(nf, f);
+    t.is(req.pfns[0], nf, 'the new folio, not a fresh page faulted in over the entry');
+    t.is(req.flags[0], HMM_PFN_VALID | HMM_PFN_WRITE);
+    t.deepEqual(k.dmaBus.read(req.pfns[0]!, 0, 4), fill(0x5a, 4));
+  });
+});
+
+test('rule 73 (mm/migrate.c migration_entry_wait): GUP on a page under migration waits and pins the new folio, not a fresh one', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(0x3e, 8)), 'store');
+    yield* slowClears(k, p.mm, 'end');
+    const f = frameAt(p.mm, a);
+    p.spawnThread('migrate', () => migratePage(k, f, 'compaction'));
+    yield* k.sim.sleep(300_000);
+    const got: number[] = [];
+    t.is(yield* getUserPagesFast(p.mm, a, 1, FOLL_WRITE, got), 1);
+    t.is(got[0], frameAt(p.mm, a));
+    t.not(got[0], f);
+    t.deepEqual(k.dmaBus.read(got[0]!, 0, 8), fill(0x3e, 8));
+    putUserPages(k, got);
+  });
+});
+
+test('migration entries: the profile names the unmap step (try_to_migrate_one since 5.14, try_to_unmap_one with TTU_MIGRATION before)', (t) => {
+  t.is(migrationUnmapFunction(PROFILES['linux-6.x'].release), 'try_to_migrate_one');
+  t.is(migrationUnmapFunction('5.14'), 'try_to_migrate_one');
+  t.is(migrationUnmapFunction('5.13'), 'try_to_unmap_one(TTU_MIGRATION)');
+  t.is(migrationUnmapFunction(PROFILES['linux-5.8'].release), 'try_to_unmap_one(TTU_MIGRATION)');
 });

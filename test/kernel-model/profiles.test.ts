@@ -27,7 +27,7 @@ function refusals(records: readonly TraceRecord[]): string[] {
 
 test('profileByName: a known name gives that profile; an unknown one gives an error listing the valid names', (t) => {
   for (const name of PROFILE_NAMES) t.is(profileByName(name), PROFILES[name]);
-  t.deepEqual([...PROFILE_NAMES].sort(), ['linux-3.0', 'linux-4.18', 'linux-5.8', 'linux-6.x']);
+  t.deepEqual([...PROFILE_NAMES].sort(), ['linux-3.0', 'linux-4.18', 'linux-5.15', 'linux-5.8', 'linux-6.x']);
   const bad = profileByName('linux-9');
   t.true('error' in bad);
   const message = (bad as { error: string }).error;
@@ -41,6 +41,7 @@ test('profiles are data: each names its release and linux-6.x is the default', (
   t.is(PROFILES['linux-3.0'].release, '3.0');
   t.is(PROFILES['linux-4.18'].release, '4.18');
   t.is(PROFILES['linux-5.8'].release, '5.8');
+  t.is(PROFILES['linux-5.15'].release, '5.15');
   const r = rigOn('linux-6.x');
   t.is(r.k.profile, PROFILES['linux-6.x']);
 });
@@ -146,11 +147,11 @@ for (const profile of ['linux-4.18', 'linux-5.8'] as const) {
   });
 }
 
-// ---- hmmRangeFault (5.7) ----------------------------------------------------------------
+// ---- hmmRangeFault (5.8: HMM_PFN_REQ_FAULT, 2733ea144dcc) ----------------------------------------------------------------
 
 for (const profile of ['linux-4.18', 'linux-5.8'] as const) {
   const has = profile === 'linux-5.8';
-  test(`hmmRangeFault (${profile}): hmm_range_fault ${has ? 'works' : 'is refused (-EINVAL), naming 5.7'}`, (t) => {
+  test(`hmmRangeFault (${profile}): hmm_range_fault ${has ? 'works' : 'is refused (-EINVAL), naming 5.8'}`, (t) => {
     const r = rigOn(profile);
     const { k, p } = r;
     const trace = traceOf(k);
@@ -176,7 +177,7 @@ for (const profile of ['linux-4.18', 'linux-5.8'] as const) {
     if (has) t.deepEqual(refused, []);
     else {
       t.is(refused.length, 1);
-      t.regex(refused[0]!, /5\.7/);
+      t.regex(refused[0]!, /5\.8/);
     }
   });
 }
@@ -238,7 +239,8 @@ for (const profile of ['linux-5.8', 'linux-6.x'] as const) {
 
 // ---- anonExclusive (5.19) ---------------------------------------------------------------
 
-for (const profile of ['linux-5.8', 'linux-6.x'] as const) {
+// linux-5.15 (5.9 to 5.18): 5.8 broke COW for read pins of COW mappings (should_force_cow_break).
+for (const profile of ['linux-5.15', 'linux-6.x'] as const) {
   const has = profile === 'linux-6.x';
   test(`anonExclusive (${profile}): a read-only pin of a COW-shared anonymous page ${has ? 'unshares it first (rule 61)' : 'pins the shared page'}`, (t) => {
     const r = rigOn(profile);
@@ -260,7 +262,8 @@ for (const profile of ['linux-5.8', 'linux-6.x'] as const) {
 
 // ---- unshareAnyCow (6.2) ----------------------------------------------------------------
 
-for (const profile of ['linux-5.8', 'linux-6.x'] as const) {
+// linux-5.15 (5.9 to 5.18): 5.8 broke COW for read pins of COW mappings (should_force_cow_break).
+for (const profile of ['linux-5.15', 'linux-6.x'] as const) {
   const has = profile === 'linux-6.x';
   test(`unshareAnyCow (${profile}): a read-only long-term pin of a private file page ${has ? 'pins a private anonymous copy that sees later writes' : 'pins the page-cache page, which later writes COW away from'} (rule 61)`, (t) => {
     const r = rigOn(profile);
@@ -326,7 +329,7 @@ for (const profile of ['linux-5.8', 'linux-6.x'] as const satisfies readonly Pro
 }
 
 for (const [profile, has] of [['linux-4.18', false], ['linux-6.x', true]] as const) {
-  test(`eventTypes (${profile}): a classic callback reading range.event ${has ? 'sees the event' : 'fails the run, naming 5.0'}`, (t) => {
+  test(`eventTypes (${profile}): a classic callback reading range.event ${has ? 'sees the event' : 'fails the run, naming 5.2 (6f4f13e8d9e2)'}`, (t) => {
     const r = rigOn(profile);
     const { k, p } = r;
     const seen: number[] = [];
@@ -349,7 +352,7 @@ for (const [profile, has] of [['linux-4.18', false], ['linux-6.x', true]] as con
       t.deepEqual(seen, [MmuNotifyEvent.UNMAP]);
     } else {
       t.is(out.reason, 'failed');
-      t.regex(out.failure ?? '', /introduced in Linux 5\.0/);
+      t.regex(out.failure ?? '', /introduced in Linux 5\.2/);
       t.true(refusals(records.records).some((m) => /mmu_notifier_range\.event/.test(m)));
     }
   });
