@@ -41,6 +41,7 @@ export {
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
 export { migratePage, migrationEntryWait, type MigrateReason } from './migrate.ts';
+export { startDamon, type DamonOptions, type DamonRegion, type DamonStats } from './damon.ts';
 export {
   startKsmd, ksmDoScan, ksmStats, ksmdRunning, ksmMergeable, ksmUnmergeable, VM_MERGEABLE, KSM_PAGES_TO_SCAN, KSM_SLEEP_NS,
   type KsmStats, type KsmdOptions,

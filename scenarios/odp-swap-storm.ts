@@ -42,7 +42,7 @@ const CHUNK_PAGES = 32;
 /** Shares of memory: a neighbour's pinned MR, and the ODP buffer. */
 const PINNED_SHARE = 0.5;
 const BUF_SHARE = 0.375;
-/** Pages touched before the CPU lets kswapd catch up (allocation has no direct reclaim in the model). */
+/** Pages touched before the CPU lets kswapd catch up (so that kswapd, not the writer's direct reclaim, does most of it). */
 const TOUCH_BATCH = 32;
 const TOUCH_PAUSE_NS = 100_000;
 
@@ -134,11 +134,11 @@ export const odpSwapStorm: ScenarioDefinition = {
       yield* store(neighbour, pool, pattern(7, pinnedPages * P));
       const poolMr = yield* regOk(neighbour, pool, pinnedPages * P, ALL_ACCESS);
       const [qa] = connectRc(app, peer);
-      // Populate in batches: the model has no direct reclaim, so let kswapd keep up.
+      // Populate in batches, letting kswapd keep up (below the min watermark the writer would reclaim itself).
       const buf = yield* mapAnon(app, bufPages);
       for (let i = 0; i < bufPages; i += TOUCH_BATCH) {
         yield* store(app, buf + i * P, pattern(i, Math.min(TOUCH_BATCH, bufPages - i) * P));
-        yield* sim.sleep(TOUCH_PAUSE_NS);
+        yield* sim.sleep(ctx.vary(`touch pause ${i}`, TOUCH_PAUSE_NS, TOUCH_PAUSE_NS / 2, TOUCH_PAUSE_NS * 2));
       }
       yield* sim.sleep(1_000_000);
       const mr = must(yield* app.ctx.regMr(app.pd, buf, bufPages * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND), 'reg_mr');
