@@ -5,7 +5,7 @@ import {
   IBV_ADVISE_MR_ADVICE_PREFETCH, IBV_ADVISE_MR_FLAG_FLUSH, odpStrategy, pinnedStrategy, type IbUmem, type UmemStrategy,
 } from '../driver/index.ts';
 import { ALL_ACCESS, P, connectRc, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
-import { COMMON_PARAMS, type ParamDoc } from './params.ts';
+import { COMMON_PARAMS, strictNumber, type ParamDoc } from './params.ts';
 import { batchingFromParams, percentile, rdmaWrite, us } from './deferred-invalidation-reuse.ts';
 import type { ScenarioDefinition, WrappingStrategy } from './scenario.ts';
 
@@ -70,7 +70,11 @@ export const odpSwapStorm: ScenarioDefinition = {
   defaultDriver: 'odp',
   untilNs: 10_000_000_000,
   params: [
-    { ...paramDoc('memory.frames'), default: 1024, description: 'physical memory of the host, in 4 KiB frames (this scenario: 4 MiB, small on purpose)' },
+    {
+      ...paramDoc('memory.frames'), default: 1024,
+      description: 'physical memory of the host, in 4 KiB frames (this scenario: 4 MiB, small on purpose; 512 to 16384: the buffer is 3/8 of it, and past 16384 one run takes minutes)',
+      schema: strictNumber().pipe(z.number().int().min(512).max(16_384)),
+    },
     { key: 'prefetch', description: 'what the application does before each RDMA WRITE: none, sync (advise_mr with FLUSH), async (advise_mr of the next chunk)', default: 'none', schema: z.enum(['none', 'sync', 'async']) },
     { key: 'storm.rounds', description: 'passes of the NIC over the whole buffer', default: 4, schema: z.coerce.number().int().min(1).max(64) },
   ],
