@@ -11,6 +11,8 @@
  * Wall time and RSS are bench-side readings; they do not feed back into the simulation.
  *
  * `TRAFFIC_WRITES` sets the number of writes for a quick run (the output says what ran).
+ * `TRAFFIC_MTU` sets the NIC's path MTU in bytes (256..4096, default 4096): below 4096 each
+ * 4 KiB WRITE is several packets, each of which can fault on its own.
  *
  * @example
  *   npx tsx bench/traffic.ts                        # the full 1M writes
@@ -50,7 +52,11 @@ export interface TrafficOptions {
   sanitizer?: boolean;
   /** With `sanitizer`: attach only these checkers (default: all); for attributing the overhead. */
   sanitizerCheckers?: readonly CheckerId[];
+  /** Path MTU in bytes (default: TRAFFIC_MTU, else 4096). */
+  mtu?: number;
 }
+
+const MTUS = [256, 512, 1024, 2048, 4096];
 
 function must(r: number, what: string): number {
   if (r < 0) throw new Error(`${what} failed with ${errnoName(r)}`);
@@ -85,6 +91,9 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const envWrites = Number(process.env['TRAFFIC_WRITES']);
   const writes = opts.writes ?? (Number.isInteger(envWrites) && envWrites > 0 ? envWrites : DEFAULT_WRITES);
   const seed = opts.seed ?? SEED;
+  const envMtu = process.env['TRAFFIC_MTU'];
+  const mtu = opts.mtu ?? (envMtu ? Number(envMtu) : 4096);
+  if (!MTUS.includes(mtu)) throw new Error(`TRAFFIC_MTU must be one of ${MTUS.join(', ')} (got ${envMtu})`);
 
   const sim = new Simulation({ seed });
   const fabric = new Fabric(sim);
@@ -93,6 +102,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     // The whole MR may be resident at once, plus room for the rest of the process.
     kernel: { frames: MR_PAGES + 16_384 },
     device: { nonOdp: pinnedStrategy(), odp: odpStrategy() },
+    nic: { caps: { mtu } },
   });
   const { kernel, nic } = node;
   const proc = kernel.createProcess('traffic');
@@ -180,7 +190,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
   return {
     what: 'loopback RDMA WRITEs of 4 KiB at random page-aligned offsets into a 1 GiB ODP MR, with background madvise(DONTNEED) of random 64 KiB pieces',
-    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES' },
+    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES', pathMtu: mtu },
     seed,
     wallSeconds: round(wallSeconds),
     // User + system CPU time of the process over the same span (all its threads, so the
@@ -197,7 +207,8 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     dstMr: umem ? { strategy: umem.strategy, ...umem.counters, deviceFaults: umem.mr.counters.faults, devicePresentPages: umem.mr.pageTable.presentPages } : null,
     residentContentPages: kernel.phys.contentPages,
     sanitizer: san ? { attached: true, violations: san.violations.length } : { attached: false },
-    nic: { syncs: nic.stats.syncs, zapCommands: nic.stats.zapCommands, updateCommands: nic.stats.updateCommands, faultsRaised: nic.faultQueue.raised },
+    packets: fabric.packets,
+    nic: { rnrNaksSent: nic.stats.rnrNaksSent, retransmits: nic.stats.retransmits, syncs: nic.stats.syncs, zapCommands: nic.stats.zapCommands, updateCommands: nic.stats.updateCommands, faultsRaised: nic.faultQueue.raised },
   };
 }
 
