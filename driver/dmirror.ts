@@ -14,8 +14,15 @@ export interface MirrorEntry {
   write: boolean;
 }
 
-/** Pages faulted per rule-31 round, as lib/test_hmm.c does (64 pages there; 32 in its snapshot). */
-const FAULT_CHUNK_PAGES = 32;
+/**
+ * Pages per hmm_range_fault call in lib/test_hmm.c's dmirror_fault and dmirror_snapshot
+ * (`unsigned long pfns[64]` since the module appeared in 5.7), halved to 32 by
+ * "lib/test_hmm: reduce stack usage" (Arnd Bergmann, merged for 6.17).
+ */
+export function testHmmChunkPages(release: string): number {
+  const [major = 0, minor = 0] = release.split('.').map((x) => Number.parseInt(x, 10));
+  return major > 6 || (major === 6 && minor >= 17) ? 32 : 64;
+}
 
 /**
  * A reference mirror modelled on lib/test_hmm.c's dmirror: a fake device with its own
@@ -76,12 +83,13 @@ export class Dmirror {
   }
 
   /**
-   * dmirror_fault: the canonical collision-retry loop (rule 31) per 32-page chunk, bounded
+   * dmirror_fault: the canonical collision-retry loop (rule 31) per chunk, bounded
    * by HMM_RANGE_DEFAULT_TIMEOUT in virtual time. Returns 0 or -errno.
    */
   *fault(start: number, end: number, write: boolean): Co<number> {
-    for (let addr = start; addr < end; addr += FAULT_CHUNK_PAGES * PAGE_SIZE) {
-      const r = yield* this.faultChunk(addr, Math.min(end, addr + FAULT_CHUNK_PAGES * PAGE_SIZE), write);
+    const chunk = testHmmChunkPages(this.kernel.profile.release) * PAGE_SIZE;
+    for (let addr = start; addr < end; addr += chunk) {
+      const r = yield* this.faultChunk(addr, Math.min(end, addr + chunk), write);
       if (r < 0) return r;
     }
     return 0;
@@ -136,23 +144,30 @@ export class Dmirror {
     return yield* this.access(addr, bytes.length, true, (frame, off, pos, n) => this.kernel.dmaBus.write(frame, off, bytes.subarray(pos, pos + n)));
   }
 
+  /**
+   * dmirror_read / dmirror_write: copy under the mutex as far as the mirror allows; on a
+   * missing (or, for a write, read-only) page fault from there to the end and go on from
+   * `cmd->addr + (cpages << PAGE_SHIFT)`: pages already copied are not copied again, even
+   * if an invalidation dropped them meanwhile.
+   */
   private *access(addr: number, length: number, write: boolean, copy: (frame: number, off: number, pos: number, n: number) => void): Co<number> {
     const end = addr + length;
+    let start = addr;
     for (;;) {
       yield* this.mutex.lock();
-      const missing = this.copyUnderLock(addr, end, write, copy);
+      const missing = this.copyUnderLock(addr, start, end, write, copy);
       this.mutex.unlock();
       if (missing < 0) return 0;
-      this.faults++;
-      const first = Math.floor(missing / PAGE_SIZE) * PAGE_SIZE;
-      const r = yield* this.fault(first, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE, write);
+      start = missing;
+      const r = yield* this.fault(Math.floor(start / PAGE_SIZE) * PAGE_SIZE, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE, write);
       if (r < 0) return r === -ENOENT ? -EFAULT : r;
+      this.faults++;
     }
   }
 
-  /** Copy as far as the mirror allows; return the first address missing, or -1 when done. */
-  private copyUnderLock(addr: number, end: number, write: boolean, copy: (frame: number, off: number, pos: number, n: number) => void): number {
-    for (let a = addr; a < end;) {
+  /** Copy [start, end) as far as the mirror allows; return the first address missing, or -1 when done. */
+  private copyUnderLock(addr: number, start: number, end: number, write: boolean, copy: (frame: number, off: number, pos: number, n: number) => void): number {
+    for (let a = start; a < end;) {
       const page = Math.floor(a / PAGE_SIZE) * PAGE_SIZE;
       const e = this.pt.get(page / PAGE_SIZE);
       if (!e || (write && !e.write)) return a;

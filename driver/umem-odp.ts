@@ -1,8 +1,8 @@
 import {
   EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
-  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault,
+  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault, requireInterface,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
-  mmuIntervalSetSeq, mmuNotifierRangeBlockable, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
+  mmuIntervalSetSeq, mmuNotifierRangeBlockable, fsReclaimAcquire, fsReclaimRelease, GFP_KERNEL, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
 import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
 import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
@@ -15,6 +15,8 @@ import {
 } from './verbs.ts';
 import { regImplicitOdpMr } from './implicit-odp.ts';
 import { PageMirror } from './page-mirror.ts';
+import { odpIntervalGupMap } from './odp-gup-fault.ts';
+import { regUcontextOdpMr } from './umem-odp-ucontext.ts';
 
 /** mlx5 zaps MTTs in runs that may only end at an 8-entry (64-byte) boundary (rdma C4). */
 export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
@@ -177,8 +179,21 @@ export class UmemOdp {
     this.users = new UsageCount(sim, name);
   }
 
-  /** ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1). */
+  /**
+   * ib_init_umem_odp: subscribe to [start, end) with the umem mutex as the declared lock (A5, C1).
+   * First, as ib_init_umem_odp does since 2025 (3f5f6321, "IB/core: Annotate umem_mutex
+   * acquisition under fs_reclaim for lockdep"), teach lockdep that reclaim takes the umem
+   * mutex (reclaim invalidates, the invalidate takes it): an allocation that may reclaim
+   * under this mutex is then reported at once, not only when reclaim happens to hit the MR.
+   * The mutex is new and free, so the kernel's mutex_lock/unlock pair is a trylock here.
+   */
   *insert(): Co<number> {
+    const { sim } = this.owner.ctx.device.kernel;
+    if (sim.current) {
+      fsReclaimAcquire(sim, GFP_KERNEL);
+      if (this.mutex.trylock()) this.mutex.unlock();
+      fsReclaimRelease(sim, GFP_KERNEL);
+    }
     const ret = yield* mmuIntervalNotifierInsert(this.notifier, this.owner.ctx.mm, this.start, this.end - this.start, UMEM_ODP_OPS, { lock: this.mutex });
     this.inserted = ret === 0;
     return ret;
@@ -205,6 +220,8 @@ export class UmemOdp {
     const start = Math.max(this.start, Math.floor(va / PAGE_SIZE) * PAGE_SIZE);
     const stop = Math.min(this.end, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
     if (stop <= start) return 0;
+    // Before 5.10 (36f30e486dce) ODP faulted with get_user_pages_remote (odp-gup-fault.ts).
+    if (this.owner.ctx.device.kernel.profile.odpFault === 'gup') return yield* odpIntervalGupMap(this, va, end, mode);
     // mm gone (the owner exited): rdma B4 says EINVAL.
     if (!mm.mmgetNotZero()) return -EINVAL;
     const a: OdpMapAttempt = { mm, mode, start, end: stop, seq: 0, range: null as unknown as HmmRange, mmHeld: true };
@@ -771,6 +788,11 @@ export function odpStrategy(
     batcherFor,
     *regMr(ctx: IbUcontext, req: RegMrRequest): Co<IbUmem | number> {
       const batcher = batcherFor(ctx.device.nic);
+      const { profile, sim } = ctx.device.kernel;
+      if (requireInterface(profile, 'odp', 'ibv_reg_mr(IBV_ACCESS_ON_DEMAND)', (m) => sim.emit({ type: 'interface-refused', api: 'ib_umem_odp_get', message: m })) < 0) return -EINVAL;
+      // 3.19 to 5.4: the per-ucontext notifier protocol (umem-odp-ucontext.ts), for the
+      // reference driver; a driver author's own UmemOdp needs interval notifiers (5.5).
+      if (profile.odpNotifier === 'ucontext' && core === defaultUmemOdp) return yield* regUcontextOdpMr(ctx, req, batcher);
       if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher, name);
       return yield* IbUmemOdp.reg(ctx, req, batcher, factory, name);
     },

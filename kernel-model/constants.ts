@@ -28,6 +28,8 @@ export const MADV_FREE = 8;
 export const MADV_REMOVE = 9;
 export const MADV_DONTFORK = 10;
 export const MADV_DOFORK = 11;
+export const MADV_MERGEABLE = 12;
+export const MADV_UNMERGEABLE = 13;
 export const MADV_PAGEOUT = 21;
 
 export const pageAlignDown = (a: number): number => a - (a % PAGE_SIZE);

@@ -12,6 +12,8 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { maybeMkwrite, notifyPageChange } from './memory.ts';
 import { zapPteRange } from './memory.ts';
+import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped } from './migrate.ts';
 
 /**
@@ -57,8 +59,16 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
       mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED));
       return 0;
     }
-    const nf = phys.allocPage();
+    // do_cow_fault's copy may reclaim (page-alloc.ts); the page-cache page stays referenced.
+    phys.get(f);
+    const nf = yield* allocPages(kernel, GFP_HIGHUSER_MOVABLE);
+    phys.put(f);
     if (nf < 0) return nf;
+    if (mm.pageTable.get(v) !== 0) {
+      // Something was mapped here while reclaim ran: let the fault be retried.
+      phys.put(nf);
+      return 0;
+    }
     phys.copyPage(nf, f);
     phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
     vma.anonVma = true;
@@ -235,7 +245,8 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
     yield* mmuNotifierInvalidateRangeStart(range);
     const toFree: number[] = [];
-    if (evenCows) zapPteRange(mm, vma, s, e, toFree);
+    let span: GatheredSpan = null;
+    if (evenCows) span = zapPteRange(mm, vma, s, e, toFree);
     else for (const [v, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
       const f = pteFrame(pte);
       if (isMigrationEntry(pte) && phys.mappingFile[f] === file.id) {
@@ -247,11 +258,12 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
       // A private COW copy is anonymous and survives a hole punch.
       if (!ptePresent(pte) || phys.mappingFile[f] !== file.id) continue;
       mm.pageTable.clear(v);
+      span = gatherPage(span, v * PAGE_SIZE);
       phys.rmapRemove(f, mm, v * PAGE_SIZE);
       toFree.push(f);
     }
     yield* mmuNotifierInvalidateRangeEnd(range);
-    for (const f of toFree) phys.put(f);
+    yield* tlbFinishMmu(mm, span, toFree);
   }
   for (const [index, f] of [...file.pageCache]) {
     if (index < first || index > last) continue;

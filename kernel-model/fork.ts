@@ -2,7 +2,8 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { Vma, VM_DONTCOPY } from './vma.ts';
 import { insertVma } from './mmap.ts';
-import { PAGE_SIZE } from './constants.ts';
+import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
+import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
@@ -89,5 +90,7 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       yield* mmuNotifierInvalidateRangeEnd(range);
     }
   }
+  // dup_mmap ends with flush_tlb_mm(oldmm): the whole parent mm (secondary TLBs, tlb.ts).
+  yield* flushTlbMmRange(parent, 0, ULONG_MAX);
   return 0;
 }

@@ -41,6 +41,15 @@ export function* getUserPages(mm: MmStruct, start: number, nrPages: number, gupF
   return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_GET, pages);
 }
 
+/**
+ * get_user_pages_remote: FOLL_GET references on another process's pages (what ODP faulted
+ * with until 5.10). The caller holds that mm's mmap_lock for read, as for getUserPages.
+ */
+export function* getUserPagesRemote(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  if (gupFlags & INTERNAL) return invalid(mm, `get_user_pages_remote: internal flag passed (0x${(gupFlags & INTERNAL).toString(16)})`);
+  return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_GET | FOLL_REMOTE, pages);
+}
+
 /** pin_user_pages (FOLL_PIN): pins with GUP_PIN_COUNTING_BIAS (rule 55). */
 export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
   const { profile, sim } = mm.kernel;

@@ -11,7 +11,7 @@ export { File } from './file.ts';
 export {
   PhysicalMemory, GUP_PIN_COUNTING_BIAS, ZERO_PFN,
   PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_UPTODATE, PG_ANON, PG_SWAPBACKED, PG_ANON_EXCLUSIVE, PG_PRIVATE,
-  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, type RmapItem,
+  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, type RmapItem,
 } from './page-frames.ts';
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
@@ -36,11 +36,25 @@ export {
 
 export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
 export {
-  getUserPages, getUserPagesFast, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
+  getUserPages, getUserPagesFast, getUserPagesRemote, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
   unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
 export { migratePage, migrationEntryWait, type MigrateReason } from './migrate.ts';
+export { startDamon, type DamonOptions, type DamonRegion, type DamonStats } from './damon.ts';
+export {
+  startKsmd, ksmDoScan, ksmStats, ksmdRunning, ksmMergeable, ksmUnmergeable, VM_MERGEABLE, KSM_PAGES_TO_SCAN, KSM_SLEEP_NS,
+  type KsmStats, type KsmdOptions,
+} from './ksm.ts';
+export { flushTlbMmRange, flushTlbPage, tlbFinishMmu, gatherPage, secondaryTlbsFlushedByArch, type GatheredSpan } from './tlb.ts';
+export {
+  allocPages, freePages, mightAlloc, fsReclaimAcquire, fsReclaimRelease, currentGfpContext, inReclaim, minWatermark, gfpName,
+  gfpflagsAllowBlocking, memallocNoreclaimSave, memallocNoreclaimRestore, memallocNofsSave, memallocNofsRestore,
+  memallocNoioSave, memallocNoioRestore, FS_RECLAIM_MAP, SWAP_CLUSTER_MAX, MAX_RECLAIM_RETRIES,
+  GFP_KERNEL, GFP_ATOMIC, GFP_NOWAIT, GFP_NOFS, GFP_NOIO, GFP_USER, GFP_HIGHUSER_MOVABLE,
+  __GFP_HIGH, __GFP_IO, __GFP_FS, __GFP_DIRECT_RECLAIM, __GFP_KSWAPD_RECLAIM, __GFP_RECLAIM, __GFP_NOWARN, __GFP_NOLOCKDEP,
+  __GFP_MOVABLE, __GFP_HARDWALL, __GFP_HIGHMEM, PF_MEMALLOC, PF_MEMALLOC_NOFS, PF_MEMALLOC_NOIO,
+} from './page-alloc.ts';
 export { startNumaBalancing, type NumaBalancingOptions, type NumaBalancingStats } from './numa-balancing.ts';
 export { shrinkPage, shrinkLru, reclaimRange, startKswapd, newReclaimStats, type ReclaimStats, type KswapdOptions } from './vmscan.ts';
 export { startFlusher, type FlusherOptions, type FlusherStats } from './writeback.ts';

@@ -61,6 +61,8 @@ export class Kernel {
    * GUP wait (-EINTR). Allocation failure is `phys.allocFailureRate`.
    */
   readonly faultInjection = { signalRate: 0 };
+  /** The page allocator's min watermark in frames (undefined: 1/64 of memory, page-alloc.ts). */
+  watermarkMin: number | undefined = undefined;
   readonly processes = new Map<number, Process>();
   private readonly files = new Map<number, File>();
   private readonly notifierSubject = new Subject<NotifierStreamEvent>();

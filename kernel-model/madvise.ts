@@ -2,14 +2,16 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { VM_DONTCOPY, VM_IO } from './vma.ts';
 import { EINVAL, ENOMEM } from './errno.ts';
-import { MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_PAGEOUT, MADV_REMOVE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
+import { MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_MERGEABLE, MADV_PAGEOUT, MADV_REMOVE, MADV_UNMERGEABLE, PAGE_SIZE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
+import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { splitVmasAt } from './mmap.ts';
 import { PTE_DIRTY, PTE_ACCESSED, pteFrame, pteHas, ptePresent, PTE_SWAP, makePte, pteFlags } from './page-table.ts';
 import { PG_ANON, PG_DIRTY, PG_LAZYFREE } from './page-frames.ts';
 import { truncatePages } from './filemap.ts';
+import { ksmMergeable, ksmUnmergeable } from './ksm.ts';
 
 /** Pages reclaim should try now (MADV_PAGEOUT); reclaim installs the handler. */
 export type PageoutHook = (mm: MmStruct, start: number, end: number) => Co<void>;
@@ -22,7 +24,7 @@ export type PageoutHook = (mm: MmStruct, start: number, end: number) => Co<void>
  */
 export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: number): Co<number> {
   if (!isPageAligned(addr) || length < 0) return -EINVAL;
-  const known = [MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_PAGEOUT];
+  const known = [MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_PAGEOUT, MADV_MERGEABLE, MADV_UNMERGEABLE];
   if (!known.includes(advice)) return -EINVAL;
   const len = pageAlignUp(length);
   if (len === 0) return 0;
@@ -38,7 +40,16 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
   if (advice === MADV_FREE && vmas.some((v) => v.file)) return -EINVAL;
   if (advice === MADV_DOFORK && vmas.some((v) => v.flags & VM_IO)) return -EINVAL;
   const { phys } = mm.kernel;
-  if (advice === MADV_DONTFORK || advice === MADV_DOFORK) {
+  if (advice === MADV_MERGEABLE || advice === MADV_UNMERGEABLE) {
+    // ksm_madvise (mm/ksm.c): per VMA piece; unsuitable VMAs are left alone without error.
+    for (const v of splitVmasAt(mm, addr, end)) {
+      if (advice === MADV_MERGEABLE) ksmMergeable(v);
+      else {
+        const r = yield* ksmUnmergeable(v, v.start, v.end);
+        if (r < 0) return r;
+      }
+    }
+  } else if (advice === MADV_DONTFORK || advice === MADV_DOFORK) {
     for (const v of splitVmasAt(mm, addr, end)) {
       if (advice === MADV_DONTFORK) v.flags |= VM_DONTCOPY;
       else v.flags &= ~VM_DONTCOPY;
@@ -59,7 +70,8 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
       const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
       yield* mmuNotifierInvalidateRangeStart(range);
       const toFree: number[] = [];
-      if (advice === MADV_DONTNEED) zapPteRange(mm, v, s, e, toFree);
+      let span: GatheredSpan = null;
+      if (advice === MADV_DONTNEED) span = zapPteRange(mm, v, s, e, toFree);
       else {
         for (const [pv, pte] of mm.pageTable.entriesIn(vpn(s), vpn(e))) {
           if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
@@ -68,10 +80,11 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
           phys.set(f, PG_LAZYFREE);
           phys.clear(f, PG_DIRTY);
           mm.pageTable.set(pv, makePte(f, pteFlags(pte) & ~(PTE_DIRTY | PTE_ACCESSED)));
+          span = gatherPage(span, pv * PAGE_SIZE); // madvise_free_pte_range: tlb_remove_tlb_entry
         }
       }
       yield* mmuNotifierInvalidateRangeEnd(range);
-      for (const f of toFree) phys.put(f);
+      yield* tlbFinishMmu(mm, span, toFree);
     }
   }
   return hole ? -ENOMEM : 0;

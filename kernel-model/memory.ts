@@ -8,12 +8,14 @@ import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
   isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
 import type { Kernel } from './kernel.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { filemapFault, folioMarkDirty, pageMkwrite } from './filemap.ts';
 import { swapIn } from './swap.ts';
+import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { flushTlbPage, gatherPage, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
 
 export const FAULT_FLAG_WRITE = 1;
@@ -61,9 +63,13 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
       mm.pageTable.set(v, makePte(ZERO_PFN, PTE_PRESENT | PTE_ACCESSED));
     } else {
       kind = 'anon';
-      const f = phys.allocPage();
+      // do_anonymous_page: vma_alloc_zeroed_movable_folio may reclaim (page-alloc.ts).
+      const f = yield* allocPages(kernel, GFP_HIGHUSER_MOVABLE);
       if (f < 0) ret = f;
-      else {
+      else if (mm.pageTable.get(v) !== pte) {
+        // vmf_pte_changed: another thread mapped the page while reclaim ran.
+        phys.put(f);
+      } else {
         phys.set(f, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
         vma.anonVma = true;
         phys.rmapAdd(f, mm, page);
@@ -124,7 +130,8 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     return 0;
   }
   if (f !== ZERO_PFN && phys.has(f, PG_ANON)) {
-    if (wpCanReuseAnonPage(mm.kernel, f)) {
+    // A KSM page is never reused in place (do_wp_page / wp_can_reuse_anon_folio: folio_test_ksm).
+    if (!phys.has(f, PG_KSM) && wpCanReuseAnonPage(mm.kernel, f)) {
       // Ours alone, by the profile's rule: reuse in place, no notification (rule 18).
       phys.set(f, PG_ANON_EXCLUSIVE);
       if (!unshare) mm.pageTable.set(v, makePte(f, PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY));
@@ -181,9 +188,16 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
   const v = vpn(page);
   const old = mm.pageTable.get(v);
   const oldFrame = pteFrame(old);
-  const nf = phys.allocPage();
-  if (nf < 0) return nf;
+  // do_wp_page holds a reference on the old page while the copy is allocated (which may
+  // reclaim, and reclaim may unmap the old page meanwhile: the PTE check below sees it).
+  phys.get(oldFrame);
+  const nf = yield* allocPages(mm.kernel, GFP_HIGHUSER_MOVABLE);
+  if (nf < 0) {
+    phys.put(oldFrame);
+    return nf;
+  }
   if (oldFrame !== ZERO_PFN) phys.copyPage(nf, oldFrame);
+  phys.put(oldFrame);
   phys.set(nf, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE);
   vma.anonVma = true;
   if (mm.kernel.profile.invalidatePageAfterClear) {
@@ -204,6 +218,8 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.rmapAdd(nf, mm, page);
     mm.kernel.lru.add(nf);
     const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY;
+    // ptep_clear_flush before the new PTE goes in (tlb.ts).
+    if (ptePresent(old)) yield* flushTlbPage(mm, page);
     mm.pageTable.set(v, makePte(nf, bits));
     yield* mmuNotifierInvalidateRangeEnd(range);
     phys.put(oldFrame);
@@ -229,16 +245,21 @@ export function* notifyPageChange(mm: MmStruct, event: MmuNotifyEvent, addr: num
   }
   const range = mmuNotifierRangeInit(mm, event, addr, addr + PAGE_SIZE);
   yield* mmuNotifierInvalidateRangeStart(range);
+  const v = vpn(addr);
+  const before = mm.pageTable.get(v);
   change();
+  // ptep_clear_flush: a present PTE that was cleared or changed is flushed (tlb.ts).
+  if (ptePresent(before) && mm.pageTable.get(v) !== before) yield* flushTlbPage(mm, addr);
   yield* mmuNotifierInvalidateRangeEnd(range);
 }
 
 /**
  * zap_pte_range over [start, end) of one VMA: clear the PTEs, move dirty bits to the
  * pages, drop the mappings. The pages' references are returned to the caller, which puts
- * them after the invalidation ends (the tlb_finish_mmu order of rule 11).
+ * them after the invalidation ends (the tlb_finish_mmu order of rule 11). Returns the span
+ * of present PTEs cleared (what the mmu_gather will flush, tlb.ts), widened from `span`.
  */
-export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, toFree: number[]): void {
+export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, toFree: number[], span: GatheredSpan = null): GatheredSpan {
   const { phys, swap } = mm.kernel;
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
     mm.pageTable.clear(v);
@@ -252,12 +273,14 @@ export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, 
       migrationEntryDropped(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE);
       continue;
     }
+    if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);
     const f = pteFrame(pte);
     if (f === ZERO_PFN) continue;
     if (pteHas(pte, PTE_DIRTY) && vma.file && !vma.file.shmem) folioMarkDirty(mm.kernel, f, 'zap_pte_range');
     phys.rmapRemove(f, mm, v * PAGE_SIZE);
     toFree.push(f);
   }
+  return span;
 }
 
 /**

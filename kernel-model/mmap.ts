@@ -10,6 +10,7 @@ import {
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
+import { tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { isMigrationEntry, pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
 import { migrationEntryMoved } from './migrate.ts';
 
@@ -69,10 +70,11 @@ export function* doMunmap(mm: MmStruct, start: number, end: number): Co<number> 
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.UNMAP, start, end);
   yield* mmuNotifierInvalidateRangeStart(range);
   const toFree: number[] = [];
-  for (const vma of vmas) zapPteRange(mm, vma, vma.start, vma.end, toFree);
+  let span: GatheredSpan = null;
+  for (const vma of vmas) span = zapPteRange(mm, vma, vma.start, vma.end, toFree, span);
   yield* mmuNotifierInvalidateRangeEnd(range);
   for (const vma of vmas) removeVma(mm, vma);
-  for (const f of toFree) mm.kernel.phys.put(f);
+  yield* tlbFinishMmu(mm, span, toFree);
   return 0;
 }
 

@@ -1,12 +1,14 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
-import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE, protToVmFlags } from './vma.ts';
+import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, protToVmFlags, type Vma } from './vma.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, ZERO_PFN } from './page-frames.ts';
 import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
+import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
 import { splitVmasAt } from './mmap.ts';
+import { flushTlbMmRange, gatherPage, type GatheredSpan } from './tlb.ts';
 
 const PUD_PAGES = 512 * 512;
 const P4D_PAGES = 512 * 512 * 512;
@@ -37,12 +39,32 @@ export function* doMprotect(mm: MmStruct, addr: number, length: number, prot: nu
     const newFlags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | want;
     if (newFlags === vma.flags) continue;
     vma.flags = newFlags;
-    yield* changeProtection(mm, vma.start, vma.end, (vma.flags & VM_SHARED) !== 0, want);
+    yield* changeProtection(mm, vma, vma.start, vma.end, want);
   }
   return 0;
 }
 
-function* changeProtection(mm: MmStruct, start: number, end: number, _shared: boolean, want: number): Co {
+/**
+ * Whether change_pte_range may make a present, read-only PTE writable when write
+ * permission comes back. A shared mapping without write notification (shmem) has a
+ * writable vm_page_prot, so pte_modify does it, on every kernel. Otherwise only with
+ * MM_CP_TRY_CHANGE_WRITABLE (6.0, 64fe24a3e05e) and can_change_pte_writable: an exclusive
+ * anonymous page in a private mapping (dirty or not since d8488773 in 6.2), a dirty PTE in
+ * a dirty-tracked shared one. Everything else comes back through write faults.
+ */
+function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
+  const { phys, profile } = mm.kernel;
+  if (vma.shared) {
+    const writenotify = vma.file !== null && !vma.file.shmem;
+    if (!writenotify) return true;
+    return profile.mprotectTryChangeWritable && pteHas(pte, PTE_DIRTY);
+  }
+  if (!profile.mprotectTryChangeWritable) return false;
+  const f = pteFrame(pte);
+  return f !== ZERO_PFN && phys.has(f, PG_ANON) && phys.has(f, PG_ANON_EXCLUSIVE);
+}
+
+function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, want: number): Co {
   const sv = vpn(start);
   const ev = vpn(end);
   for (let chunk = Math.floor(sv / P4D_PAGES) * P4D_PAGES; chunk < ev; chunk += P4D_PAGES) {
@@ -58,6 +80,7 @@ function* changeProtection(mm: MmStruct, start: number, end: number, _shared: bo
     if (first < 0) continue;
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_VMA, first * PAGE_SIZE, hi * PAGE_SIZE);
     yield* mmuNotifierInvalidateRangeStart(range);
+    let span: GatheredSpan = null;
     for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
       if (pteHas(pte, PTE_SWAP)) continue;
       if (isMigrationEntry(pte)) {
@@ -67,12 +90,16 @@ function* changeProtection(mm: MmStruct, start: number, end: number, _shared: bo
         continue;
       }
       let flags = pteFlags(pte);
-      // Write permission is only ever removed here; it comes back through write faults.
       if (!(want & VM_WRITE)) flags &= ~PTE_WRITE;
+      else if (!(flags & PTE_WRITE) && canChangePteWritable(mm, vma, pte)) flags |= PTE_WRITE;
       if (want === 0) flags |= PTE_PROTNONE;
       else flags &= ~PTE_PROTNONE;
-      mm.pageTable.set(v, makePte(pteFrame(pte), flags));
+      const next = makePte(pteFrame(pte), flags);
+      if (next !== pte) span = gatherPage(span, v * PAGE_SIZE);
+      mm.pageTable.set(v, next);
     }
+    // change_protection's tlb_flush_pte_range / flush_tlb_range of what changed (tlb.ts).
+    if (span) yield* flushTlbMmRange(mm, span.start, span.end);
     yield* mmuNotifierInvalidateRangeEnd(range);
   }
 }

@@ -7,29 +7,42 @@ import { VM_SHARED } from './vma.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStartNonblock } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
+import { tlbFinishMmu } from './tlb.ts';
 
 /** MAX_OOM_REAP_RETRIES and the sleep between attempts (HZ/10). */
 export const MAX_OOM_REAP_RETRIES = 10;
 export const OOM_REAP_RETRY_NS = 100_000_000;
+/** schedule_timeout_idle(HZ): the 4.16-4.18 reaper's sleep before giving up on an mm with blockable notifiers. */
+export const OOM_REAP_BLOCKABLE_NOTIFIERS_SLEEP_NS = 1_000_000_000;
 
 export interface OomReapResult {
   attempts: number;
   skippedVmas: number;
   reaped: boolean;
+  /** linux-4.18: gave up at once on an mm with blockable notifiers (MMF_OOM_SKIP, nothing reaped). */
+  gaveUp?: boolean;
 }
 
 /**
- * __oom_reap_task_mm: for each anonymous or private VMA, a non-blockable CLEAR over the
- * whole VMA (rules 15, 17); a VMA whose subscribers answer -EAGAIN is skipped (nothing
+ * __oom_reap_task_mm: for each anonymous or private VMA, a non-blockable range over the
+ * whole VMA (rules 15, 17; UNMAP or CLEAR by profile, see KernelProfile.oomReapEvent); a VMA whose subscribers answer -EAGAIN is skipped (nothing
  * unmapped, no end) and the reap reports failure so that it is retried later.
  */
 export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean> {
   const { phys, sim, profile } = mm.kernel;
-  // Before 4.19 there was no non-blocking invalidation: the reaper left every mm with
-  // notifier subscribers alone (mm_has_notifiers) and let the victim's exit do it.
-  if (!profile.blockableFlag && mm.notifierSubscriptions) {
+  // Before 4.19 there was no non-blocking invalidation. oom_reap_task_mm of 4.16 to 4.18
+  // (mm/oom_kill.c): "If the mm has invalidate_{start,end}() notifiers that could block,
+  // sleep to give the oom victim some more time": up_read, schedule_timeout_idle(HZ), and
+  // return true, so oom_reap_task stops retrying and sets MMF_OOM_SKIP with nothing
+  // reaped. (Assumed: every subscriber may block; MMU_INVALIDATE_DOES_NOT_BLOCK is not
+  // modelled.)
+  if (!profile.blockableFlag && mm.notifierSubscriptions && mm.notifierSubscriptions.list.length > 0) {
     sim.emit({ type: 'oom-reap', mm: mm.id, start: 0, end: 0, ret: -EAGAIN });
-    return false;
+    mm.mmapLock.upRead();
+    yield* sim.sleep(OOM_REAP_BLOCKABLE_NOTIFIERS_SLEEP_NS);
+    yield* mm.mmapLock.downRead();
+    result.gaveUp = true;
+    return true;
   }
   let ok = true;
   for (const vma of [...mm.vmas]) {
@@ -43,7 +56,8 @@ export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean>
       for (const f of toFree) phys.put(f);
       continue;
     }
-    const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, vma.start, vma.end, { blockable: false });
+    const event = profile.oomReapEvent === 'UNMAP' ? MmuNotifyEvent.UNMAP : MmuNotifyEvent.CLEAR;
+    const range = mmuNotifierRangeInit(mm, event, vma.start, vma.end, { blockable: false });
     const ret = yield* mmuNotifierInvalidateRangeStartNonblock(range);
     sim.emit({ type: 'oom-reap', mm: mm.id, start: vma.start, end: vma.end, ret });
     if (ret === -EAGAIN) {
@@ -52,9 +66,9 @@ export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean>
       continue;
     }
     const toFree: number[] = [];
-    zapPteRange(mm, vma, vma.start, vma.end, toFree);
+    const span = zapPteRange(mm, vma, vma.start, vma.end, toFree);
     yield* mmuNotifierInvalidateRangeEnd(range);
-    for (const f of toFree) phys.put(f);
+    yield* tlbFinishMmu(mm, span, toFree);
   }
   return ok;
 }
@@ -74,13 +88,15 @@ export function oomKill(kernel: Kernel, victim: Process): OomReapResult {
   // once that has happened (MMF_OOM_SKIP).
   mm.mmgrab();
   kernel.sim.spawn('oom_reaper', function* () {
-    while (result.attempts < MAX_OOM_REAP_RETRIES && !result.reaped && !mm.exited) {
+    let done = false;
+    while (result.attempts < MAX_OOM_REAP_RETRIES && !done && !mm.exited) {
       result.attempts++;
       if (mm.mmapLock.downReadTrylock()) {
-        result.reaped = yield* oomReapTaskMm(mm, result);
+        done = yield* oomReapTaskMm(mm, result);
+        result.reaped = done && !result.gaveUp;
         mm.mmapLock.upRead();
       }
-      if (!result.reaped) yield* kernel.sim.sleep(OOM_REAP_RETRY_NS);
+      if (!done) yield* kernel.sim.sleep(OOM_REAP_RETRY_NS);
     }
     mm.mmdrop();
   }, { kind: 'kthread', node: kernel.node });

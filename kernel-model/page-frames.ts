@@ -23,6 +23,8 @@ export const PG_MOVABLE_ZONE = 1 << 12;
 export const PG_SWAPCACHE = 1 << 13;
 /** Allocated (not on the free list). */
 export const PG_ALLOCATED = 1 << 14;
+/** A KSM page (`folio_test_ksm`): merged, write-protected everywhere, never reused by a write fault. */
+export const PG_KSM = 1 << 15;
 
 /** Where a frame is mapped: for reclaim, migration and writeback (the rmap). */
 export interface RmapItem {

@@ -60,6 +60,16 @@ export interface KernelProfile {
   /** ib_umem_get pins with FOLL_WRITE always, FOLL_FORCE for read-only MRs (before 6.2). */
   umemForceWrite: boolean;
   /**
+   * The event __oom_reap_task_mm gives its non-blockable range (mm/oom_kill.c): UNMAP from
+   * 5.2's event types through the 6.x trees read (the >= 6.3 source reads
+   * `mmu_notifier_range_init(&range, MMU_NOTIFY_UNMAP, 0, mm, vma->vm_start, vma->vm_end)`);
+   * CLEAR in today's code (zap_vma_for_reaping). Which release switched was not found
+   * (spec/kernel.md open question 3): linux-6.x assumes CLEAR.
+   */
+  oomReapEvent: 'UNMAP' | 'CLEAR';
+  /** On-demand paging MRs exist (3.19, 8ada2c1c0c1d "IB/core: Add support for on demand paging regions"). */
+  odp: boolean;
+  /**
    * How ODP follows the CPU page table (ODP itself is 3.19): `ucontext`, one classic
    * notifier per ucontext with its own interval tree of umems and the
    * notifiers_seq/notifiers_count check (3.19 to 5.4); `interval`, one
@@ -77,12 +87,15 @@ export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-5.15
 
 const base: KernelProfile = {
   name: 'linux-6.x', release: '6.16',
-  notes: ['today\'s rules, as in spec/kernel.md'],
+  notes: [
+    'today\'s rules, as in spec/kernel.md',
+    'assumed: the OOM reaper sends CLEAR (today\'s zap_vma_for_reaping); the release that switched from UNMAP was not identified',
+  ],
   atomicCallbacks: false, invalidatePageAfterClear: false, blockableFlag: true, notifierRangeStruct: true,
   eventTypes: true, rangeFlags: true, intervalNotifiers: true, hmmRangeFault: true, follPin: true,
   cowReuse: 'anon-exclusive', gupForceCowBreak: false, forkCopiesPinned: true, writeProtectSeq: true,
   anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
-  umemForceWrite: false, odpNotifier: 'interval', odpFault: 'hmm',
+  umemForceWrite: false, oomReapEvent: 'CLEAR', odp: true, odpNotifier: 'interval', odpFault: 'hmm',
 };
 
 /** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
@@ -96,9 +109,10 @@ const linux515: KernelProfile = {
     'no PageAnonExclusive (5.19): a read-only pin of a COW-shared or zero page pins what the page table maps',
     'no MM_CP_TRY_CHANGE_WRITABLE (6.0); writable long-term file pins allowed (refused from 6.5)',
     'ib_umem_get still pins with FOLL_WRITE (and FOLL_FORCE for read-only MRs) until 6.2',
+    'the OOM reaper\'s non-blockable range is UNMAP (mm/oom_kill.c __oom_reap_task_mm, read in the 5.x and >= 6.3 trees)',
   ],
   cowReuse: 'refcount', anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false,
-  refuseLongtermFileWrite: false, umemForceWrite: true,
+  refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP',
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
@@ -112,7 +126,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     eventTypes: false, rangeFlags: false, intervalNotifiers: false, hmmRangeFault: false, follPin: false,
     cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false, anonExclusive: false,
     unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
-    odpNotifier: 'ucontext', odpFault: 'gup',
+    odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
@@ -120,7 +134,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
       'callbacks may sleep (SRCU); start/end bracket every change; no blockable argument (4.19), no range struct (5.0), no event types (5.2), no interval notifiers (5.5)',
       'GUP takes plain references (get_user_pages_longterm); COW reuse by mapcount (reuse_swap_page)',
       'ODP: one classic notifier per ucontext with its own interval tree of umems and the notifiers_seq/notifiers_count retry check, pages faulted with get_user_pages_remote',
-      'the OOM reaper skips an mm with blockable notifiers (mm_has_blockable_invalidate_notifiers, 4.15 to 4.18)',
+      'the OOM reaper gives up on an mm with blockable notifiers: it sleeps HZ and reports done, the mm gets MMF_OOM_SKIP unreaped (oom_reap_task_mm, mm_has_blockable_invalidate_notifiers, 4.16 to 4.18); assumed: every subscriber blocks (no MMU_INVALIDATE_DOES_NOT_BLOCK in the model)',
     ],
     blockableFlag: false, notifierRangeStruct: false, eventTypes: false, rangeFlags: false, intervalNotifiers: false,
     hmmRangeFault: false, follPin: false, cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false,
@@ -137,7 +151,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     ],
     cowReuse: 'mapcount', gupForceCowBreak: true, forkCopiesPinned: false, writeProtectSeq: false,
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
-    umemForceWrite: true, odpFault: 'gup',
+    umemForceWrite: true, odpFault: 'gup', oomReapEvent: 'UNMAP',
   },
   'linux-5.15': linux515,
   'linux-6.x': base,
@@ -161,6 +175,7 @@ export const INTRODUCED_IN = {
   intervalNotifiers: '5.5',
   follPin: '5.6',
   hmmRangeFault: '5.8',
+  odp: '3.19',
 } as const;
 
 /** What came before an interface, for the refusal's text. */
@@ -172,6 +187,7 @@ const BEFORE: Partial<Record<keyof typeof INTRODUCED_IN, string>> = {
   intervalNotifiers: 'before it drivers kept their own interval trees behind a classic notifier',
   follPin: 'before it get_user_pages(FOLL_LONGTERM) took plain references',
   hmmRangeFault: 'earlier forms took a different pfn format and flags',
+  odp: 'IB_ACCESS_ON_DEMAND was an unknown access flag',
 };
 
 /**

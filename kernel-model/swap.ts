@@ -5,6 +5,7 @@ import { vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
+import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 
 /**
  * A swap area: slots holding the bytes of swapped-out anonymous pages, shared by the
@@ -86,7 +87,8 @@ export class SwapArea {
 export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): Co<number> {
   const { phys, swap, lru } = mm.kernel;
   const v = vpn(page);
-  const slot = pteFrame(mm.pageTable.get(v));
+  const pte = mm.pageTable.get(v);
+  const slot = pteFrame(pte);
   const exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
@@ -98,8 +100,13 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
       phys.put(f); // the swap cache's reference
     }
   } else {
-    f = phys.allocPage();
+    // swapin_readahead's allocation may reclaim (page-alloc.ts): re-check the swap PTE after.
+    f = yield* allocPages(mm.kernel, GFP_HIGHUSER_MOVABLE);
     if (f < 0) return f;
+    if (mm.pageTable.get(v) !== pte) {
+      phys.put(f);
+      return 0;
+    }
     const bytes = swap.bytes(slot);
     if (bytes) phys.write(f, 0, bytes);
     lru.add(f);

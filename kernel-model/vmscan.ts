@@ -9,7 +9,7 @@ import {
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
 import { notifyPageChange } from './memory.ts';
-import { writebackPage } from './filemap.ts';
+import { folioMarkDirty, writebackPage } from './filemap.ts';
 
 export interface ReclaimStats {
   scanned: number;
@@ -26,9 +26,11 @@ export type ReclaimOutcome = 'freed' | 'young' | 'pinned' | 'busy' | 'writeback'
  * shrink_folio_list for one page: the LRU's oldest page is aged by the accessed bits
  * in every PTE mapping it, OR-ed with the classic subscribers' young callbacks (rule 37);
  * a referenced page gets a second chance. Otherwise it is unmapped with a CLEAR per
- * mapping (21e) and freed: anonymous pages to swap (not when maybe-pinned, rule 72),
- * clean file pages dropped with their buffers, dirty file pages written back first.
- * A maybe-pinned page that was unmapped anyway (a file page) is kept on the active list.
+ * mapping (21e, try_to_unmap) and freed: anonymous pages to swap (not when maybe-pinned,
+ * rule 72), clean file pages dropped with their buffers. A dirty file page is unmapped
+ * first and then written back (pageout), and freed by a later pass (mm/vmscan.c
+ * shrink_folio_list). A maybe-pinned page that was unmapped anyway (a file page) is kept
+ * on the active list before any pageout (d824ec2a1546, 6.4).
  * The NIC sets no accessed bits: pages busy only with DMA age out, faithfully.
  */
 export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, ignoreReferences = false): Co<ReclaimOutcome> {
@@ -84,15 +86,6 @@ function* shrinkLockedPage(kernel: Kernel, frame: number, stats: ReclaimStats, i
     stats.keptPinned++;
     return outcome('pinned');
   }
-  if (!anon && phys.has(frame, PG_DIRTY)) {
-    const file = kernel.fileById(phys.mappingFile[frame]!);
-    if (file && !file.shmem) {
-      yield* writebackPage(kernel, file, phys.index[frame]!, false, true);
-      stats.writtenBack++;
-      lru.rotate(frame);
-      return outcome('writeback');
-    }
-  }
   const lazyFree = anon && phys.has(frame, PG_LAZYFREE) && !phys.has(frame, PG_DIRTY);
   // add_to_swap: the swap cache takes a reference and a slot shared by every mapping.
   let slot = -1;
@@ -106,7 +99,7 @@ function* shrinkLockedPage(kernel: Kernel, frame: number, stats: ReclaimStats, i
       phys.get(frame);
     }
   }
-  // try_to_unmap: one CLEAR per mapping.
+  // try_to_unmap: one CLEAR per mapping; the PTEs' dirty bits move to the folio.
   let unmappedAll = true;
   for (const { mm, addr } of [...phys.mappingsOf(frame)]) {
     const ok = yield* unmapOne(kernel, mm, addr, frame, slot);
@@ -122,6 +115,19 @@ function* shrinkLockedPage(kernel: Kernel, frame: number, stats: ReclaimStats, i
     lru.rotate(frame);
     stats.keptPinned++;
     return outcome('pinned');
+  }
+  if (!anon && phys.has(frame, PG_DIRTY)) {
+    // pageout() of a dirty file folio, now that try_to_unmap moved every PTE's dirty bit to
+    // it: the write starts and the folio is kept until it ends (PAGE_SUCCESS with the folio
+    // under writeback: `goto keep`); a later pass frees it. No PROTECTION_PAGE: folio_mkclean
+    // finds no mapping left.
+    const file = kernel.fileById(phys.mappingFile[frame]!);
+    if (file && !file.shmem) {
+      yield* writebackPage(kernel, file, phys.index[frame]!, false, true);
+      stats.writtenBack++;
+      lru.rotate(frame);
+      return outcome('writeback');
+    }
   }
   if (!anon) {
     // try_to_release_folio drops the buffers before __remove_mapping checks references.
@@ -184,6 +190,8 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
       ok = false;
       return;
     }
+    // "Set the dirty flag on the folio now the pte is gone" (try_to_unmap_one).
+    if (pteHas(pte, PTE_DIRTY) && phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'try_to_unmap_one');
     if (slot >= 0) {
       swap.dup(slot);
       mm.pageTable.set(v, makePte(slot, PTE_SWAP));

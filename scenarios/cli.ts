@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { PROFILE_NAMES, profileByName, type ProfileName } from '../kernel-model/index.ts';
 import { SCENARIOS, scenarioByName } from './catalogue.ts';
@@ -7,7 +8,8 @@ import { renderReport } from './report.ts';
 import { COMMON_PARAMS, checkBatching, checkStrategyParams, moduleParamDocs, parseSets, shellQuote, type ParamDoc } from './params.ts';
 import { runDemo } from './demo.ts';
 import { reportJsonSchema } from './report-schema.ts';
-import { PRESET_NAMES, SpecError, loadSpec } from './sweep/spec.ts';
+import { PRESETS, PRESET_NAMES, SpecError, loadSpec } from './sweep/spec.ts';
+import { checkSpecModules } from './sweep/spec-modules.ts';
 import { parseShard, type Shard } from './sweep/grid.ts';
 import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
@@ -197,10 +199,12 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--quiet', 'no progress, only errors and the final summary line')
     .addOption(new Option('--progress <mode>', 'progress on stderr: a bar on a terminal, lines otherwise (auto), or as asked').choices(['auto', 'bar', 'lines', 'none']))
     .action(async (specArg: string, opts: { jobs?: number; out?: string; shard?: Shard; resume?: boolean; maxPoints?: number; quiet?: boolean; progress?: ProgressMode }) => {
-      const spec = await loadSpec(specArg, opts.maxPoints !== undefined ? { maxPoints: opts.maxPoints } : {});
+      const spec = loadSpec(specArg, opts.maxPoints !== undefined ? { maxPoints: opts.maxPoints } : {});
+      const baseDir = Object.hasOwn(PRESETS, specArg) ? process.cwd() : dirname(resolve(specArg));
+      await checkSpecModules(spec, baseDir);
       const progress: ProgressMode = opts.quiet ? 'none' : opts.progress ?? 'auto';
       const r = await runSweep({
-        spec, specArg, outDir: opts.out ?? defaultOutDir(spec.name), jobs: opts.jobs, shard: opts.shard ?? null, resume: opts.resume === true,
+        spec, specArg, baseDir, outDir: opts.out ?? defaultOutDir(spec.name), jobs: opts.jobs, shard: opts.shard ?? null, resume: opts.resume === true,
         out, err: (l) => io.err(l), progress, quiet: opts.quiet === true,
       });
       setExit(r.code);

@@ -23,7 +23,9 @@ const STUCK_NS = 250_000_000;
  * reaper frees the heap at once, gets -EAGAIN for the buffer's VMA (mlx5 refuses every
  * non-blockable range: it would need the umem mutex and a device sync), skips it, retries
  * every 100 ms, and the buffer comes back only when the victim finally exits (exit_mmap's
- * blockable invalidation). With the broken driver (driver/broken/sleep-in-nonblockable.ts)
+ * blockable invalidation). On linux-4.18 (before 4.19's non-blocking start) the reaper
+ * gives up at once on an mm with notifiers: one attempt, a HZ sleep, MMF_OOM_SKIP, nothing
+ * reaped (mm/oom_kill.c oom_reap_task_mm, 4.16-4.18). With the broken driver (driver/broken/sleep-in-nonblockable.ts)
  * the callback takes its mutex and waits for the device inside the reaper's atomic
  * section: the reap "succeeds" at the first attempt, and the sanitizer reports
  * sleep-in-atomic, as the kernel's might_sleep check would, contended or not.
@@ -61,7 +63,7 @@ export const oomReaperNonblockable: ScenarioDefinition = {
       yield* store(victim, buf, pattern(2, BUF_PAGES * P));
       const reg = yield* victim.ctx.regMr(victim.pd, buf, BUF_PAGES * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND);
       if (typeof reg === 'number') {
-        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: ODP needs interval notifiers (Linux 5.5), which ${ctx.profile.name} lacks`);
+        ctx.say(`ibv_reg_mr(ON_DEMAND) fails with ${errnoName(reg)}: ODP came in Linux 3.19, after ${ctx.profile.name}`);
         yield* victim.ctx.close();
         yield* peer.ctx.close();
         return;
@@ -97,10 +99,14 @@ export const oomReaperNonblockable: ScenarioDefinition = {
       const afterReap = resident(buf, BUF_PAGES);
       ctx.figure('reaper: pages freed at the first attempt', freedByReaper);
       ctx.figure('reaper: first attempt answer', answers[0] === -EAGAIN ? '-EAGAIN' : String(answers[0] ?? 'none'));
-      ctx.say(answers.includes(-EAGAIN)
-        ? `the reaper frees the heap (${freedByReaper} frames) but its non-blockable CLEAR over the buffer gets false from the ODP callback: ` +
+      const ev = k.profile.oomReapEvent;
+      ctx.say(!k.profile.blockableFlag
+        ? `${k.profile.name} has no non-blocking invalidation (4.19): the reaper finds blockable notifiers on the mm (mm_has_blockable_invalidate_notifiers), ` +
+          `sleeps HZ and will give up; the mm gets MMF_OOM_SKIP with nothing reaped (${freedByReaper} frames freed, ${afterReap} buffer pages mapped, ${mapped()} on the NIC)`
+        : answers.includes(-EAGAIN)
+        ? `the reaper frees the heap (${freedByReaper} frames) but its non-blockable ${ev} over the buffer gets false from the ODP callback: ` +
           `-EAGAIN, the VMA is skipped (${afterReap} of its pages stay mapped, ${mapped()} on the NIC)`
-        : `the reaper's non-blockable CLEAR over the buffer went through: the callback locked its mutex, zapped and waited for a sync ` +
+        : `the reaper's non-blockable ${ev} over the buffer went through: the callback locked its mutex, zapped and waited for a sync ` +
           `inside the reaper's atomic section; ${freedByReaper} frames freed, ${mapped()} pages left on the NIC`);
       yield* sim.join(stuck);
       const exitAt = sim.now() - t0;
@@ -113,7 +119,9 @@ export const oomReaperNonblockable: ScenarioDefinition = {
       ctx.figure('reaper: -EAGAIN answers', answers.filter((r) => r === -EAGAIN).length);
       ctx.figure('victim exit after the kill (ns)', exitAt);
       ctx.figure('pages freed by the victim\'s exit', freedByExit);
-      ctx.say(reap.reaped
+      ctx.say(reap.gaveUp
+        ? `one attempt, given up; the buffer and the heap come back only when the victim exits ${us(exitAt)} after the kill (${freedByExit} frames freed by exit_mmap)`
+        : reap.reaped
         ? `reaped at the first attempt; the victim exits ${us(exitAt)} after the kill with ${freedByExit} frames left to free`
         : `${reap.attempts} attempts, ${reap.skippedVmas} VMAs skipped (one every ${us(OOM_REAP_RETRY_NS)}); the buffer comes back when the victim exits ` +
           `${us(exitAt)} after the kill: exit_mmap's blockable invalidation lets the callback lock, zap and sync (${freedByExit} frames freed), and the reaper stops`);

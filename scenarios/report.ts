@@ -33,7 +33,7 @@ export function renderReport(r: ScenarioReport): string[] {
   lines.push('');
   const f = r.figures;
   const c = f.counters;
-  lines.push(`figures: ${c.invalidations} invalidations, ${c.syncs} syncs, ${c.zaps} zaps (${c.entriesZapped} entries), ${c.faults} NIC faults (${c.faultsResumedWithError} with error), ${bytes(f.bytesMoved)} moved`);
+  lines.push(`figures: ${c.invalidations} mmu-notifier invalidations (every range, MR or not), ${c.syncs} syncs, ${c.zaps} zaps (${c.entriesZapped} entries), ${c.faults} NIC faults (${c.faultsResumedWithError} with error), ${bytes(f.bytesMoved)} moved`);
   const all = f.invalidationNs['all'];
   if (all && all.count) lines.push(`  invalidation callbacks: p50 ${us(all.p50)}, p99 ${us(all.p99)}, max ${us(all.max)} over ${all.count}`);
   for (const [op, p] of Object.entries(f.kernelOpNs)) if (p.count && p.max > 1) lines.push(`  ${op}: p50 ${us(p.p50)}, p99 ${us(p.p99)}, max ${us(p.max)} (${p.count})`);

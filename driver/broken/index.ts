@@ -27,6 +27,7 @@ import { unpinNoDirtyStrategy } from './unpin-no-dirty.ts';
 import { mmputUnderMutexStrategy } from './mmput-under-mutex.ts';
 import { ignoreProtectionVmaStrategy } from './ignore-protection-vma.ts';
 import { noClampStrategy } from './no-clamp.ts';
+import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
 
 /** Parameters a strategy factory may need (the fuzzer's choices; defaults in `DEFAULT_BROKEN_PARAMS`). */
 export interface BrokenParams {
@@ -168,6 +169,14 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     realWorld: 'hazard H19, kernel rule 13: interval subscribers get the whole operation range',
     expectedChecker: 'stale-translation', detection: 'fuzz', file: 'driver/broken/no-clamp.ts',
   },
+  {
+    name: 'alloc-under-umem-mutex', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
+    strategy: () => allocUnderUmemMutexStrategy(),
+    bug: 'the fault path allocates a page with GFP_KERNEL while holding the umem mutex its invalidate takes',
+    realWorld: 'mlx5, 2025: "IB/mlx5: Fix potential deadlock in MR deregistration" (2ed25aa7) and the fs_reclaim -> umem_mutex ' +
+      'annotation in ib_init_umem_odp (3f5f6321); direct reclaim invalidates and the callback takes the mutex again',
+    expectedChecker: 'lock-order', detection: 'fuzz', file: 'driver/broken/alloc-under-umem-mutex.ts',
+  },
 ];
 
 /** A broken driver by name. */
@@ -178,5 +187,5 @@ export function brokenDriver(name: string): BrokenDriver | undefined {
 export {
   noSetSeqStrategy, readRetryUnlockedStrategy, installAfterUnlockStrategy, deferredInvalidationStrategy, zapWithoutSyncStrategy,
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
-  mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy,
+  mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
 };

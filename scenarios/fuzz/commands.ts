@@ -74,6 +74,8 @@ export type UserCommand = User & (
   | { op: 'dereg'; mr: number }
   | { op: 'post'; verb: Verb; mr: number; peerMr: number; page: number; pages: number }
   | { op: 'prefetch'; mr: number }
+  /** MADV_MERGEABLE over the slot (KSM, mm/ksm.c); the node's ksmd starts with the first one. */
+  | { op: 'merge'; slot: number }
 );
 
 export type BackgroundCommand = Background & (
@@ -82,12 +84,20 @@ export type BackgroundCommand = Background & (
   | { op: 'writeback'; dropBuffers: boolean }
   | { op: 'oom'; proc: number }
   | { op: 'dmabuf-move' }
+  /** NUMA balancing's scanner starts on the node (its existing trigger, kernel-model/numa-balancing.ts). */
+  | { op: 'numa'; periodUs: number }
+  /**
+   * Allocation pressure: a kernel thread allocates with GFP_KERNEL until `pages` below the
+   * min watermark (each of those enters direct reclaim, kernel-model/page-alloc.ts), holds
+   * them `holdUs`, then frees them.
+   */
+  | { op: 'pressure'; pages: number; holdUs: number }
 );
 
 export type Command = UserCommand | BackgroundCommand;
 
-export const USER_OPS = ['mmap', 'munmap', 'mremap', 'mprotect', 'madvise', 'store', 'load', 'fork', 'exit', 'pwrite', 'truncate', 'reg', 'dereg', 'post', 'prefetch'] as const;
-export const BACKGROUND_OPS = ['reclaim', 'migrate', 'writeback', 'oom', 'dmabuf-move'] as const;
+export const USER_OPS = ['mmap', 'munmap', 'mremap', 'mprotect', 'madvise', 'store', 'load', 'fork', 'exit', 'pwrite', 'truncate', 'reg', 'dereg', 'post', 'prefetch', 'merge'] as const;
+export const BACKGROUND_OPS = ['reclaim', 'migrate', 'writeback', 'oom', 'dmabuf-move', 'numa', 'pressure'] as const;
 
 export function isBackground(c: Command): c is BackgroundCommand {
   return (BACKGROUND_OPS as readonly string[]).includes(c.op);
@@ -128,11 +138,13 @@ const thread = int(0, THREADS - 1);
 /** What an episode step does to its focus. */
 export type StepKind =
   | 'store' | 'load' | 'local-post' | 'remote-post' | 'munmap' | 'remap' | 'mremap' | 'mprotect' | 'madvise' | 'fork' | 'exit'
-  | 'reg' | 'dereg' | 'prefetch' | 'pwrite' | 'truncate' | 'migrate' | 'reclaim' | 'writeback' | 'oom' | 'dmabuf-move';
+  | 'reg' | 'dereg' | 'prefetch' | 'pwrite' | 'truncate' | 'migrate' | 'reclaim' | 'writeback' | 'oom' | 'dmabuf-move'
+  | 'ksm' | 'numa' | 'pressure';
 
 export const DEFAULT_STEP_WEIGHTS: Record<StepKind, number> = {
   store: 7, load: 1, 'local-post': 6, 'remote-post': 8, munmap: 3, remap: 3, mremap: 1, mprotect: 4, madvise: 4, fork: 4,
   exit: 1, reg: 2, dereg: 1, prefetch: 1, pwrite: 1, truncate: 1, migrate: 3, reclaim: 2, writeback: 2, oom: 1, 'dmabuf-move': 1,
+  ksm: 2, numa: 1, pressure: 2,
 };
 
 interface Focus {
@@ -168,7 +180,7 @@ function mrPage(slot: number, page: number): number {
   return slot === 0 ? Math.max(0, page - 1) : page;
 }
 
-function stepCommand(f: Focus, st: Step, spanUs: number): Command {
+function stepCommand(f: Focus, st: Step, spanUs: number): Command | Command[] {
   const at = Math.min(spanUs + 16, f.at + st.dt);
   const me = { node: f.node, proc: f.proc, thread: st.thread, at };
   switch (st.kind) {
@@ -193,6 +205,10 @@ function stepCommand(f: Focus, st: Step, spanUs: number): Command {
     case 'writeback': return { node: f.node, at, op: 'writeback', dropBuffers: st.flag };
     case 'oom': return { node: f.node, at, op: 'oom', proc: f.proc };
     case 'dmabuf-move': return { node: f.node, at, op: 'dmabuf-move' };
+    // Both verbs processes mark the slot mergeable: setup wrote identical pages in their slot 0.
+    case 'ksm': return [0, 1].map((proc) => ({ ...me, proc, op: 'merge' as const, slot: f.slot }));
+    case 'numa': return { node: f.node, at, op: 'numa', periodUs: 1 + (st.byte % 8) };
+    case 'pressure': return { node: f.node, at, op: 'pressure', pages: 4 * f.pages, holdUs: st.byte % 16 };
   }
 }
 
@@ -234,16 +250,16 @@ function focusArbitrary(shape: CommandShape) {
 /** One episode: its steps as commands. */
 export function episodeArbitrary(shape: CommandShape = DEFAULT_SHAPE): fc.Arbitrary<Command[]> {
   return fc.tuple(focusArbitrary(shape), fc.array(stepArbitrary(shape), { minLength: 1, maxLength: shape.maxSteps }))
-    .map(([f, steps]) => steps.map((st) => stepCommand(f, st, shape.spanUs)));
+    .map(([f, steps]) => steps.flatMap((st) => stepCommand(f, st, shape.spanUs)));
 }
 
 /** A command anywhere in the world (any node, process, slot, page). */
-export function singleArbitrary(shape: CommandShape = DEFAULT_SHAPE): fc.Arbitrary<Command> {
+export function singleArbitrary(shape: CommandShape = DEFAULT_SHAPE): fc.Arbitrary<Command[]> {
   const anyFocus = fc.record({
     node: int(0, NODES - 1), proc: int(0, PROCS - 1), slot: int(0, SLOTS - 1), page: int(0, MAX_MAP_PAGES - 1),
     pages: int(1, MAX_MAP_PAGES), at: int(0, shape.spanUs),
   });
-  return fc.tuple(anyFocus, stepArbitrary(shape)).map(([f, st]) => stepCommand(f, st, shape.spanUs));
+  return fc.tuple(anyFocus, stepArbitrary(shape)).map(([f, st]) => [stepCommand(f, st, shape.spanUs)].flat());
 }
 
 /** A command list as fast-check draws and shrinks it: episodes, then single commands. */
@@ -251,7 +267,7 @@ export function commandsArbitrary(shape: CommandShape = DEFAULT_SHAPE): fc.Arbit
   return fc.tuple(
     fc.array(episodeArbitrary(shape), { minLength: 1, maxLength: shape.maxEpisodes }),
     fc.array(singleArbitrary(shape), { maxLength: shape.maxSingles }),
-  ).map(([episodes, singles]) => [...episodes.flat(), ...singles]);
+  ).map(([episodes, singles]) => [...episodes.flat(), ...singles.flat()]);
 }
 
 // ---- validation (replay files) ---------------------------------------------------------
@@ -278,11 +294,14 @@ export const commandSchema: z.ZodType<Command> = z.discriminatedUnion('op', [
   z.object({ ...userShape, op: z.literal('dereg'), mr: idx(MR_HANDLES) }),
   z.object({ ...userShape, op: z.literal('post'), verb: z.enum(['write', 'read', 'send']), mr: idx(MR_HANDLES + 1), peerMr: idx(MR_HANDLES + 1), page: pagesShape, pages: pagesShape }),
   z.object({ ...userShape, op: z.literal('prefetch'), mr: idx(MR_HANDLES) }),
+  z.object({ ...userShape, op: z.literal('merge'), slot: idx(SLOTS) }),
   z.object({ ...bgShape, op: z.literal('reclaim'), pages: pagesShape }),
   z.object({ ...bgShape, op: z.literal('migrate'), proc: idx(PROCS), slot: idx(SLOTS), page: pagesShape }),
   z.object({ ...bgShape, op: z.literal('writeback'), dropBuffers: z.boolean() }),
   z.object({ ...bgShape, op: z.literal('oom'), proc: idx(PROCS) }),
   z.object({ ...bgShape, op: z.literal('dmabuf-move') }),
+  z.object({ ...bgShape, op: z.literal('numa'), periodUs: z.number().int().min(1).max(1_000_000) }),
+  z.object({ ...bgShape, op: z.literal('pressure'), pages: pagesShape, holdUs: z.number().int().min(0).max(1_000_000) }),
 ]) as unknown as z.ZodType<Command>;
 
 /** One line per command, for people (the JSON is for the replay). */

@@ -18,7 +18,8 @@ import type { Observable } from 'rxjs';
 import {
   DmaBuf, MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_PAGEOUT, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE,
   MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PROFILES, PROT_NONE, PROT_READ, PROT_WRITE, Simulation, WaitQueue,
-  migratePage, oomKill, pteFrame, ptePresent, shrinkLru, writebackFile,
+  migratePage, oomKill, pteFrame, ptePresent, shrinkLru, writebackFile, MADV_MERGEABLE, GFP_KERNEL, allocPages, freePages,
+  minWatermark, startKsmd, startNumaBalancing,
   type Co, type File, type Kernel, type Process, type ProfileName, type RunOutcome,
 } from '../../kernel-model/index.ts';
 import {
@@ -32,7 +33,7 @@ import {
 } from '../../driver/index.ts';
 import { attachSanitizer, type MrBinding, type Violation } from '../../sanitizer/index.ts';
 import {
-  DMABUF_MR, FILE_PAGES, MR_HANDLES, NODES, SLOT_PAGES, THREADS, isBackground, slotAddress,
+  DMABUF_MR, FILE_PAGES, MAX_MAP_PAGES, MR_HANDLES, NODES, SLOT_PAGES, THREADS, isBackground, slotAddress,
   type BackgroundCommand, type Command, type Prot, type UserCommand,
 } from './commands.ts';
 
@@ -116,6 +117,12 @@ const DMABUF_PAGES = 8;
 const DMABUF_IOVA = 0x7000_0000;
 /** Bytes one store or pwrite writes. */
 const STORE_BYTES = 64;
+/**
+ * ksmd's scan period and batch in fuzz runs: the kernel's pages_to_scan (100) every 5 µs
+ * instead of every 20 ms (assumed: the command phase lasts tens of µs, so the period is
+ * compressed for merges to land among the other commands).
+ */
+const FUZZ_KSM = { sleepNs: 5_000, pagesToScan: 100 };
 
 let fileBytes: Uint8Array | null = null;
 
@@ -356,6 +363,10 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
       }
       case 'post':
         return yield* post(n, c);
+      case 'merge':
+        yield* p.madvise(slotAddress(c.slot), MAX_MAP_PAGES * P, MADV_MERGEABLE);
+        startKsmd(n.k, FUZZ_KSM);
+        return true;
       case 'prefetch': {
         const mr = ps?.mrs[c.mr];
         if (!ps?.ctx || !mr) return false;
@@ -398,6 +409,26 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
       case 'dmabuf-move':
         if (n.dmabuf) yield* n.dmabuf.move();
         return;
+      case 'numa':
+        if (!numaStarted.has(n.index)) {
+          numaStarted.add(n.index);
+          startNumaBalancing(k, { periodNs: c.periodUs * 1_000 });
+        }
+        return;
+      case 'pressure': {
+        // GFP_KERNEL allocations down to `pages` below the min watermark: the last ones
+        // reclaim in this thread (direct reclaim), as do faults of every process meanwhile.
+        const held: number[] = [];
+        const want = Math.max(0, k.phys.freeFrames - minWatermark(k)) + c.pages;
+        for (let i = 0; i < want; i++) {
+          const f = yield* allocPages(k, GFP_KERNEL);
+          if (f < 0) break;
+          held.push(f);
+        }
+        yield* sim.sleep(c.holdUs * 1_000);
+        for (const f of held) freePages(k, f);
+        return;
+      }
     }
   }
 
@@ -427,6 +458,7 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
   /** Per process: fuzz threads inside a command, and processes on their way out. */
   const busy = new Map<Process, number>();
   const exiting = new Set<Process>();
+  const numaStarted = new Set<number>();
   const quiet = new WaitQueue(sim, 'fuzz/threads-quiet');
 
   function* thread(n: NodeState, proc: number, list: readonly UserCommand[], child: Process | null): Co {

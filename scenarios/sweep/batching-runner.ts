@@ -7,13 +7,13 @@ import {
   IBV_QPT_RC, IBV_SEND_SIGNALED, IBV_WC_SUCCESS, IBV_WR_RDMA_WRITE, NO_ODP_CAPS, type CompletionQueue, type QueuePair,
 } from '../../device/index.ts';
 import {
-  batchPolicyByName, createRdmaNode, holdoffStrategy, noBatching, openDevice, pinnedStrategy, windowBatching,
-  windowOrCount, type BatchPolicy, type IbvContext, type IbvMr, type RdmaNode, type SyncBatcher,
+  createRdmaNode, holdoffStrategy, openDevice, pinnedStrategy, type IbvContext, type IbvMr, type RdmaNode, type SyncBatcher,
 } from '../../driver/index.ts';
 import { odpStrategy } from '../../driver/umem-odp.ts';
 import { RunMetrics } from '../metrics.ts';
 import type { PointParams } from './grid.ts';
 import { percentile, type PointRecord } from './point-runners.ts';
+import { pointPolicy, pointStrategy } from './point-policy.ts';
 
 /**
  * The `batching` point runner: the sync-batching trade-off on the full model.
@@ -71,21 +71,6 @@ function must(r: number, what: string): number {
   return r;
 }
 
-/** The point's policy, through driver/batching's batchPolicyByName (a window of 0 is built directly: by name it must be >= 1). */
-function policyFor(p: PointParams, sim: Simulation): { name: string; policy: BatchPolicy } {
-  if (p.policy === 'none') return { name: 'none', policy: noBatching() };
-  if ((p.policy === 'window' || p.policy === 'window-or-count') && p.windowNs === 0) {
-    const policy = p.policy === 'window' ? windowBatching(0, sim.scheduler) : windowOrCount(0, p.count ?? 1, sim.scheduler);
-    return { name: `${p.policy}(windowNs=0${p.count !== null ? `, count=${p.count}` : ''})`, policy };
-  }
-  const params: Record<string, number> = {};
-  if (p.windowNs !== null) params['windowNs'] = p.windowNs;
-  if (p.count !== null) params['count'] = p.count;
-  const r = batchPolicyByName(p.policy, params, sim.scheduler);
-  if ('error' in r) throw new Error(r.error);
-  return r;
-}
-
 function connect(ctxA: IbvContext, qa: QueuePair, ctxB: IbvContext, qb: QueuePair, a: RdmaNode, b: RdmaNode): void {
   const attr = { timeout: 14, retryCnt: 7, rnrRetry: 7, minRnrTimer: 1, maxRdAtomic: 16, maxDestRdAtomic: 16 };
   const access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
@@ -139,18 +124,21 @@ class LatencyTracker {
 export function runBatchingPoint(params: PointParams, seed: number, durationNs: number): PointRecord {
   const sim = new Simulation({ seed });
   const fabric = new Fabric(sim);
-  const { name: policyName, policy } = policyFor(params, sim);
+  const { name: policyName, policy } = pointPolicy(params, sim.scheduler);
   const profile = PROFILES[params.profile];
   const costs = params.syncNs !== null ? { syncNs: params.syncNs } : {};
   const reclaim = params.workload === 'dma-heavy-reclaim';
-  const holdoff = params.strategy === 'holdoff';
-  const hs = holdoff ? holdoffStrategy({ holdoffTimeoutNs: HOLDOFF_TIMEOUT_NS, batching: policy, batchingName: policyName }) : null;
-  const os = holdoff ? null : odpStrategy({ batching: policy, batchingName: policyName });
+  // A user strategy (a module reference) takes the place of odp or holdoff, by its NIC kind.
+  const user = pointStrategy(params, { sim, batching: policy, batchingName: policyName });
+  const holdoff = user ? user.def.nic === 'non-faultable' : params.strategy === 'holdoff';
+  const hs = !user && holdoff ? holdoffStrategy({ holdoffTimeoutNs: HOLDOFF_TIMEOUT_NS, batching: policy, batchingName: policyName }) : null;
+  const os = !user && !holdoff ? odpStrategy({ batching: policy, batchingName: policyName }) : null;
+  const mine = user?.strategy ?? hs ?? os!;
   const a = createRdmaNode(sim, fabric, {
     name: 'a',
     kernel: { profile, ...(reclaim ? { frames: RECLAIM_FRAMES } : {}) },
     nic: { costs, ...(holdoff ? { caps: { odp: NO_ODP_CAPS } } : {}) },
-    device: hs ? { nonOdp: hs } : { nonOdp: pinnedStrategy(), odp: os! },
+    device: holdoff ? { nonOdp: mine } : { nonOdp: pinnedStrategy(), odp: mine },
   });
   const b = createRdmaNode(sim, fabric, { name: 'b', kernel: { profile }, nic: { costs }, device: { nonOdp: pinnedStrategy() } });
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ProfileName } from '../../kernel-model/index.ts';
-import type { PolicyName, RunnerName, StrategyName, SweepSpec, WorkloadName } from './spec.ts';
+import { isModuleRef } from '../user-module.ts';
+import { gridLists, type PolicyName, type RunnerName, type StrategyName, type SweepSpec, type WorkloadName } from './spec.ts';
 
 /**
  * One grid point's parameters. A policy that does not use the window or the count has it
@@ -16,6 +17,13 @@ export interface PointParams {
   policy: PolicyName;
   windowNs: number | null;
   count: number | null;
+  /** adaptive only. */
+  minWindowNs?: number;
+  maxWindowNs?: number;
+  /** by-event-type only: the policy each event type gets. */
+  inner?: string;
+  /** A user module's own parameters (`strategy.KEY`, `batching.KEY`), only for a point that uses that module. */
+  user?: Record<string, number | string | boolean | null>;
 }
 
 /** A point to run: its place in the whole grid, a stable id, params and seed. */
@@ -28,6 +36,8 @@ export interface SweepPoint {
   durationNs: number;
   seed: number;
   params: PointParams;
+  /** Where module references in `params` are resolved (the spec file's directory); not part of the id. */
+  baseDir?: string;
 }
 
 export interface Shard {
@@ -35,12 +45,17 @@ export interface Shard {
   count: number;
 }
 
-/** Which parameters a policy uses. */
-export function usesWindow(policy: PolicyName): boolean {
+/** Which parameters a policy uses (by-event-type: those of its inner policy). */
+export function usesWindow(policy: PolicyName, inner?: string): boolean {
+  if (policy === 'by-event-type') return inner !== undefined && usesWindow(inner);
   return policy === 'window' || policy === 'window-or-count';
 }
-export function usesCount(policy: PolicyName): boolean {
-  return policy === 'count' || policy === 'window-or-count';
+export function usesCount(policy: PolicyName, inner?: string): boolean {
+  if (policy === 'by-event-type') return inner !== undefined && usesCount(inner);
+  return policy === 'count' || policy === 'window-or-count' || policy === 'adaptive';
+}
+function usesAdaptive(policy: PolicyName, inner?: string): boolean {
+  return policy === 'adaptive' || (policy === 'by-event-type' && inner === 'adaptive');
 }
 
 /** JSON with object keys in a fixed order (the order of `keys`, then sorted), for hashing. */
@@ -62,40 +77,64 @@ function pointId(runner: string, durationNs: number, params: PointParams, seed: 
 
 /**
  * Expand a spec into its points, in a fixed order: strategy, workload, profile, sync cost,
- * tasks, policy, window, count (outermost first), seeds innermost. Parameters a policy does
- * not use are null and the duplicates this makes are dropped, keeping the first.
+ * tasks, policy, window, count, then adaptive's windows, by-event-type's inner policy and
+ * user modules' own parameters (outermost first), seeds innermost. Parameters a point
+ * does not use are null (or absent) and the duplicates this makes are dropped, keeping
+ * the first. Count first (`countPoints`): this builds every point.
  */
-export function expandGrid(spec: SweepSpec): SweepPoint[] {
-  const g = spec.grid;
+export function expandGrid(spec: SweepSpec, baseDir?: string): SweepPoint[] {
+  const lists = gridLists(spec);
   const points: SweepPoint[] = [];
   const seen = new Set<string>();
-  for (const strategy of g.strategy)
-    for (const workload of g.workload)
-      for (const profile of g.profile)
-        for (const syncNs of g.syncNs)
-          for (const tasks of g.tasks)
-            for (const policy of g.policy)
-              for (const windowNs of g.windowNs)
-                for (const count of g.count) {
-                  const params: PointParams = {
-                    strategy, workload, profile, syncNs, tasks, policy,
-                    windowNs: usesWindow(policy) ? windowNs : null,
-                    count: usesCount(policy) ? count : null,
-                  };
-                  const key = configKey(params);
-                  if (seen.has(key)) continue;
-                  seen.add(key);
-                  for (const seed of spec.seeds) {
-                    points.push({
-                      index: points.length,
-                      id: pointId(spec.runner, spec.durationNs, params, seed),
-                      runner: spec.runner,
-                      durationNs: spec.durationNs,
-                      seed,
-                      params,
-                    });
-                  }
-                }
+  const at = new Array<number>(lists.length).fill(0);
+  if (lists.some(([, xs]) => xs.length === 0)) return points;
+  for (;;) {
+    const v: Record<string, unknown> = {};
+    lists.forEach(([k, xs], i) => (v[k] = xs[at[i]!]));
+    const policy = v['policy'] as string;
+    const inner = policy === 'by-event-type' ? (v['inner'] as string) : undefined;
+    const params: PointParams = {
+      strategy: v['strategy'] as string, workload: v['workload'] as WorkloadName, profile: v['profile'] as ProfileName,
+      syncNs: v['syncNs'] as number | null, tasks: v['tasks'] as number, policy,
+      windowNs: usesWindow(policy, inner) ? (v['windowNs'] as number) : null,
+      count: usesCount(policy, inner) ? (v['count'] as number) : null,
+    };
+    if (usesAdaptive(policy, inner)) {
+      params.minWindowNs = v['minWindowNs'] as number;
+      params.maxWindowNs = v['maxWindowNs'] as number;
+    }
+    if (inner !== undefined) params.inner = inner;
+    const user: Record<string, number | string | boolean | null> = {};
+    for (const [k] of lists) {
+      if ((k.startsWith('strategy.') && isModuleRef(params.strategy)) || (k.startsWith('batching.') && isModuleRef(policy))) {
+        user[k] = v[k] as number | string | boolean | null;
+      }
+    }
+    if (Object.keys(user).length > 0) params.user = user;
+    const key = configKey(params);
+    if (!seen.has(key)) {
+      seen.add(key);
+      for (const seed of spec.seeds) {
+        points.push({
+          index: points.length,
+          id: pointId(spec.runner, spec.durationNs, params, seed),
+          runner: spec.runner,
+          durationNs: spec.durationNs,
+          seed,
+          params,
+          ...(baseDir !== undefined ? { baseDir } : {}),
+        });
+      }
+    }
+    // The odometer: the last key turns fastest.
+    let i = lists.length - 1;
+    for (; i >= 0; i--) {
+      at[i]!++;
+      if (at[i]! < lists[i]![1].length) break;
+      at[i] = 0;
+    }
+    if (i < 0) break;
+  }
   return points;
 }
 

@@ -1,9 +1,10 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { canonicalJson, expandGrid, formatShard } from './grid.ts';
 import { META_FILE, RESULTS_FILE, metaJson, readMeta, readResults, sortedResultsText, writeFileAtomic, type ResultLine } from './results.ts';
-import { parseSpec } from './spec.ts';
-import { SweepUsageError, defaultOutDir } from './run-sweep.ts';
+import { parseSpec, type SweepSpec } from './spec.ts';
+import { SweepUsageError, defaultOutDir, lockOutDir } from './run-sweep.ts';
+import { prepareOutputDir } from '../cli-errors.ts';
 
 export interface MergeResult {
   points: number;
@@ -63,6 +64,18 @@ export async function mergeSweeps(dirs: readonly string[], outDirOpt?: string, o
   const outDir = outDirOpt ?? defaultOutDir(spec.name);
   const clash = dirs.find((d) => resolve(d) === resolve(outDir));
   if (clash !== undefined) throw new SweepUsageError(`--out ${outDir} is also an input; merge into another directory`);
+  // Never overwrite another sweep's results: --out may hold nothing, or this sweep's merged result.
+  let held;
+  try {
+    held = existsSync(outDir) && statSync(outDir).isDirectory() ? readMeta(outDir) : null;
+  } catch (err) {
+    throw new SweepUsageError(`--out ${outDir}: ${(err as Error).message}`);
+  }
+  if (held && canonicalJson({ spec: held.spec, shard: held.shard }) !== canonicalJson({ spec, shard: null })) {
+    const what = canonicalJson(held.spec) !== canonicalJson(spec) ? `sweep '${held.spec?.name}'` : `shard ${formatShard(held.shard)} of this sweep`;
+    throw new SweepUsageError(`--out ${outDir} holds ${what}; merging would overwrite its results: choose another --out`);
+  }
+  if (!held && existsSync(join(outDir, RESULTS_FILE))) throw new SweepUsageError(`--out ${outDir} holds a ${RESULTS_FILE} of an unknown sweep; choose another --out`);
   const points = expandGrid(spec);
   const missing = points.filter((p) => !byId.has(p.id));
   if (missing.length > 0) {
@@ -73,7 +86,18 @@ export async function mergeSweeps(dirs: readonly string[], outDirOpt?: string, o
   }
   const ids = new Set(points.map((p) => p.id));
   const lines = [...byId.values()].filter((l) => ids.has(l.result.id));
-  mkdirSync(outDir, { recursive: true });
+  prepareOutputDir(outDir, '--out');
+  const release = lockOutDir(outDir);
+  try {
+    return await writeMerged(outDir, spec, lines, dirs, shardsSeen, out);
+  } finally {
+    release();
+  }
+}
+
+async function writeMerged(
+  outDir: string, spec: SweepSpec, lines: ResultLine[], dirs: readonly string[], shardsSeen: string[], out: (line: string) => void,
+): Promise<MergeResult> {
   writeFileAtomic(join(outDir, META_FILE), metaJson({ spec, shard: null }));
   writeFileAtomic(join(outDir, RESULTS_FILE), sortedResultsText(lines));
   const { files } = await (await import('./outputs.ts')).writeOutputs(outDir, spec, lines.map((l) => l.result));

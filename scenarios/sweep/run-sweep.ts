@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,12 +12,15 @@ import {
 } from './results.ts';
 import type { SweepSpec } from './spec.ts';
 import type { PointResult } from './worker.ts';
+import { prepareOutputDir } from '../cli-errors.ts';
 
 /** Bad input found while preparing a sweep (the CLI prints it as one line, exit 2). */
 export class SweepUsageError extends Error {}
 
 export interface SweepRunOptions {
   spec: SweepSpec;
+  /** Where the spec's module references are resolved (its file's directory); default the working directory. */
+  baseDir?: string;
   outDir: string;
   /** Child processes; default os.availableParallelism(). */
   jobs?: number;
@@ -43,8 +46,66 @@ export interface SweepRunResult {
   failed: number;
   /** Files written besides results.jsonl (summaries, plots, page), relative to outDir. */
   files: string[];
-  /** 0 when every point gave a record, 1 otherwise. */
+  /** 0 when every point gave a record, 1 otherwise, 130 when interrupted (SIGINT). */
   code: number;
+  interrupted?: boolean;
+}
+
+/** The lock file a sweep or merge holds in its output directory while it writes there. */
+export const LOCK_FILE = '.lock';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Take `dir`/.lock (exclusive create, holding our pid); a lock whose process is gone is
+ * stale and taken over. Returns the release function. Two sweeps into one --out: the
+ * second stops at once with one line.
+ */
+export function lockOutDir(dir: string): () => void {
+  const file = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(file, 'wx');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SweepUsageError(`cannot create the lock file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      let pid = NaN;
+      try {
+        pid = Number(readFileSync(file, 'utf8').trim());
+      } catch {
+        // unreadable: treat as stale
+      }
+      if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new SweepUsageError(`${dir} is in use by another sweep or merge (pid ${pid}, lock file ${file}); wait for it to finish, or choose another --out`);
+      }
+      try {
+        unlinkSync(file);
+      } catch {
+        // someone else took it over; the next attempt finds out
+      }
+      continue;
+    }
+    writeSync(fd, `${process.pid}\n`);
+    closeSync(fd);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      try {
+        unlinkSync(file);
+      } catch {
+        // already gone
+      }
+    };
+  }
+  throw new SweepUsageError(`${dir}: could not take the lock file ${file}`);
 }
 
 /** Where a sweep writes without --out: sweep-results/NAME under the working directory. */
@@ -113,6 +174,10 @@ class WorkerProcess {
   close(): void {
     if (!this.exited) this.child.stdin.end();
   }
+
+  kill(): void {
+    if (!this.exited) this.child.kill('SIGTERM');
+  }
 }
 
 /**
@@ -124,15 +189,29 @@ class WorkerProcess {
  */
 export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
   const out = opts.out ?? ((l: string) => console.log(l));
+  const err = opts.err ?? out;
   const { spec, outDir } = opts;
   const shard = opts.shard ?? null;
   const jobs = Math.max(1, opts.jobs ?? availableParallelism());
-  const all = expandGrid(spec);
+  const all = expandGrid(spec, opts.baseDir);
   const slice = shardPoints(all, shard);
   const sliceIds = new Set(slice.map((p) => p.id));
 
-  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new SweepUsageError(`--out ${outDir} is not a directory`);
-  mkdirSync(outDir, { recursive: true });
+  prepareOutputDir(outDir, '--out');
+  const release = lockOutDir(outDir);
+  try {
+    return await runLocked(opts, { out, err, all, slice, sliceIds, jobs, shard });
+  } finally {
+    release();
+  }
+}
+
+async function runLocked(
+  opts: SweepRunOptions,
+  c: { out: (l: string) => void; err: (l: string) => void; all: SweepPoint[]; slice: SweepPoint[]; sliceIds: Set<string>; jobs: number; shard: Shard | null },
+): Promise<SweepRunResult> {
+  const { spec, outDir } = opts;
+  const { out, err, all, slice, sliceIds, jobs, shard } = c;
   const resultsFile = join(outDir, RESULTS_FILE);
   const meta = { spec, shard };
   let oldMeta: ReturnType<typeof readMeta>;
@@ -140,24 +219,26 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
   try {
     oldMeta = readMeta(outDir);
     prior = readResults(resultsFile);
-  } catch (err) {
-    throw new SweepUsageError((err as Error).message);
+  } catch (e) {
+    throw new SweepUsageError((e as Error).message);
   }
   const existing: ResultLine[] = [];
   const hasResults = prior.lines.length > 0 || prior.partial;
   if (hasResults && !opts.resume) {
     throw new SweepUsageError(`${outDir} already holds sweep results; pass --resume to continue that sweep, or choose another --out`);
   }
-  if (hasResults && oldMeta && canonicalJson(oldMeta) !== canonicalJson(meta)) {
+  if (oldMeta && canonicalJson(oldMeta) !== canonicalJson(meta) && (hasResults || !opts.resume)) {
     const what = canonicalJson(oldMeta.spec) !== canonicalJson(spec) ? `sweep '${oldMeta.spec?.name}' with another spec` : `shard ${formatShard(oldMeta.shard)}`;
-    throw new SweepUsageError(`${outDir} holds ${what}; --resume needs the same spec and --shard (now '${spec.name}', shard ${formatShard(shard)})`);
+    throw new SweepUsageError(`${outDir} holds ${what}; ${hasResults ? '--resume needs the same spec and --shard' : 'choose another --out'} (now '${spec.name}', shard ${formatShard(shard)})`);
   }
   if (opts.resume && hasResults) {
     if (prior.partial) dropPartialTail(resultsFile, prior.validBytes);
     const seen = new Set<string>();
     for (const l of prior.lines) {
       if (!sliceIds.has(l.result.id)) throw new SweepUsageError(`${resultsFile} holds point ${l.result.id}, which is not in this sweep`);
-      if (seen.has(l.result.id) || l.result.error !== undefined) continue; // failed points are run again
+      // Only a point with a record is done: failed ones, and lines without a record, run again.
+      const complete = l.result.error === undefined && typeof l.result.record === 'object' && l.result.record !== null;
+      if (seen.has(l.result.id) || !complete) continue;
       seen.add(l.result.id);
       existing.push(l);
     }
@@ -167,13 +248,15 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
   const done = new Set(existing.map((l) => l.result.id));
   const todo = slice.filter((p) => !done.has(p.id));
   const nProc = Math.min(jobs, todo.length);
-  out(
-    `sweep ${spec.name}: ${all.length} points${shard ? `, shard ${formatShard(shard)} owns ${slice.length}` : ''}` +
-      `${done.size > 0 ? `, ${done.size} already done` : ''}; running ${todo.length} on ${nProc} process${nProc === 1 ? '' : 'es'} -> ${outDir}`,
-  );
+  if (!opts.quiet) {
+    err(
+      `sweep ${spec.name}: ${all.length} points${shard ? `, shard ${formatShard(shard)} owns ${slice.length}` : ''}` +
+        `${done.size > 0 ? `, ${done.size} already done` : ''}; running ${todo.length} on ${nProc} process${nProc === 1 ? '' : 'es'} -> ${outDir}`,
+    );
+  }
 
   const appender = new ResultsAppender(resultsFile);
-  const progress = createProgress(opts.progress ?? 'auto', slice.length, done.size, out);
+  const progress = createProgress(opts.quiet ? 'none' : opts.progress ?? 'auto', slice.length, done.size, err);
   const fresh: ResultLine[] = [];
   const queue = [...todo];
   const workers: WorkerProcess[] = [];
@@ -181,6 +264,14 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
     `#${p.index} ${p.params.strategy} ${p.params.policy}${p.params.windowNs !== null ? ` w=${p.params.windowNs / 1000}µs` : ''}` +
     `${p.params.count !== null ? ` n=${p.params.count}` : ''} tasks=${p.params.tasks} seed=${p.seed}`;
 
+  // Ctrl-C: stop handing out points, stop the workers, restore the terminal, keep what is written.
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    queue.length = 0;
+    for (const w of workers) w.kill();
+  };
+  process.on('SIGINT', onSigint);
   try {
     await Promise.all(
       Array.from({ length: nProc }, async () => {
@@ -191,18 +282,20 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
             let result: PointResult;
             try {
               result = await worker.run(point);
-            } catch (err) {
-              result = { index: point.index, id: point.id, seed: point.seed, params: point.params, error: (err as Error).message };
+            } catch (e) {
+              if (interrupted) break;
+              result = { index: point.index, id: point.id, seed: point.seed, params: point.params, error: (e as Error).message };
               if (!worker.alive) {
                 worker = new WorkerProcess();
                 workers.push(worker);
               }
             }
+            if (interrupted) break;
             const line = JSON.stringify(result);
             appender.append(line);
             fresh.push({ line, result });
             if (result.error !== undefined) {
-              out(`point #${point.index} (${point.id}) failed: ${result.error}`);
+              err(`point #${point.index} (${point.id}) failed: ${result.error}`);
             }
             progress.tick(label(point));
           }
@@ -212,8 +305,18 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
       }),
     );
   } finally {
+    process.off('SIGINT', onSigint);
     progress.stop();
     appender.close();
+  }
+
+  if (interrupted) {
+    // cli-progress hid the cursor and turned autowrap off; make sure both are back.
+    if (process.stderr.isTTY) process.stderr.write('\x1b[?25h\x1b[?7h');
+    const kept = existing.length + fresh.length;
+    const again = `lab sweep ${opts.specArg ?? spec.name} --out ${outDir}${shard ? ` --shard ${formatShard(shard)}` : ''} --resume`;
+    err(`interrupted: ${kept} of ${slice.length} points kept in ${resultsFile}; continue with: ${again}`);
+    return { points: slice.length, skipped: existing.length, ran: fresh.length, failed: 0, files: [], code: 130, interrupted: true };
   }
 
   const lines = [...existing, ...fresh];
@@ -226,6 +329,6 @@ export async function runSweep(opts: SweepRunOptions): Promise<SweepRunResult> {
     out(`shard ${formatShard(shard)} complete: ${lines.length} points in ${resultsFile}; join the shards with: lab merge DIR...`);
   }
   const totalFailed = lines.filter((l) => l.result.error !== undefined).length;
-  if (totalFailed > 0) out(`${totalFailed} point${totalFailed === 1 ? '' : 's'} failed (see "error" in ${RESULTS_FILE})`);
+  if (totalFailed > 0) err(`${totalFailed} point${totalFailed === 1 ? '' : 's'} failed (see "error" in ${RESULTS_FILE})`);
   return { points: slice.length, skipped: existing.length, ran: fresh.length, failed: totalFailed, files, code: totalFailed > 0 ? 1 : 0 };
 }

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { PROFILE_NAMES, type ProfileName } from '../../kernel-model/index.ts';
+import { BATCH_POLICY_NAMES } from '../../driver/index.ts';
+import { isModuleRef } from '../user-module.ts';
 
 /**
  * A sweep spec: a grid of parameter lists, the seeds each grid point is run with, the
@@ -16,13 +18,24 @@ import { PROFILE_NAMES, type ProfileName } from '../../kernel-model/index.ts';
 export const RUNNER_NAMES = ['synthetic', 'batching'] as const;
 export type RunnerName = (typeof RUNNER_NAMES)[number];
 
-/** Sync batching policies (driver/batching). `window` and `count` only matter to the policies that use them. */
-export const POLICY_NAMES = ['none', 'window', 'count', 'window-or-count'] as const;
-export type PolicyName = (typeof POLICY_NAMES)[number];
+/**
+ * Sync batching policies (driver/batching, every one batchPolicyByName builds), or a
+ * module reference to the user's own (`./file.ts#export`, resolved relative to the spec
+ * file). Each policy uses only its own parameters: `windowNs` (window, window-or-count),
+ * `count` (count, window-or-count, adaptive's largest batch), `minWindowNs`/`maxWindowNs`
+ * (adaptive), `inner` (by-event-type, with the inner policy's parameters).
+ */
+export const POLICY_NAMES: readonly string[] = BATCH_POLICY_NAMES;
+/** A built-in policy name or a module reference. */
+export type PolicyName = string;
 
-/** Registration strategies that batch syncs (driver/umem-odp.ts, driver/umem-holdoff.ts). */
+/** Registration strategies that batch syncs (driver/umem-odp.ts, driver/umem-holdoff.ts), or a user strategy module. */
 export const STRATEGY_NAMES = ['odp', 'holdoff'] as const;
-export type StrategyName = (typeof STRATEGY_NAMES)[number];
+/** A built-in strategy name or a module reference. */
+export type StrategyName = string;
+
+/** The inner policies by-event-type accepts. */
+export const INNER_POLICY_NAMES: readonly string[] = BATCH_POLICY_NAMES.filter((n) => n !== 'by-event-type');
 
 /**
  * Workload mixes. All are RDMA-WRITE heavy on one registered buffer, with the
@@ -38,29 +51,46 @@ export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
 const PROFILES = PROFILE_NAMES as unknown as readonly [ProfileName, ...ProfileName[]];
 
-/** The grid keys, in the order the expansion nests them (outermost first). */
+/** The grid keys every point has, in the order the expansion nests them (outermost first). */
 export const GRID_KEYS = ['strategy', 'workload', 'profile', 'syncNs', 'tasks', 'policy', 'windowNs', 'count'] as const;
 export type GridKey = (typeof GRID_KEYS)[number];
+/** Keys only the policies that use them have (after GRID_KEYS in the nesting). */
+export const POLICY_KEYS = ['minWindowNs', 'maxWindowNs', 'inner'] as const;
+export type PolicyKey = (typeof POLICY_KEYS)[number];
+/** A user module's own parameter as a grid key: `strategy.KEY` or `batching.KEY`. */
+export const USER_KEY = /^(strategy|batching)\.[A-Za-z_][A-Za-z0-9_]*$/;
 
 const list = <T extends z.ZodType>(item: T) => z.array(item).min(1);
+const MODULE_OR = (names: readonly string[]) => `valid: ${names.join(', ')}, or ./file.ts#export`;
+const nameOrModule = (names: readonly string[]) =>
+  z.string().refine((v) => names.includes(v) || isModuleRef(v), { message: MODULE_OR(names), params: { valid: true } });
 
-const GridSchema = z.strictObject({
-  strategy: list(z.enum(STRATEGY_NAMES)).default(['odp']),
+const GridShape = {
+  strategy: list(nameOrModule(STRATEGY_NAMES)).default(['odp']),
   workload: list(z.enum(WORKLOAD_NAMES)).default(['dma-heavy']),
   profile: list(z.enum(PROFILES)).default(['linux-6.x']),
   /** Device sync cost (ns); null is the cost model's default. */
   syncNs: list(z.int().min(1).max(1e9).nullable()).default([null]),
   /** Concurrent invalidating tasks. */
   tasks: list(z.int().min(1).max(256)).default([1]),
-  policy: list(z.enum(POLICY_NAMES)).default(['none']),
+  policy: list(nameOrModule(POLICY_NAMES)).default(['none']),
   /** Batching window (ns), for `window` and `window-or-count`. */
   windowNs: list(z.int().min(0).max(1e10)).default([0]),
   /** Batch size that flushes, for `count` and `window-or-count`. */
   count: list(z.int().min(1).max(1e6)).default([16]),
-});
+  /** adaptive: its smallest and largest window (ns). */
+  minWindowNs: list(z.int().min(1).max(1e10)).default([1_000]),
+  maxWindowNs: list(z.int().min(1).max(1e10)).default([100_000]),
+  /** by-event-type: the policy each event type gets. */
+  inner: list(z.enum(INNER_POLICY_NAMES as [string, ...string[]])).default(['window']),
+};
+
+/** The grid: the keys above, plus `strategy.KEY`/`batching.KEY` lists for user modules' own parameters. */
+const GridSchema = z.object(GridShape).catchall(list(z.union([z.number(), z.string(), z.boolean(), z.null()])));
 
 export const SweepSpecSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, dot, dash and underscore, at most 64'),
+  /** A safe file name: it names the default output directory (never `.`, `..` or a hidden one). */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a letter or digit, then letters, digits, dot, dash and underscore, at most 64'),
   runner: z.enum(RUNNER_NAMES),
   seeds: list(z.int().min(0).max(2 ** 31 - 1)),
   /** Virtual time each point runs for (ns). */
@@ -75,7 +105,7 @@ export type Grid = SweepSpec['grid'];
 
 const KNOWN_KEYS: Record<string, readonly string[]> = {
   '': Object.keys(SweepSpecSchema.shape),
-  grid: Object.keys(GridSchema.shape),
+  grid: [...Object.keys(GridShape), 'strategy.KEY', 'batching.KEY'],
 };
 
 /** A bad spec: one line naming the key and what is accepted. */
@@ -122,6 +152,9 @@ function describeIssue(iss: z.core.$ZodIssue): string {
       return `${where}: must be at most ${String(iss.maximum)}, got ${show(input)}`;
     case 'invalid_format':
       return `${where}: ${show(input)} is not accepted (${iss.message})`;
+    case 'custom':
+      if ((iss.params as { valid?: boolean } | undefined)?.valid) return `${where}: ${show(input)} is not accepted; ${iss.message}`;
+      return `${where}: ${iss.message}`;
     default:
       return `${where}: ${iss.message}`;
   }
@@ -137,14 +170,39 @@ export function parseSpec(raw: unknown, source = 'spec'): SweepSpec {
     throw new SpecError(`${source === 'spec' ? '' : `${source}: `}${msg}${more}`);
   }
   const spec = r.data;
+  const prefix = source === 'spec' ? '' : `${source}: `;
+  for (const key of Object.keys(spec.grid)) {
+    if (!Object.hasOwn(GridShape, key) && !USER_KEY.test(key)) {
+      throw new SpecError(`${prefix}spec grid: unknown key '${key}'; valid keys: ${KNOWN_KEYS['grid']!.join(', ')}`);
+    }
+  }
   const dupSeed = firstDuplicate(spec.seeds);
-  if (dupSeed !== undefined) throw new SpecError(`spec seeds: ${dupSeed} is listed twice`);
-  for (const key of GRID_KEYS) {
+  if (dupSeed !== undefined) throw new SpecError(`${prefix}spec seeds: ${dupSeed} is listed twice`);
+  for (const key of Object.keys(spec.grid)) {
     const d = firstDuplicate(spec.grid[key] as readonly unknown[]);
-    if (d !== undefined) throw new SpecError(`spec grid.${key}: ${show(d)} is listed twice`);
+    if (d !== undefined) throw new SpecError(`${prefix}spec grid.${key}: ${show(d)} is listed twice`);
+  }
+  if (spec.runner === 'synthetic') {
+    const mod = [...spec.grid.strategy].find((x) => isModuleRef(x));
+    if (mod) throw new SpecError(`${prefix}spec grid.strategy: ${mod} needs the batching runner (the synthetic runner models odp and holdoff only)`);
   }
   return spec;
 }
+
+/** The spec's grid lists in expansion order (GRID_KEYS, POLICY_KEYS, then user keys sorted), for counting and expanding. */
+export function gridLists(spec: SweepSpec): [string, readonly unknown[]][] {
+  const g = spec.grid as Record<string, readonly unknown[]>;
+  const user = Object.keys(g).filter((k) => USER_KEY.test(k)).sort();
+  return [...GRID_KEYS, ...POLICY_KEYS, ...user].map((k) => [k, g[k] ?? []]);
+}
+
+/** Grid points before expansion (an upper bound: combinations a policy does not use collapse). */
+export function countPoints(spec: SweepSpec): number {
+  return gridLists(spec).reduce((n, [, xs]) => n * xs.length, spec.seeds.length);
+}
+
+/** The default limit on a sweep's points (`--max-points` overrides it). */
+export const DEFAULT_MAX_POINTS = 100_000;
 
 function firstDuplicate(xs: readonly unknown[]): unknown {
   const seen = new Set<unknown>();
@@ -221,7 +279,18 @@ export const PRESET_NAMES = Object.keys(PRESETS);
  * A preset by name, or a spec file by path (anything ending in .json, or containing a
  * slash). Throws SpecError with one line.
  */
-export function loadSpec(nameOrPath: string, _opts: { maxPoints?: number } = {}): SweepSpec {
+export function loadSpec(nameOrPath: string, opts: { maxPoints?: number } = {}): SweepSpec {
+  const spec = loadSpecUnchecked(nameOrPath);
+  const max = opts.maxPoints ?? DEFAULT_MAX_POINTS;
+  const n = countPoints(spec);
+  if (n > max) {
+    const sizes = gridLists(spec).filter(([, xs]) => xs.length > 1).map(([k, xs]) => `${xs.length} ${k}`);
+    throw new SpecError(`spec ${spec.name}: the grid has up to ${n.toLocaleString('en-US')} points (${[...sizes, `${spec.seeds.length} seeds`].join(' × ')}), more than the limit of ${max.toLocaleString('en-US')}; shrink it or pass --max-points ${n}`);
+  }
+  return spec;
+}
+
+function loadSpecUnchecked(nameOrPath: string): SweepSpec {
   const preset = Object.hasOwn(PRESETS, nameOrPath) ? PRESETS[nameOrPath] : undefined;
   if (preset) return parseSpec(preset);
   if (!nameOrPath.endsWith('.json') && !nameOrPath.includes('/')) {

@@ -1,5 +1,5 @@
 import { configKey, type PointParams } from './grid.ts';
-import { GRID_KEYS, type SweepSpec } from './spec.ts';
+import { GRID_KEYS, POLICY_KEYS, type PolicyKey, type SweepSpec } from './spec.ts';
 import type { PointResult } from './worker.ts';
 
 /** One figure over the seeds of a configuration. `sd` is the sample standard deviation (0 for one seed). */
@@ -81,10 +81,16 @@ function csvCell(v: unknown): string {
 
 /** One row per configuration: the grid parameters, seeds, then mean and sd of each figure. */
 export function summaryCsv(summary: SweepSummary): string {
-  const header = [...GRID_KEYS, 'seeds', 'failed', ...summary.figures.flatMap((f) => [`${f}_mean`, `${f}_sd`])];
+  // Keys only some policies or user modules have get a column when some row has them.
+  const extra = [
+    ...POLICY_KEYS.filter((k) => summary.rows.some((r) => r.params[k] !== undefined)),
+    ...[...new Set(summary.rows.flatMap((r) => Object.keys(r.params.user ?? {})))].sort(),
+  ];
+  const cell = (p: SummaryRow['params'], k: string): unknown => ((POLICY_KEYS as readonly string[]).includes(k) ? p[k as PolicyKey] : p.user?.[k]);
+  const header = [...GRID_KEYS, ...extra, 'seeds', 'failed', ...summary.figures.flatMap((f) => [`${f}_mean`, `${f}_sd`])];
   const lines = [header.join(',')];
   for (const row of summary.rows) {
-    const cells: unknown[] = [...GRID_KEYS.map((k) => row.params[k]), row.seeds, row.failed];
+    const cells: unknown[] = [...GRID_KEYS.map((k) => row.params[k]), ...extra.map((k) => cell(row.params, k)), row.seeds, row.failed];
     for (const f of summary.figures) {
       const s = row.figures[f];
       cells.push(s?.mean, s?.sd);

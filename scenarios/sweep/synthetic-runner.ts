@@ -3,6 +3,7 @@ import { Simulation, type Co, type SimEvent } from '../../kernel-model/sim/index
 import type { Nic } from '../../device/index.ts';
 import { SyncBatcher, noBatching, type BatchPolicy, type SyncRequest } from '../../driver/batching/index.ts';
 import type { PointParams } from './grid.ts';
+import { pointPolicy } from './point-policy.ts';
 import { percentile, type PointRecord } from './point-runners.ts';
 
 /**
@@ -64,6 +65,8 @@ function policyFor(sim: Simulation, p: PointParams): BatchPolicy {
     case 'window': return flushingPolicy(sim, p.windowNs ?? 0, null);
     case 'count': return flushingPolicy(sim, null, p.count ?? 1);
     case 'window-or-count': return flushingPolicy(sim, p.windowNs ?? 0, p.count ?? 1);
+    // adaptive, by-event-type and user policies: driver/batching's (or the user's) own.
+    default: return pointPolicy(p, sim.scheduler).policy;
   }
 }
 

@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { POINT_RUNNERS, type PointRecord, type PointRunner } from './point-runners.ts';
 import type { SweepPoint } from './grid.ts';
 import { RUNNER_NAMES, type RunnerName } from './spec.ts';
+import { isModuleRef, loadBatchPolicy, loadStrategy } from '../user-module.ts';
 
 /** One finished point, as a line of results.jsonl (key order fixed: same point, same bytes). */
 export interface PointResult {
@@ -31,6 +32,10 @@ export async function runPoint(point: SweepPoint): Promise<PointResult> {
   const base = { index: point.index, id: point.id, seed: point.seed, params: point.params };
   try {
     if (!(RUNNER_NAMES as readonly string[]).includes(point.runner)) throw new Error(`unknown runner '${point.runner}'`);
+    // A user's strategy or policy module: loaded here (import caches it), relative to the spec.
+    const dir = point.baseDir ?? process.cwd();
+    if (isModuleRef(point.params.strategy)) await loadStrategy(point.params.strategy, dir);
+    if (isModuleRef(point.params.policy)) await loadBatchPolicy(point.params.policy, dir);
     let runner = loaded.get(point.runner);
     if (!runner) {
       runner = await POINT_RUNNERS[point.runner]();

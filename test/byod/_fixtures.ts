@@ -46,3 +46,10 @@ export function userDir(files: Record<string, string>): string {
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   return dir;
 }
+
+/** A wrong user strategy: the reference ODP one whose invalidation zaps without a sync (driver/broken/zap-without-sync.ts). */
+export const ZAPPER = `
+import { defineStrategy } from '${LAB}';
+import { zapWithoutSyncStrategy } from '${join(REPO, 'driver', 'broken', 'zap-without-sync.ts')}';
+export const zapper = defineStrategy({ name: 'my-zapper', nic: 'faultable', strategy: () => zapWithoutSyncStrategy() });
+`;

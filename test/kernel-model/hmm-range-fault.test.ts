@@ -7,7 +7,7 @@ import test from 'ava';
 import { testProp, fc } from '@fast-check/ava';
 import {
   EBUSY, EFAULT, EPERM, Kernel, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MADV_DONTNEED,
-  PMD_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, TASK_SIZE, ZERO_PFN,
+  PMD_SIZE, PROFILES, PROT_NONE, PROT_READ, PROT_WRITE, TASK_SIZE, ZERO_PFN,
   HMM_PFN_DMA_MAPPED, HMM_PFN_ERROR, HMM_PFN_P2PDMA, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE,
   MmuIntervalNotifier, Mutex, hmmPfnDecode, hmmPfnEncode, hmmPfnRecord, hmmRangeFault, hmmRangeInit,
   mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalReadRetry, mmuIntervalSetSeq,
@@ -15,6 +15,7 @@ import {
   type Co, type HmmPfn, type HmmRange, type MmStruct, type MmuNotifierRange, type TraceRecord,
 } from '../../kernel-model/index.ts';
 import type { Dmirror } from '../../driver/index.ts';
+import { testHmmChunkPages } from '../../driver/dmirror.ts';
 import { P, bytes, fill, frameAt, lines, ok, openMirror, pair, rig, runMain } from './_helpers.ts';
 
 const RW = PROT_READ | PROT_WRITE;
@@ -307,19 +308,64 @@ test('rule 45: a real result encodes with VALID and WRITE set and the frame as p
 
 // ---- the reference mirror ----------------------------------------------------------------
 
+/** Count the mirror's hmm_range_fault passes: each takes the mmap lock for read once. */
+function countWalks(mm: MmStruct, onWalk: (n: number) => void = () => undefined): () => number {
+  const lock = mm.mmapLock;
+  const downRead = lock.downRead.bind(lock);
+  let n = 0;
+  lock.downRead = function* () {
+    onWalk(++n);
+    yield* downRead();
+  } as typeof lock.downRead;
+  return () => n;
+}
+
+for (const [release, chunk] of [['6.16', 64], ['6.17', 32]] as const) {
+  test(`dmirror (lib/test_hmm.c dmirror_fault): Linux ${release} faults ${chunk}-page chunks ("lib/test_hmm: reduce stack usage" is in 6.17)`, (t) => {
+    const r = rig({ profile: { ...PROFILES['linux-6.x'], release } });
+    runMain(t, r, function* () {
+      const d = yield* openMirror(r.k, r.p.mm);
+      const a = ok(yield* r.p.mmap(0, 100 * P, RW, ANON), 'mmap');
+      ok(yield* r.p.store(a, fill(9, 100 * P)), 'populate');
+      const walks = countWalks(r.p.mm);
+      t.deepEqual(bytes(yield* d.read(a, 100 * P), 'read'), fill(9, 100 * P));
+      t.is(walks(), Math.ceil(100 / chunk));
+      t.is(testHmmChunkPages(release), chunk);
+    });
+  });
+}
+
+test('dmirror (lib/test_hmm.c dmirror_read): each round resumes at cmd->addr + cpages; a page copied earlier and dropped meanwhile is not faulted again', (t) => {
+  const r = rig();
+  runMain(t, r, function* () {
+    const d = yield* openMirror(r.k, r.p.mm);
+    const a = ok(yield* r.p.mmap(0, 100 * P, RW, ANON), 'mmap');
+    ok(yield* r.p.store(a, fill(4, 100 * P)), 'populate');
+    bytes(yield* d.read(a, 10 * P), 'mirror pages 0-9');
+    const faults = d.faults;
+    // While the second round faults pages 10-99, page 5 (copied in the first round) goes,
+    // as an invalidation would take it.
+    const walks = countWalks(r.p.mm, (n) => { if (n === 2) d.pt.delete(vpn(a) + 5); });
+    t.deepEqual(bytes(yield* d.read(a, 100 * P), 'read'), fill(4, 100 * P));
+    t.is(d.faults - faults, 1, 'one fault round: [10, 100)');
+    t.is(walks(), 2, 'two 64-page chunks, nothing refaulted from page 5');
+    t.false(d.pt.has(vpn(a) + 5));
+  });
+});
+
 test('dmirror: a device read of a process buffer sees the process\'s bytes; one fault round for the first full-range access', (t) => {
   const r = rig();
   runMain(t, r, function* () {
     const d = yield* openMirror(r.k, r.p.mm);
-    const len = 40 * P; // more than one 32-page fault chunk
+    const len = 70 * P; // more than one 64-page fault chunk
     const a = ok(yield* r.p.mmap(0, len, RW, ANON), 'mmap');
     const data = new Uint8Array(len).map((_, i) => (i * 7 + 3) & 0xff);
     ok(yield* r.p.store(a, data), 'store');
     const got = yield* d.read(a, len);
     t.deepEqual(bytes(got, 'device read'), data);
     t.is(d.faults, 1);
-    t.is(d.pt.size, 40);
-    for (let i = 0; i < 40; i++) {
+    t.is(d.pt.size, 70);
+    for (let i = 0; i < 70; i++) {
       const e = d.pt.get(vpn(a) + i);
       t.is(e?.frame, frameAt(r.p.mm, a + i * P));
     }

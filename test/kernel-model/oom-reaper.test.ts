@@ -125,7 +125,7 @@ test('OOM reaper: shared VMAs are left alone; private anonymous ones are reaped 
   t.true(frameAt(p.mm, shm) >= 0, 'the shared mapping stays');
 });
 
-test('rule 15 (profiles): under linux-4.18 (no blockable flag before 4.19) the reaper leaves an mm with notifier subscribers alone and retries, never sending a non-blockable range', (t) => {
+test('rule 15 (profiles, mm/oom_kill.c oom_reap_task_mm of 4.16-4.18): under linux-4.18 the reaper finds blockable notifiers (mm_has_blockable_invalidate_notifiers; assumed: every subscriber may block), sleeps HZ and gives up after one attempt, nothing reaped, never sending a range', (t) => {
   const r = rigOn('linux-4.18');
   const { k, p, events } = r;
   const trace = traceOf(k);
@@ -141,7 +141,9 @@ test('rule 15 (profiles): under linux-4.18 (no blockable flag before 4.19) the r
   const out = k.sim.run();
   t.not(out.reason, 'failed', out.failure);
   t.is(result!.reaped, false);
-  t.is(result!.attempts, MAX_OOM_REAP_RETRIES);
+  t.is(result!.gaveUp, true);
+  t.is(result!.attempts, 1, 'oom_reap_task_mm returned true: no retry (the old model retried MAX_OOM_REAP_RETRIES times)');
+  t.is(trace.of('oom-reap').length, 1);
   t.deepEqual(events, [], 'no invalidation at all');
   t.is(trace.of('interface-refused').length, 0, 'the reaper did not even try the non-blocking start');
   t.true(frameAt(p.mm, a) >= 0);

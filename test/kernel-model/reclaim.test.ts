@@ -133,7 +133,7 @@ test('history 2018 (H7, linux-4.18): reclaim unmaps a GUP-referenced file page a
   t.is(trace.of('dirty-without-buffers').length, 1);
 });
 
-test('rule 72 (H7, linux-6.x): with a pin instead, reclaim keeps the page and its buffers, and the unpin redirties it safely', (t) => {
+test('rule 72 (H7, linux-6.x; mm/vmscan.c shrink_folio_list, d824ec2a1546 in 6.4): with a pin instead, reclaim unmaps the page but keeps it and its buffers before any pageout, and the unpin redirties it safely', (t) => {
   const r = rigOn('linux-6.x');
   const { k, p } = r;
   const trace = traceOf(k);
@@ -146,8 +146,9 @@ test('rule 72 (H7, linux-6.x): with a pin instead, reclaim keeps the page and it
     const stats = newReclaimStats();
     const seen: ReclaimOutcome[] = [];
     for (let i = 0; i < 3; i++) seen.push(yield* shrinkPage(k, f, stats));
-    t.deepEqual(seen, ['young', 'writeback', 'pinned']);
+    t.deepEqual(seen, ['young', 'pinned', 'pinned'], 'folio_maybe_dma_pinned is checked after try_to_unmap, before pageout');
     t.true(k.phys.has(f, PG_PRIVATE));
+    t.true(k.phys.has(f, PG_DIRTY), 'never written back while pinned');
     k.dmaBus.write(f, 0, fill(0xdd, 8));
     unpinUserPagesDirtyLock(k, pages, true);
     t.true(k.phys.has(f, PG_DIRTY));
@@ -233,4 +234,27 @@ test('rules 71, 72: under memory pressure kswapd swaps anonymous pages out and b
   t.true(swapIns.length > N - 64, `swapped in ${swapIns.length}`);
   const pinnedOutcomes = trace.of('reclaim').filter((r) => r.frame === pinnedFrame).map((r) => r.outcome);
   t.false(pinnedOutcomes.includes('freed'));
+});
+
+test('rule 21e (mm/vmscan.c shrink_folio_list: try_to_unmap, then pageout): reclaim of a dirty shared file page unmaps it with a CLEAR first, then writes it back; the next pass frees it', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p, events } = r;
+  const file = k.createFile('data', P);
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, MAP_SHARED, file), 'mmap');
+    ok(yield* p.store(a, fill(0x5d, 8)), 'store');
+    const f = frameAt(p.mm, a);
+    t.true(k.phys.has(f, PG_DIRTY));
+    const stats = newReclaimStats();
+    t.is(yield* shrinkPage(k, f, stats), 'young');
+    events.length = 0;
+    t.is(yield* shrinkPage(k, f, stats), 'writeback');
+    t.deepEqual(lines(events, p.mm), pair('CLEAR', a, a + P), 'try_to_unmap\'s CLEAR, no PROTECTION_PAGE from folio_mkclean');
+    t.is(frameAt(p.mm, a), -1, 'unmapped before the write started');
+    t.deepEqual(file.disk.get(0)?.subarray(0, 8), fill(0x5d, 8), 'written back');
+    t.false(k.phys.has(f, PG_DIRTY));
+    t.is(yield* shrinkPage(k, f, stats), 'freed');
+    t.is(file.pageCache.get(0), undefined);
+    t.deepEqual(bytes(yield* p.load(a, 8), 'load'), fill(0x5d, 8), 'read back from the disk');
+  });
 });

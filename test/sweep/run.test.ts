@@ -73,7 +73,8 @@ test.serial('an uninterrupted sweep writes every point, then summaries, plots an
   t.is(r.code, 0, r.stdout + r.stderr);
   t.is(lineCount(join(REF, 'results.jsonl')), TOTAL);
   // not a terminal: plain progress lines
-  t.regex(r.stdout, new RegExp(`point ${TOTAL}/${TOTAL} done`));
+  t.regex(r.stderr, new RegExp(`point ${TOTAL}/${TOTAL} done`));
+  t.regex(r.stdout, /^wrote results\.jsonl, summary\.csv/, 'results on stdout, progress on stderr');
   const lines = readFileSync(join(REF, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { index: number; record?: object });
   t.deepEqual(lines.map((l) => l.index), [...Array(TOTAL).keys()], 'sorted by point index once complete');
   t.true(lines.every((l) => l.record !== undefined));
@@ -120,13 +121,13 @@ test.serial('killing a sweep (SIGKILL) and resuming it gives the same final resu
 
   const resumed = await lab(['sweep', SPEC_FILE, '--jobs', '2', '--out', dir, '--resume']).done;
   t.is(resumed.code, 0, resumed.stdout + resumed.stderr);
-  t.regex(resumed.stdout, new RegExp(`${kept} already done; running ${TOTAL - kept} on`));
+  t.regex(resumed.stderr, new RegExp(`${kept} already done; running ${TOTAL - kept} on`));
   sameFiles(t, REF, dir);
 
   // resuming a finished sweep runs nothing and changes nothing
   const again = await lab(['sweep', SPEC_FILE, '--out', dir, '--resume']).done;
   t.is(again.code, 0);
-  t.regex(again.stdout, new RegExp(`${TOTAL} already done; running 0 on`));
+  t.regex(again.stderr, new RegExp(`${TOTAL} already done; running 0 on`));
   sameFiles(t, REF, dir);
 });
 
@@ -142,7 +143,7 @@ test.serial('shards run as separate processes, then merged, equal the single-mac
   }
   const partial = await lab(['merge', shards[0] as string, shards[2] as string, '--out', join(TMP, 'merged-partial')]).done;
   t.is(partial.code, 2);
-  t.regex(partial.stdout.trim(), /^error: the directories cover \d+ of 20 points \(shards seen: 0\/3, 2\/3\); missing \d+, e\.g\. #1, #4, #7: run or resume the missing shards first$/);
+  t.regex(partial.stderr.trim(), /^error: the directories cover \d+ of 20 points \(shards seen: 0\/3, 2\/3\); missing \d+, e\.g\. #1, #4, #7: run or resume the missing shards first$/);
 
   const merged = join(TMP, 'merged');
   const m = await lab(['merge', ...shards, '--out', merged]).done;
@@ -155,13 +156,13 @@ test.serial('a directory with results is not overwritten, and --resume needs the
   t.is(ref.code, 0);
   const fresh = await lab(['sweep', SPEC_FILE, '--out', REF]).done;
   t.is(fresh.code, 2);
-  t.regex(fresh.stdout.trim(), /^error: .*ref already holds sweep results; pass --resume to continue that sweep, or choose another --out$/);
+  t.regex(fresh.stderr.trim(), /^error: .*ref already holds sweep results; pass --resume to continue that sweep, or choose another --out$/);
   const otherShard = await lab(['sweep', SPEC_FILE, '--out', REF, '--resume', '--shard', '0/2']).done;
   t.is(otherShard.code, 2);
-  t.regex(otherShard.stdout.trim(), /^error: .*ref holds shard all; --resume needs the same spec and --shard \(now 'proc-test', shard 0\/2\)$/);
+  t.regex(otherShard.stderr.trim(), /^error: .*ref holds shard all; --resume needs the same spec and --shard \(now 'proc-test', shard 0\/2\)$/);
   const otherSpec = await lab(['sweep', 'smoke', '--out', REF, '--resume']).done;
   t.is(otherSpec.code, 2);
-  t.regex(otherSpec.stdout.trim(), /^error: .*ref holds sweep 'proc-test' with another spec; --resume needs the same spec/);
+  t.regex(otherSpec.stderr.trim(), /^error: .*ref holds sweep 'proc-test' with another spec; --resume needs the same spec/);
 });
 
 test('a point gives the same record whatever ran before it in the worker process', async (t) => {

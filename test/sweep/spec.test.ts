@@ -14,9 +14,9 @@ const ok = { name: 't', runner: 'synthetic', seeds: [1], durationNs: 100_000 };
 
 for (const [title, spec, pattern] of [
   ['an unknown policy names the key, the value and the policies', { ...ok, grid: { policy: ['none', 'windw'] } },
-    /^spec grid\.policy\[1\]: "windw" is not accepted; valid: none, window, count, window-or-count$/],
+    /^spec grid\.policy\[1\]: "windw" is not accepted; valid: none, window, count, window-or-count, adaptive, by-event-type, or \.\/file\.ts#export$/],
   ['an unknown grid key lists the valid keys', { ...ok, grid: { polcy: ['none'] } },
-    /^spec grid: unknown key 'polcy'; valid keys: strategy, workload, profile, syncNs, tasks, policy, windowNs, count$/],
+    /^spec grid: unknown key 'polcy'; valid keys: strategy, workload, profile, syncNs, tasks, policy, windowNs, count, minWindowNs, maxWindowNs, inner, strategy\.KEY, batching\.KEY$/],
   ['an unknown top-level key lists the valid keys', { ...ok, seed: [1] },
     /^spec \(top level\): unknown key 'seed'; valid keys: name, runner, seeds, durationNs, grid, description$/],
   ['a missing key is named', { name: 't', runner: 'synthetic', seeds: [1] }, /^spec durationNs: is required/],
@@ -63,7 +63,7 @@ test('spec files: unknown preset, missing file, bad JSON and a bad value each gi
   t.regex(t.throws(() => loadSpec('nope'))?.message ?? '', /^unknown preset 'nope'; presets: batching, batching-synthetic, smoke; or a path to a spec \.json file$/);
   t.regex(t.throws(() => loadSpec(join(dir, 'missing.json')))?.message ?? '', /cannot read spec file .*missing\.json: ENOENT/);
   t.regex(t.throws(() => loadSpec(bad))?.message ?? '', /bad\.json is not valid JSON/);
-  t.regex(t.throws(() => loadSpec(wrong))?.message ?? '', /wrong\.json: spec grid\.strategy\[0\]: "pinned" is not accepted; valid: odp, holdoff$/);
+  t.regex(t.throws(() => loadSpec(wrong))?.message ?? '', /wrong\.json: spec grid\.strategy\[0\]: "pinned" is not accepted; valid: odp, holdoff, or \.\/file\.ts#export$/);
 });
 
 async function cli(...argv: string[]): Promise<{ code: number; lines: string[] }> {
@@ -78,7 +78,7 @@ for (const [argv, pattern] of [
   [['sweep', 'nope'], /^error: unknown preset 'nope'; presets: batching, batching-synthetic, smoke; or a path/],
   [['sweep', 'smoke', '--jobs', '0'], /--jobs must be an integer from 1 to 1024, got '0'/],
   [['sweep', 'smoke', '--shard', '3/3'], /--shard must be i\/n with 0 <= i < n \(e\.g\. 0\/4\), got '3\/3'/],
-  [['sweep', 'smoke', '--frob'], /unknown option '--frob'; options of sweep: --jobs, --out, --shard, --resume/],
+  [['sweep', 'smoke', '--frob'], /unknown option '--frob'; options of sweep: --jobs, --out, --shard, --resume, --max-points, --quiet, --progress/],
   [['sweep'], /missing required argument 'spec'; usage: lab sweep \[options\] <spec>/],
   [['merge'], /missing required argument 'dirs'/],
   [['merge', '/nonexistent/dir'], /^error: \/nonexistent\/dir is not a directory$/],

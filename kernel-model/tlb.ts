@@ -1,0 +1,70 @@
+/**
+ * TLB flushes, and through them the secondary TLBs of devices that share the CPU page
+ * tables (IOMMU SVA: intel-svm, arm-smmu-v3-sva, amd_iommu_v2).
+ *
+ * Since 6.6 ("mmu_notifiers: rename invalidate_range notifier", Alistair Popple) the
+ * architecture's flush calls `mmu_notifier_arch_invalidate_secondary_tlbs(mm, start, end)`
+ * at its end: x86 `flush_tlb_mm_range` (arch/x86/mm/tlb.c), arm64
+ * `__flush_tlb_range_nosync`, riscv `__flush_tlb_range`, powerpc radix. So a subscriber
+ * hears of exactly the span the CPU flushed, whenever the CPU flushed, whether or not a
+ * start/end pair was around it, and hears nothing when no PTE was cleared (an UNMAP of an
+ * unpopulated range flushes nothing). Before 6.6 the callback was `invalidate_range`, called
+ * from `mmu_notifier_invalidate_range_end` and the `*_clear_flush_notify` helpers; the
+ * model's older profiles do not call it at all (no subscriber in the model uses it).
+ *
+ * The model's flush points: a single PTE cleared or replaced (`ptep_clear_flush`, which
+ * ends in `flush_tlb_page` -> `flush_tlb_mm_range`), and `tlb_finish_mmu` after a zap
+ * (the gathered span, flushed before the gathered pages are freed).
+ * [read] arch/x86/mm/tlb.c (flush_tlb_mm_range); include/linux/mmu_notifier.h
+ * (mmu_notifier_arch_invalidate_secondary_tlbs); spec rule 38.
+ */
+import type { Co } from './sim/index.ts';
+import type { MmStruct } from './mm.ts';
+import type { KernelProfile } from './profile.ts';
+import { PAGE_SIZE } from './constants.ts';
+import { mmuNotifierArchInvalidateSecondaryTlbs } from './mmu-notifier.ts';
+
+/** 6.6: the TLB-flush code calls arch_invalidate_secondary_tlbs (read off the profile's release). */
+export function secondaryTlbsFlushedByArch(profile: KernelProfile): boolean {
+  const [major = 0, minor = 0] = profile.release.split('.').map((n) => Number.parseInt(n, 10));
+  return major > 6 || (major === 6 && minor >= 6);
+}
+
+/**
+ * `flush_tlb_mm_range`: the CPU TLBs of `mm` over [start, end) are flushed, then (6.6+)
+ * every classic subscriber's `arch_invalidate_secondary_tlbs` runs, under the page-table
+ * lock (atomic context).
+ *
+ * @example
+ *   mm.pageTable.clear(vpn(addr)); yield* flushTlbMmRange(mm, addr, addr + PAGE_SIZE);
+ */
+export function* flushTlbMmRange(mm: MmStruct, start: number, end: number): Co {
+  if (end <= start || !secondaryTlbsFlushedByArch(mm.kernel.profile)) return;
+  yield* mmuNotifierArchInvalidateSecondaryTlbs(mm, start, end);
+}
+
+/** `flush_tlb_page` (ptep_clear_flush's flush): one page. */
+export function* flushTlbPage(mm: MmStruct, addr: number): Co {
+  const page = addr - (addr % PAGE_SIZE);
+  yield* flushTlbMmRange(mm, page, page + PAGE_SIZE);
+}
+
+/** The span of PTEs a zap cleared (`struct mmu_gather`'s start/end), or null when none. */
+export type GatheredSpan = { start: number; end: number } | null;
+
+/** Widen a gathered span by one page (`tlb_remove_tlb_entry`). */
+export function gatherPage(span: GatheredSpan, addr: number): GatheredSpan {
+  const end = addr + PAGE_SIZE;
+  if (!span) return { start: addr, end };
+  return { start: Math.min(span.start, addr), end: Math.max(span.end, end) };
+}
+
+/**
+ * `tlb_finish_mmu`: flush what the zap gathered (nothing when it cleared no PTE), then
+ * free the gathered pages: a secondary TLB is invalidated before a page it may still
+ * translate to goes back to the allocator.
+ */
+export function* tlbFinishMmu(mm: MmStruct, span: GatheredSpan, toFree: readonly number[]): Co {
+  if (span) yield* flushTlbMmRange(mm, span.start, span.end);
+  for (const f of toFree) mm.kernel.phys.put(f);
+}
