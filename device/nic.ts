@@ -532,7 +532,6 @@ export class Nic implements FabricEndpoint {
     if (cap.maxSendWr > this.caps.maxQpWr || cap.maxRecvWr > this.caps.maxQpWr) return -EINVAL;
     if (cap.maxSendSge > this.caps.maxSge || cap.maxRecvSge > this.caps.maxSge) return -EINVAL;
     const qp = new QueuePair(this.nextQpn++, init, cap);
-    qp.pathMtu = this.caps.mtu;
     if (qp.srq) qp.srq.users++;
     if (t === IBV_QPT_XRC_RECV) qp.xrcd!.users++;
     this.qps.set(qp.qpNum, qp);

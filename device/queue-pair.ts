@@ -105,6 +105,9 @@ export interface QpAttr {
   pathMtu?: number;
 }
 
+/** A QP's path MTU before `modifyQp` sets one: the IB maximum message size, so one packet per message. */
+export const UNSET_PATH_MTU = 2 ** 31;
+
 /** `enum ibv_mtu`. */
 export const IBV_MTU_256 = 1;
 export const IBV_MTU_512 = 2;
@@ -188,8 +191,13 @@ export class QueuePair {
   minRnrTimer = 0;
   maxRdAtomic = 0;
   maxDestRdAtomic = 0;
-  /** Path MTU in bytes (default: the port's active MTU, see Nic.createQp). */
-  pathMtu = 4096;
+  /**
+   * Path MTU in bytes. Until `modifyQp` sets `pathMtu`, 2^31 (the largest IB message): one
+   * packet per message, as this model had before issue 18. rdma-core requires IBV_QP_PATH_MTU
+   * at RTR for connected QPs; the model does not, so that code written before it keeps its
+   * figures (model choice).
+   */
+  pathMtu = UNSET_PATH_MTU;
 
   // send queue (requester)
   sq: SendWqe[] = [];

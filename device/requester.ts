@@ -152,8 +152,9 @@ export class Requester {
     ctx.opcode = wr.opcode;
     const mtu = qp.pathMtu;
     const data = wr.opcode === IBV_WR_SEND || wr.opcode === IBV_WR_RDMA_WRITE;
-    if (!qp.reliable && w.length > mtu) {
-      // A UD message must fit in one packet (assumed status: IBV_WC_LOC_LEN_ERR).
+    if (!qp.reliable && w.length > nic.caps.mtu) {
+      // A UD message must fit in one packet of the port's MTU (UD has no path MTU; assumed
+      // status: IBV_WC_LOC_LEN_ERR).
       qp.localError = { wqe: w, status: IBV_WC_LOC_LEN_ERR };
       qp.kickCompleter();
       return;

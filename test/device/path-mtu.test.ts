@@ -27,6 +27,22 @@ test('ibv_modify_qp(3) path_mtu: an enum ibv_mtu value up to the port\'s active 
   t.is(nicCapabilities().mtu, 4096, 'default port MTU: 4096 (InfiniBand)');
 });
 
+test('model choice: a QP whose path MTU was never set sends one packet per message (rdma-core would require IBV_QP_PATH_MTU at RTR)', (t) => {
+  const { sim, a, b } = twoNodes();
+  const [qa] = rcPair(a, b);
+  const src = buffer(a, 0x10000, 16);
+  const dst = buffer(b, 0x40000, 16);
+  runScript(t, sim, function* () {
+    yield* mapBuffer(a, src);
+    yield* mapBuffer(b, dst);
+    a.nic.postSend(qa, { wrId: 1, opcode: IBV_WR_RDMA_WRITE, sendFlags: S, sgList: [{ addr: src.iova, length: 64 * KiB, lkey: src.mr.lkey }],
+      rdma: { remoteAddr: dst.iova, rkey: dst.mr.rkey } });
+    yield* a.cq.waitFor(1);
+  });
+  t.is(b.nic.stats.packetsReceived, 1);
+  t.deepEqual(contents(b, dst, 0, 64 * KiB), contents(a, src, 0, 64 * KiB));
+});
+
 test('rxe check_length: a 10 KiB RDMA WRITE with a 1 KiB path MTU is 10 packets on the wire, acknowledged once, bytes intact', (t) => {
   const { sim, a, b } = twoNodes();
   const [qa] = rcPair(a, b, { pathMtu: IBV_MTU_1024 });
@@ -121,7 +137,7 @@ test('per-packet SEND: a 6 KiB SEND with a 1 KiB path MTU lands in one receive W
   t.deepEqual(contents(b, dst, 0, 6 * KiB), contents(a, src, 0, 6 * KiB));
 });
 
-test('a UD message longer than the path MTU completes in error (IBV_WC_LOC_LEN_ERR, assumed) and the send queue errors', (t) => {
+test('a UD message longer than the port MTU (UD has no path MTU) completes in error (IBV_WC_LOC_LEN_ERR, assumed) and the send queue errors', (t) => {
   const { sim, a, b } = twoNodes({ caps: { mtu: 1024 } });
   const qp = a.nic.createQp({ qpType: IBV_QPT_UD, pd: a.pd, sendCq: a.cq, recvCq: a.cq }) as QueuePair;
   a.nic.modifyQp(qp, { qpState: IBV_QPS_INIT, qkey: 1 });

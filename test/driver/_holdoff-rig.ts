@@ -181,30 +181,17 @@ export function updateNs(costs: CostModel, pages: number): number {
 
 /**
  * When each stage of one RDMA WRITE of `pages` whole pages ends, on idle NICs with cold
- * translation caches and the default 4096-byte path MTU (one packet per page), posted at
- * `t0`: the gather on the requester, the arrival of the first packet, the responder's last
- * write, and the ACK's arrival back at the requester (which completes the WQE). Each packet
- * leaves once its page is gathered (the first also pays WQE processing and the PCIe read
- * latency), serializes on the link, and is written by the responder once it has arrived and
- * the previous one is written.
+ * translation caches, posted at `t0`: the gather on the requester, the arrival of the
+ * message, the responder's writes, and the ACK's arrival back at the requester (which
+ * completes the WQE).
  */
 export function writeTimeline(costs: CostModel, fabric: FabricOptions, pages: number, t0: number): { gatherStart: number; gatherEnd: number; arrival: number; writeEnd: number; ackArrival: number } {
   const access = pageAccessNs(costs);
   const gatherStart = t0 + costs.doorbellNs;
-  let ready = gatherStart;
-  let depart = 0;
-  let linkFree = 0;
-  let arrival = 0;
-  let writeEnd = 0;
-  for (let k = 0; k < pages; k++) {
-    ready += access;
-    depart = Math.max(ready + (k === 0 ? costs.wqeProcessingNs + costs.dmaReadLatencyNs : 0), depart);
-    linkFree = Math.max(depart, linkFree) + (fabric.headerBytes + P) / fabric.bytesPerNs;
-    const arrives = Math.round(linkFree + fabric.latencyNs);
-    if (k === 0) arrival = arrives;
-    writeEnd = Math.max(arrives, writeEnd) + access;
-  }
-  const gatherEnd = ready;
+  const gatherEnd = gatherStart + pages * access;
+  const depart = gatherEnd + costs.wqeProcessingNs + costs.dmaReadLatencyNs;
+  const arrival = Math.round(depart + (fabric.headerBytes + pages * P) / fabric.bytesPerNs + fabric.latencyNs);
+  const writeEnd = arrival + pages * access;
   const ackDepart = writeEnd + costs.responderProcessingNs;
   const ackArrival = Math.round(ackDepart + fabric.headerBytes / fabric.bytesPerNs + fabric.latencyNs);
   return { gatherStart, gatherEnd, arrival, writeEnd, ackArrival };

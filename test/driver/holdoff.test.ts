@@ -58,9 +58,7 @@ test('rdma H3.1 (seed 000): munmap of the source of a long RDMA WRITE waits unti
     m.holdoffNs = holdoffUmem(mrA).stats.holdoffNs;
   });
   t.is(m.latency, m.expected, `munmap took ${m.latency} ns; remaining DMA ${m.remaining} + zap ${zapNs(costs, MiB4)} + sync ${costs.syncNs}`);
-  // One packet per page: the wire and the remote writes follow the gather closely, so what
-  // remains is mostly the rest of the gather (issue 18, path MTU).
-  t.true((m.remaining ?? 0) > 400_000, 'a real holdoff: the rest of the gather, the wire and the remote writes');
+  t.true((m.remaining ?? 0) > 600_000, 'a real holdoff: the rest of the gather, the wire and the remote writes');
   t.is(m.holdoffNs, m.remaining);
   t.is(m.heldOff, 1);
   t.deepEqual(statuses(m.wcs ?? []), ['IBV_WC_SUCCESS'], 'the WRITE was not disturbed');
@@ -133,16 +131,7 @@ test('rdma H3.1, G7, F3: with a short holdoff timeout the MR is revoked instead:
     m.mrState = mrA.umem.mr.state;
     m.qpState = qa.state;
     const got = yield* load(b, dst, MiB4 * P);
-    // The WRITE goes one packet per page (path MTU 4096): the pages gathered before the
-    // revocation (during the holdoff the NIC keeps reading) reached the peer, none after it.
-    // What arrived is a prefix of the source.
-    const want = pattern(MiB4 * P, (i) => i + 1);
-    let arrived = 0;
-    while (arrived < MiB4 && got[arrived * P + 1] !== 0) arrived++;
-    const gatheredByRevocation = Math.ceil((200 * pageAccessNs(costs) + timeout + zapNs(costs, MiB4) + costs.syncNs) / pageAccessNs(costs)) + 1;
-    m.untouched = arrived <= gatheredByRevocation && arrived < MiB4
-      && got.subarray(0, arrived * P).every((v, i) => v === want[i])
-      && got.subarray(arrived * P).every((v) => v === 0);
+    m.untouched = got.every((v) => v === 0);
     const s = holdoffUmem(mrA).stats;
     m.stats = { timeouts: s.timeouts, revocations: s.revocations, heldOff: s.heldOff };
   });
@@ -152,7 +141,7 @@ test('rdma H3.1, G7, F3: with a short holdoff timeout the MR is revoked instead:
   t.deepEqual(statuses(m.later ?? []), ['IBV_WC_WR_FLUSH_ERR']);
   t.is(m.mrState, 'revoked');
   t.is(m.qpState, IBV_QPS_ERR);
-  t.true(m.untouched, 'only the packets sent before the revocation reached the peer');
+  t.true(m.untouched, 'nothing reached the peer');
   t.deepEqual(m.stats, { timeouts: 1, revocations: 1, heldOff: 1 });
   t.is(revokedAt.length, 1, 'the opt-in mr:revoked extension event (rdma F4: real verbs have none)');
 });
