@@ -324,9 +324,9 @@ export class UmemOdp {
   /**
    * Under the umem mutex, after a clean read_retry: install the snapshot in the device
    * page table, one update command per run of valid pages. A fault grants write exactly
-   * when it asked for it (a downgrade maps read-only, D2); a snapshot grants what the CPU
-   * PTE grants (A4). An entry the device already has writable for the same frame stays
-   * writable: nothing invalidated it, so that permission still holds. Returns the pages
+   * when it asked for it (a downgrade maps read-only, D2, replacing a writable entry as
+   * mlx5 does); a snapshot grants what the CPU PTE grants (A4), and an entry the device
+   * already has writable for the same frame stays writable: nothing invalidated it. Returns the pages
    * programmed, or the device's -errno.
    *
    * @example
@@ -352,7 +352,9 @@ export class UmemOdp {
       for (; j < n && (range.flags[j] as number) & HMM_PFN_VALID; j++) {
         const frame = range.pfns[j] as number;
         const old = this.pages.get(first + j);
-        const w = writable && ((mode.fault ? mode.write : ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0) || old === frame * 2 + 1);
+        // A downgrade (a fault without write) writes a read-only entry even over a writable
+        // one (mlx5_odp_populate_xlt with MLX5_IB_UPD_XLT_DOWNGRADE).
+        const w = writable && (mode.fault ? mode.write : ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0 || old === frame * 2 + 1);
         frames.push(frame);
         writes.push(w);
       }

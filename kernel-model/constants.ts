@@ -40,3 +40,12 @@ export const vpn = (addr: number): number => Math.floor(addr / PAGE_SIZE);
 
 /** Hex for messages and traces: 0x7f0000001000. */
 export const hex = (n: number): string => (n === ULONG_MAX ? '0xffffffffffffffff' : '0x' + n.toString(16));
+
+/** Where top-down mmap placement starts (below the stack), as on x86-64, unless randomized. */
+export const MMAP_BASE = 0x7f0000000000;
+
+/**
+ * Pages of mmap_base randomization: x86-64's default mmap_rnd_bits is 28
+ * (arch/x86/Kconfig ARCH_MMAP_RND_BITS_MIN/DEFAULT), so up to 2^28 pages below the base.
+ */
+export const MMAP_RND_PAGES = 2 ** 28;

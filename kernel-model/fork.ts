@@ -34,7 +34,12 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
       // raw_write_seqcount_begin(&src_mm->write_protect_seq) in copy_page_range (5.11, 57efa1fe5957).
       if (profile.writeProtectSeq) parent.writeProtectSeq++;
     }
-    for (const [v, pte] of parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
+    // A snapshot of the slots: the copy may stop at a preemption point (below).
+    const slots = [...parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)].map(([v]) => v);
+    for (let idx = 0; idx < slots.length; idx++) {
+      const v = slots[idx] as number;
+      const pte = parent.pageTable.get(v);
+      if (pte === 0) continue;
       const addr = v * PAGE_SIZE;
       if (pteHas(pte, PTE_SWAP)) {
         swap.dup(pteFrame(pte));
@@ -73,6 +78,17 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
         lru.add(nf);
         child.pageTable.set(v, makePte(nf, pteFlags(pte) | PTE_PRESENT));
         continue;
+      }
+      if (anon && cow && profile.forkCopiesPinned && pteHas(pte, PTE_WRITE)) {
+        // Between page_needs_cow_for_dma's "not pinned" and ptep_set_wrprotect, a lockless
+        // gup_fast on another CPU can still read the writable PTE and pin the page; only
+        // mm->write_protect_seq (5.11, 57efa1fe5957) sends it to the slow path. The page
+        // table lock keeps everyone else out: a PTE changed meanwhile is copied again.
+        yield* parent.kernel.sim.preemptPoint('copy_present_pte');
+        if (parent.pageTable.get(v) !== pte) {
+          idx--;
+          continue;
+        }
       }
       phys.get(f);
       phys.rmapAdd(f, child, addr);

@@ -59,24 +59,122 @@ export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupF
   return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
 }
 
-/** get_user_pages_fast: takes mmap_lock itself. */
+/**
+ * get_user_pages_fast: the lockless walk first (gupFastWalk), then the slow path under
+ * mmap_lock for whatever it did not take (mm/gup.c internal_get_user_pages_fast).
+ */
 export function* getUserPagesFast(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
-  yield* mm.mmapLock.downRead();
-  try {
-    return yield* getUserPages(mm, start, nrPages, gupFlags, pages);
-  } finally {
-    mm.mmapLock.upRead();
-  }
+  if (gupFlags & INTERNAL) return invalid(mm, `get_user_pages_fast: internal flag passed (0x${(gupFlags & INTERNAL).toString(16)})`);
+  return yield* internalGupFast(mm, start, nrPages, gupFlags | FOLL_GET, pages);
 }
 
-/** pin_user_pages_fast: takes mmap_lock itself (what ib_umem_get calls). */
+/** pin_user_pages_fast (what ib_umem_get calls): the lockless walk, then the slow path. */
 export function* pinUserPagesFast(mm: MmStruct, start: number, nrPages: number, gupFlags: number, pages: number[]): Co<number> {
+  const { profile, sim } = mm.kernel;
+  const refused = (m: string) => sim.emit({ type: 'interface-refused', api: 'pin_user_pages', message: m });
+  if (requireInterface(profile, 'follPin', 'pin_user_pages', refused) < 0) return -EINVAL;
+  if (gupFlags & (INTERNAL | FOLL_GET)) return invalid(mm, 'pin_user_pages_fast: FOLL_GET or an internal flag passed');
+  return yield* internalGupFast(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+}
+
+/**
+ * internal_get_user_pages_fast: after the argument checks, the lockless walk takes what
+ * the page table already allows; the rest goes through the slow path with mmap_lock held
+ * for read. A slow-path error after some fast pages returns the fast count.
+ */
+function* internalGupFast(mm: MmStruct, start: number, nrPages: number, flags: number, pages: number[]): Co<number> {
+  const bad = gupArgsError(mm, start, nrPages, flags);
+  if (bad < 0) return bad;
+  if (nrPages === 0) return 0;
+  // mm_set_has_pinned_flag before the walk (a458b76a4171): fork must see it.
+  if (flags & FOLL_PIN) mm.hasPinned = true;
+  const fast: number[] = [];
+  const n = gupFastWalk(mm, start, nrPages, flags, fast);
+  pages.push(...fast);
+  if (n === nrPages) return n;
   yield* mm.mmapLock.downRead();
+  let r: number;
   try {
-    return yield* pinUserPages(mm, start, nrPages, gupFlags, pages);
+    r = yield* gupLocked(mm, start + n * PAGE_SIZE, nrPages - n, flags, pages);
   } finally {
     mm.mmapLock.upRead();
   }
+  if (r < 0) return n > 0 ? n : r;
+  return n + r;
+}
+
+/**
+ * The lockless walk of get/pin_user_pages_fast (mm/gup.c gup_pte_range under
+ * local_irq_save, lockless_pages_from_mm): no mmap_lock, no VMA checks, no faults, no
+ * sleeping. It takes leading pages whose PTE is present, not PROT_NONE, not special (the
+ * zero page is), writable when the request writes (5.8: for every lookup, its forced COW
+ * break needs the slow path), pinnable for FOLL_LONGTERM, not in need of unsharing, and
+ * stops at the first that is not. FOLL_TOUCH is not in its flags: nothing is dirtied.
+ *
+ * For FOLL_PIN from 5.11 (57efa1fe5957) it reads mm->write_protect_seq first (odd: fork
+ * is copying, take nothing) and again after the walk (moved: unpin all, take nothing), so
+ * a pin can never slip between fork's page_maybe_dma_pinned check and its write-protect.
+ * Returns the number of pages taken.
+ */
+export function gupFastWalk(mm: MmStruct, start: number, nrPages: number, flags: number, got: number[]): number {
+  const { kernel } = mm;
+  const { phys, profile, sim } = kernel;
+  const seqCheck = profile.writeProtectSeq && (flags & FOLL_PIN) !== 0;
+  const seq = mm.writeProtectSeq;
+  if (seqCheck && seq & 1) {
+    sim.emit({ type: 'note', text: `gup_fast: mm${mm.id}'s write_protect_seq is odd (fork is copying): slow path` });
+    return 0;
+  }
+  const write = (flags & FOLL_WRITE) !== 0 || profile.gupForceCowBreak;
+  const taken: number[] = [];
+  for (let i = 0; i < nrPages; i++) {
+    const addr = start + i * PAGE_SIZE;
+    const pte = mm.pageTable.get(vpn(addr));
+    if (!ptePresent(pte) || pteHas(pte, PTE_PROTNONE) || (write && !pteHas(pte, PTE_WRITE))) break;
+    const f = pteFrame(pte);
+    if (f === ZERO_PFN) break;
+    if ((flags & FOLL_LONGTERM) && phys.has(f, PG_MOVABLE_ZONE)) break;
+    if ((flags & FOLL_LONGTERM) && (flags & FOLL_WRITE) && profile.refuseLongtermFileWrite && phys.mappingFile[f]! >= 0) break;
+    // VM_IO/VM_PFNMAP mappings have special PTEs (pte_special): gup_fast leaves them to the slow path.
+    const vma = mm.findVma(addr);
+    if (!vma || vma.flags & (VM_IO | VM_PFNMAP) || mustUnshare(kernel, vma, f, flags)) break;
+    grabPage(kernel, f, flags);
+    taken.push(f);
+  }
+  if (seqCheck && mm.writeProtectSeq !== seq) {
+    sim.emit({ type: 'note', text: `gup_fast: mm${mm.id}'s write_protect_seq moved during the walk: unpin, slow path` });
+    for (const f of taken) releasePage(kernel, f, flags);
+    return 0;
+  }
+  if (taken.length > 0) {
+    sim.emit({
+      type: 'gup', node: kernel.node, mm: mm.id, addr: start, frames: taken.slice(),
+      pin: (flags & FOLL_PIN) !== 0, longterm: (flags & FOLL_LONGTERM) !== 0, write: (flags & FOLL_WRITE) !== 0,
+    });
+  }
+  got.push(...taken);
+  return taken.length;
+}
+
+/** try_grab_page: a pin (the bias, or _pincount on a large folio) or a plain reference. */
+function grabPage(kernel: Kernel, f: number, flags: number): void {
+  const { phys } = kernel;
+  if (flags & FOLL_PIN) {
+    if (phys.order[f]! > 0) {
+      phys.get(f);
+      phys.pincount[f]!++;
+    } else phys.get(f, GUP_PIN_COUNTING_BIAS);
+  } else phys.get(f);
+}
+
+function releasePage(kernel: Kernel, f: number, flags: number): void {
+  const { phys } = kernel;
+  if (flags & FOLL_PIN) {
+    if (phys.order[f]! > 0) {
+      phys.pincount[f]!--;
+      phys.put(f);
+    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
+  } else phys.put(f);
 }
 
 function invalid(mm: MmStruct, why: string): number {
@@ -84,14 +182,20 @@ function invalid(mm: MmStruct, why: string): number {
   return -EINVAL;
 }
 
-function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number, pages: number[]): Co<number> {
-  const { kernel } = mm;
-  const { profile } = kernel;
-  // is_valid_gup_args (rule 54)
+/** is_valid_gup_args (rule 54): 0, or -EINVAL with a note. */
+function gupArgsError(mm: MmStruct, start: number, nrPages: number, flags: number): number {
+  const { profile } = mm.kernel;
   if ((flags & FOLL_GET) && (flags & FOLL_PIN)) return invalid(mm, 'FOLL_GET and FOLL_PIN are mutually exclusive');
   if (profile.follPin && (flags & FOLL_LONGTERM) && !(flags & FOLL_PIN)) return invalid(mm, 'FOLL_LONGTERM requires FOLL_PIN');
   if ((flags & FOLL_LONGTERM) && (flags & FOLL_PCI_P2PDMA)) return invalid(mm, 'FOLL_LONGTERM with FOLL_PCI_P2PDMA');
   if (!isPageAligned(start) || nrPages < 0) return -EINVAL;
+  return 0;
+}
+
+function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number, pages: number[]): Co<number> {
+  const { kernel } = mm;
+  const bad = gupArgsError(mm, start, nrPages, flags);
+  if (bad < 0) return bad;
   if (nrPages === 0) return 0;
   if (flags & FOLL_PIN) mm.hasPinned = true; // MMF_HAS_PINNED, never cleared (rule 57)
   for (let attempt = 0; ; attempt++) {
@@ -192,15 +296,12 @@ function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number,
       if (r < 0) return partial(r === -ENOMEM ? -ENOMEM : -EFAULT);
     }
     if (frame < 0) return partial(-EFAULT);
+    grabPage(kernel, frame, flags);
     if (flags & FOLL_PIN) {
-      if (phys.order[frame]! > 0) {
-        phys.get(frame);
-        phys.pincount[frame]!++;
-      } else phys.get(frame, GUP_PIN_COUNTING_BIAS);
       if (profile.anonExclusive && frame !== ZERO_PFN && phys.has(frame, PG_ANON) && !phys.has(frame, PG_ANON_EXCLUSIVE)) {
         sim.emit({ type: 'note', text: `pinned anonymous frame ${frame} is not exclusive (rule 61 violated by the model)` });
       }
-    } else phys.get(frame);
+    }
     got.push(frame);
   }
   return nrPages;

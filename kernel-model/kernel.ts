@@ -3,6 +3,7 @@ import { Simulation, type SimulationOptions } from './sim/index.ts';
 import { PROFILES, type KernelProfile } from './profile.ts';
 import { PhysicalMemory, PG_SWAPCACHE } from './page-frames.ts';
 import { MmStruct } from './mm.ts';
+import { MMAP_BASE, MMAP_RND_PAGES, PAGE_SIZE } from './constants.ts';
 import type { MmuNotifierRange } from './mmu-notifier-range.ts';
 import { DmaBus } from './dma-bus.ts';
 import { File } from './file.ts';
@@ -34,6 +35,12 @@ export interface KernelOptions extends SimulationOptions {
   sim?: Simulation;
   /** A name for this node in traces (default 'node0'). */
   node?: string;
+  /**
+   * randomize_va_space: each new mm's mmap_base drawn from the seed, up to MMAP_RND_PAGES
+   * pages below MMAP_BASE (arch_pick_mmap_layout and arch_mmap_rnd, arch/x86/mm/mmap.c).
+   * Off by default, so addresses are the same in every run.
+   */
+  randomizeVaSpace?: boolean;
 }
 
 /**
@@ -54,6 +61,7 @@ export class Kernel {
   readonly lru = new Lru();
   readonly swap: SwapArea;
   readonly node: string;
+  readonly randomizeVaSpace: boolean;
   /** MADV_PAGEOUT's handler: reclaim of the range, ignoring references. */
   pageout: PageoutHook = reclaimRange;
   /**
@@ -76,6 +84,7 @@ export class Kernel {
     this.sim = opts.sim ?? new Simulation(opts);
     this.profile = opts.profile ?? PROFILES['linux-6.x'];
     this.node = opts.node ?? 'node0';
+    this.randomizeVaSpace = opts.randomizeVaSpace ?? false;
     this.phys = new PhysicalMemory(this.sim, opts.frames ?? 65536, opts.reuseFreedFirst ?? true, this.node);
     this.phys.pinTracking = this.profile.follPin;
     this.dmaBus = new DmaBus(this.phys);
@@ -86,7 +95,9 @@ export class Kernel {
   }
 
   newMm(): MmStruct {
-    return new MmStruct(this, this.nextMmId++);
+    const mm = new MmStruct(this, this.nextMmId++);
+    if (this.randomizeVaSpace) mm.mmapBase = MMAP_BASE - this.sim.rng(`aslr:${this.node}`).int(0, MMAP_RND_PAGES - 1) * PAGE_SIZE;
+    return mm;
   }
 
   /** A new process with an empty address space (and no threads until it spawns some). */

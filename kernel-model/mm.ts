@@ -1,6 +1,7 @@
 import type { Kernel } from './kernel.ts';
 import { RwSemaphore } from './sim/index.ts';
 import { PageTable } from './page-table.ts';
+import { MMAP_BASE } from './constants.ts';
 import type { Vma } from './vma.ts';
 import type { MmuNotifierSubscriptions } from './mmu-notifier.ts';
 
@@ -31,6 +32,11 @@ export class MmStruct {
   exited = false;
   /** write_protect_seq: odd while fork copies page tables (GUP-fast backs off). */
   writeProtectSeq = 0;
+  /**
+   * Where top-down get_unmapped_area starts (mm->mmap_base). MMAP_BASE unless the kernel
+   * randomizes the address space (arch_pick_mmap_layout, mm/util.c); fork copies it.
+   */
+  mmapBase = MMAP_BASE;
 
   constructor(readonly kernel: Kernel, readonly id: number) {
     this.mmapLock = new RwSemaphore(kernel.sim, `mmap_lock(mm${id})`, 'mmap_lock');

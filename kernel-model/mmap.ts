@@ -5,17 +5,16 @@ import { Vma, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_MAYEXEC, VM_SHARED, protT
 import { EFAULT, EINVAL, ENOMEM } from './errno.ts';
 import {
   MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-  PAGE_SIZE, TASK_SIZE, isPageAligned, pageAlignUp, vpn,
+  MMAP_BASE, PAGE_SIZE, TASK_SIZE, isPageAligned, pageAlignUp, vpn,
 } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { tlbFinishMmu, type GatheredSpan } from './tlb.ts';
-import { isMigrationEntry, pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { flushTlbMmRange, gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
 import { migrationEntryMoved } from './migrate.ts';
 
-/** Where top-down mmap placement starts (below the stack), as on x86-64. */
-export const MMAP_BASE = 0x7f0000000000;
+export { MMAP_BASE } from './constants.ts';
 const MIN_ADDR = 0x10000;
 
 /** Insert a VMA keeping the list sorted (the caller made room). */
@@ -43,12 +42,13 @@ export function splitVmasAt(mm: MmStruct, start: number, end: number): Vma[] {
   return mm.vmasIn(start, end);
 }
 
-/** get_unmapped_area, top-down from MMAP_BASE; honours a free hint. Returns -ENOMEM. */
+/** get_unmapped_area, top-down from the mm's mmap_base; honours a free hint. Returns -ENOMEM. */
 export function getUnmappedArea(mm: MmStruct, hint: number, len: number): number {
   if (hint && isPageAligned(hint) && hint >= MIN_ADDR && hint + len <= TASK_SIZE && mm.vmasIn(hint, hint + len).length === 0) return hint;
-  let top = MMAP_BASE;
+  const base = mm.mmapBase;
+  let top = base;
   // Start at the first VMA ending above the base: one straddling it bounds the first gap.
-  for (let i = Math.min(mm.vmaIndexAtOrAfter(MMAP_BASE), mm.vmas.length - 1); i >= -1; i--) {
+  for (let i = Math.min(mm.vmaIndexAtOrAfter(base), mm.vmas.length - 1); i >= -1; i--) {
     const v = mm.vmas[i];
     const bottom = v ? v.end : MIN_ADDR;
     if (v && v.start >= top) continue;
@@ -158,15 +158,19 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.UNMAP, oldAddr, oldAddr + oldLen);
   yield* mmuNotifierInvalidateRangeStart(range);
   const shift = newAddr - oldAddr;
+  let span: GatheredSpan = null;
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(oldAddr + Math.min(oldLen, newLen)))) {
     mm.pageTable.clear(v);
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
+    if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);
     if (isMigrationEntry(pte)) migrationEntryMoved(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
     else if (!pteHas(pte, PTE_SWAP)) {
       phys.rmapRemove(pteFrame(pte), mm, v * PAGE_SIZE);
       phys.rmapAdd(pteFrame(pte), mm, v * PAGE_SIZE + shift);
     }
   }
+  // move_ptes: flush_tlb_range over the old addresses when a present PTE moved (tlb.ts).
+  if (span) yield* flushTlbMmRange(mm, span.start, span.end);
   yield* mmuNotifierInvalidateRangeEnd(range);
   void vma;
   if (flags & MREMAP_DONTUNMAP) return newAddr;

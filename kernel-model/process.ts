@@ -139,6 +139,7 @@ export class Process {
   *fork(name = `${this.name}-child`): Co<Process | number> {
     const { kernel } = this;
     const childMm = kernel.newMm();
+    childMm.mmapBase = this.mm.mmapBase; // dup_mmap copies the parent's layout
     let child: Process | null = null;
     const ret = yield* this.syscall('fork', '', () =>
       this.writeLocked(function* (this: Process) {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { DmaDetail } from './perfetto.ts';
 import { PROFILE_NAMES, profileByName, type ProfileName } from '../kernel-model/index.ts';
 import { SCENARIOS, scenarioByName } from './catalogue.ts';
 import { runScenario, type ScenarioDefinition } from './scenario.ts';
@@ -98,13 +99,14 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .command('run')
     .description('run scenarios by name, or all; narrative, figures and violations with their trails')
     .argument('<names...>', `scenario names or 'all'`)
-    .option('--seed <n>', 'simulation seed', parseSeed, 1)
+    .option('--seed <n>', 'simulation seed: 1 is the plain schedule the stories are told on; any other seed jitters preemption points, addresses and arrival times', parseSeed, 1)
     .option('--profile <name>', `kernel profile: ${PROFILE_NAMES.join(', ')}`, parseProfile)
     .option('--driver <name>', 'a driver of the scenario (lab list), or your strategy: ./file.ts[#export] (defineStrategy)')
     .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', collect, [] as string[])
     .option('--json', 'print one JSON object per run (schema: lab schema)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
-    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string }) => {
+    .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
       const policy = await policyModule(opts.set);
       let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
@@ -146,7 +148,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
         const used = new Set<string>();
         const report = runScenario(def, {
           seed: opts.seed, profile, driver, params, usedParams: used,
-          ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace } : {}),
+          ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace, traceDma: opts.traceDma } : {}),
         });
         for (const k of setKeys) if (!used.has(k)) unused.get(k)?.push(def.name);
         if (opts.json) out(JSON.stringify(report));

@@ -91,7 +91,8 @@ export const holdoffNonFaultable: ScenarioDefinition = {
       const writer = app.p.spawnThread('writer', function* (): Co {
         done = yield* rdmaWrite(app, qa, wrId++, src, srcMr.lkey, dst, dstMr.rkey, LONG_PAGES * P);
       });
-      yield* sim.sleep(costs.doorbellNs + (LONG_PAGES / 2) * pageAccessNs);
+      // The munmap arrives half-way through the transfer (seeds other than 1: anywhere from a quarter to three quarters).
+      yield* sim.sleep(costs.doorbellNs + ctx.vary('munmap arrival page', LONG_PAGES / 2, LONG_PAGES / 4, (3 * LONG_PAGES) / 4) * pageAccessNs);
       const heldBefore = holdoffOf(srcMr).stats.holdoffNs;
       let t0 = sim.now();
       must(yield* app.p.munmap(src, LONG_PAGES * P), 'munmap');

@@ -480,7 +480,7 @@ export const revokeDmabuf: ScenarioDefinition = {
         const buf = bufs.get(lane) as DmaBuf;
         const sim = ctx.sim;
         // Between two WRITEs: after the sixth has completed, before the seventh is posted.
-        yield* sim.sleep(lane.trafficStart + 5 * DMABUF_PERIOD_NS + 200_000 - sim.now());
+        yield* sim.sleep(lane.trafficStart + 5 * DMABUF_PERIOD_NS + ctx.vary('revoke offset', 200_000, 150_000, 250_000) - sim.now());
         const first = lane === lanes[0];
         const today = yield* buf.move();
         if (today === -EBUSY) {
@@ -715,7 +715,7 @@ export const revokeMunmapHoldoff: ScenarioDefinition = {
       revoke: (lane) => function* () {
         // The allocator thread: in the middle of the sixth WRITE, it gives the buffer back.
         const sim = ctx.sim;
-        yield* sim.sleep(lane.trafficStart + 5 * MUNMAP_PERIOD_NS + 20_000 - sim.now());
+        yield* sim.sleep(lane.trafficStart + 5 * MUNMAP_PERIOD_NS + ctx.vary('munmap offset', 20_000, 10_000, 30_000) - sim.now());
         const t0 = sim.now();
         must(yield* lane.app.p.munmap(lane.source.addr, lane.source.length), 'munmap');
         if (lane !== lanes[0]) return;

@@ -8,7 +8,7 @@ import { Fabric, NO_ODP_CAPS, type Nic, type NicCapabilities } from '../device/i
 import { createRdmaNode, type IbDeviceOptions, type RdmaNode, type StrategyDefinition, type UmemStrategy } from '../driver/index.ts';
 import { attachSanitizer, type MrBinding, type Violation } from '../sanitizer/index.ts';
 import { RunMetrics, type MetricsSummary } from './metrics.ts';
-import { PerfettoTrace } from './perfetto.ts';
+import { PerfettoTrace, type DmaDetail } from './perfetto.ts';
 import { batchingFromParams, costsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
 import { displayPath, type LoadedStrategy } from './user-module.ts';
 
@@ -66,12 +66,7 @@ export interface ScenarioDefinition {
   endsAtLimit?: boolean;
   /** Violation ids this (profile, driver) is expected to show; anything else is unexpected. */
   expect(profile: ProfileName, driver: string): readonly string[];
-  /**
-   * Violation ids that may appear under some interleavings (seeds other than 1) without
-   * being a failure, because whether they do depends on the schedule; each needs a reason
-   * in the story's source.
-   */
-  mayShow?(profile: ProfileName, driver: string): readonly string[];
+
   /** Build the nodes and return the story's main coroutine. */
   setup(ctx: ScenarioContext): () => Co<void>;
 }
@@ -139,6 +134,8 @@ export interface RunScenarioOptions {
   driver: string;
   params: ParamValues;
   traceFile?: string;
+  /** DMA accesses in the trace: per work request (default) or every one. */
+  traceDma?: DmaDetail;
   /** A user strategy (defineStrategy) used wherever the story builds the reference `driver`. */
   strategy?: LoadedStrategy;
   /** Filled with the parameter keys the run read. */
@@ -163,7 +160,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const schedule = scheduleForSeed(opts.seed);
   const sim = new Simulation({ seed: opts.seed, schedule });
   // Attached before anything is spawned, so every task is named in the trace.
-  const trace = opts.traceFile ? new PerfettoTrace(sim) : null;
+  const trace = opts.traceFile ? new PerfettoTrace(sim, { dma: opts.traceDma ?? 'per-wr' }) : null;
   const fabric = new Fabric(sim);
   const profile = PROFILES[opts.profile];
   const nodes: RdmaNode[] = [];
@@ -199,7 +196,8 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
     node: (name, o) => {
       const n = createRdmaNode(sim, fabric, {
         name,
-        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']) },
+        // Any seed but 1 randomizes addresses as Linux does (randomize_va_space).
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: schedule.mode !== 'plain' },
         nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
         device: withUser(o.device),
       });
@@ -239,8 +237,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const seen: Record<string, number> = {};
   for (const v of sanitizer.violations) seen[v.id] = (seen[v.id] ?? 0) + 1;
   const expected = [...def.expect(opts.profile, opts.driver)].sort();
-  const allowed = def.mayShow?.(opts.profile, opts.driver) ?? [];
-  const unexpected = Object.keys(seen).filter((id) => !expected.includes(id) && !allowed.includes(id)).sort();
+  const unexpected = Object.keys(seen).filter((id) => !expected.includes(id)).sort();
   const missing = expected.filter((id) => !seen[id]);
   const failed = out.reason === 'failed';
   const cut = (out.reason === 'time-limit' || out.reason === 'event-limit') && def.endsAtLimit !== true;

@@ -151,7 +151,8 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
       let failed = 0;
       let cleanWrites = 0;
       for (let round = 1; round <= rounds; round++) {
-        yield* k.sim.sleep(1_000_000_000 - (k.sim.now() % 1_000_000_000));
+        // Each round's records arrive at the second, or (seeds other than 1) up to 0.4 s after it.
+        yield* k.sim.sleep(1_000_000_000 - (k.sim.now() % 1_000_000_000) + ctx.vary(`record arrival ${round}`, 0, 0, 400_000_000));
         for (let page = 0; page < 2; page++) {
           const rec = pattern(round * 2 + page, RECORD);
           yield* store(peer, src, rec);

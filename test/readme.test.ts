@@ -183,7 +183,9 @@ for (const block of blocks) {
   const runnable = block.commands.filter((c) => !NOT_RUN.some((n) => n.pattern.test(c.command)));
   if (runnable.length === 0) continue;
   const title = runnable.map((c) => c.command).join(' ; ');
-  test(`README line ${block.line}: ${title.length > 150 ? `${title.slice(0, 147)}...` : title}`, (t) => {
+  test.serial(`README line ${block.line}: ${title.length > 150 ? `${title.slice(0, 147)}...` : title}`, async (t) => {
+    // Yield first, so the worker reports the previous test before this one blocks in spawnSync.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const dir = mkdtempSync(join(tmpdir(), 'lab-readme-'));
     try {
       for (const entry of readdirSync(ROOT)) if (entry !== '.git') symlinkSync(join(ROOT, entry), join(dir, entry));

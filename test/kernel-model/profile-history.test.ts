@@ -11,7 +11,7 @@ import {
   type ProfileName, type TraceRecord,
 } from '../../kernel-model/index.ts';
 import { FOLL_LONGTERM, FOLL_WRITE, getUserPagesFast, pinUserPagesFast, putUserPages, unpinUserPages } from '../../kernel-model/gup.ts';
-import { P, bytes, fill, frameAt, ok, runMain } from './_helpers.ts';
+import { P, bytes, fill, frameAt, ok, rig, runMain } from './_helpers.ts';
 import { ANON, RW, rigOn, traceOf } from './_pin-helpers.ts';
 
 function refusals(records: readonly TraceRecord[]): string[] {
@@ -311,3 +311,63 @@ for (const [profile, event] of [['linux-5.8', 'UNMAP'], ['linux-5.15', 'UNMAP'],
     t.is(PROFILES[profile].oomReapEvent, event);
   });
 }
+
+// ---- item 5: write_protect_seq, the fork/gup_fast race (5.11, 57efa1fe5957) ---------------
+
+/**
+ * A thread pins (pin_user_pages_fast, FOLL_WRITE|FOLL_LONGTERM) exactly while fork's copy is
+ * stopped between page_needs_cow_for_dma ("not pinned") and ptep_set_wrprotect: the
+ * scheduler steps fork aside at every preemption point (jitter, probability 1) and the
+ * pinning thread is woken when fork stops at copy_present_pte. Then the parent stores.
+ */
+function forkPinRace(t: import('ava').ExecutionContext, profile: typeof PROFILES[ProfileName]) {
+  const r = rig({ profile, schedule: { mode: 'jitter', probability: 1, maxDelayNs: 1_000 } });
+  const { k, p } = r;
+  let pinned = -1;
+  const res: { coherent: boolean | null } = { coherent: null };
+  const notes: string[] = [];
+  let wake: (() => void) | null = null;
+  k.sim.trace$.subscribe((rec) => {
+    if (rec.type === 'preempt' && rec.site === 'copy_present_pte' && wake) {
+      const w = wake;
+      wake = null;
+      w();
+    }
+    if (rec.type === 'note' && /write_protect_seq/.test(rec.text)) notes.push(rec.text);
+  });
+  p.spawnThread('main', function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(1, 8)), 'store');
+    // MMF_HAS_PINNED already set (an earlier pin elsewhere), so fork checks every page.
+    const other = ok(yield* p.mmap(0, P, RW, ANON), 'mmap other');
+    ok(yield* p.store(other, fill(9, 8)), 'store other');
+    const early: number[] = [];
+    t.is(yield* pinUserPagesFast(p.mm, other, 1, FOLL_WRITE, early), 1);
+    p.spawnThread('pinner', function* () {
+      yield* k.sim.park<void>((w) => { wake = () => w(); });
+      const pages: number[] = [];
+      t.is(yield* pinUserPagesFast(p.mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, pages), 1);
+      pinned = pages[0]!;
+    });
+    const child = yield* p.fork();
+    if (typeof child === 'number') throw new Error(`fork: ${child}`);
+    while (pinned < 0) yield* k.sim.sleep(1_000);
+    ok(yield* p.store(a, fill(2, 8)), 'parent store');
+    res.coherent = frameAt(p.mm, a) === pinned && k.dmaBus.read(pinned, 0, 8).every((b) => b === 2);
+  });
+  const out = k.sim.run({ untilNs: 1e9 });
+  t.not(out.reason, 'failed', out.failure);
+  return { coherent: res.coherent, notes };
+}
+
+test('write_protect_seq (linux-5.15, mm/gup.c lockless_pages_from_mm, 57efa1fe5957): a FOLL_PIN gup_fast during fork\'s copy sees the odd sequence, takes the slow path behind mmap_lock, and the pin stays the parent\'s page', (t) => {
+  const { coherent, notes } = forkPinRace(t, PROFILES['linux-5.15']);
+  t.true(notes.some((n) => /odd/.test(n)), 'gup_fast backed off');
+  t.is(coherent, true);
+});
+
+test('write_protect_seq: the same race on a 5.9/5.10-like kernel (linux-5.15 without the seqcount: an assumed profile, the switch alone) pins the page fork is about to share, and the parent\'s store moves away from the pin', (t) => {
+  const { coherent, notes } = forkPinRace(t, { ...PROFILES['linux-5.15'], writeProtectSeq: false });
+  t.deepEqual(notes, []);
+  t.is(coherent, false);
+});
