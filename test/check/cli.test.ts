@@ -95,7 +95,7 @@ test.serial('the scaffolded strategy passes the fuzz campaign and every teardown
   t.is(readFileSync(join(dir, 'mine.ts'), 'utf8'), src);
 });
 
-test.serial('lab check and lab new: bad input is one line on stderr and exit 2, nothing written', (t) => {
+test.serial('lab check: bad input is one line on stderr and exit 2', (t) => {
   const dir = project({ 'no-sync.ts': NO_SYNC });
   const cases: [string[], RegExp][] = [
     [['check', './missing.ts'], /missing\.ts: no such file/],
@@ -104,6 +104,19 @@ test.serial('lab check and lab new: bad input is one line on stderr and exit 2, 
     [['check', './no-sync.ts#noSync', '--only', 'nosuch'], /--only nosuch: no such check for no-sync; checks: story, fuzz, race, story:/],
     [['check', './no-sync.ts#noSync', '--runs', '0'], /--runs must be an integer from 1 to 1000000, got '0'/],
     [['check', './no-sync.ts#noSync', '--set', 'cost.syncNs=5'], /check takes --set only for the strategy's parameters/],
+  ];
+  for (const [argv, msg] of cases) {
+    const r = lab(dir, ...argv);
+    t.is(r.code, 2, argv.join(' '));
+    t.regex(r.err, msg, argv.join(' '));
+    t.is(r.err.trim().split('\n').length, 1, argv.join(' '));
+    t.is(r.out, '', argv.join(' '));
+  }
+});
+
+test.serial('lab new: bad input is one line on stderr and exit 2, nothing written', (t) => {
+  const dir = project({ 'no-sync.ts': NO_SYNC });
+  const cases: [string[], RegExp][] = [
     [['new', 'strategy', 'Bad_Name'], /strategy name must be lower-case letters, digits and dashes/],
     [['new', 'strategy', 'ok', '--from', 'rxe'], /--from must be one of odp, holdoff, pinned, snapshot-mirror, got 'rxe'/],
     [['new', 'driver', 'ok'], /lab new makes 'strategy', got 'driver'/],
