@@ -11,6 +11,9 @@
  * Wall time and RSS are bench-side readings; they do not feed back into the simulation.
  *
  * `TRAFFIC_WRITES` sets the number of writes for a quick run (the output says what ran).
+ * `TRAFFIC_MTU` sets the QPs' path MTU in bytes (256..4096; unset: one packet per message,
+ * which for these 4 KiB WRITEs is the same as 4096): below 4096 each WRITE is several
+ * packets, each of which can fault on its own.
  *
  * @example
  *   npx tsx bench/traffic.ts                        # the full 1M writes
@@ -50,7 +53,11 @@ export interface TrafficOptions {
   sanitizer?: boolean;
   /** With `sanitizer`: attach only these checkers (default: all); for attributing the overhead. */
   sanitizerCheckers?: readonly CheckerId[];
+  /** Path MTU in bytes (default: TRAFFIC_MTU, else unset: one packet per message). */
+  mtu?: number;
 }
+
+const MTUS = [256, 512, 1024, 2048, 4096];
 
 function must(r: number, what: string): number {
   if (r < 0) throw new Error(`${what} failed with ${errnoName(r)}`);
@@ -63,7 +70,7 @@ function mr(r: IbvMr | number, what: string): IbvMr {
 }
 
 /** Two RC QPs of one context, connected to each other over the NIC's loopback. */
-function loopbackPair(ctx: IbvContext, pd: number, cq: CompletionQueue, lid: number): [QueuePair, QueuePair] {
+function loopbackPair(ctx: IbvContext, pd: number, cq: CompletionQueue, lid: number, mtu: number | undefined): [QueuePair, QueuePair] {
   const mk = () => {
     const qp = ctx.createQp({ qpType: IBV_QPT_RC, pd, sendCq: cq, recvCq: cq, cap: { maxSendWr: 1024, maxRecvWr: 16 } });
     if (typeof qp === 'number') throw new Error(`createQp failed with ${errnoName(qp)}`);
@@ -71,7 +78,11 @@ function loopbackPair(ctx: IbvContext, pd: number, cq: CompletionQueue, lid: num
   };
   const q1 = mk();
   const q2 = mk();
-  const attr = { timeout: 14, retryCnt: 7, rnrRetry: 7, minRnrTimer: 1, maxRdAtomic: 16, maxDestRdAtomic: 16 };
+  const attr = {
+    timeout: 14, retryCnt: 7, rnrRetry: 7, minRnrTimer: 1, maxRdAtomic: 16, maxDestRdAtomic: 16,
+    // enum ibv_mtu: IBV_MTU_256 = 1 .. IBV_MTU_4096 = 5
+    ...(mtu ? { pathMtu: Math.log2(mtu) - 7 } : {}),
+  };
   const access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
   for (const [q, peer] of [[q1, q2], [q2, q1]] as const) {
     must(ctx.modifyQp(q, { qpState: IBV_QPS_INIT, qpAccessFlags: access }), 'modify_qp INIT');
@@ -85,6 +96,9 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const envWrites = Number(process.env['TRAFFIC_WRITES']);
   const writes = opts.writes ?? (Number.isInteger(envWrites) && envWrites > 0 ? envWrites : DEFAULT_WRITES);
   const seed = opts.seed ?? SEED;
+  const envMtu = process.env['TRAFFIC_MTU'];
+  const mtu = opts.mtu ?? (envMtu ? Number(envMtu) : undefined);
+  if (mtu !== undefined && !MTUS.includes(mtu)) throw new Error(`TRAFFIC_MTU must be one of ${MTUS.join(', ')} (got ${envMtu})`);
 
   const sim = new Simulation({ seed });
   const fabric = new Fabric(sim);
@@ -100,7 +114,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const pd = ctx.allocPd();
   const cq = ctx.createCq(4 * WINDOW);
   if (typeof cq === 'number') throw new Error(`createCq failed with ${errnoName(cq)}`);
-  const [q1] = loopbackPair(ctx, pd, cq, nic.lid);
+  const [q1] = loopbackPair(ctx, pd, cq, nic.lid, mtu);
   const rng = sim.rng('bench:traffic:offsets');
   const invRng = sim.rng('bench:traffic:invalidations');
 
@@ -180,7 +194,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
   return {
     what: 'loopback RDMA WRITEs of 4 KiB at random page-aligned offsets into a 1 GiB ODP MR, with background madvise(DONTNEED) of random 64 KiB pieces',
-    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES' },
+    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES', pathMtu: mtu ?? 'unset (one packet per message)' },
     seed,
     wallSeconds: round(wallSeconds),
     // User + system CPU time of the process over the same span (all its threads, so the
@@ -197,7 +211,8 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
     dstMr: umem ? { strategy: umem.strategy, ...umem.counters, deviceFaults: umem.mr.counters.faults, devicePresentPages: umem.mr.pageTable.presentPages } : null,
     residentContentPages: kernel.phys.contentPages,
     sanitizer: san ? { attached: true, violations: san.violations.length } : { attached: false },
-    nic: { syncs: nic.stats.syncs, zapCommands: nic.stats.zapCommands, updateCommands: nic.stats.updateCommands, faultsRaised: nic.faultQueue.raised },
+    packets: fabric.packets,
+    nic: { rnrNaksSent: nic.stats.rnrNaksSent, retransmits: nic.stats.retransmits, syncs: nic.stats.syncs, zapCommands: nic.stats.zapCommands, updateCommands: nic.stats.updateCommands, faultsRaised: nic.faultQueue.raised },
   };
 }
 

@@ -80,6 +80,9 @@ export class DevicePageTable {
   private presentCount = 0;
 
   /** `pages`: how many pages the MR spans (may be huge; nothing is allocated for it). */
+  /** Bumped by every change of an entry: lets an observer (lab inspect) reuse what it read last time. */
+  version = 0;
+
   constructor(readonly pages: number) {}
 
   /** Pages with a present entry. */
@@ -167,6 +170,7 @@ export class DevicePageTable {
     b.frame[i] = frame;
     b.generation[i] = generation;
     b.installedAt[i] = now;
+    this.version++;
   }
 
   /** Clear an entry; returns whether it was present. Frees the chunk when it empties. */
@@ -180,6 +184,7 @@ export class DevicePageTable {
     if (b.perm[i] === PTE_ABSENT) return false;
     b.perm[i] = PTE_ABSENT;
     b.frame[i] = 0;
+    this.version++;
     this.presentCount--;
     if (--b.present[c]! === 0) {
       this.chunks.delete(key);

@@ -28,7 +28,8 @@ export { MemoryRegion, type MrState, type MrCounters, type MemoryRegionInit } fr
 export { CompletionQueue } from './completion-queue.ts';
 export {
   QueuePair, IBV_QPT_RC, IBV_QPT_UD, IBV_QPT_XRC_SEND, IBV_QPT_XRC_RECV, IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQD,
-  IBV_QPS_SQE, IBV_QPS_ERR, qpStateName, qpTransitionAllowed,
+  IBV_QPS_SQE, IBV_QPS_ERR, qpStateName, qpTransitionAllowed, IBV_MTU_256, IBV_MTU_512, IBV_MTU_1024, IBV_MTU_2048,
+  IBV_MTU_4096, mtuBytes,
   type QpType, type QpState, type QpCap, type QpInitAttr, type QpAttr, type SendWqe, type QpStats,
 } from './queue-pair.ts';
 export {

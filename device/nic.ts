@@ -21,7 +21,7 @@ import type { Packet } from './packet.ts';
 import { FaultQueue, type DeviceFault, type FaultResume } from './page-fault.ts';
 import {
   IBV_QPS_ERR, IBV_QPS_RESET, IBV_QPS_RTR, IBV_QPS_RTS, IBV_QPS_SQE, IBV_QPT_RC, IBV_QPT_UD, IBV_QPT_XRC_RECV,
-  IBV_QPT_XRC_SEND, QueuePair, qpTransitionAllowed, type QpAttr, type QpInitAttr,
+  IBV_QPT_XRC_SEND, QueuePair, mtuBytes, qpTransitionAllowed, type QpAttr, type QpInitAttr,
 } from './queue-pair.ts';
 import {
   IBV_SRQT_BASIC, IBV_SRQT_XRC, IBV_SRQ_LIMIT, IBV_SRQ_MAX_WR, SharedReceiveQueue, type SrqInitAttr,
@@ -562,6 +562,9 @@ export class Nic implements FabricEndpoint {
     const inRange = (v: number | undefined, max: number) => v === undefined || (Number.isInteger(v) && v >= 0 && v <= max);
     if (!inRange(attr.retryCnt, 7) || !inRange(attr.rnrRetry, 7) || !inRange(attr.timeout, 31) || !inRange(attr.minRnrTimer, 31)) return -EINVAL;
     if (!inRange(attr.maxRdAtomic, this.caps.maxQpRdAtom) || !inRange(attr.maxDestRdAtomic, this.caps.maxQpRdAtom)) return -EINVAL;
+    // A path MTU must be an `enum ibv_mtu` value no larger than the port's active MTU.
+    if (attr.pathMtu !== undefined && (mtuBytes(attr.pathMtu) === 0 || mtuBytes(attr.pathMtu) > this.caps.mtu)) return -EINVAL;
+    if (attr.pathMtu !== undefined) qp.pathMtu = mtuBytes(attr.pathMtu);
     if (attr.qpAccessFlags !== undefined) qp.qpAccessFlags = attr.qpAccessFlags;
     if (attr.qkey !== undefined) qp.qkey = attr.qkey;
     if (attr.destQpNum !== undefined) qp.destQpNum = attr.destQpNum;
@@ -642,6 +645,7 @@ export class Nic implements FabricEndpoint {
     const local = wr.inlineData || op === IBV_WR_FLUSH || op === IBV_WR_ATOMIC_WRITE;
     const wqe = {
       wr, psn: qp.nextPsn++, signaled: qp.sqSigAll || ((wr.sendFlags ?? 0) & 2) !== 0, length, responded: false,
+      resumeSeg: 0, respSeg: 0, goBacks: 0,
       visibleAt: this.sim.now() + this.costs.doorbellNs,
       dma: local ? null : this.dmaActivity.begin(qp.qpNum, 'requester', op, this.dmaActivity.sglRanges(wr.sgList, (k) => this.mrs.get(k))),
     };
@@ -795,6 +799,7 @@ export class Nic implements FabricEndpoint {
   qpToError(qp: QueuePair): void {
     if (qp.state === IBV_QPS_ERR) return;
     qp.state = IBV_QPS_ERR;
+    this.endRxMessage(qp);
     this.cancelTimers(qp);
     qp.responses.length = 0;
     qp.inbound.length = 0;
@@ -850,8 +855,15 @@ export class Nic implements FabricEndpoint {
     qp.rnrUntil = 0;
   }
 
+  /** The multi-packet message being received is over (done, failed, or the QP left RTS). */
+  endRxMessage(qp: QueuePair): void {
+    this.dmaActivity.end(qp.rxMessageDma);
+    qp.rxMessageDma = null;
+  }
+
   private resetQp(qp: QueuePair): void {
     this.cancelTimers(qp);
+    this.endRxMessage(qp);
     qp.epoch++;
     qp.state = IBV_QPS_RESET;
     for (let i = qp.sqHead; i < qp.sq.length; i++) this.dmaActivity.end(qp.sq[i]!.dma);
@@ -864,6 +876,7 @@ export class Nic implements FabricEndpoint {
     qp.responses.length = 0;
     qp.inbound.length = 0;
     qp.ePsn = 0;
+    qp.eSeg = 0;
     qp.responderFault = null;
     qp.heldRecv = null;
     qp.atomicReplay.clear();

@@ -1,6 +1,8 @@
 /**
- * What travels on the fabric. The model works at message granularity: one RC or UD
- * message is one packet, whatever its length (the wire time still counts every byte).
+ * What travels on the fabric. A message longer than the QP's path MTU travels as several
+ * packets (SEND and RDMA WRITE requests, RDMA READ responses), each carrying its segment
+ * index and byte offset in the message; every other message is one packet. PSNs count
+ * messages, so a packet is named by (psn, seg) where IB would give each packet its own PSN.
  */
 export type PacketKind = 'request' | 'ack' | 'nak' | 'read-response' | 'atomic-response';
 
@@ -35,6 +37,12 @@ export interface Packet {
   qkey?: number;
   /** XRC: the target's XRC SRQ number (XRCETH). */
   xrcSrqn?: number;
+  /** Segment of a multi-packet message (0 for a single packet); a READ request: the first response segment wanted. */
+  seg: number;
+  /** Whether this is the message's last (or only) packet. */
+  last: boolean;
+  /** Byte offset of this packet's payload in the message (seg * path MTU). */
+  offset: number;
   /** FLUSH (FETH): placement type bits and selectivity level. */
   flushType?: number;
   flushLevel?: number;
@@ -46,7 +54,7 @@ export interface Packet {
  */
 export function makePacket(kind: PacketKind, srcLid: number, dstLid: number, srcQpn: number, dstQpn: number, psn: number, opcode: number, wireBytes: number): Packet {
   return {
-    kind, srcLid, dstLid, srcQpn, dstQpn, psn, opcode, wireBytes,
+    kind, srcLid, dstLid, srcQpn, dstQpn, psn, opcode, wireBytes, seg: 0, last: true, offset: 0,
     payload: undefined, remoteAddr: undefined, rkey: undefined, length: undefined, compareAdd: undefined,
     swap: undefined, original: undefined, nak: undefined, rnrTimer: undefined, qkey: undefined,
     xrcSrqn: undefined, flushType: undefined, flushLevel: undefined,

@@ -101,6 +101,23 @@ export interface QpAttr {
   maxDestRdAtomic?: number;
   sqPsn?: number;
   rqPsn?: number;
+  /** Path MTU, `enum ibv_mtu` (IBV_MTU_256 = 1 .. IBV_MTU_4096 = 5); at most the port's active MTU. */
+  pathMtu?: number;
+}
+
+/** A QP's path MTU before `modifyQp` sets one: the IB maximum message size, so one packet per message. */
+export const UNSET_PATH_MTU = 2 ** 31;
+
+/** `enum ibv_mtu`. */
+export const IBV_MTU_256 = 1;
+export const IBV_MTU_512 = 2;
+export const IBV_MTU_1024 = 3;
+export const IBV_MTU_2048 = 4;
+export const IBV_MTU_4096 = 5;
+
+/** Bytes of an `enum ibv_mtu` value (0 if invalid). */
+export function mtuBytes(mtu: number): number {
+  return Number.isInteger(mtu) && mtu >= IBV_MTU_256 && mtu <= IBV_MTU_4096 ? 128 << mtu : 0;
 }
 
 /** A posted send work request and its progress on the requester. */
@@ -116,6 +133,12 @@ export interface SendWqe {
   readonly visibleAt: number;
   /** Its local buffers as active DMA, from the doorbell until it completes (see DmaActivity). */
   dma: ActiveDma | null;
+  /** Multi-packet SEND/WRITE: the segment a (re)transmission starts from (an RNR NAK names it). */
+  resumeSeg: number;
+  /** Multi-packet READ: the next response segment expected (a re-issued READ asks from here). */
+  respSeg: number;
+  /** Bumped by every go-back, so a transmission in progress knows its send point moved. */
+  goBacks: number;
 }
 
 export interface QpStats {
@@ -168,6 +191,13 @@ export class QueuePair {
   minRnrTimer = 0;
   maxRdAtomic = 0;
   maxDestRdAtomic = 0;
+  /**
+   * Path MTU in bytes. Until `modifyQp` sets `pathMtu`, 2^31 (the largest IB message): one
+   * packet per message, as this model had before issue 18. rdma-core requires IBV_QP_PATH_MTU
+   * at RTR for connected QPs; the model does not, so that code written before it keeps its
+   * figures (model choice).
+   */
+  pathMtu = UNSET_PATH_MTU;
 
   // send queue (requester)
   sq: SendWqe[] = [];
@@ -208,6 +238,8 @@ export class QueuePair {
   rqHead = 0;
   readonly inbound: Packet[] = [];
   ePsn = 0;
+  /** The segment of message ePsn expected next (multi-packet SEND/WRITE). */
+  eSeg = 0;
   responderFault: DeviceFault | null = null;
   /**
    * A receive WQE taken from an SRQ for the SEND being executed, and its SRQ: it stays with
@@ -215,6 +247,11 @@ export class QueuePair {
    * after an RNR NAK lands in the same buffer.
    */
   heldRecv: { wr: RecvWr; srq: SharedReceiveQueue } | null = null;
+  /**
+   * A multi-packet SEND or WRITE being received: its target as active DMA from the first
+   * packet to the last (a holdoff driver must not slip in between two packets of one message).
+   */
+  rxMessageDma: ActiveDma | null = null;
   readonly atomicReplay = new Map<number, bigint>();
   responderWake: (() => void) | null = null;
 

@@ -15,13 +15,30 @@ import { SG_OK, SG_RETRY, gather, scatter, type KeyLookup, type OnFault } from '
 import { RNR_RETRY_INFINITE, localAckTimeoutNs, rnrTimerNs } from './transport-timers.ts';
 import {
   IBV_WC_ATOMIC_WRITE, IBV_WC_COMP_SWAP, IBV_WC_FETCH_ADD, IBV_WC_FLUSH, IBV_WC_LOC_PROT_ERR, IBV_WC_RDMA_READ, IBV_WC_RDMA_WRITE,
-  IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR, IBV_WC_REM_OP_ERR, IBV_WC_RETRY_EXC_ERR,
+  IBV_WC_LOC_LEN_ERR, IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_INV_REQ_ERR, IBV_WC_REM_OP_ERR, IBV_WC_RETRY_EXC_ERR,
   IBV_WC_RNR_RETRY_EXC_ERR, IBV_WC_SEND, IBV_WC_SUCCESS,
 } from './work-completion.ts';
 import {
   IBV_SEND_FENCE, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_FETCH_AND_ADD, IBV_WR_ATOMIC_WRITE, IBV_WR_FLUSH, IBV_WR_RDMA_READ,
   IBV_WR_RDMA_WRITE, IBV_WR_SEND, isAtomic, isReadOrAtomic, type Sge,
 } from './work-request.ts';
+
+/** The part [off, off + len) of an SGE list, as an SGE list (one packet's share of a message). */
+export function sliceSgl(sgList: readonly Sge[], off: number, len: number): Sge[] {
+  const out: Sge[] = [];
+  let pos = 0;
+  for (const s of sgList) {
+    const end = pos + s.length;
+    if (end > off && pos < off + len) {
+      const from = Math.max(off, pos);
+      const to = Math.min(off + len, end);
+      out.push({ addr: s.addr + (from - pos), length: to - from, lkey: s.lkey });
+    }
+    pos = end;
+    if (pos >= off + len) break;
+  }
+  return out;
+}
 
 /** A fault was resumed with the error bit. */
 const SG_FAULT_FAILED = 2;
@@ -133,67 +150,98 @@ export class Requester {
     const epoch = qp.epoch;
     const ctx = qp.sqContext;
     ctx.opcode = wr.opcode;
-    let payload: Uint8Array | undefined;
+    const mtu = qp.pathMtu;
+    const data = wr.opcode === IBV_WR_SEND || wr.opcode === IBV_WR_RDMA_WRITE;
+    if (!qp.reliable && w.length > nic.caps.mtu) {
+      // A UD message must fit in one packet of the port's MTU (UD has no path MTU; assumed
+      // status: IBV_WC_LOC_LEN_ERR).
+      qp.localError = { wqe: w, status: IBV_WC_LOC_LEN_ERR };
+      qp.kickCompleter();
+      return;
+    }
+    // A SEND or WRITE longer than the path MTU goes as several packets, gathered and sent one
+    // at a time from the segment the last RNR NAK named; each can fault on its own.
+    const segs = data && w.length > mtu ? Math.ceil(w.length / mtu) : 1;
+    const goBacks = w.goBacks;
     // WQE processing and the PCIe read latency are pipelined across messages: they delay this
     // message's departure, not the gathering of the next one. The page reads themselves
-    // occupy the engine for their bandwidth time.
+    // occupy the engine for their bandwidth time. Later segments of the same WQE pay only
+    // their reads (assumed: the WQE is parsed once).
     let pipelineNs = nic.costs.wqeProcessingNs;
-    if ((wr.opcode === IBV_WR_SEND || wr.opcode === IBV_WR_RDMA_WRITE) && !wr.inlineData && w.length > 0) {
-      const hooks = this.hooksOf(qp);
-      pipelineNs += nic.costs.dmaReadLatencyNs;
-      const r = yield* nic.dmaActivity.during(qp.qpNum, 'requester', wr.opcode, this.localRanges(wr.sgList),
-        gather(nic.engine, ctx, wr.sgList, hooks.gatherLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_SEND), 0, hooks.sendFault));
-      if (typeof r === 'number') {
-        // Aborted, or overtaken: an old acknowledgement completed it, or a go-back moved the send point.
-        if (r === SG_ABORTED || qp.epoch !== epoch || qp.sq[qp.sqNext] !== w) return;
-        // Completions stay in order: the error is reported once every earlier WQE has completed.
-        qp.localError = { wqe: w, status: IBV_WC_LOC_PROT_ERR };
-        qp.kickCompleter();
-        return;
+    for (let seg = segs > 1 ? w.resumeSeg : 0; seg < segs; seg++) {
+      const off = seg * mtu;
+      const len = segs > 1 ? Math.min(mtu, w.length - off) : w.length;
+      let payload: Uint8Array | undefined;
+      if (data && !wr.inlineData && len > 0) {
+        const hooks = this.hooksOf(qp);
+        if (seg === 0 || seg === w.resumeSeg) pipelineNs += nic.costs.dmaReadLatencyNs;
+        const sgl = segs > 1 ? sliceSgl(wr.sgList, off, len) : wr.sgList;
+        const r = yield* nic.dmaActivity.during(qp.qpNum, 'requester', wr.opcode, this.localRanges(sgl),
+          gather(nic.engine, ctx, sgl, hooks.gatherLookup, nic.odpAllowed(qp, IBV_ODP_SUPPORT_SEND), 0, hooks.sendFault));
+        if (typeof r === 'number') {
+          // Aborted, or overtaken: an old acknowledgement completed it, or a go-back moved the send point.
+          if (r === SG_ABORTED || qp.epoch !== epoch || qp.sq[qp.sqNext] !== w || w.goBacks !== goBacks) return;
+          // Completions stay in order: the error is reported once every earlier WQE has completed.
+          qp.localError = { wqe: w, status: IBV_WC_LOC_PROT_ERR };
+          qp.kickCompleter();
+          return;
+        }
+        payload = r;
+      } else if (wr.opcode === IBV_WR_ATOMIC_WRITE) {
+        payload = wr.atomicWrite;
+      } else if (wr.inlineData) {
+        payload = segs > 1 ? wr.inlineData.subarray(off, off + len) : wr.inlineData;
       }
-      payload = r;
-    } else if (wr.opcode === IBV_WR_ATOMIC_WRITE) {
-      payload = wr.atomicWrite;
-    } else {
-      payload = wr.inlineData;
+      // The QP may have been reset, errored or drained, or an RNR NAK may have moved the send
+      // point back into this message, while the WQE was being read.
+      if (qp.epoch !== epoch || qp.destroyed || qp.state !== IBV_QPS_RTS || qp.sq[qp.sqNext] !== w || w.goBacks !== goBacks) return;
+      const fo = nic.fabric.options;
+      const pkt = makePacket('request', nic.lid, qp.dlid, qp.qpNum, qp.destQpNum, w.psn, wr.opcode, fo.headerBytes + (payload ? payload.length : 0));
+      pkt.payload = payload;
+      pkt.seg = seg;
+      pkt.offset = off;
+      pkt.last = seg === segs - 1;
+      if (wr.opcode === IBV_WR_RDMA_WRITE || wr.opcode === IBV_WR_RDMA_READ || wr.opcode === IBV_WR_ATOMIC_WRITE) {
+        pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
+        pkt.rkey = wr.rdma?.rkey ?? 0;
+        pkt.length = w.length;
+        if (wr.opcode === IBV_WR_RDMA_READ) {
+          // A re-issued READ asks only for the responses still missing.
+          pkt.seg = w.respSeg;
+          pkt.offset = w.respSeg * mtu;
+        }
+      } else if (wr.opcode === IBV_WR_SEND) {
+        pkt.length = w.length;
+      } else if (wr.opcode === IBV_WR_FLUSH) {
+        // RETH plus the 4-byte FETH (IBA 1.5 memory placement extensions).
+        pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
+        pkt.rkey = wr.rdma?.rkey ?? 0;
+        pkt.length = w.length;
+        pkt.flushType = wr.flush!.type;
+        pkt.flushLevel = wr.flush!.level;
+        pkt.wireBytes += 20;
+      } else if (isAtomic(wr.opcode)) {
+        const a = wr.atomic!;
+        pkt.remoteAddr = a.remoteAddr;
+        pkt.rkey = a.rkey;
+        pkt.compareAdd = a.compareAdd;
+        pkt.swap = a.swap;
+        pkt.length = 8;
+        pkt.wireBytes += 28;
+      }
+      if (qp.type === IBV_QPT_XRC_SEND) {
+        pkt.xrcSrqn = wr.xrc?.remoteSrqn ?? 0;
+        pkt.wireBytes += 4; // XRCETH
+      }
+      if (!qp.reliable) {
+        const ud = wr.ud!;
+        pkt.dstLid = ud.ah.dlid;
+        pkt.dstQpn = ud.remoteQpn;
+        pkt.qkey = ud.remoteQkey;
+      }
+      nic.transmit(pkt, qp, 'requester', pipelineNs);
+      pipelineNs = 0;
     }
-    // The QP may have been reset, errored or drained while the WQE was being read.
-    if (qp.epoch !== epoch || qp.destroyed || qp.state !== IBV_QPS_RTS || qp.sq[qp.sqNext] !== w) return;
-    const fo = nic.fabric.options;
-    const pkt = makePacket('request', nic.lid, qp.dlid, qp.qpNum, qp.destQpNum, w.psn, wr.opcode, fo.headerBytes + (payload ? payload.length : 0));
-    pkt.payload = payload;
-    if (wr.opcode === IBV_WR_RDMA_WRITE || wr.opcode === IBV_WR_RDMA_READ || wr.opcode === IBV_WR_ATOMIC_WRITE) {
-      pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
-      pkt.rkey = wr.rdma?.rkey ?? 0;
-      pkt.length = w.length;
-    } else if (wr.opcode === IBV_WR_FLUSH) {
-      // RETH plus the 4-byte FETH (IBA 1.5 memory placement extensions).
-      pkt.remoteAddr = wr.rdma?.remoteAddr ?? 0;
-      pkt.rkey = wr.rdma?.rkey ?? 0;
-      pkt.length = w.length;
-      pkt.flushType = wr.flush!.type;
-      pkt.flushLevel = wr.flush!.level;
-      pkt.wireBytes += 20;
-    } else if (isAtomic(wr.opcode)) {
-      const a = wr.atomic!;
-      pkt.remoteAddr = a.remoteAddr;
-      pkt.rkey = a.rkey;
-      pkt.compareAdd = a.compareAdd;
-      pkt.swap = a.swap;
-      pkt.length = 8;
-      pkt.wireBytes += 28;
-    }
-    if (qp.type === IBV_QPT_XRC_SEND) {
-      pkt.xrcSrqn = wr.xrc?.remoteSrqn ?? 0;
-      pkt.wireBytes += 4; // XRCETH
-    }
-    if (!qp.reliable) {
-      const ud = wr.ud!;
-      pkt.dstLid = ud.ah.dlid;
-      pkt.dstQpn = ud.remoteQpn;
-      pkt.qkey = ud.remoteQkey;
-    }
-    nic.transmit(pkt, qp, 'requester', pipelineNs);
     qp.sqNext++;
     if (qp.sqNext > qp.sqHighSent) {
       qp.sqHighSent = qp.sqNext;
@@ -299,11 +347,21 @@ export class Requester {
       return;
     }
     if (w.responded) return;
+    if (pkt.kind === 'read-response') {
+      // Response segments are taken in order; a duplicate or one after a gap is ignored.
+      if (pkt.seg !== w.respSeg) return;
+      w.respSeg++;
+      if (!pkt.last) {
+        this.progress(qp);
+        yield* this.scatterResult(qp, w, pkt, false);
+        return;
+      }
+    }
     w.responded = true;
     qp.rdAtomicOutstanding--;
     if (qp.sqNext <= idx) qp.sqNext = idx + 1;
     this.progress(qp);
-    yield* this.scatterResult(qp, w, pkt);
+    yield* this.scatterResult(qp, w, pkt, true);
   }
 
   private handleNak(qp: QueuePair, w: SendWqe, idx: number, pkt: Packet): void {
@@ -317,7 +375,8 @@ export class Requester {
         }
         if (qp.rnrRetry !== RNR_RETRY_INFINITE) qp.rnrRetryLeft--;
         qp.rnrUntil = sim.now() + rnrTimerNs(pkt.rnrTimer ?? 0);
-        this.goBack(qp, idx);
+        // Resend from the packet the responder refused, not from the message's start.
+        this.goBack(qp, idx, pkt.seg);
         if (qp.rnrEvent) qp.rnrEvent.cancelled = true;
         qp.rnrEvent = sim.scheduler.at(qp.rnrUntil, () => {
           qp.rnrEvent = null;
@@ -336,8 +395,11 @@ export class Requester {
     }
   }
 
-  /** Write a READ response or an atomic's original value into the local buffers. */
-  private *scatterResult(qp: QueuePair, w: SendWqe, pkt: Packet): Co {
+  /**
+   * Write a READ response (one segment, at its offset in the message) or an atomic's original
+   * value into the local buffers; `complete` on the last one.
+   */
+  private *scatterResult(qp: QueuePair, w: SendWqe, pkt: Packet, complete: boolean): Co {
     const nic = this.nic;
     const epoch = qp.epoch;
     const wr = w.wr;
@@ -355,13 +417,14 @@ export class Requester {
     }
     const hooks = this.hooksOf(qp);
     const r = yield* nic.dmaActivity.during(qp.qpNum, 'requester', wr.opcode, this.localRanges(wr.sgList),
-      scatter(nic.engine, ctx, wr.sgList, data, 0, hooks.scatterLookup, nic.odpAllowed(qp, bit), 0, hooks.completerFault));
+      scatter(nic.engine, ctx, wr.sgList, data, pkt.offset, hooks.scatterLookup, nic.odpAllowed(qp, bit), 0, hooks.completerFault));
     if (r === SG_ABORTED || qp.epoch !== epoch || qp.destroyed || qp.state === IBV_QPS_ERR) return;
     if (r !== SG_OK) {
-      this.completeError(qp, w, IBV_WC_LOC_PROT_ERR);
+      if (qp.sq[qp.sqHead] === w) this.completeError(qp, w, IBV_WC_LOC_PROT_ERR);
+      else qp.localError = { wqe: w, status: IBV_WC_LOC_PROT_ERR };
       return;
     }
-    if (qp.sq[qp.sqHead] === w) this.completeSuccess(qp, w);
+    if (complete && qp.sq[qp.sqHead] === w) this.completeSuccess(qp, w);
   }
 
   // ---- retries -------------------------------------------------------------------------
@@ -374,8 +437,13 @@ export class Requester {
     if (qp.sqHead < qp.sqNext) this.armTimer(qp);
   }
 
-  /** Go-back-N: resend from WQE `idx`. */
-  private goBack(qp: QueuePair, idx: number): void {
+  /** Go-back-N: resend from WQE `idx`, from its segment `seg` (an RNR NAK's), later WQEs from their start. */
+  private goBack(qp: QueuePair, idx: number, seg = 0): void {
+    for (let i = idx; i < qp.sqHighSent && i < qp.sq.length; i++) {
+      const x = qp.sq[i] as SendWqe;
+      x.resumeSeg = i === idx ? seg : 0;
+      x.goBacks++;
+    }
     qp.sqNext = idx;
     let n = 0;
     for (let i = qp.sqHead; i < qp.sqNext; i++) {

@@ -12,6 +12,7 @@ import { XLATE_FAULT_READ_ONLY, XLATE_OK, XLATE_PROT } from './dma-engine.ts';
 import type { MemoryRegion } from './memory-region.ts';
 import type { Nic } from './nic.ts';
 import { makePacket, type NakCode, type Packet } from './packet.ts';
+import type { DmaRange } from './dma-activity.ts';
 import type { DeviceFault } from './page-fault.ts';
 import { IBV_QPS_ERR, IBV_QPT_XRC_RECV, type QueuePair } from './queue-pair.ts';
 import { IBV_SRQT_XRC, type SharedReceiveQueue } from './shared-receive-queue.ts';
@@ -77,6 +78,12 @@ export class Responder {
         qp.stats.dropped++;
         continue;
       }
+      if ((pkt.opcode === IBV_WR_SEND || pkt.opcode === IBV_WR_RDMA_WRITE) && pkt.seg !== qp.eSeg) {
+        // A packet of the current message already taken (a go-back resends from the message's
+        // start), or one after a gap: ignored, as out-of-sequence packets are.
+        qp.stats.dropped++;
+        continue;
+      }
       if (qp.responderFault) {
         if (pkt.opcode === IBV_WR_SEND || pkt.opcode === IBV_WR_RDMA_WRITE) this.rnrNak(qp, pkt);
         else qp.stats.dropped++;
@@ -84,6 +91,18 @@ export class Responder {
       }
       yield* this.execute(qp, pkt, false);
     }
+  }
+
+  /** A SEND or WRITE packet was taken: the message is done at its last packet, else the next one is expected. */
+  private segmentDone(qp: QueuePair, pkt: Packet): boolean {
+    if (!pkt.last) {
+      qp.eSeg++;
+      return false;
+    }
+    qp.eSeg = 0;
+    qp.ePsn++;
+    this.nic.endRxMessage(qp);
+    return true;
   }
 
   /**
@@ -148,14 +167,15 @@ export class Responder {
     }
     const recv = slot;
     const data = pkt.payload ?? new Uint8Array(0);
-    if (data.length > sglCapacity(recv.wr.sgList)) {
+    const total = pkt.length ?? data.length;
+    if (pkt.seg === 0 && total > sglCapacity(recv.wr.sgList)) {
       this.completeRecv(qp, recv, IBV_WC_LOC_LEN_ERR, 0, pkt);
       this.nak(qp, pkt.psn, 'invalid-request');
       nic.qpToError(qp);
       return;
     }
     const epoch = qp.epoch;
-    const r = yield* this.scatterRecv(qp, recv, data, 0, pkt);
+    const r = yield* this.scatterRecv(qp, recv, data, pkt.offset, pkt);
     if (qp.epoch !== epoch || !qp.canReceive) return;
     if (r === SG_FAULTED) {
       this.rnrNak(qp, pkt);
@@ -168,8 +188,8 @@ export class Responder {
       nic.qpToError(qp);
       return;
     }
-    this.completeRecv(qp, recv, IBV_WC_SUCCESS, data.length, pkt);
-    qp.ePsn++;
+    if (!this.segmentDone(qp, pkt)) return;
+    this.completeRecv(qp, recv, IBV_WC_SUCCESS, total, pkt);
     this.ack(qp, pkt.psn);
   }
 
@@ -187,7 +207,7 @@ export class Responder {
     const lookup: KeyLookup = recv.srq ? (key, addr, len) => nic.checkLocalKeyPd(pd, key, addr, len, true) : hooks.recvLookup;
     const ranges = nic.dmaActivity.sglRanges(recv.wr.sgList, (k) => nic.mrByKey(k));
     const bit = recv.srq ? IBV_ODP_SUPPORT_SRQ_RECV : IBV_ODP_SUPPORT_RECV;
-    return yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, ranges,
+    return yield* this.duringMessage(qp, pkt, ranges,
       scatter(nic.engine, ctx, recv.wr.sgList, data, skip, lookup, nic.odpAllowed(qp, bit), 0, hooks.fault));
   }
 
@@ -220,49 +240,99 @@ export class Responder {
     const data = pkt.payload ?? new Uint8Array(0);
     if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_WRITE)) return this.invalidRequest(qp, pkt);
     if (data.length > 0) {
-      const mr = this.checkRkey(qp, pkt, data.length, IBV_ACCESS_REMOTE_WRITE);
+      // Each packet writes its share at its offset; the rkey covers the whole message (rxe
+      // `check_rkey` checks the RETH length at the first packet).
+      const addr = (pkt.remoteAddr ?? 0) + pkt.offset;
+      const mr = this.checkRkey(qp, pkt, pkt.length ?? data.length, IBV_ACCESS_REMOTE_WRITE);
       if (!mr) return this.accessError(qp, pkt);
       const epoch = qp.epoch;
       const ctx = qp.rqContext;
       ctx.opcode = pkt.opcode;
-      const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: pkt.remoteAddr ?? 0, length: data.length }],
-        writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, data, 0, data.length,
-          mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_WRITE), 0, this.hooksOf(qp).fault));
+      const rest = (pkt.length ?? data.length) - pkt.offset;
+      const r = yield* this.duringMessage(qp, pkt, [{ mr, iova: pkt.remoteAddr ?? 0, length: pkt.length ?? data.length }],
+        writeRange(nic.engine, ctx, mr, pkt.rkey ?? 0, addr, data, 0, data.length,
+          mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_WRITE), 0, this.faultToMessageEnd(qp, rest - data.length)));
       if (qp.epoch !== epoch || !qp.canReceive) return;
       if (r === SG_FAULTED) return this.rnrNak(qp, pkt);
       if (r !== SG_OK) return this.accessError(qp, pkt);
     }
-    qp.ePsn++;
-    this.ack(qp, pkt.psn);
+    if (this.segmentDone(qp, pkt)) this.ack(qp, pkt.psn);
   }
 
+  /**
+   * Run one packet's DMA with its message's target recorded as active: a single-packet
+   * message for the packet's duration; a multi-packet one from its first packet until its
+   * last (or until it fails, see `Nic.endRxMessage`).
+   */
+  private *duringMessage<T>(qp: QueuePair, pkt: Packet, ranges: DmaRange[], body: Co<T>): Co<T> {
+    const dma = this.nic.dmaActivity;
+    if (pkt.seg === 0 && pkt.last) return yield* dma.during(qp.qpNum, 'responder', pkt.opcode, ranges, body);
+    if (!qp.rxMessageDma) qp.rxMessageDma = dma.begin(qp.qpNum, 'responder', pkt.opcode, ranges);
+    return yield* body;
+  }
+
+  /**
+   * RDMA READ: the response goes as one packet per path MTU, from the segment the request
+   * asks for (a re-issued READ asks only for what is missing). A page that faults stops the
+   * response there: the packets before it stand, the rest is dropped, and the requester's
+   * local ACK timeout re-issues the READ from the first missing segment.
+   */
   private *read(qp: QueuePair, pkt: Packet, duplicate: boolean): Co {
     const nic = this.nic;
-    const length = pkt.length ?? 0;
+    const total = pkt.length ?? 0;
     if (!(qp.qpAccessFlags & IBV_ACCESS_REMOTE_READ)) return this.invalidRequest(qp, pkt);
-    let data: Uint8Array = new Uint8Array(0);
-    if (length > 0) {
-      const mr = this.checkRkey(qp, pkt, length, IBV_ACCESS_REMOTE_READ);
+    let mr: MemoryRegion | null = null;
+    if (total > 0) {
+      mr = this.checkRkey(qp, pkt, total, IBV_ACCESS_REMOTE_READ);
       if (!mr) return this.accessError(qp, pkt);
-      const epoch = qp.epoch;
-      const ctx = qp.rqContext;
-      ctx.opcode = pkt.opcode;
-      const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: pkt.remoteAddr ?? 0, length }],
-        readRange(nic.engine, ctx, mr, pkt.rkey ?? 0, pkt.remoteAddr ?? 0, length,
-          mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_READ), 0, this.hooksOf(qp).fault));
-      if (qp.epoch !== epoch || !qp.canReceive) return;
-      if (r === SG_FAULTED) {
-        qp.stats.dropped++; // dropped: the requester's local ACK timeout will resend it
-        return;
-      }
-      if (typeof r === 'number') return this.accessError(qp, pkt);
-      data = r;
     }
+    const epoch = qp.epoch;
+    const base = pkt.remoteAddr ?? 0;
+    const r = mr
+      ? yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: base + pkt.offset, length: total - pkt.offset }],
+        this.readSegments(qp, mr, pkt, total))
+      : this.readResponse(qp, pkt, new Uint8Array(0), pkt.seg, pkt.offset, true, true);
+    if (qp.epoch !== epoch || !qp.canReceive) return;
+    if (r === SG_FAULTED) {
+      qp.stats.dropped++; // dropped: the requester's local ACK timeout will resend it
+      return;
+    }
+    if (r !== SG_OK) return this.accessError(qp, pkt);
     if (!duplicate) qp.ePsn++;
+  }
+
+  private *readSegments(qp: QueuePair, mr: MemoryRegion, pkt: Packet, total: number): Co<number> {
+    const nic = this.nic;
+    const ctx = qp.rqContext;
+    const mtu = qp.pathMtu;
+    const faultable = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_READ);
+    let seg = pkt.seg;
+    let off = pkt.offset;
+    while (off < total) {
+      const len = Math.min(mtu, total - off);
+      ctx.opcode = pkt.opcode;
+      const epoch = qp.epoch;
+      const r = yield* readRange(nic.engine, ctx, mr, pkt.rkey ?? 0, (pkt.remoteAddr ?? 0) + off, len, faultable, 0,
+        this.faultToMessageEnd(qp, total - off - len));
+      if (typeof r === 'number') return r;
+      if (qp.epoch !== epoch || !qp.canReceive) return SG_OK;
+      this.readResponse(qp, pkt, r, seg, off, off + len >= total, off === pkt.offset);
+      off += len;
+      seg++;
+    }
+    return SG_OK;
+  }
+
+  /** One READ response packet; the first pays the READ's PCIe read latency (pipelined). */
+  private readResponse(qp: QueuePair, pkt: Packet, data: Uint8Array, seg: number, offset: number, last: boolean, first: boolean): number {
     const p = this.answer(qp, 'read-response', pkt.psn, pkt.opcode);
     p.payload = data;
     p.wireBytes += data.length;
-    this.send1(qp, p, nic.costs.dmaReadLatencyNs);
+    p.seg = seg;
+    p.offset = offset;
+    p.last = last;
+    this.send1(qp, p, first ? this.nic.costs.dmaReadLatencyNs : 0);
+    return SG_OK;
   }
 
   private *atomic(qp: QueuePair, pkt: Packet): Co {
@@ -412,6 +482,7 @@ export class Responder {
       this.atomicResponse(qp, pkt, original);
       return;
     }
+    if (!pkt.last) return; // the message's last packet is the one acknowledged
     this.ack(qp, qp.ePsn - 1);
   }
 
@@ -471,6 +542,17 @@ export class Responder {
       this.hooks.set(qp, h);
     }
     return h;
+  }
+
+  /**
+   * The fault policy for one packet of a longer RDMA message: the fault names the bytes to
+   * the end of the whole operation, as an RDMA responder fault carries `rdma_op_len` (rdma B6,
+   * `mlx5_ib_mr_rdma_pfault_handler`), not only this packet's share.
+   */
+  private faultToMessageEnd(qp: QueuePair, beyond: number): OnFault {
+    const fault = this.hooksOf(qp).fault;
+    if (beyond <= 0) return fault;
+    return (mr, key, iova, remaining, write, code) => fault(mr, key, iova, remaining + beyond, write, code);
   }
 
   private reportFault(qp: QueuePair): OnFault {
@@ -549,6 +631,7 @@ export class Responder {
     this.nic.stats.rnrNaksSent++;
     const p = this.answer(qp, 'nak', pkt.psn, pkt.opcode);
     p.nak = 'rnr';
+    p.seg = pkt.seg;
     p.rnrTimer = qp.minRnrTimer;
     this.send1(qp, p, 0);
   }

@@ -10,8 +10,8 @@ import {
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { tlbFinishMmu, type GatheredSpan } from './tlb.ts';
-import { isMigrationEntry, pteFrame, pteHas, PTE_SWAP } from './page-table.ts';
+import { flushTlbMmRange, gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
 import { migrationEntryMoved } from './migrate.ts';
 
 export { MMAP_BASE } from './constants.ts';
@@ -158,15 +158,19 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.UNMAP, oldAddr, oldAddr + oldLen);
   yield* mmuNotifierInvalidateRangeStart(range);
   const shift = newAddr - oldAddr;
+  let span: GatheredSpan = null;
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(oldAddr + Math.min(oldLen, newLen)))) {
     mm.pageTable.clear(v);
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
+    if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);
     if (isMigrationEntry(pte)) migrationEntryMoved(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
     else if (!pteHas(pte, PTE_SWAP)) {
       phys.rmapRemove(pteFrame(pte), mm, v * PAGE_SIZE);
       phys.rmapAdd(pteFrame(pte), mm, v * PAGE_SIZE + shift);
     }
   }
+  // move_ptes: flush_tlb_range over the old addresses when a present PTE moved (tlb.ts).
+  if (span) yield* flushTlbMmRange(mm, span.start, span.end);
   yield* mmuNotifierInvalidateRangeEnd(range);
   void vma;
   if (flags & MREMAP_DONTUNMAP) return newAddr;

@@ -67,6 +67,8 @@ export class PageTable {
   private readonly pmdLeaves = new Map<number, number>();
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
+  /** Bumped by every change of an entry: lets an observer (lab inspect) reuse what it read last time. */
+  version = 0;
 
   get(vpn: number): number {
     const slot = this.leaves.get(Math.floor(vpn / LEAF));
@@ -102,6 +104,7 @@ export class PageTable {
     const old = l[i] as number;
     if (old === 0 && pte !== 0) this.entries++;
     else if (old !== 0 && pte === 0) this.entries--;
+    if (old !== pte) this.version++;
     l[i] = pte;
   }
 
@@ -114,6 +117,7 @@ export class PageTable {
     if (old !== 0) {
       l[i] = 0;
       this.entries--;
+      this.version++;
     }
     return old;
   }

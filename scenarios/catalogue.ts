@@ -8,6 +8,7 @@ import { migrationMeetsPin } from './migration-meets-pin.ts';
 import { odpSwapStorm } from './odp-swap-storm.ts';
 import { oomReaperNonblockable } from './oom-reaper-nonblockable.ts';
 import { REVOCATION_SCENARIOS } from './revocation.ts';
+import { ksmMergesMr } from './ksm-merges-mr.ts';
 
 /** Every runnable story, in the order `lab list` and `npm start` show them (the seeds' order). */
 export const SCENARIOS: readonly ScenarioDefinition[] = [
@@ -22,6 +23,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
   odpSwapStorm,
   oomReaperNonblockable,
   ...REVOCATION_SCENARIOS,
+  ksmMergesMr,
 ];
 
 export function scenarioByName(name: string): ScenarioDefinition | undefined {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { DmaDetail } from './perfetto.ts';
@@ -16,7 +16,7 @@ import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
-import { registerInspectCommand } from './inspect/index.ts';
+import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
 
@@ -106,7 +106,8 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--json', 'print one JSON object per run (schema: lab schema)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
-    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail }) => {
+    .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
       const policy = await policyModule(opts.set);
       let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
@@ -140,16 +141,23 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
         if (runs.length > 1) throw new UsageError('--trace takes one scenario at a time');
         checkOutputFile(opts.trace, '--trace');
       }
+      if (opts.html !== undefined) {
+        if (runs.length > 1 || opts.trace !== undefined) throw new UsageError('--html takes one scenario at a time, without --trace');
+        checkOutputFile(opts.html, '--html');
+      }
       let allOk = true;
       const setKeys = [...new Set(opts.set.map((s) => s.slice(0, s.indexOf('='))))];
       const unused = new Map(setKeys.map((k) => [k, [] as string[]]));
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
         const used = new Set<string>();
-        const report = runScenario(def, {
+        const runOpts = {
           seed: opts.seed, profile, driver, params, usedParams: used,
           ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace, traceDma: opts.traceDma } : {}),
-        });
+        };
+        const html = opts.html !== undefined ? runScenarioWithHtml(def, runOpts, opts.html, writeFileSync) : null;
+        const report = html ? html.report : runScenario(def, runOpts);
+        if (html && !opts.json) io.err(html.note);
         for (const k of setKeys) if (!used.has(k)) unused.get(k)?.push(def.name);
         if (opts.json) out(JSON.stringify(report));
         else for (const l of renderReport(report)) out(l);
@@ -222,7 +230,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       setExit(r.failed > 0 ? 1 : 0);
     });
   registerFuzzCommands(program, io, setExit);
-  registerInspectCommand(program, out);
+  registerInspectCommand(program, out, setExit);
   return program;
 }
 

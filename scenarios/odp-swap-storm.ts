@@ -5,7 +5,7 @@ import {
   IBV_ADVISE_MR_ADVICE_PREFETCH, IBV_ADVISE_MR_FLAG_FLUSH, odpStrategy, pinnedStrategy, type IbUmem, type UmemStrategy,
 } from '../driver/index.ts';
 import { ALL_ACCESS, P, connectRc, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
-import { COMMON_PARAMS, type ParamDoc } from './params.ts';
+import { COMMON_PARAMS, strictNumber, type ParamDoc } from './params.ts';
 import { batchingFromParams, percentile, rdmaWrite, us } from './deferred-invalidation-reuse.ts';
 import type { ScenarioDefinition, WrappingStrategy } from './scenario.ts';
 
@@ -42,7 +42,7 @@ const CHUNK_PAGES = 32;
 /** Shares of memory: a neighbour's pinned MR, and the ODP buffer. */
 const PINNED_SHARE = 0.5;
 const BUF_SHARE = 0.375;
-/** Pages touched before the CPU lets kswapd catch up (allocation has no direct reclaim in the model). */
+/** Pages touched before the CPU lets kswapd catch up (so that kswapd, not the writer's direct reclaim, does most of it). */
 const TOUCH_BATCH = 32;
 const TOUCH_PAUSE_NS = 100_000;
 
@@ -70,7 +70,11 @@ export const odpSwapStorm: ScenarioDefinition = {
   defaultDriver: 'odp',
   untilNs: 10_000_000_000,
   params: [
-    { ...paramDoc('memory.frames'), default: 1024, description: 'physical memory of the host, in 4 KiB frames (this scenario: 4 MiB, small on purpose)' },
+    {
+      ...paramDoc('memory.frames'), default: 1024,
+      description: 'physical memory of the host, in 4 KiB frames (this scenario: 4 MiB, small on purpose; 512 to 16384: the buffer is 3/8 of it, and past 16384 one run takes minutes)',
+      schema: strictNumber().pipe(z.number().int().min(512).max(16_384)),
+    },
     { key: 'prefetch', description: 'what the application does before each RDMA WRITE: none, sync (advise_mr with FLUSH), async (advise_mr of the next chunk)', default: 'none', schema: z.enum(['none', 'sync', 'async']) },
     { key: 'storm.rounds', description: 'passes of the NIC over the whole buffer', default: 4, schema: z.coerce.number().int().min(1).max(64) },
   ],
@@ -134,7 +138,7 @@ export const odpSwapStorm: ScenarioDefinition = {
       yield* store(neighbour, pool, pattern(7, pinnedPages * P));
       const poolMr = yield* regOk(neighbour, pool, pinnedPages * P, ALL_ACCESS);
       const [qa] = connectRc(app, peer);
-      // Populate in batches: the model has no direct reclaim, so let kswapd keep up.
+      // Populate in batches, letting kswapd keep up (below the min watermark the writer would reclaim itself).
       const buf = yield* mapAnon(app, bufPages);
       for (let i = 0; i < bufPages; i += TOUCH_BATCH) {
         yield* store(app, buf + i * P, pattern(i, Math.min(TOUCH_BATCH, bufPages - i) * P));

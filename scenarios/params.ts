@@ -60,7 +60,8 @@ export const COMMON_PARAMS: readonly ParamDoc[] = [
   { key: 'batching.minWindowNs', description: 'adaptive: the smallest window, where it starts (virtual ns)', default: 1_000, schema: ns() },
   { key: 'batching.maxWindowNs', description: 'adaptive: the largest window it grows to (virtual ns)', default: 100_000, schema: ns() },
   { key: 'batching.inner', description: `by-event-type: the policy each event type gets (${INNER_NAMES.join(', ')})`, default: 'window', schema: z.enum(INNER_NAMES as [string, ...string[]]) },
-  { key: 'memory.frames', description: 'physical memory per node, in 4 KiB frames', default: 16_384, schema: strictNumber().pipe(z.number().int().min(1024).max(1 << 20)) },
+  // 2048 frames (8 MiB) is the least every story's buffers and page tables fit in; past 1 Mi frames (4 GiB) the model's per-frame arrays outgrow a test machine.
+  { key: 'memory.frames', description: 'physical memory per node, in 4 KiB frames (2048 to 1048576)', default: 16_384, schema: strictNumber().pipe(z.number().int().min(2048).max(1 << 20)) },
   { key: 'holdoff.timeoutNs', description: 'holdoff strategy: longest an invalidation waits for DMA to drain (virtual ns)', default: 10_000_000, schema: ns() },
   { key: 'odp.faultHandlingNs', description: 'driver share of an ODP fault (assumed so device + driver is about 220 us, ASPLOS 2017 second-hand)', default: 200_000, schema: ns() },
 ];

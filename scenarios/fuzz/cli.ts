@@ -262,7 +262,8 @@ export function registerFuzzCommands(
       const profile = opts.profile ?? target.profile;
       const file = opts.out ?? `fuzz-${target.name}-seed${opts.seed}.json`;
       checkOutputFile(file, '--out');
-      note(`fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`);
+      // The heading is part of the result: printed once the campaign is over (nothing on stdout for bad input).
+      const heading = `fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`;
       const count = { registered: 0 };
       const counted: FuzzTarget = { ...target, strategy: (sim?: Simulation) => counting(target.strategy(sim), count) };
       const report = fuzz(counted, {
@@ -274,11 +275,13 @@ export function registerFuzzCommands(
           throw new UsageError(`${target.name} registered no memory region in ${report.runs} runs under ${profile} (every reg_mr failed), so nothing was tested; ` +
             `try its default profile${profile !== target.profile ? ` (${target.profile})` : ''} or another --profile`);
         }
+        write(heading);
         const seen = Object.entries(report.seen).map(([id, n]) => `${id} in ${n} run${n === 1 ? '' : 's'}`).join(', ');
         write(`nothing found in ${report.runs} runs${seen ? ` (allowed: ${seen})` : ''}`);
         setExit(0);
         return;
       }
+      write(heading);
       const rep = forFile(report.reproducer, file);
       // The finding first: it is printed even if the file cannot be written.
       write(formatFinding(report, file, rep));

@@ -5,7 +5,7 @@
  */
 import type { ProfileName, Simulation } from '../../kernel-model/index.ts';
 import type { RdmaNode } from '../../driver/index.ts';
-import { runScenario, type NarrativeLine, type ScenarioDefinition, type ScenarioReport } from '../scenario.ts';
+import { runScenario, type NarrativeLine, type RunScenarioOptions, type ScenarioDefinition, type ScenarioReport } from '../scenario.ts';
 import type { ParamValues } from '../params.ts';
 import { runTarget, type FuzzTarget, type Reproducer } from '../fuzz/index.ts';
 import { WorldObserver, type CaptureHooks } from './observer.ts';
@@ -13,7 +13,11 @@ import type { InstantSpec } from './at.ts';
 import { fmtNs, type WorldSnapshot } from './snapshot.ts';
 
 export type InspectTarget =
-  | { kind: 'scenario'; name: string; def: ScenarioDefinition; seed: number; profile: ProfileName; driver: string; params: ParamValues }
+  | {
+    kind: 'scenario'; name: string; def: ScenarioDefinition; seed: number; profile: ProfileName; driver: string; params: ParamValues;
+    /** The rest of what `lab run` passes (a user strategy, the used-parameter set). */
+    more?: Pick<RunScenarioOptions, 'strategy' | 'usedParams'>;
+  }
   | { kind: 'reproducer'; name: string; rep: Reproducer; target: FuzzTarget };
 
 export interface ObservedRun {
@@ -35,7 +39,7 @@ export function runObserved(target: InspectTarget, attach: (o: WorldObserver) =>
   };
   let report: ScenarioReport | null = null;
   if (target.kind === 'scenario') {
-    report = runScenario(target.def, { seed: target.seed, profile: target.profile, driver: target.driver, params: target.params, observe });
+    report = runScenario(target.def, { ...target.more, seed: target.seed, profile: target.profile, driver: target.driver, params: target.params, observe });
   } else {
     const r = target.rep;
     runTarget(target.target, r.commands, {

@@ -10,6 +10,7 @@ import { PROFILE_NAMES, profileByName, type ProfileName } from '../../kernel-mod
 import { SCENARIOS, scenarioByName } from '../catalogue.ts';
 import { parseSets } from '../params.ts';
 import { parseReproducer } from '../fuzz/index.ts';
+import { UsageError } from '../cli-errors.ts';
 import { INSTANT_FORMS, parseInstant, type InstantSpec } from './at.ts';
 import { captureInstants, type InspectTarget } from './capture.ts';
 import { SECTIONS, type Section } from './snapshot.ts';
@@ -82,7 +83,7 @@ interface InspectOptions extends TargetOptions {
   json?: boolean;
 }
 
-export function registerInspectCommand(program: Command, out: (line: string) => void): void {
+export function registerInspectCommand(program: Command, out: (line: string) => void, setExit: (code: number) => void = (c) => (process.exitCode = c)): void {
   const cmd = program
     .command('inspect')
     .description('re-run a scenario or fuzz reproducer to an instant and print the world there: page tables, device MRs, notifiers, locks, pins')
@@ -96,7 +97,9 @@ export function registerInspectCommand(program: Command, out: (line: string) => 
     .option('--driver <name>', 'driver variant (scenarios; lab list shows each scenario\'s)')
     .option('--set <key=value>', 'override a documented parameter (scenarios; repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[]);
   cmd.action((name: string, opts: InspectOptions) => {
-    const fail = (message: string): never => cmd.error(`error: ${message}`, { exitCode: 2, code: 'inspect.usage' });
+    const fail = (message: string): never => {
+      throw new UsageError(message);
+    };
     const target = resolveTarget(name, opts);
     if ('error' in target) return fail(target.error);
     const what = opts.what ?? new Set(SECTIONS);
@@ -113,6 +116,6 @@ export function registerInspectCommand(program: Command, out: (line: string) => 
     } else {
       for (const l of renderSnapshot(a, target.name, what)) out(l);
     }
-    process.exitCode = 0;
+    setExit(0);
   });
 }

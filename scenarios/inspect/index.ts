@@ -7,3 +7,4 @@ export { runObserved, captureInstants, type InspectTarget } from './capture.ts';
 export { renderSnapshot, snapshotBlocks, filterSnapshot } from './render.ts';
 export { diffSnapshots, renderDiff } from './diff.ts';
 export { registerInspectCommand, resolveTarget } from './command.ts';
+export { buildHtmlPage, runScenarioWithHtml, GRID_POINTS, MAX_SNAPSHOTS, type PageData } from './html.ts';

@@ -85,14 +85,18 @@ export class WorldObserver implements ObservedState {
     this.subs.push(this.sanitizer.violation$.subscribe((v) => {
       this.violations.push(v);
       const index = this.violations.length;
-      this.mark({ t: v.time, kind: 'violation', text: `violation ${index}: ${v.id}: ${v.message}` });
+      this.mark({ t: v.time, kind: 'violation', text: `violation ${index}: ${v.id}: ${v.message}` }, {
+        violation: { index, id: v.id, severity: v.severity, message: v.message },
+      });
       this.violationTargets.get(index)?.(v);
     }));
   }
 
-  private mark(m: TimelineMark): void {
+  private mark(m: TimelineMark, extra: Partial<WorldSnapshot> = {}): void {
     this.marks.push(m);
-    if (this.hooks.onMark?.(m)) this.snapshot(`${m.kind} at ${fmtNs(m.t)}`);
+    if (!this.hooks.onMark?.(m)) return;
+    const v = extra.violation;
+    this.snapshot(v ? `violation ${v.index} (${v.id})` : `${m.kind} at ${fmtNs(m.t)}`, extra);
   }
 
   private onRecord(r: TraceRecord): void {

@@ -41,17 +41,20 @@ function nodeBlocks(n: NodeInfo): Block[] {
   const blocks: Block[] = [];
   const add = (section: Section, title: string, lines: string[]) => blocks.push({ id: `${n.name} ${section}`, section, title: `${n.name}: ${title}`, lines });
 
-  const procs: string[] = [];
-  for (const p of n.processes) {
+  // One block per process and per MR, so that a page (html.ts) stores each only when it changes.
+  blocks.push({ id: `${n.name} memory`, section: 'processes', title: `${n.name}: memory`, lines: [`${n.freeFrames} free frames`] });
+  n.processes.forEach((p) => {
+    const procs: string[] = [];
     procs.push(`pid ${p.pid} ${p.name} (mm${p.mm})${p.exited ? ' exited' : ''}: ${p.vmas.length} VMAs, ${p.present} present pages, ${p.swapped} swap entries; mmap_lock ${p.mmapLock}`);
     for (const v of p.vmas) procs.push(`  vma ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.file ?? 'anon'} (${(v.end - v.start) / 4096} pages)`);
     for (const r of p.ptes) {
-      const frames = r.flags === 's' ? `swap slot ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
+      const frames = r.flags.startsWith('m') ? `migration entry for frame ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
+        : r.flags === 's' ? `swap slot ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`
         : r.frame === 0 ? 'zero page' : `frame ${r.frame}${r.pages > 1 ? `..${r.frame + r.pages - 1}` : ''}`;
       procs.push(`  pte ${hex(r.va)}-${hex(r.va + r.pages * 4096)} ${String(r.pages).padStart(4)} page${r.pages === 1 ? ' ' : 's'} -> ${frames} ${r.flags || '-'}`);
     }
-  }
-  add('processes', `processes (free frames ${n.freeFrames})`, procs);
+    blocks.push({ id: `${n.name} process ${p.pid}`, section: 'processes', title: `${n.name}: process ${p.pid} ${p.name}`, lines: procs });
+  });
 
   const notif: string[] = [];
   for (const m of n.notifiers) {
@@ -70,13 +73,7 @@ function nodeBlocks(n: NodeInfo): Block[] {
   for (const nic of n.nics) {
     const lines: string[] = [`stats: ${nic.stats.syncs} syncs, ${nic.stats.updateCommands} update and ${nic.stats.zapCommands} zap commands`];
     for (const mr of nic.mrs) {
-      const what = mr.implicit ? 'implicit ODP' : mr.onDemand ? 'ODP' : 'not faultable';
-      const bound = mr.mm !== null ? ` over mm${mr.mm} at ${hex(mr.addr ?? 0)}` : '';
-      lines.push(`mr key ${hex(mr.key)} ${mr.state} ${what}, ${mr.strategy ?? 'no umem'}${bound}: iova ${hex(mr.iova)} +${mr.length}, ${mr.present}/${mr.pages} pages present` +
-        `; ${mr.counters.faults} faults, ${mr.counters.updatedPages} pages updated, ${mr.counters.zappedPages} zapped`);
-      for (const e of mr.entries) {
-        lines.push(`  page ${e.index}${e.pages > 1 ? `..${e.index + e.pages - 1}` : ''}${e.va !== null ? ` (va ${hex(e.va)})` : ''} -> frame ${e.frame}${e.pages > 1 ? `..${e.frame + e.pages - 1}` : ''} ${e.perm}`);
-      }
+      lines.push(`mr key ${hex(mr.key)}: ${mr.present}/${mr.pages} pages present; ${mr.counters.faults} faults, ${mr.counters.updatedPages} pages updated, ${mr.counters.zappedPages} zapped, ${mr.counters.accesses} page accesses`);
     }
     lines.push(`translation cache: ${nic.cache.size}/${nic.cache.capacity} entries`);
     for (const c of nic.cache.entries) {
@@ -90,6 +87,15 @@ function nodeBlocks(n: NodeInfo): Block[] {
     for (const d of nic.dma) lines.push(`dma in flight: ${d}`);
     for (const f of nic.faults) lines.push(`unresolved ${f}`);
     add('nics', `NIC ${nic.name}`, lines);
+    for (const mr of nic.mrs) {
+      const what = mr.implicit ? 'implicit ODP' : mr.onDemand ? 'ODP' : 'not faultable';
+      const bound = mr.mm !== null ? ` over mm${mr.mm} at ${hex(mr.addr ?? 0)}` : '';
+      const mrLines = [`mr key ${hex(mr.key)} ${mr.state} ${what}, ${mr.strategy ?? 'no umem'}${bound}: iova ${hex(mr.iova)} +${mr.length}, ${mr.pages} pages; device page table:`];
+      for (const e of mr.entries) {
+        mrLines.push(`  page ${e.index}${e.pages > 1 ? `..${e.index + e.pages - 1}` : ''}${e.va !== null ? ` (va ${hex(e.va)})` : ''} -> frame ${e.frame}${e.pages > 1 ? `..${e.frame + e.pages - 1}` : ''} ${e.perm}`);
+      }
+      blocks.push({ id: `${n.name} ${nic.name} mr ${mr.key}`, section: 'nics', title: `${nic.name} MR ${hex(mr.key)}`, lines: mrLines });
+    }
   }
   return blocks;
 }

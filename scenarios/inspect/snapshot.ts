@@ -14,7 +14,7 @@
  */
 import {
   GUP_PIN_COUNTING_BIAS, PG_ANON, PG_DIRTY, PG_LOCKED, PG_LRU, PG_SWAPCACHE, PG_WRITEBACK, PTE_ACCESSED, PTE_DIRTY,
-  PTE_PROTNONE, PTE_SWAP, PTE_WRITE, VM_EXEC, VM_READ, VM_WRITE, pteFrame, ptePresent, pteHas,
+  PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE, VM_EXEC, VM_READ, VM_WRITE, pteFlags, pteFrame, ptePresent, pteHas,
   type Kernel, type MmStruct, type MmuIntervalNotifier,
 } from '../../kernel-model/index.ts';
 import {
@@ -35,7 +35,7 @@ export interface PteRun {
   pages: number;
   /** Frame of the first page (a swap slot when `flags` has 's'). */
   frame: number;
-  /** w writable, a accessed, d dirty, n PROT_NONE/NUMA hint, s swap entry (not present). */
+  /** w writable, a accessed, d dirty, n PROT_NONE/NUMA hint; s swap entry, m migration entry (not present). */
   flags: string;
 }
 
@@ -268,40 +268,66 @@ export function takeSnapshot(nodes: readonly InspectedNode[], observed: Observed
 
 // ---- processes -----------------------------------------------------------------------------
 
+/** PTE runs of a page table, kept until the table changes (its version moves). */
+const pteRunCache = new WeakMap<object, { version: number; ptes: PteRun[]; present: number; swapped: number }>();
+
 function processInfo(pid: number, name: string, mm: MmStruct): ProcessInfo {
   const vmas: VmaInfo[] = mm.vmas.map((v) => ({
     start: v.start, end: v.end,
     perms: (v.flags & VM_READ ? 'r' : '-') + (v.flags & VM_WRITE ? 'w' : '-') + (v.flags & VM_EXEC ? 'x' : '-') + (v.shared ? 's' : 'p'),
     file: v.file ? v.file.name : null,
   }));
-  const ptes: PteRun[] = [];
-  let present = 0;
-  let swapped = 0;
-  // 2^36 pages: the whole 48-bit address space; the walk visits only leaves that exist.
-  mm.pageTable.forEach(0, 2 ** 36, (vpn, pte) => {
-    const swap = !ptePresent(pte);
-    if (swap) swapped++;
-    else present++;
-    const flags = cpuFlags(pte);
-    const frame = pteFrame(pte);
-    const last = ptes[ptes.length - 1];
-    if (last && last.flags === flags && last.va + last.pages * PAGE === vpn * PAGE &&
-        (frame === 0 ? last.frame === 0 : last.frame + last.pages === frame)) {
-      last.pages++;
-    } else {
-      ptes.push({ va: vpn * PAGE, pages: 1, frame, flags });
-    }
-  });
+  const pt = mm.pageTable;
+  let cached = pteRunCache.get(pt);
+  if (!cached || cached.version !== pt.version) {
+    const ptes: PteRun[] = [];
+    let present = 0;
+    let swapped = 0;
+    // 2^36 pages: the whole 48-bit address space; the walk visits only leaves that exist.
+    pt.forEach(0, 2 ** 36, (vpn, pte) => {
+      const flags = cpuFlags(pte);
+      if (flags === 's' || flags.startsWith('m')) swapped++;
+      else present++;
+      const frame = frameOfPte(pte);
+      const last = ptes[ptes.length - 1];
+      if (last && last.flags === flags && last.va + last.pages * PAGE === vpn * PAGE &&
+          (frame === 0 ? last.frame === 0 : last.frame + last.pages === frame)) {
+        last.pages++;
+      } else {
+        ptes.push({ va: vpn * PAGE, pages: 1, frame, flags });
+      }
+    });
+    cached = { version: pt.version, ptes, present, swapped };
+    pteRunCache.set(pt, cached);
+  }
   const lock = mm.mmapLock;
   const holders = lock.holders().map((t) => `${t.id} ${t.name}`);
   const mmapLock = holders.length === 0 ? 'free' : `held for ${lock.writer ? 'write' : 'read'} by ${holders.join(', ')}`;
-  return { pid, name, mm: mm.id, exited: mm.exited, vmas, ptes, present, swapped, mmapLock };
+  return { pid, name, mm: mm.id, exited: mm.exited, vmas, ptes: cached.ptes, present: cached.present, swapped: cached.swapped, mmapLock };
 }
 
+// The PTE encoding is the kernel model's (kernel-model/page-table.ts); local bindings keep
+// the hot loops off the module namespace's getters.
+const frameOfPte = pteFrame;
+const flagsOfPte = pteFlags;
+const PRESENT = PTE_PRESENT;
+const PROTNONE = PTE_PROTNONE;
+const WRITE = PTE_WRITE;
+
+function cpuFlagsOf(bits: number): string {
+  if (bits & PTE_MIGRATION) return 'm' + (bits & PTE_WRITE ? 'w' : '');
+  if (bits & PTE_SWAP || !(bits & PTE_PRESENT)) return 's';
+  return (bits & PTE_WRITE ? 'w' : '') + (bits & PTE_ACCESSED ? 'a' : '') + (bits & PTE_DIRTY ? 'd' : '') + (bits & PTE_PROTNONE ? 'n' : '');
+}
+
+/** The flag text of each bit pattern seen (a hot loop reads it per PTE). */
+const FLAG_TEXT = new Map<number, string>();
+
 function cpuFlags(pte: number): string {
-  if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) return 's';
-  return (pteHas(pte, PTE_WRITE) ? 'w' : '') + (pteHas(pte, PTE_ACCESSED) ? 'a' : '') + (pteHas(pte, PTE_DIRTY) ? 'd' : '') +
-    (pteHas(pte, PTE_PROTNONE) ? 'n' : '');
+  const bits = flagsOfPte(pte);
+  let t = FLAG_TEXT.get(bits);
+  if (t === undefined) FLAG_TEXT.set(bits, (t = cpuFlagsOf(bits)));
+  return t;
 }
 
 // ---- notifiers -----------------------------------------------------------------------------
@@ -350,7 +376,9 @@ function pinInfos(k: Kernel, refs: Map<number, { pins: number; gets: number }>):
   const frames = new Set<number>(refs.keys());
   // Frames whose refcount carries the pin bias even if no gup record says so (a pin taken
   // before observation started cannot happen here, but a driver may pin by other paths).
-  for (let f = 1; f < ph.frames; f++) if (ph.refcount[f]! >= GUP_PIN_COUNTING_BIAS) frames.add(f);
+  const refcount = ph.refcount;
+  const bias = GUP_PIN_COUNTING_BIAS;
+  for (let f = 1; f < refcount.length; f++) if ((refcount[f] as number) >= bias) frames.add(f);
   for (const f of [...frames].sort((a, b) => a - b)) {
     const r = refs.get(f) ?? { pins: 0, gets: 0 };
     if (r.pins === 0 && r.gets === 0 && ph.refcount[f]! < GUP_PIN_COUNTING_BIAS) continue;
@@ -378,36 +406,55 @@ function bindingOf(device: IbDevice, mr: MemoryRegion): Binding | null {
 
 const permName = (perm: number): 'r' | 'rw' => (perm === PTE_READ_WRITE ? 'rw' : 'r');
 
+/** Device runs and the entries that disagree with the CPU, kept until either table changes. */
+const mrCache = new WeakMap<MemoryRegion, {
+  version: number; cpuVersion: number; bound: boolean; entries: DeviceRun[]; differing: (Translation & { index: number })[];
+}>();
+
+/** Whether a device entry disagrees with the CPU PTE (the cheap test; compare() says how). */
+function differs(b: Binding, mr: MemoryRegion, index: number, frame: number, perm: number): boolean {
+  const pte = b.mm.pageTable.get(Math.floor((mr.pageIova(index) + b.delta) / PAGE));
+  const bits = flagsOfPte(pte);
+  if (!(bits & PRESENT) || bits & PROTNONE) return true;
+  if (frameOfPte(pte) !== frame) return true;
+  return perm === PTE_READ_WRITE && !(bits & WRITE);
+}
+
 function nicInfo(n: InspectedNode, open: OpenInvalidation[], stale: StaleEntry[]): NicInfo {
   const { nic, device, kernel: k } = n;
   const mrs: MrInfo[] = [];
-  const byMr = new Map<MemoryRegion, MrInfo>();
   for (const mr of nic.memoryRegions()) {
     const b = bindingOf(device, mr);
     const vaOf = (i: number): number | null => (b && b.kind !== 'other' ? mr.pageIova(i) + b.delta : null);
-    const entries: DeviceRun[] = [];
+    const cpuVersion = b && b.kind !== 'other' ? b.mm.pageTable.version : -1;
+    let c = mrCache.get(mr);
+    if (!c || c.version !== mr.pageTable.version || c.cpuVersion !== cpuVersion || c.bound !== (b !== null)) {
+      const entries: DeviceRun[] = [];
+      const differing: (Translation & { index: number })[] = [];
+      mr.pageTable.forEachPresent((index, frame, perm, generation, installedAt) => {
+        const p = permName(perm);
+        const last = entries[entries.length - 1];
+        if (last && last.perm === p && last.index + last.pages === index && last.frame + last.pages === frame) last.pages++;
+        else entries.push({ index, va: vaOf(index), pages: 1, frame, perm: p });
+        if (b && b.kind !== 'other' && differs(b, mr, index, frame, perm)) differing.push({ index, frame, perm, generation, installedAt, fromCache: false });
+      });
+      c = { version: mr.pageTable.version, cpuVersion, bound: b !== null, entries, differing };
+      mrCache.set(mr, c);
+    }
     const staleHere: StaleEntry[] = [];
-    let extra = 0;
-    mr.pageTable.forEachPresent((index, frame, perm, generation, installedAt) => {
-      const p = permName(perm);
-      const last = entries[entries.length - 1];
-      if (last && last.perm === p && last.index + last.pages === index && last.frame + last.pages === frame) last.pages++;
-      else entries.push({ index, va: vaOf(index), pages: 1, frame, perm: p });
-      if (b && b.kind !== 'other') {
-        const s = compare(k, nic.name, mr, b, index, { frame, perm, generation, installedAt, fromCache: false }, 'page-table', open);
-        if (s) {
-          if (staleHere.length < MAX_STALE_PER_MR) staleHere.push(s);
-          else extra++;
-        }
+    if (b && b.kind !== 'other') {
+      for (const d of c.differing.slice(0, MAX_STALE_PER_MR)) {
+        const e = compare(k, nic.name, mr, b, d.index, d, 'page-table', open);
+        if (e) staleHere.push(e);
       }
-    });
+    }
+    const extra = Math.max(0, c.differing.length - MAX_STALE_PER_MR);
     const info: MrInfo = {
       key: mr.lkey, iova: mr.iova, length: mr.length, pages: mr.pages, state: mr.state, onDemand: mr.onDemand, implicit: mr.implicit,
       strategy: b?.umem.strategy ?? null, mm: b && b.kind !== 'other' ? b.mm.id : null, addr: b?.umem.addr ?? null,
-      present: mr.pageTable.presentPages, entries, counters: { ...mr.counters },
+      present: mr.pageTable.presentPages, entries: c.entries, counters: { ...mr.counters },
     };
     mrs.push(info);
-    byMr.set(mr, info);
     stale.push(...staleHere);
     if (extra > 0) info.strategy = `${info.strategy} (${extra} more stale entries not listed)`;
   }
@@ -455,7 +502,10 @@ function compare(
   const writable = present && pteHas(pte, PTE_WRITE);
   const devWrite = t.perm === PTE_READ_WRITE;
   let why = '';
-  if (!present) why = pte === 0 ? 'the CPU maps nothing there (PTE none)' : ptePresent(pte) ? 'the CPU PTE is PROT_NONE' : 'the CPU page is swapped out';
+  if (!present) {
+    why = pte === 0 ? 'the CPU maps nothing there (PTE none)' : ptePresent(pte) ? 'the CPU PTE is PROT_NONE'
+      : flagsOfPte(pte) & PTE_MIGRATION ? 'the CPU PTE is a migration entry (the page is being moved)' : 'the CPU page is swapped out';
+  }
   else if (cpuFrame !== t.frame) why = `the CPU maps frame ${cpuFrame} there`;
   else if (devWrite && !writable) why = 'the device may write, the CPU PTE is read-only';
   if (!why) return null;

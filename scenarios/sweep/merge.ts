@@ -64,6 +64,8 @@ export async function mergeSweeps(dirs: readonly string[], outDirOpt?: string, o
   const outDir = outDirOpt ?? defaultOutDir(spec.name);
   const clash = dirs.find((d) => resolve(d) === resolve(outDir));
   if (clash !== undefined) throw new SweepUsageError(`--out ${outDir} is also an input; merge into another directory`);
+  if (outDir.trim() === '') throw new SweepUsageError(`--out must name a directory, got ''`);
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new SweepUsageError(`--out ${outDir}: is a file, not a directory`);
   // Never overwrite another sweep's results: --out may hold nothing, or this sweep's merged result.
   let held;
   try {

@@ -89,7 +89,7 @@ test('record:N snapshots as trace record N is emitted', (t) => {
 
 test('--diff: the munmap and MAP_FIXED show as a PTE run split and a new stale entry', (t) => {
   const changes = diffSnapshots(beforeMunmap as WorldSnapshot, afterReuse as WorldSnapshot);
-  const procs = changes.find((c) => c.id === 'host processes')!;
+  const procs = changes.find((c) => c.id === 'host process 100')!;
   t.true(procs.removed.some((l) => /pte 0x7effffffc000-0x7f0000000000 +4 pages -> frame 1\.\.4/.test(l)), procs.lines.join('\n'));
   t.true(procs.added.some((l) => /pte 0x7effffffc000-0x7effffffd000 +1 page +-> frame 5/.test(l)), procs.lines.join('\n'));
   t.true(changes.find((c) => c.id === 'stale')!.added.some((l) => l.startsWith('STALE: host-nic key 0x100')));
@@ -130,7 +130,7 @@ test('lab inspect --json and --diff --json parse', async (t) => {
   const two = await cli('inspect', 'deferred-invalidation-reuse', '--at', '29us', '--diff', '32.7us', '--json', '--what', 'processes');
   t.is(two.code, 0);
   const d = JSON.parse(two.lines.join('\n')) as { changes: { id: string }[] };
-  t.deepEqual(d.changes.map((c) => c.id), ['host processes']);
+  t.deepEqual(d.changes.map((c) => c.id), ['host memory', 'host process 100']);
 });
 
 for (const [argv, pattern] of [

@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import {
-  EFAULT, Kernel, MADV_DONTNEED, MADV_PAGEOUT, MmuNotifier, PROFILES, PROT_READ, ULONG_MAX, mmuNotifierRegister,
+  EFAULT, Kernel, MADV_DONTNEED, MADV_PAGEOUT, MREMAP_FIXED, MREMAP_MAYMOVE, MmuNotifier, PROFILES, PROT_READ, ULONG_MAX, mmuNotifierRegister,
   secondaryTlbsFlushedByArch, type TraceRecord,
 } from '../../kernel-model/index.ts';
 import { SvaIotlb, demo } from '../../driver/examples/sva-iotlb.ts';
@@ -110,6 +110,24 @@ test('change_protection flushes what it changed (6.6+): after mprotect(PROT_READ
   });
   k.sim.run();
   t.deepEqual(results, [0, -EFAULT]);
+});
+
+test('mm/mremap.c move_ptes flushes the old addresses (6.6+): after an mremap move the device translates the new address and faults at the old one', (t) => {
+  const { k, p } = world();
+  const got: (number | string)[] = [];
+  p.spawnThread('main', function* () {
+    const a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, fill(8, 8)), 'store');
+    const sva = new SvaIotlb(k, p.mm);
+    ok(yield* sva.bind(), 'bind');
+    const frame = sva.translate(a, false);
+    const b = ok(yield* p.mremap(a, 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED, a + 64 * P), 'mremap');
+    t.not(b, a);
+    got.push(sva.translate(a, false), sva.translate(b, false) === frame ? 'same frame' : 'other frame');
+    t.deepEqual(sva.invalidations[0], [a, a + P], 'the flush covers the one present page moved');
+  });
+  k.sim.run();
+  t.deepEqual(got, [-EFAULT, 'same frame']);
 });
 
 test('rule 38: the callback runs in atomic context (page-table lock): a sleeping secondary-TLB callback is recorded', (t) => {
