@@ -21,12 +21,13 @@ export { createRdmaNode, type RdmaNode } from './rdma-node.ts';
 export { pinnedStrategy, umemGupFlags, IB_UMEM_GUP, type PinnedUmem, type UmemGup } from './umem-pinned.ts';
 export { regDmabufUmem, IBV_ACCESS_RELAXED_ORDERING, IBV_DMABUF_ACCESS_MASK, type DmabufUmem, type DmabufImporter } from './umem-dmabuf.ts';
 export {
-  holdoffStrategy, HoldoffUmem, zapRuns, DEFAULT_REMAP_SYSCALL_NS, type HoldoffStrategy, type HoldoffOptions, type HoldoffStats,
-  type HoldoffUmemClass,
+  holdoffStrategy, HoldoffUmem, newHoldoffStats, zapRuns, DEFAULT_REMAP_SYSCALL_NS, type HoldoffStrategy, type HoldoffOptions, type HoldoffStats,
+  type HoldoffUmemClass, type HoldoffUmemOptions,
 } from './umem-holdoff.ts';
 export {
   odpStrategy, IbUmemOdp, UmemOdp, UsageCount, odpZapRuns, MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT,
-  type OdpStrategy, type OdpOwner, type OdpMapMode, type UmemOdpFactory,
+  odpRangeFlags, type OdpStrategy, type OdpOwner, type OdpMapMode, type OdpMapAttempt, type OdpSpan, type UmemOdpFactory,
+  type UmemOdpClass,
 } from './umem-odp.ts';
 export { ImplicitOdpUmem, IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS } from './implicit-odp.ts';
 export * from './batching/index.ts';

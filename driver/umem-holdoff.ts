@@ -61,7 +61,8 @@ export interface HoldoffStats {
   eagerRemapFailures: number;
 }
 
-function newHoldoffStats(): HoldoffStats {
+/** All counters at zero. */
+export function newHoldoffStats(): HoldoffStats {
   return {
     invalidations: 0, refusedNonBlockable: 0, heldOff: 0, holdoffNs: 0, maxHoldoffNs: 0, timeouts: 0, revocations: 0,
     syncRequests: 0, remaps: 0, remapFailures: 0, remapNs: 0, eagerRemaps: 0, eagerRemapFailures: 0,
@@ -160,7 +161,7 @@ export class HoldoffUmem implements IbUmem {
     this.frames = new Float64Array(this.pages);
     this.writableMr = accessWritable(req.access);
     this.nic = ctx.device.nic;
-    const name = `holdoff-mr-${mr.lkey.toString(16)}`;
+    const name = `${this.strategy}-mr-${mr.lkey.toString(16)}`;
     this.mutex = new Mutex(ctx.device.kernel.sim, `${name}.mutex`, 'umem.mutex');
     this.notifier = new MmuIntervalNotifier(name);
   }

@@ -324,9 +324,11 @@ export class UmemOdp {
   /**
    * Under the umem mutex, after a clean read_retry: install the snapshot in the device
    * page table, one update command per run of valid pages. A fault grants write exactly
-   * when it asked for it (a downgrade maps read-only, D2, replacing a writable entry as
-   * mlx5 does); a snapshot grants what the CPU PTE grants (A4), and an entry the device
-   * already has writable for the same frame stays writable: nothing invalidated it. Returns the pages
+   * when it asked for it and the CPU PTE grants it (the pages it asked write for always
+   * do; a neighbour the range only snapshotted may not); a downgrade maps read-only (D2),
+   * replacing a writable entry as mlx5 does. A snapshot grants what the CPU PTE grants
+   * (A4), and an entry the device already has writable for the same frame stays writable:
+   * nothing invalidated it. Returns the pages
    * programmed, or the device's -errno.
    *
    * @example
@@ -352,9 +354,10 @@ export class UmemOdp {
       for (; j < n && (range.flags[j] as number) & HMM_PFN_VALID; j++) {
         const frame = range.pfns[j] as number;
         const old = this.pages.get(first + j);
+        const cpuWrite = ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0;
         // A downgrade (a fault without write) writes a read-only entry even over a writable
         // one (mlx5_odp_populate_xlt with MLX5_IB_UPD_XLT_DOWNGRADE).
-        const w = writable && (mode.fault ? mode.write : ((range.flags[j] as number) & HMM_PFN_WRITE) !== 0 || old === frame * 2 + 1);
+        const w = writable && (mode.fault ? mode.write && cpuWrite : cpuWrite || old === frame * 2 + 1);
         frames.push(frame);
         writes.push(w);
       }
@@ -660,7 +663,8 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
     this.writable = accessWritable(access);
     const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
     const end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
-    this.odp = core(this, start, end, 0, `${ctx.device.name}/umem_odp(${mr.lkey.toString(16)})`);
+    // A driver author's strategy is named in trails and traces by its own name.
+    this.odp = core(this, start, end, 0, `${ctx.device.name}/${strategy === 'odp' ? 'umem_odp' : strategy}(${mr.lkey.toString(16)})`);
   }
 
   get umem(): IbUmem {

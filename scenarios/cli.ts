@@ -16,6 +16,8 @@ import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
+import { registerCheckCommand } from './check/cli.ts';
+import { registerNewCommand } from './new/cli.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
@@ -230,6 +232,8 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       setExit(r.failed > 0 ? 1 : 0);
     });
   registerFuzzCommands(program, io, setExit);
+  registerCheckCommand(program, io, setExit);
+  registerNewCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
   return program;
 }

@@ -33,6 +33,10 @@ export function snapshotMirror(opts: { skipSync?: boolean } = {}): UmemStrategy 
       const umem: IbUmem = {
         strategy: 'snapshot-mirror', ctx, mr, addr: req.addr, length: req.length, access: req.access, counters: newUmemCounters(),
         *dereg() {
+          // Stop the device before the memory is the process's again (rdma C9): revoke the
+          // key and sync, so no access already translated outlives the return.
+          nic.revokeMr(mr);
+          yield* nic.sync();
           nic.destroyMr(mr);
           yield* mmuIntervalNotifierRemove(sub);
           return 0;
