@@ -17,6 +17,7 @@ import { swapIn } from './swap.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 import { flushTlbPage, gatherPage, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
+import { numaHintingFault } from './numa-balancing.ts';
 
 export const FAULT_FLAG_WRITE = 1;
 /** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
@@ -81,6 +82,15 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     // NUMA-hint or PROT_NONE entry: the VMA check above already allowed the access, so
     // this is a hinting fault: restore the normal protection.
     kind = 'numa-hint';
+    // do_numa_page: a misplaced page migrates first (numa-balancing.ts); the new PTE then
+    // comes from remove_migration_ptes, and a write still to do faults again.
+    if (yield* numaHintingFault(mm, page)) {
+      pte = mm.pageTable.get(v);
+      sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'numa-migrate', ret: 0, node: kernel.node });
+      return 0;
+    }
+    pte = mm.pageTable.get(v);
+    if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return yield* handleMmFault(mm, vma, addr, flags);
     const f = pteFrame(pte);
     const w = write && (vma.flags & VM_WRITE) && (phys.has(f, PG_ANON_EXCLUSIVE) || vma.shared);
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));

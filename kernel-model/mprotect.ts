@@ -1,7 +1,7 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, protToVmFlags, type Vma } from './vma.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, ZERO_PFN } from './page-frames.ts';
 import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
@@ -64,7 +64,15 @@ function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
   return f !== ZERO_PFN && phys.has(f, PG_ANON) && phys.has(f, PG_ANON_EXCLUSIVE);
 }
 
-function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, want: number): Co {
+/**
+ * change_protection over [start, end) of one VMA. With `protNuma` (MM_CP_PROT_NUMA, from
+ * change_prot_numa) present PTEs become NUMA hints (PAGE_NONE) except those
+ * change_pte_range skips: already PROT_NONE, the zero page and KSM pages, shared or
+ * maybe-pinned pages of COW mappings, dirty file pages. Returns the PTEs changed.
+ */
+export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, want: number, protNuma = false): Co<number> {
+  const { phys } = mm.kernel;
+  let updated = 0;
   const sv = vpn(start);
   const ev = vpn(end);
   for (let chunk = Math.floor(sv / P4D_PAGES) * P4D_PAGES; chunk < ev; chunk += P4D_PAGES) {
@@ -83,6 +91,16 @@ function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, w
     let span: GatheredSpan = null;
     for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
       if (pteHas(pte, PTE_SWAP)) continue;
+      if (protNuma) {
+        const f = pteFrame(pte);
+        if (isMigrationEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
+        if (vma.cow && (phys.maybeDmaPinned(f) || phys.mapcount[f]! > 1)) continue;
+        if (phys.mappingFile[f]! >= 0 && !phys.has(f, PG_ANON) && phys.has(f, PG_DIRTY)) continue;
+        mm.pageTable.set(v, makePte(f, (pteFlags(pte) & ~PTE_WRITE) | PTE_PROTNONE));
+        span = gatherPage(span, v * PAGE_SIZE);
+        updated++;
+        continue;
+      }
       if (isMigrationEntry(pte)) {
         // change_pte_range: a writable migration entry becomes a readable one when write
         // permission goes; the restore then takes the VMA's new protection.
@@ -95,11 +113,15 @@ function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, w
       if (want === 0) flags |= PTE_PROTNONE;
       else flags &= ~PTE_PROTNONE;
       const next = makePte(pteFrame(pte), flags);
-      if (next !== pte) span = gatherPage(span, v * PAGE_SIZE);
+      if (next !== pte) {
+        span = gatherPage(span, v * PAGE_SIZE);
+        updated++;
+      }
       mm.pageTable.set(v, next);
     }
     // change_protection's tlb_flush_pte_range / flush_tlb_range of what changed (tlb.ts).
     if (span) yield* flushTlbMmRange(mm, span.start, span.end);
     yield* mmuNotifierInvalidateRangeEnd(range);
   }
+  return updated;
 }

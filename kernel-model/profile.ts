@@ -67,7 +67,7 @@ export interface KernelProfile {
    * (spec/kernel.md open question 3): linux-6.x assumes CLEAR.
    */
   oomReapEvent: 'UNMAP' | 'CLEAR';
-  /** On-demand paging MRs exist (3.19, 8ada2c1c0c1d "IB/core: Add support for on demand paging regions"). */
+  /** On-demand paging MRs exist (3.19, "IB/core: Add support for on demand paging regions"). */
   odp: boolean;
   /**
    * How ODP follows the CPU page table (ODP itself is 3.19): `ucontext`, one classic

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import {
-  EAGAIN, EBUSY, HMM_PFN_REQ_FAULT, HMM_PFN_VALID, HMM_PFN_WRITE, MAP_FIXED, MAP_SHARED, MmuIntervalNotifier, MmuNotifier,
+  EAGAIN, EBUSY, PTE_PROTNONE, HMM_PFN_REQ_FAULT, HMM_PFN_VALID, HMM_PFN_WRITE, MAP_FIXED, MAP_SHARED, MmuIntervalNotifier, MmuNotifier,
   MmuNotifyEvent, PROFILES, PTE_WRITE, ZERO_PFN, hmmRangeFault, hmmRangeInit, mmuIntervalNotifierInsert, mmuIntervalReadBegin,
   mmuIntervalSetSeq, mmuNotifierRegister, pteHas, vpn, hex,
   type Co, type Kernel, type MmStruct, type MmuNotifierRange,
@@ -117,28 +117,39 @@ test('rule 73: a COW-shared page mapped by parent and child moves for both, with
   });
 });
 
-test('NUMA balancing (rule 73): the scanner migrates mapped pages behind the process\'s back; each attempt is a CLEAR, the bytes follow the page, a pinned page stays put', (t) => {
+test('NUMA balancing (kernel/sched/fair.c task_numa_work, mm/mprotect.c change_prot_numa, rules 21h, 73): each scan sends PROTECTION_VMA over its window and makes the PTEs NUMA hints; the next access migrates the page (CLEAR), the bytes follow, a pinned page is never hinted', (t) => {
   const r = rigOn('linux-6.x');
   const { k, p, events } = r;
-  const stats = startNumaBalancing(k, { periodNs: 1_000_000, pagesPerScan: 4 });
+  // A 2 MiB scan size: each pass hints one PMD-aligned 2 MiB window of the 8 MiB buffer.
+  const stats = startNumaBalancing(k, { periodNs: 1_000_000, scanSizeMb: 2 });
+  const MiB = 1024 * 1024;
+  let buf = 0;
   p.spawnThread('main', function* () {
-    const a = ok(yield* p.mmap(0, 8 * P, RW, ANON), 'mmap');
-    for (let i = 0; i < 8; i++) ok(yield* p.store(a + i * P, fill(0x40 + i, 64)), 'store');
+    buf = ok(yield* p.mmap(0x40000000, 8 * MiB, RW, ANON | MAP_FIXED), 'mmap');
+    for (let i = 0; i < 8 * MiB; i += P) ok(yield* p.store(buf + i, fill((i / P) & 0xff, 8)), 'store');
     const pinned: number[] = [];
-    t.is(yield* pinUserPagesFast(p.mm, a, 1, FOLL_WRITE | FOLL_LONGTERM, pinned), 1);
-    const before = Array.from({ length: 8 }, (_, i) => frameAt(p.mm, a + i * P));
-    yield* k.sim.sleep(20_000_000);
-    const after = Array.from({ length: 8 }, (_, i) => frameAt(p.mm, a + i * P));
-    t.is(after[0], before[0], 'the pinned page never moves');
-    t.true(after.slice(1).some((f, i) => f !== before[i + 1]), 'some unpinned page moved');
-    for (let i = 0; i < 8; i++) t.deepEqual(bytes(yield* p.load(a + i * P, 64), 'load'), fill(0x40 + i, 64));
+    t.is(yield* pinUserPagesFast(p.mm, buf, 1, FOLL_WRITE | FOLL_LONGTERM, pinned), 1);
+    const before = frameAt(p.mm, buf + P);
+    events.length = 0;
+    yield* k.sim.sleep(1_500_000); // one scan: [buf, buf + 2 MiB)
+    const windows = events.filter((e) => e.phase === 'start' && e.range.event === MmuNotifyEvent.PROTECTION_VMA).map((e) => [e.range.start, e.range.end]);
+    t.deepEqual(windows, [[buf, buf + 2 * MiB]], 'one PROTECTION_VMA over the first window');
+    t.true(pteHas(p.mm.pageTable.get(vpn(buf + P)), PTE_PROTNONE), 'hinted');
+    t.false(pteHas(p.mm.pageTable.get(vpn(buf + 2 * MiB)), PTE_PROTNONE), 'outside the window');
+    t.false(pteHas(p.mm.pageTable.get(vpn(buf)), PTE_PROTNONE), 'the pinned page of a COW mapping is skipped');
+    events.length = 0;
+    t.deepEqual(bytes(yield* p.load(buf + P, 8), 'load'), fill(1, 8), 'the hinting fault migrates, the bytes follow');
+    t.not(frameAt(p.mm, buf + P), before);
+    t.deepEqual(lines(events, p.mm), pair('CLEAR', buf + P, buf + 2 * P), 'the migration\'s CLEAR');
+    yield* k.sim.sleep(4_000_000); // three more scans: the next windows, then round again
     unpinUserPages(k, pinned);
     yield* p.exit();
   });
-  const out = k.sim.run({ untilNs: 30_000_000 });
+  const out = k.sim.run({ untilNs: 20_000_000 });
   t.not(out.reason, 'failed', out.failure);
-  t.true(stats.migrated > 0 && stats.failed > 0, `migrated ${stats.migrated}, failed ${stats.failed}`);
-  t.true(events.filter((e) => e.phase === 'start' && e.range.event === 1).length >= stats.attempted, 'one CLEAR per attempt at least');
+  t.true(stats.scans >= 4);
+  t.is(stats.migrated, 1);
+  t.true(stats.ptesUpdated >= 4 * 512 - 1, `PTEs hinted: ${stats.ptesUpdated}`);
 });
 
 // ---- migration entries (issue 14 item 1) ----------------------------------------------------
