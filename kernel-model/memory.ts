@@ -92,7 +92,12 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     pte = mm.pageTable.get(v);
     if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return yield* handleMmFault(mm, vma, addr, flags);
     const f = pteFrame(pte);
-    const w = write && (vma.flags & VM_WRITE) && (phys.has(f, PG_ANON_EXCLUSIVE) || vma.shared);
+    // do_numa_page restores vm_page_prot, then can_change_pte_writable (mm/mprotect.c): a
+    // shared mapping the filesystem tracks writes of (writenotify: a regular file, not shmem)
+    // is writable only with a dirty PTE; a clean one refaults into do_wp_page, whose
+    // page_mkwrite gives the page its buffers back and dirties it.
+    const writenotify = vma.shared && vma.file !== null && !vma.file.shmem;
+    const w = write && (vma.flags & VM_WRITE) && (phys.has(f, PG_ANON_EXCLUSIVE) || (vma.shared && (!writenotify || pteHas(pte, PTE_DIRTY))));
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
     if (write && !w) ret = yield* doWpPage(mm, vma, page, false);
   } else if (write && !pteHas(pte, PTE_WRITE)) {

@@ -89,12 +89,17 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   const v = vpn(page);
   const pte = mm.pageTable.get(v);
   const slot = pteFrame(pte);
-  const exclusive = swap.refs(slot) === 1;
+  const lastRef = swap.refs(slot) === 1;
+  let exclusive = lastRef;
   let f = swap.cachedFrame(slot);
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
-    // Still in the swap cache (reclaim could not free it): map the same page again.
+    // Still in the swap cache (reclaim could not free it): map the same page again. It is
+    // exclusive only if no other PTE maps it: a fork that copied the PTE while reclaim's
+    // unmap slept left the child mapping the page and this swap entry the last one
+    // (do_swap_page, mm/memory.c: pte_swp_exclusive, else reuse only at folio_ref_count 1).
+    if ((phys.mapcount[f] ?? 0) > 0) exclusive = false;
     phys.get(f);
-    if (exclusive) {
+    if (lastRef) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
       phys.put(f); // the swap cache's reference

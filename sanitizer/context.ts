@@ -290,6 +290,16 @@ export class SanitizerContext {
     return list;
   }
 
+  /**
+   * Subscribe a checker to a model stream the context does not re-publish (a NIC's DMA
+   * activity, say): errors stay here, and `stop` unsubscribes it with the rest.
+   */
+  watch<T>(source: Observable<T>, who: string, handler: (value: T) => void): void {
+    this.subscriptions.push(source.subscribe((v) => {
+      if (!this.stopped) this.guard(who, () => handler(v));
+    }));
+  }
+
   guard(who: string, fn: () => void): void {
     try {
       fn();

@@ -20,6 +20,9 @@ export const VIOLATION_IDS = [
   'pin-leak',
   'fault-retry-storm',
   'blocked-migration',
+  'shared-page-write',
+  'teardown-order',
+  'holdoff-liveness',
 ] as const;
 
 export type ViolationId = (typeof VIOLATION_IDS)[number];
@@ -63,6 +66,9 @@ export const SEVERITY: Readonly<Record<ViolationId, Severity>> = {
   'pin-leak': 'error',
   'fault-retry-storm': 'warning',
   'blocked-migration': 'warning',
+  'shared-page-write': 'error',
+  'teardown-order': 'error',
+  'holdoff-liveness': 'error',
 };
 
 /** A violation of `id` with its default severity; the trail is sorted by time (stable). */

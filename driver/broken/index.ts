@@ -28,6 +28,10 @@ import { mmputUnderMutexStrategy } from './mmput-under-mutex.ts';
 import { ignoreProtectionVmaStrategy } from './ignore-protection-vma.ts';
 import { noClampStrategy } from './no-clamp.ts';
 import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
+import { checkRetryInstallStrategy } from './check-retry-install.ts';
+import { removeBeforeFenceStrategy } from './remove-before-fence.ts';
+import { holdoffNoWaitStrategy } from './holdoff-no-wait.ts';
+import { writeThroughReadOnlyStrategy } from './write-through-read-only.ts';
 
 /** Parameters a strategy factory may need (the fuzzer's choices; defaults in `DEFAULT_BROKEN_PARAMS`). */
 export interface BrokenParams {
@@ -177,6 +181,34 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
       'annotation in ib_init_umem_odp (3f5f6321); direct reclaim invalidates and the callback takes the mutex again',
     expectedChecker: 'lock-order', detection: 'fuzz', file: 'driver/broken/alloc-under-umem-mutex.ts',
   },
+  {
+    name: 'check-retry-install', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
+    strategy: () => checkRetryInstallStrategy(),
+    bug: 'the fault path trusts mmu_interval_check_retry outside the lock and installs without read_retry',
+    realWorld: 'kernel rule 29: mmu_interval_check_retry is a lockless hint; only read_retry under the driver lock may let entries in (H2)',
+    expectedChecker: 'notifier-contract', detection: 'fuzz', file: 'driver/broken/check-retry-install.ts',
+  },
+  {
+    name: 'remove-before-fence', base: 'holdoff', nic: 'non-faultable', profile: 'linux-6.x',
+    strategy: (p) => removeBeforeFenceStrategy({ holdoffTimeoutNs: p.holdoffTimeoutNs }),
+    bug: 'deregistration removes the interval notifier before it fences the device',
+    realWorld: 'rdma C9 (ib_umem_odp_release: stop the device, then remove the notifier); the notifier must outlive every device use',
+    expectedChecker: 'teardown-order', detection: 'fuzz', file: 'driver/broken/remove-before-fence.ts',
+  },
+  {
+    name: 'holdoff-no-wait', base: 'holdoff', nic: 'non-faultable', profile: 'linux-6.x',
+    strategy: (p) => holdoffNoWaitStrategy({ holdoffTimeoutNs: p.holdoffTimeoutNs }),
+    bug: 'the invalidation zaps at once instead of holding off for DMA in progress',
+    realWorld: 'the holdoff design of seed 000 (rdma H3): pending operations are to complete, not to fail',
+    expectedChecker: 'holdoff-liveness', detection: 'fuzz', file: 'driver/broken/holdoff-no-wait.ts',
+  },
+  {
+    name: 'write-through-read-only', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
+    strategy: () => writeThroughReadOnlyStrategy(),
+    bug: 'pages are installed device-writable in a writable MR whatever HMM_PFN_WRITE says',
+    realWorld: 'rdma A4/D2, kernel rules 18 and 57: a read-only CPU PTE (the zero page, a COW-shared page after fork) must stay read-only on the device',
+    expectedChecker: 'shared-page-write', detection: 'fuzz', file: 'driver/broken/write-through-read-only.ts',
+  },
 ];
 
 /** A broken driver by name. */
@@ -188,4 +220,5 @@ export {
   noSetSeqStrategy, readRetryUnlockedStrategy, installAfterUnlockStrategy, deferredInvalidationStrategy, zapWithoutSyncStrategy,
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
   mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
+  checkRetryInstallStrategy, removeBeforeFenceStrategy, holdoffNoWaitStrategy, writeThroughReadOnlyStrategy,
 };

@@ -55,7 +55,9 @@ export type TraceBody =
   /** An interval subscriber left (mmu_interval_notifier_remove returned). */
   | { type: 'interval-remove'; node: string; sub: string; mm: number; start: number; last: number }
   /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
-  | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean };
+  | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
+  /** mmu_interval_check_retry (rule 29): its answer, a hint only (whether the declared lock was held). */
+  | { type: 'check-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean };
 
 export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
 

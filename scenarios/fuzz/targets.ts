@@ -7,15 +7,21 @@ import type { ProfileName, Simulation } from '../../kernel-model/index.ts';
 import { holdoffStrategy, odpStrategy, pinnedStrategy, type UmemStrategy } from '../../driver/index.ts';
 import { BROKEN_DRIVERS, DEFAULT_BROKEN_PARAMS, type BrokenParams } from '../../driver/broken/index.ts';
 import { VIOLATION_IDS, type Violation, type ViolationId } from '../../sanitizer/index.ts';
+import { fuzzKnobs } from './knobs.ts';
 
 /**
- * The holdoff timeout the fuzzer gives holdoff strategies: short enough that ordinary
- * transfers outlive it (a 4-page RDMA WRITE with its ACK takes about 4 µs), so the
- * timeout path (revocation) runs in many runs, not only the drain path.
+ * The holdoff timeout of a run without a simulation (a strategy built outside a fuzz run):
+ * short enough that ordinary transfers outlive it (a 4-page RDMA WRITE with its ACK takes
+ * about 4 µs). Fuzz runs draw theirs from the seed (knobs.ts), on both sides of a transfer.
  */
 export const FUZZ_HOLDOFF_TIMEOUT_NS = 2_000;
 
 export const FUZZ_PARAMS: BrokenParams = { ...DEFAULT_BROKEN_PARAMS, holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS };
+
+/** The broken drivers' parameters in a run: its holdoff timeout (knobs.ts). */
+function paramsFor(sim?: Simulation): BrokenParams {
+  return sim ? { ...FUZZ_PARAMS, holdoffTimeoutNs: fuzzKnobs(sim.seed).holdoffTimeoutNs } : FUZZ_PARAMS;
+}
 
 export interface FuzzTarget {
   name: string;
@@ -55,13 +61,23 @@ export const REFERENCE_TARGETS: readonly FuzzTarget[] = [
     file: 'driver/umem-pinned.ts',
   },
   {
-    name: 'odp', kind: 'reference', nic: 'faultable', profile: 'linux-6.x', strategy: () => odpStrategy(),
+    name: 'odp', kind: 'reference', nic: 'faultable', profile: 'linux-6.x',
+    // Every batching policy, drawn from the run's seed (knobs.ts).
+    strategy: (sim) => {
+      if (!sim) return odpStrategy();
+      const k = fuzzKnobs(sim.seed);
+      return odpStrategy({ batching: k.batching(sim.scheduler), batchingName: k.batchingName });
+    },
     allowed: [],
     file: 'driver/umem-odp.ts',
   },
   {
     name: 'holdoff', kind: 'reference', nic: 'non-faultable', profile: 'linux-6.x',
-    strategy: () => holdoffStrategy({ holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS }),
+    strategy: (sim) => {
+      if (!sim) return holdoffStrategy({ holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS });
+      const k = fuzzKnobs(sim.seed);
+      return holdoffStrategy({ holdoffTimeoutNs: k.holdoffTimeoutNs, batching: k.batching(sim.scheduler), batchingName: k.batchingName });
+    },
     allowed: [],
     file: 'driver/umem-holdoff.ts',
   },
@@ -80,7 +96,7 @@ const EVIDENCE: Record<string, RegExp> = {
 
 export const BROKEN_TARGETS: readonly FuzzTarget[] = BROKEN_DRIVERS.map((b) => {
   const t: FuzzTarget = {
-    name: b.name, kind: 'broken', nic: b.nic, profile: b.profile, strategy: () => b.strategy(FUZZ_PARAMS),
+    name: b.name, kind: 'broken', nic: b.nic, profile: b.profile, strategy: (sim) => b.strategy(paramsFor(sim)),
     allowed: [], expectedChecker: asViolationId(b.expectedChecker, b.name), detection: b.detection,
     bug: b.bug, realWorld: b.realWorld, file: b.file,
   };
