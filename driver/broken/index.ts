@@ -31,7 +31,7 @@ import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
 import { checkRetryInstallStrategy } from './check-retry-install.ts';
 import { removeBeforeFenceStrategy } from './remove-before-fence.ts';
 import { holdoffNoWaitStrategy } from './holdoff-no-wait.ts';
-import { writeThroughReadOnlyStrategy } from './write-through-read-only.ts';
+import { pinWithoutWriteStrategy } from './pin-without-write.ts';
 
 /** Parameters a strategy factory may need (the fuzzer's choices; defaults in `DEFAULT_BROKEN_PARAMS`). */
 export interface BrokenParams {
@@ -203,11 +203,12 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     expectedChecker: 'holdoff-liveness', detection: 'fuzz', file: 'driver/broken/holdoff-no-wait.ts',
   },
   {
-    name: 'write-through-read-only', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
-    strategy: () => writeThroughReadOnlyStrategy(),
-    bug: 'pages are installed device-writable in a writable MR whatever HMM_PFN_WRITE says',
-    realWorld: 'rdma A4/D2, kernel rules 18 and 57: a read-only CPU PTE (the zero page, a COW-shared page after fork) must stay read-only on the device',
-    expectedChecker: 'shared-page-write', detection: 'fuzz', file: 'driver/broken/write-through-read-only.ts',
+    // linux-5.8: GUP does not unshare a page pinned for read (rule 61 came with 5.19).
+    name: 'pin-without-write', base: 'pinned', nic: 'non-faultable', profile: 'linux-5.8',
+    strategy: () => pinWithoutWriteStrategy(),
+    bug: 'a writable MR is pinned without FOLL_WRITE, so the zero page or a COW-shared page is pinned',
+    realWorld: 'ib_umem_get\'s FOLL_WRITE (and FOLL_FORCE) before 6.2, kernel rules 54, 58, 61: a read pin takes the zero page or a page shared with a child',
+    expectedChecker: 'shared-page-write', detection: 'fuzz', file: 'driver/broken/pin-without-write.ts',
   },
 ];
 
@@ -220,5 +221,5 @@ export {
   noSetSeqStrategy, readRetryUnlockedStrategy, installAfterUnlockStrategy, deferredInvalidationStrategy, zapWithoutSyncStrategy,
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
   mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
-  checkRetryInstallStrategy, removeBeforeFenceStrategy, holdoffNoWaitStrategy, writeThroughReadOnlyStrategy,
+  checkRetryInstallStrategy, removeBeforeFenceStrategy, holdoffNoWaitStrategy, pinWithoutWriteStrategy,
 };
