@@ -48,6 +48,8 @@ export interface Violation {
   message: string;
   /** The causal chain, oldest first. */
   trail: TrailEntry[];
+  /** One line after the trail: the likely strategy step (set by the fuzzer, which knows the strategy). */
+  cause?: string;
 }
 
 /** The severity each id carries (warnings are hazards or legal-but-costly behaviour). */

@@ -127,10 +127,7 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     strategy: () => noDirtyAtUnmapStrategy(),
     bug: 'pages mapped writable are not marked dirty when the mirror drops them',
     realWorld: 'rdma C8 (ib_umem_odp_unmap_dma_pages dirties written pages)',
-    expectedChecker: 'lost-write', detection: 'directed', file: 'driver/broken/no-dirty-at-unmap.ts',
-    whyDirected: 'the loss needs three ordered steps on one page with no CPU write between them: MADV_FREE of a registered page, ' +
-      'a device write into it (its refault finds the PTE writable, so nothing dirties the page), then reclaim of that page; ' +
-      'random episodes put the three together in well under 1% of runs (0 of 300 measured)',
+    expectedChecker: 'lost-write', detection: 'fuzz', file: 'driver/broken/no-dirty-at-unmap.ts',
   },
   {
     name: 'foll-get-fork', base: 'pinned', nic: 'non-faultable', profile: 'linux-6.x',
@@ -155,9 +152,7 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     strategy: () => mmputUnderMutexStrategy(),
     bug: 'the fault path drops the mm reference while holding the umem mutex',
     realWorld: 'CVE-2022-48675, "IB/core: Fix a nested dead lock as part of ODP flow" (rdma C10)',
-    expectedChecker: 'deadlock', detection: 'directed', file: 'driver/broken/mmput-under-mutex.ts',
-    whyDirected: 'the process\'s last exit must land inside the few microseconds a NIC fault on its ODP MR holds an mm reference ' +
-      '(between mmget_not_zero and the device update); random exits hit that window in about 1% of runs',
+    expectedChecker: 'deadlock', detection: 'fuzz', file: 'driver/broken/mmput-under-mutex.ts',
   },
   {
     name: 'ignore-protection-vma', base: 'odp', nic: 'faultable', profile: 'linux-6.x',

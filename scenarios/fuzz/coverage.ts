@@ -105,6 +105,7 @@ const RULE_ITEMS: CoverageItem[] = [
   rule('kernel rule 18', 'Fault-in/upgrade does not notify', 'fault:wp'),
   rule('kernel rule 21e', 'rmap unmap and migration', 'record:migrate'),
   rule('kernel rule 21g', 'KSM', 'ksm-invalidation'),
+  rule('kernel rule 21h', 'NUMA balancing (change_prot_numa, the hinting fault)', 'fault:numa-hint'),
   rule('kernel rule 24', 'Invalidate start', 'record:invalidate-start'),
   rule('kernel rule 31', 'Canonical collision-retry loop', 'step:odp.commit:collision'),
   rule('kernel rule 33', 'Exit order', 'exit-invalidation'),

@@ -26,6 +26,8 @@ function paramsFor(sim?: Simulation): BrokenParams {
 export interface FuzzTarget {
   name: string;
   kind: 'reference' | 'broken';
+  /** The reference strategy it is (or is a change of, or stands in for): what its steps are called. */
+  role?: 'odp' | 'holdoff' | 'pinned';
   nic: 'faultable' | 'non-faultable';
   /** The profile it runs on unless --profile says otherwise. */
   profile: ProfileName;
@@ -54,14 +56,14 @@ function asViolationId(id: string, who: string): ViolationId {
 
 export const REFERENCE_TARGETS: readonly FuzzTarget[] = [
   {
-    name: 'pinned', kind: 'reference', nic: 'non-faultable', profile: 'linux-6.x', strategy: () => pinnedStrategy(),
+    name: 'pinned', kind: 'reference', role: 'pinned', nic: 'non-faultable', profile: 'linux-6.x', strategy: () => pinnedStrategy(),
     // Pinning's documented hazards, reported as warnings: the MR stops following the process
     // (rdma H1, H3/H8), and the pinned pages cannot move (rules 71-73, H11/H12).
     allowed: ['pinned-incoherence', 'blocked-migration'],
     file: 'driver/umem-pinned.ts',
   },
   {
-    name: 'odp', kind: 'reference', nic: 'faultable', profile: 'linux-6.x',
+    name: 'odp', kind: 'reference', role: 'odp', nic: 'faultable', profile: 'linux-6.x',
     // Every batching policy, drawn from the run's seed (knobs.ts).
     strategy: (sim) => {
       if (!sim) return odpStrategy();
@@ -72,7 +74,7 @@ export const REFERENCE_TARGETS: readonly FuzzTarget[] = [
     file: 'driver/umem-odp.ts',
   },
   {
-    name: 'holdoff', kind: 'reference', nic: 'non-faultable', profile: 'linux-6.x',
+    name: 'holdoff', kind: 'reference', role: 'holdoff', nic: 'non-faultable', profile: 'linux-6.x',
     strategy: (sim) => {
       if (!sim) return holdoffStrategy({ holdoffTimeoutNs: FUZZ_HOLDOFF_TIMEOUT_NS });
       const k = fuzzKnobs(sim.seed);
@@ -96,7 +98,7 @@ const EVIDENCE: Record<string, RegExp> = {
 
 export const BROKEN_TARGETS: readonly FuzzTarget[] = BROKEN_DRIVERS.map((b) => {
   const t: FuzzTarget = {
-    name: b.name, kind: 'broken', nic: b.nic, profile: b.profile, strategy: (sim) => b.strategy(paramsFor(sim)),
+    name: b.name, kind: 'broken', role: b.base, nic: b.nic, profile: b.profile, strategy: (sim) => b.strategy(paramsFor(sim)),
     allowed: [], expectedChecker: asViolationId(b.expectedChecker, b.name), detection: b.detection,
     bug: b.bug, realWorld: b.realWorld, file: b.file,
   };

@@ -1,7 +1,8 @@
 /**
- * The broken drivers random search does not reach within 50 runs (driver/broken registry:
- * `detection: 'directed'`, with why), each caught by a dedicated command list, and the
- * same list run against the reference ODP strategy reports nothing.
+ * Two broken drivers random search once reached too rarely (they were `directed` until
+ * issue 19 gave the fuzzer the two patterns they need: exit-during-fault and
+ * lazyfree-write-pageout in scenarios/fuzz/commands.ts), each still caught by its dedicated
+ * command list, and the same list run against the reference ODP strategy reports nothing.
  *
  * - mmput-under-mutex (CVE-2022-48675): the process's last exit must land inside the few
  *   microseconds a NIC fault holds an mm reference. A remote RDMA WRITE faults on a page of
@@ -18,10 +19,10 @@ import type { Command } from '../../scenarios/fuzz/commands.ts';
 import { BROKEN_DRIVERS } from '../../driver/broken/index.ts';
 import { renderText } from '../../sanitizer/index.ts';
 
-test('every directed broken driver says why random search does not reach it', (t) => {
+test('a directed broken driver, if any, says why random search does not reach it', (t) => {
   const directed = BROKEN_DRIVERS.filter((b) => b.detection === 'directed');
-  t.deepEqual(directed.map((b) => b.name).sort(), ['mmput-under-mutex', 'no-dirty-at-unmap']);
   for (const b of directed) t.true((b.whyDirected ?? '').length > 40, b.name);
+  t.pass();
 });
 
 function exitDuringFault(exitAt: number): Command[] {
