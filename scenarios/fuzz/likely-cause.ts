@@ -34,7 +34,7 @@ const RULES: Record<StrategyRole, Partial<Record<string, Rule[]>>> = {
     ],
     'use-after-invalidate': [
       { when: /no sync|translation cache/, step: 'fence', why: 'the callback returned before a sync covered its zaps (C5, rule 11)' },
-      { step: 'zap', why: 'the device kept a translation after the callback returned (C3-C5)' },
+      { step: 'zap, fence', why: 'the device kept a translation after the callback returned: not zapped, or not fenced by a sync, before the return (C3-C5)' },
     ],
     'stale-translation': [
       { when: /read-only|more rights|may write/, step: 'program', why: 'device rights above the CPU PTE\'s (A4, D2)' },
