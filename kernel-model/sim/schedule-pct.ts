@@ -34,6 +34,8 @@ export class PctPolicy implements SchedulePolicy {
   tasks = 0;
   /** Switches made (preemptions PCT chose). */
   switches = 0;
+  /** Task ids demoted at change points, in order. */
+  readonly demoted: number[] = [];
 
   constructor(readonly option: PctOption, private readonly ctx: ScheduleContext) {
     for (let i = 1; i < option.depth; i++) this.changeAt.set(ctx.rng.int(1, option.steps), i);
@@ -65,7 +67,10 @@ export class PctPolicy implements SchedulePolicy {
   atPreemptionPoint(task: Task, _site: string, ready: readonly Task[]): Task | null {
     this.steps++;
     const drop = this.changeAt.get(this.steps);
-    if (drop !== undefined) this.lowered.set(task, drop);
+    if (drop !== undefined) {
+      this.lowered.set(task, drop);
+      this.demoted.push(task.id);
+    }
     if (ready.length === 0) return null;
     const top = this.best(ready);
     if (!this.above(top, task)) return null;

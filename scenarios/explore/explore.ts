@@ -222,7 +222,7 @@ export function explore(target: ExploreTarget, opts: ExploreOptions): ExploreRep
 }
 
 /** The report as text lines for people. */
-export function formatExplore(r: ExploreReport, wallMs?: number): string[] {
+export function formatExplore(r: ExploreReport, wallMs?: number, files: readonly string[] = []): string[] {
   const lines: string[] = [];
   lines.push(`explore ${r.target}: preemption bound ${r.bound}, reduction ${r.reduction ? 'on (sleep sets)' : 'off'}`);
   lines.push(`schedules explored ${r.explored} (by preemptions: ${r.byPreemptions.map((n, i) => `${i}:${n}`).join(' ')}), pruned ${r.pruned} ` +
@@ -233,9 +233,11 @@ export function formatExplore(r: ExploreReport, wallMs?: number): string[] {
   if (r.violations.length === 0) {
     lines.push(r.complete ? `no violation within ${r.bound} preemption${r.bound === 1 ? '' : 's'}` : `no violation in the schedules explored`);
   }
-  for (const v of r.violations) {
+  r.violations.forEach((v, i) => {
     lines.push(`violation ${v.id} (${v.preemptions} preemption${v.preemptions === 1 ? '' : 's'}, seen in ${v.schedules} schedule${v.schedules === 1 ? '' : 's'}): ${v.message.split('\n')[0]}`);
-    lines.push(`  schedule: ${v.schedule.decisions.length === 0 ? 'the default order' : v.schedule.decisions.map(([p, t]) => `${p}:${t}`).join(' ')}`);
-  }
+    lines.push(`  schedule (decision point:task): ${v.schedule.decisions.length === 0 ? 'the default order' : v.schedule.decisions.map(([p, t]) => `${p}:${t}`).join(' ')}`);
+    const f = files[i];
+    if (f !== undefined) lines.push(`  reproducer ${f}: npx lab replay ${f}`);
+  });
   return lines;
 }
