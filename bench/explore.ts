@@ -15,6 +15,7 @@
  *   npx tsx bench/explore.ts          # prints JSON
  *   EXPLORE_MAX_K=2 npx tsx bench/explore.ts
  */
+import { pathToFileURL } from 'node:url';
 import { Mutex, Simulation, type ExploreOption } from '../kernel-model/index.ts';
 import { explore, type ExploreReport, type ExploreTarget } from '../scenarios/explore/explore.ts';
 import { mirrorSeqRace, scenarioTarget } from '../scenarios/explore/index.ts';
@@ -89,6 +90,6 @@ export function benchExplore(): Record<string, unknown> {
   return out;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   process.stdout.write(JSON.stringify(benchExplore(), null, 2) + '\n');
 }

@@ -2,7 +2,7 @@
  * The fuzzer's commands for `lab`:
  *
  *   lab fuzz --list
- *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N]
+ *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N] [--schedule pct:d=D,k=K]
  *   lab replay <file.json>
  *
  * Exit codes: 0 nothing found, 1 a violation found (for a broken variant: it was caught),
