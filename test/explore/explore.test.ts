@@ -3,7 +3,7 @@
  * bounding (CHESS) and a sleep-set reduction restricted to stay complete within the bound
  * (MSR-TR-2007-12's caveat; scenarios/explore/explore.ts). The fixture is a mirror whose
  * invalidate callback calls mmu_interval_set_seq after dropping its lock (kernel rule 26,
- * mm/mmu_notifier.c mmu_interval_set_seq; the fault path is rule 31's loop as in
+ * include/linux/mmu_notifier.h mmu_interval_set_seq; the fault path is rule 31's loop as in
  * lib/test_hmm.c dmirror_fault): the stale entry needs exactly two preemptions.
  */
 import test from 'ava';
