@@ -12,7 +12,7 @@ import type { ScenarioDefinition } from '../scenario.ts';
  * A lib/test_hmm-style mirror (driver/dmirror.ts: dmirror_fault's collision-retry loop,
  * kernel rule 31) with one bug in its invalidate callback: it zaps its entries under the
  * mirror lock, drops the lock, and only then, under a statistics lock, calls
- * mmu_interval_set_seq. Rule 26 (mm/mmu_notifier.c, mmu_interval_set_seq's comment) wants
+ * mmu_interval_set_seq. Rule 26 wants
  * set_seq "under the same lock that is used to call mmu_interval_read_retry()" (the
  * kerneldoc of mmu_interval_set_seq, which lives in include/linux/mmu_notifier.h); the
  * mirror declares no lock at insert, so the sanitizer's lock check stays silent and only
