@@ -57,3 +57,12 @@ test('nothing hidden: a broken driver\'s other violations are findings, never "a
   const text = formatFinding({ ...r, violations: [...(r.violations ?? []), { id: 'lost-write', severity: 'error', time: 1, message: 'x', trail: [] }] }, 'f.json');
   t.regex(text, /other findings \(\d+\):\n[\s\S]*error lost-write at/);
 });
+
+test('lab fuzz --coverage with --driver is bad input: one line naming what it accepts, exit 2', async (t) => {
+  const { runMain } = await import('../../scenarios/cli.ts');
+  const lines: string[] = [];
+  const code = await runMain(['fuzz', '--coverage', '--driver', 'odp'], (l) => lines.push(...l.split('\n').filter((x) => x !== '')));
+  t.is(code, 2);
+  t.is(lines.length, 1);
+  t.regex(lines[0]!, /--coverage .* no --driver .*--runs, --seed/);
+});
