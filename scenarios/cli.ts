@@ -21,6 +21,7 @@ import { registerNewCommand } from './new/cli.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
+import { checkVariantsOn, registerCompareCommands, resolveVariantSpec } from './compare/cli.ts';
 
 /**
  * `lab <command>` (the package's bin; `npm run -s lab -- …` in the repository): the command
@@ -104,13 +105,16 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--seed <n>', 'simulation seed: 1 is the plain schedule the stories are told on; any other seed jitters preemption points, addresses and arrival times', parseSeed, 1)
     .option('--profile <name>', `kernel profile: ${PROFILE_NAMES.join(', ')}`, parseProfile)
     .option('--driver <name>', 'a driver of the scenario (lab list), or your strategy: ./file.ts[#export] (defineStrategy)')
+    .option('--variant <name>', 'a kernel variant under study layered on the profile (lab variants): a name, a+b, or ./file.ts#export (defineVariant)')
     .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', collect, [] as string[])
     .option('--json', 'print one JSON object per run (schema: lab schema)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
     .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
-    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string }) => {
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; variant?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
+      const variantModules: Record<string, string> = {};
+      const variants = opts.variant !== undefined ? await resolveVariantSpec(opts.variant, variantModules) : [];
       const policy = await policyModule(opts.set);
       let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
         const s = scenarioByName(n);
@@ -150,11 +154,13 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       let allOk = true;
       const setKeys = [...new Set(opts.set.map((s) => s.slice(0, s.indexOf('='))))];
       const unused = new Map(setKeys.map((k) => [k, [] as string[]]));
+      for (const { def } of runs) checkVariantsOn(opts.profile ?? def.defaultProfile, variants, opts.variant ?? 'none');
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
         const used = new Set<string>();
         const runOpts = {
           seed: opts.seed, profile, driver, params, usedParams: used,
+          ...(variants.length ? { variants, variantModules } : {}),
           ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace, traceDma: opts.traceDma } : {}),
         };
         const html = opts.html !== undefined ? runScenarioWithHtml(def, runOpts, opts.html, writeFileSync) : null;
@@ -166,7 +172,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
         if (!report.outcome.ok) {
           allOk = false;
           const sets = opts.set.map((s) => ` --set ${shellQuote(s)}`).join('');
-          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${sets}`;
+          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${opts.variant ? ` --variant ${shellQuote(opts.variant)}` : ''}${sets}`;
           if (opts.json) io.err(line);
           else out(line);
         }
@@ -235,6 +241,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
   registerCheckCommand(program, io, setExit);
   registerNewCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
+  registerCompareCommands(program, io, setExit);
   return program;
 }
 

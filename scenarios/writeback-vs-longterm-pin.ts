@@ -10,13 +10,15 @@ import { odpStrategy, pinnedStrategy, type IbvMr } from '../driver/index.ts';
 import { ALL_ACCESS, P, RW, completions, connectRc, equalBytes, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
 import type { ParamDoc } from './params.ts';
 import type { ScenarioDefinition } from './scenario.ts';
+import type { VariantExpectation } from '../kernel-model/index.ts';
 
 /** Bytes each peer write puts into a page (a record at a fresh offset each round). */
 const RECORD = 64;
 
 const PARAMS: readonly ParamDoc[] = [
   { key: 'writeback.periodNs', description: 'the flusher wakes this often (dirty_writeback_interval; Linux default 5 s); the story needs one round before the peer stops', default: 5_000_000_000, schema: z.coerce.number().int().positive() },
-  { key: 'peer.rounds', description: 'rounds of RDMA WRITEs from the peer, one per second, one record into each page', default: 12, schema: z.coerce.number().int().min(1).max(60) },
+  { key: 'writeback.dirtyExpireNs', description: 'the flusher writes an inode once it has been dirty this long (dirty_expire_interval; Linux default 30 s)', default: 30_000_000_000, schema: z.coerce.number().int().min(0) },
+  { key: 'peer.rounds', description: 'rounds of RDMA WRITEs from the peer, one per second, one record into each page; the story needs some after the first writeback', default: 36, schema: z.coerce.number().int().min(1).max(100) },
 ];
 
 /**
@@ -61,6 +63,50 @@ const PARAMS: readonly ParamDoc[] = [
  * retry check, pages faulted with get_user_pages_remote; driver/umem-odp-ucontext.ts), on
  * linux-5.8 interval notifiers faulting through GUP, from 5.10 hmm_range_fault.
  */
+/**
+ * The rows of `lab compare writeback-vs-longterm-pin --profile linux-4.18` (issue 13 item
+ * 3): what each proposal's thread predicted, and where the model says otherwise, why.
+ *
+ * - `wait-for-dma-idle` (seed 003): the thread predicted the buffer release stuck behind the
+ *   long-term pin, and it is: the flusher cleans page 0 at 30 s and waits, holding the page
+ *   lock, for the reference MR 0 holds. Two things follow that the thread did not say: the
+ *   device still writes the page the flusher cleaned (`dma-write-clean-page`), and no write
+ *   is lost, because the release of MR 0 dirties the page while its buffers are still there
+ *   (so fsync writes it) and the flusher reaches page 1 only after the last record. It then
+ *   waits on page 1 for as long as MR 1 lives: the run ends with the flusher stuck.
+ * - `gup-dirty-forever` (seed 002): page 1's bytes are not on disk after fsync returns 0,
+ *   as predicted, but the sanitizer reports no `lost-write`: the page is still dirty in the
+ *   page cache, and its bytes reach the disk once the pin goes. What the row measures is
+ *   the writebacks skipped; the story's figure `records lost on disk` counts page 1's
+ *   records missing after fsync.
+ */
+const WRITEBACK_ROWS: Readonly<Record<string, VariantExpectation>> = {
+  none: {
+    violations: ['dirty-without-buffers', 'dma-write-clean-page', 'lost-write'], outcome: ['crash', 'data lost', 'incoherence'],
+    reading: 'seed 000: "RDMA has been living with this problem since 2005": the 2018 crash at release (set_page_dirty without buffers) and records lost on disk',
+  },
+  'hubbard-flag': {
+    violations: ['dma-write-clean-page', 'lost-write'], outcome: ['data lost', 'incoherence'],
+    costs: { keptFlagged: '>0', flaggedAfterRelease: '>0', cleanedWhilePinned: '>0' },
+    reading: 'seed 000, Hubbard: "don\'t unmap or drop filesystem buffers": no crash, buffers kept, but the page is still cleaned under the NIC and page 1 loses its records; page 0 stays flagged after its MR went (Lameter: "How do you decide when to clear the flag?")',
+  },
+  'wait-for-dma-idle': {
+    violations: ['dma-write-clean-page'], outcome: ['stuck', 'incoherence'],
+    costs: { stuck: '>0', waits: '>0' },
+    reading: 'seed 003, Williams: "wait for the page reference count to drop to one": the buffer release waits; behind a long-term pin it never returns (the flusher stuck on page 1, naming the MR\'s GUP reference)',
+  },
+  'gup-dirty-forever': {
+    violations: [], outcome: ['ok'],
+    costs: { writebackSkipped: '>0', cleanedWhilePinned: '0' },
+    reading: 'seed 002, Glisse: "keep the page always dirty and never allow page write back to restore the page in a clean state": no crash, no clean page written, but fsync returns 0 with page 1 not on disk while pinned',
+  },
+  'dirty-at-gup': {
+    violations: ['dma-write-clean-page', 'lost-write'], outcome: ['data lost', 'incoherence'],
+    costs: { releasesNotDirtied: '>0', cleanedWhilePinned: '>0' },
+    reading: 'seed 002, Chinner: "what prevents background writeback from cleaning the dirty page ~30s into a long term pin?": nothing: cleaned at 30 s, then written by the NIC while clean; no crash at release, records lost',
+  },
+};
+
 export const writebackVsLongtermPin: ScenarioDefinition = {
   name: 'writeback-vs-longterm-pin',
   summary: 'seeds 000/002/003: writeback cleans a long-term pinned file page while the NIC writes it (4.18); 6.x refuses the pin, ODP refaults',
@@ -76,6 +122,13 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
     if (PROFILES[profile].refuseLongtermFileWrite) return [];
     return ['dma-write-clean-page', 'dirty-without-buffers', 'lost-write'];
   },
+  expectVariant(profile, driver, variant) {
+    if (driver !== 'pinned' || PROFILES[profile].refuseLongtermFileWrite) {
+      // No pin (ODP, or refused at registration): the proposals about pinned pages change nothing.
+      return variant && variant.variants.every((v) => Object.hasOwn(WRITEBACK_ROWS, v.name)) ? { violations: [], outcome: ['ok'], reading: 'nothing is pinned: the proposals about pinned pages have nothing to act on' } : null;
+    }
+    return WRITEBACK_ROWS[variant ? variant.name : 'none'] ?? null;
+  },
   setup(ctx) {
     const odp = ctx.driver === 'odp';
     const host = ctx.node('host', {
@@ -89,7 +142,8 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
     const file = k.createFile('log', 2 * PAGE_SIZE);
     const periodNs = Number(ctx.params['writeback.periodNs']);
     const rounds = Number(ctx.params['peer.rounds']);
-    const flusher = startFlusher(k, { periodNs, dropBuffers: true });
+    const expireNs = Number(ctx.params['writeback.dirtyExpireNs']);
+    const flusher = startFlusher(k, { periodNs, dropBuffers: true, dirtyExpireNs: expireNs });
     const sec = (ns: number) => `${(ns / 1e9).toFixed(ns % 1e9 ? 3 : 0)} s`;
     const seenClean = [false, false];
     let fsyncing = false;
@@ -142,7 +196,7 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
         const refused = k.profile.name === 'linux-3.0' ? 'nothing refuses it' : 'only FS-DAX is refused';
         ctx.say(`two pinned MRs, one per page, through ib_umem_get: ${how}; in ${ctx.profile.name} ${refused}`);
       }
-      ctx.say(`the flusher wakes every ${sec(periodNs)}; the peer writes one ${RECORD}-byte record into each page every second`);
+      ctx.say(`the flusher wakes every ${sec(periodNs)} and writes back a file once it has been dirty ${sec(expireNs)} (dirty_expire_interval); the peer writes one ${RECORD}-byte record into each page every second`);
 
       // The peer: an RC connection, a source buffer, one RDMA WRITE per page per second.
       const [qp] = connectRc(peer, app);
