@@ -30,9 +30,10 @@ const PARAMS: readonly ParamDoc[] = [
  * The story: an application maps a two-page file MAP_SHARED (a log: one page it will
  * retire, one it keeps registered for as long as it runs) and registers one MR per page
  * for a peer's RDMA WRITEs. The peer writes a record into each page once a second. The
- * flusher wakes every 5 s and, with the filesystem releasing the buffers of what it just
- * cleaned (`dropBuffers`), cleans both pages through folio_mkclean (kernel rule 76,
- * hazard H7). The PROTECTION_PAGE invalidation write-protects the CPU's PTEs; a pinned
+ * flusher wakes every 5 s (dirty_writeback_interval) and writes back the file once it has
+ * been dirty 30 s (dirty_expire_interval, mm/page-writeback.c; Chinner's "~30s"): with the
+ * filesystem releasing the buffers of what it just cleaned (`dropBuffers`), it cleans both
+ * pages through folio_mkclean (kernel rule 76, hazard H7) 30 s into the pin. The PROTECTION_PAGE invalidation write-protects the CPU's PTEs; a pinned
  * MR has no notifier, so the NIC keeps writing into a page the kernel now believes equals
  * the disk:
  * - every record after the clean lands in a clean page (`dma-write-clean-page`), and no
