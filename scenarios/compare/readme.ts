@@ -47,7 +47,7 @@ export function readmeSection(): string {
     '|---|---|---|---|',
   );
   for (const v of Object.values(VARIANTS)) {
-    out.push(`| \`${v.name}\` | ${v.summary} | ${v.speaker}, ${v.date}, \`seeds/${v.seedFile}\` | ${v.objection ? `${v.objection.speaker}: "${v.objection.quote}"` : '-'} |`);
+    out.push(`| \`${v.name}\` | ${v.summary} | ${v.speaker}, ${v.date}, \`seeds/${v.seedFile}\` | ${v.objection ? `${v.objection.speaker} (seed ${v.objection.seedFile.slice(0, 3)}): "${v.objection.quote}"` : '-'} |`);
   }
   for (const d of DRIVER_PROPOSALS) {
     out.push(`| \`${d.name}\` (a driver) | ${d.summary} | ${d.speaker}, ${d.date}, \`seeds/${d.seedFile}\` | \`${d.run}\` |`);
