@@ -149,12 +149,29 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
     const seenClean = [false, false];
     let fsyncing = false;
     const registered = [false, false];
-    // Narrate each writeback of the log as it happens (the flusher or fsync).
+    // Narrate each writeback of the log as it happens (the flusher or fsync), and what a
+    // kernel variant under study (kernel-model/variant.ts) does differently, once each.
+    const proposal = ctx.profile.variant?.switches;
+    const told = new Set<string>();
+    const once = (key: string, text: string) => {
+      if (!told.has(key)) ctx.say(text);
+      told.add(key);
+    };
     k.sim.trace$.subscribe((r) => {
+      if (r.type === 'proposal' && r.node === k.node) {
+        if (r.what === 'writeback-skipped') once('skip', `${fsyncing ? 'fsync' : 'the flusher'} skips a page with GUP references (gup-dirty-forever): it stays dirty, nothing is write-protected, nothing reaches the disk`);
+        else if (r.what === 'dma-idle-wait') once(`wait${r.frame}`, `the filesystem's buffer release (${r.caller}) waits for the page to be DMA-idle (wait-for-dma-idle): the MR's GUP reference holds it`);
+        else if (r.what === 'dma-idle-done') ctx.say(`the buffer release's wait ends: the page is DMA-idle (wait-for-dma-idle)`);
+        else if (r.what === 'release-not-dirtied') once('rel', 'the release dirties nothing (dirty-at-gup: the page was dirtied when GUP took it)');
+        return;
+      }
       if (r.type !== 'writeback' || r.file !== file.id) return;
       const live = registered[r.index] === true;
+      const buffers = fsyncing ? ''
+        : proposal?.dmaPinnedFlag && live ? ', the filesystem keeps the buffers of the flagged page (hubbard-flag)'
+          : proposal?.waitForDmaIdle ? '' : ', the filesystem drops the buffers';
       ctx.say(`${fsyncing ? 'fsync' : 'the flusher'} cleans page ${r.index} of log: folio_mkclean sends PROTECTION_PAGE and write-protects the CPU PTE, ` +
-        `the bytes go to disk${fsyncing ? '' : ', the filesystem drops the buffers'}` +
+        `the bytes go to disk${buffers}` +
         (!live ? '' : odp ? '; the ODP MR loses its write access' : '; the pinned MR has no notifier: the NIC keeps its read-write translation'));
     });
 
@@ -245,9 +262,11 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
       const dirty0 = k.phys.has(f0, PG_DIRTY);
       must(yield* app.ctx.deregMr(mrs[0] as IbvMr), 'dereg_mr');
       registered[0] = false;
-      const release = odp ? 'the ODP MR just drops its mirror' : k.profile.follPin ? 'unpin_user_pages_dirty_lock dirties it' : 'set_page_dirty_lock, then put_page';
+      const atGup = proposal?.dirtyAtGup === true;
+      const release = odp ? 'the ODP MR just drops its mirror' : atGup ? 'the release only drops its reference (dirty-at-gup)'
+        : k.profile.follPin ? 'unpin_user_pages_dirty_lock dirties it' : 'set_page_dirty_lock, then put_page';
       ctx.say(`ibv_dereg_mr(page 0): the page is ${dirty0 ? 'dirty' : 'clean'} ${buffers0 ? 'with its buffers' : 'and has NO buffers'}; ${release}` +
-        (!odp && !buffers0 && !dirty0 ? ': the filesystem is asked to dirty a page it has no block mapping for (in 2018, ext4\'s BUG_ON in writepages)' : ''));
+        (!odp && !atGup && !buffers0 && !dirty0 ? ': the filesystem is asked to dirty a page it has no block mapping for (in 2018, ext4\'s BUG_ON in writepages)' : ''));
 
       // The application believes in fsync.
       fsyncing = true;
@@ -262,8 +281,10 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
         }
         recordsLost += lost;
         ctx.say(`fsync returned 0; on disk, page ${page} ${lost === 0 ? 'holds every record' : `lacks ${lost} of ${rounds} records`}` +
-          (page === 0 && !odp ? ' (the release dirtied it again, so this fsync wrote it; in 2018 the machine would have crashed first)' : '') +
-          (page === 1 && lost > 0 ? ': its MR is still registered and the page is clean, so writeback will never write it' : ''));
+          (page === 0 && !odp && !atGup ? ' (the release dirtied it again, so this fsync wrote it; in 2018 the machine would have crashed first)' : '') +
+          (page === 1 && lost > 0 ? (proposal?.gupDirtyForever
+            ? ': its MR is still registered and the page is kept dirty, so fsync skipped it; the bytes reach the disk once the pin goes (gup-dirty-forever)'
+            : ': its MR is still registered and the page is clean, so writeback will never write it') : ''));
       }
       ctx.figure('records written by the peer', 2 * rounds);
       ctx.figure('work requests failed', failed);
