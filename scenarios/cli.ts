@@ -139,12 +139,12 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--seed <n>', 'simulation seed: 1 is the plain schedule the stories are told on; any other seed jitters preemption points, addresses and arrival times', parseSeed, 1)
     .option('--profile <name>', `kernel profile: ${PROFILE_NAMES.join(', ')}`, parseProfile)
     .option('--driver <name>', 'a driver of the scenario (lab list), or your strategy: ./file.ts[#export] (defineStrategy)')
-    .option('--variant <name>', 'a kernel variant under study layered on the profile (lab variants): a name, a+b, or ./file.ts#export (defineVariant)')
     .option('--set <key=value>', 'override a documented parameter (repeatable; lab params lists them)', collect, [] as string[])
     .option('--json', 'print one JSON object per run (schema: lab schema)')
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
     .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
+    .option('--variant <name>', 'a kernel variant under study layered on the profile (lab variants): a name, a+b, or ./file.ts#export (defineVariant)')
     .option('--schedule <mode>', 'scheduling instead of the seed\'s: plain, jitter[:p=P,max=NS], or pct[:d=D,k=K] (probabilistic concurrency testing)', parseSchedule)
     .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; variant?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string; schedule?: ScheduleOption }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
