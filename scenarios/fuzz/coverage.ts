@@ -101,13 +101,17 @@ const RULE_ITEMS: CoverageItem[] = [
   rule('kernel rule 8', 'Lock context of callbacks', 'record:callback-start'),
   rule('kernel rule 10', 'Pairing (start/end)', 'record:invalidate-end'),
   rule('kernel rule 11', 'Ordering relative to the primary MMU (fenced before return)', 'sync-in-callback'),
+  rule('kernel rule 13', 'Interval subscribers get the whole operation\'s range (the driver clamps)', 'step:odp.clamp'),
   rule('kernel rule 14', 'Classic start return codes (-EAGAIN)', 'record:invalidate-eagain'),
   rule('kernel rule 15', 'Blockable vs non-blockable', 'nonblockable-invalidation'),
   rule('kernel rule 18', 'Fault-in/upgrade does not notify', 'fault:wp'),
+  rule('kernel rule 21a', 'Region unmap (munmap, brk shrinking: UNMAP)', 'event:UNMAP'),
   rule('kernel rule 21e', 'rmap unmap and migration', 'record:migrate'),
   rule('kernel rule 21g', 'KSM', 'ksm-invalidation'),
   rule('kernel rule 21h', 'NUMA balancing (change_prot_numa, the hinting fault)', 'fault:numa-hint'),
   rule('kernel rule 24', 'Invalidate start', 'record:invalidate-start'),
+  rule('kernel rule 26', 'mmu_interval_set_seq from invalidate, under the driver lock', 'step:odp.setSeq'),
+  rule('kernel rule 29', 'mmu_interval_check_retry is a lockless hint', 'record:check-retry'),
   rule('kernel rule 31', 'Canonical collision-retry loop', 'step:odp.commit:collision'),
   rule('kernel rule 33', 'Exit order', 'exit-invalidation'),
   rule('kernel rule 34', 'What release does (exit_mmap tears the mm down)', 'exit-invalidation'),
@@ -421,6 +425,7 @@ function observe(sim: Simulation, nodes: readonly RdmaNode[]): void {
         break;
       case 'invalidate-start': {
         if (!r.blockable) got.add('nonblockable-invalidation');
+        got.add(`event:${r.event}`);
         const st = syscall.get(r.task);
         const sc = st?.[st.length - 1];
         if (sc === 'fork') got.add('fork-invalidation');
