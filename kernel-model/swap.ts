@@ -3,7 +3,7 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 
@@ -98,6 +98,9 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // unmap slept left the child mapping the page and this swap entry the last one
     // (do_swap_page, mm/memory.c: pte_swp_exclusive, else reuse only at folio_ref_count 1).
     if ((phys.mapcount[f] ?? 0) > 0) exclusive = false;
+    // A KSM page is never reused in place (do_swap_page, ksm_might_need_to_copy): it is
+    // mapped read-only and a write copies it (do_wp_page).
+    if (phys.has(f, PG_KSM)) exclusive = false;
     phys.get(f);
     if (lastRef) {
       swap.setCachedFrame(slot, -1);
