@@ -11,7 +11,10 @@
  * requests: nic.dmaActivity), the command stream (a zap, who issued it, the MR's state),
  * and the callbacks each task is inside.
  *
- * Not flagged: ODP MRs (the device faults and retries: nothing fails), work that started
+ * Only MRs of strategies that make the holdoff promise: the reference `holdoff` and
+ * strategies named after it (`holdoff*`; a design that zaps at once, like a snapshot
+ * mirror, fails in-flight work by design). Not flagged: ODP MRs (the device faults and
+ * retries: nothing fails), work that started
  * after the callback did (the provider checks the validity word first; an rkey access that
  * arrives during an invalidation may fail by design), zaps of a revoked MR (the timeout
  * path, or deregistration), zaps outside a callback.
@@ -56,6 +59,7 @@ export function createHoldoffLiveness(ctx: SanitizerContext): Checker {
   ctx.on(ctx.command$, id, (e) => {
     const c = e.cmd;
     if (c.kind !== 'zap' || !e.mr || e.mr.onDemand || e.mr.state !== 'valid' || e.binding?.kind !== 'mirrored') return;
+    if (!e.binding.strategy.startsWith('holdoff')) return;
     const m = byMr.get(e.mr);
     if (!m) return;
     for (const [k, t] of m) if (t.end !== null && t.end < ctx.sim.now() - KEEP_ENDED_NS) m.delete(k);
