@@ -220,7 +220,8 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const nics: Nic[] = nodes.map((n) => n.nic);
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
-  const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
+  const rcache$ = nodes.map((n) => n.device.rcache$);
+  const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$, rcache$ });
   let out: { reason: string; failure?: string };
   if (main && setupFailure === undefined) {
     opts.observe?.(sim, nodes);
