@@ -47,7 +47,7 @@ export function createStaleRegistration(ctx: SanitizerContext): Checker {
     let l = m.get(key);
     if (!l) m.set(key, (l = []));
     l.push(v);
-    if (l.length > KEEP) l.splice(0, l.length - KEEP);
+    if (l.length > 2 * KEEP) l.splice(0, l.length - KEEP);
   };
 
   ctx.on(ctx.invalidation$, id, ({ phase, inv }) => {

@@ -18,6 +18,8 @@ import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
 import { registerCheckCommand } from './check/cli.ts';
 import { registerNewCommand } from './new/cli.ts';
+import { registerWorkloadCommand } from './workloads/cli.ts';
+import { TraceFormatError } from './workloads/trace-format.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
@@ -32,6 +34,7 @@ import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliI
 export { UsageError, type CliIo };
 registerOneLineError(SpecError);
 registerOneLineError(SweepUsageError);
+registerOneLineError(TraceFormatError);
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -234,6 +237,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
   registerFuzzCommands(program, io, setExit);
   registerCheckCommand(program, io, setExit);
   registerNewCommand(program, io, setExit);
+  registerWorkloadCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
   return program;
 }

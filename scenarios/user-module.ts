@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  isBatchPolicyDefinition, isStrategyDefinition, type BatchPolicyDefinition, type StrategyDefinition,
+  isBatchPolicyDefinition, isCachePolicyDefinition, isStrategyDefinition, type BatchPolicyDefinition, type CachePolicyDefinition, type StrategyDefinition,
 } from '../driver/index.ts';
 
 /**
@@ -101,6 +101,7 @@ function describe(v: unknown): string {
     const kind = (v as { kind?: unknown }).kind;
     if (kind === 'notifier-lab/strategy') return 'a strategy';
     if (kind === 'notifier-lab/batch-policy') return 'a batching policy';
+    if (kind === 'notifier-lab/cache-policy') return 'a registration-cache policy';
     return `an object with keys ${Object.keys(v).slice(0, 6).join(', ') || '(none)'}`;
   }
   return `${typeof v} ${JSON.stringify(v)}`;
@@ -150,6 +151,11 @@ export async function loadStrategy(ref: string, baseDir = process.cwd()): Promis
 /** Load a batching-policy module (`defineBatchPolicy`). */
 export async function loadBatchPolicy(ref: string, baseDir = process.cwd()): Promise<LoadedPolicy> {
   return remember(await loadDefinition(ref, baseDir, 'batching policy', 'defineBatchPolicy', isBatchPolicyDefinition));
+}
+
+/** Load a registration-cache policy module (`defineCachePolicy`, driver/rcache-define.ts). */
+export async function loadCachePolicy(ref: string, baseDir = process.cwd()): Promise<LoadedModule<CachePolicyDefinition>> {
+  return loadDefinition(ref, baseDir, 'registration-cache policy', 'defineCachePolicy', isCachePolicyDefinition);
 }
 
 /** A policy module loaded earlier in this process, by its reference as written. */
