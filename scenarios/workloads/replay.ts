@@ -64,6 +64,8 @@ export interface WorkloadOptions {
   touchPages?: number;
   /** Virtual nanoseconds per trace microsecond (default 1000: real time). */
   timeScale?: number;
+  /** Physical frames of the replaying node (default 262144, 1 GiB: a real program needs more than a story). */
+  frames?: number;
 }
 
 const MADVICE: Record<string, number> = { dontneed: MADV_DONTNEED, free: MADV_FREE, remove: MADV_REMOVE, dontfork: MADV_DONTFORK, dofork: MADV_DOFORK };
@@ -103,20 +105,23 @@ interface ProcState {
  * `driver` names the reference strategy the device gets (a user's strategy stands in for
  * it through runScenario); the figures are the report of issue 20 item 3.
  */
-export function workloadScenario(trace: WorkloadTrace, name: string, opts: WorkloadOptions): ScenarioDefinition {
-  const timeScale = opts.timeScale ?? 1000;
+export function workloadScenario(trace: WorkloadTrace, name: string, given: Partial<WorkloadOptions>, summary?: string): ScenarioDefinition {
+  const timeScale = given.timeScale ?? 1000;
   const last = trace.events[trace.events.length - 1]?.t ?? 0;
-  const role = opts.driver === 'implicit' ? 'odp' : opts.driver;
+  const role = given.driver === 'implicit' ? 'odp' : given.driver;
   return {
     name,
-    summary: `replay of ${trace.header.command ?? 'a captured program'} (${trace.events.length} events)`,
+    summary: summary ?? `replay of ${trace.header.command ?? 'a captured program'} (${trace.events.length} events)`,
     seeds: [],
     defaultProfile: 'linux-6.x',
-    drivers: [role],
-    defaultDriver: role,
+    // Without a fixed driver the story runs under whichever of the three the run names.
+    drivers: role ? [role] : ['pinned', 'holdoff', 'odp'],
+    defaultDriver: role ?? 'pinned',
     untilNs: last * timeScale + 20_000_000_000,
     expect: () => [],
     setup(ctx) {
+      const driver = given.driver ?? (ctx.driver as WorkloadDriver);
+      const opts: WorkloadOptions = { ...given, driver, cache: given.cache ?? defaultCacheFor(driver) };
       return replaySetup(ctx, trace, opts, timeScale);
     },
   };
@@ -130,7 +135,7 @@ function replaySetup(ctx: ScenarioContext, trace: WorkloadTrace, opts: WorkloadO
   const odp = opts.driver === 'odp' || opts.driver === 'implicit';
   const device: IbDeviceOptions = odp ? { nonOdp: pinnedStrategy(), odp: odpStrategy() }
     : { nonOdp: opts.driver === 'holdoff' ? holdoffStrategy({ holdoffTimeoutNs: Number(ctx.params['holdoff.timeoutNs'] ?? 10_000_000) }) : pinnedStrategy() };
-  const frames = 262_144;
+  const frames = opts.frames ?? 262_144;
   const host = ctx.node('host', { caps: { odp: odp ? MLX5_ODP_CAPS : NO_ODP_CAPS }, device, frames });
   const peerNode = ctx.node('peer', { device: { nonOdp: pinnedStrategy() }, frames: 8192 });
   const peer = openApp(peerNode, peerNode.kernel.createProcess('peer'));

@@ -139,7 +139,7 @@ for (const [argv, pattern] of [
   [['inspect', 'deferred-invalidation-reuse', '--at', '100s'], /past the end of the run of deferred-invalidation-reuse, which ends at/],
   [['inspect', 'deferred-invalidation-reuse', '--at', 'violation:100000'], /reports only \d+ violations/],
   [['inspect', 'deferred-invalidation-reuse', '--at', '1', '--what', 'everything'], /unknown section 'everything'; valid: processes/],
-  [['inspect', 'workload:memcached', '--at', '1'], /workloads .* cannot be inspected yet: they need the real-programs issue/],
+  [['inspect', 'workload:memcached', '--at', '1'], /'workload:memcached': no such trace file; a workload is workload:<trace file> or one of the shipped traces: node-gc, cpython-lists, sort-large/],
   [['inspect', 'deferred-invalidation-reuse'], /--at/],
 ] as const) {
   test(`lab inspect bad input (${argv.slice(1).join(' ')}) is one line, exit 2`, async (t) => {

@@ -76,3 +76,16 @@ test("a user's cache policy loads as a module (./file.ts#name) and names its col
   t.is(bad.code, 2);
   t.regex(bad.err[0]!, /has no export 'nope'; its registration-cache policy exports: #deaf/);
 });
+
+test('lab inspect workload:<trace> re-runs a captured program to an instant (issue 21 item 1): the replayed VMAs are there', async (t) => {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runMain(['inspect', 'workload:sort-large', '--at', '100ms', '--what', 'processes'], { out: (l) => out.push(...l.split('\n')), err: (l) => err.push(l) });
+  t.is(code, 0, err.join('\n'));
+  const text = out.join('\n');
+  t.regex(text, /== workload:sort-large at time 100\.000 ms/);
+  t.regex(text, /pid20931 \(mm\d+\): \d+ VMAs/);
+  t.regex(text, /vma 0x7f88b7a1d000-0x7f88b7e1e000 rw-p anon \(1025 pages\)/, "sort's 4 MiB buffer, mmapped at the traced address");
+  const bad = await runMain(['inspect', 'workload:nope', '--at', '1'], { out: () => {}, err: (l) => err.push(l) });
+  t.is(bad, 2);
+});
