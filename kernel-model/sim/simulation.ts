@@ -122,17 +122,20 @@ export class Simulation {
     const node = opts.node !== undefined ? opts.node : (this.currentTask?.node ?? null);
     const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null, node);
     this.schedulePolicy.onSpawn(task);
-    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
-    this.scheduler.after(0, () => this.resume(task, undefined));
+    if (this.tracing) this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
+    this.scheduler.call(0, this.wakeTask, task);
     return task;
   }
+
+  /** A task's wake-up as an event: `scheduler.call(ns, wakeTask, task)` allocates nothing. */
+  private readonly wakeTask = (task: Task): void => this.resume(task, undefined);
 
   private resume(task: Task, value: unknown): void {
     if (task.state === 'done') return;
     if (this.lastResumed !== task) {
       this.lastResumed = task;
       this.currentTask = task;
-      this.emit({ type: 'task-switch', to: task.id });
+      if (this.tracing) this.emit({ type: 'task-switch', to: task.id });
     }
     this.currentTask = task;
     task.state = 'running';
@@ -150,7 +153,7 @@ export class Simulation {
     if (step.done) {
       task.state = 'done';
       task.result = step.value;
-      this.emit({ type: 'task-exit', id: task.id });
+      if (this.tracing) this.emit({ type: 'task-exit', id: task.id });
       for (const j of task.joiners.splice(0)) j();
     } else {
       if (step.value !== PARK) {
@@ -171,7 +174,7 @@ export class Simulation {
     register((v: T) => {
       if (woken) return;
       woken = true;
-      this.scheduler.after(0, () => this.resume(task, v));
+      this.scheduler.call(0, () => this.resume(task, v), undefined);
     });
     return (yield PARK) as T;
   }
@@ -179,8 +182,8 @@ export class Simulation {
   /** Sleep in virtual time. Might sleep: recorded if called in atomic context. */
   *sleep(ns: number): Co {
     const task = this.requireTask('sleep');
-    this.mightSleep(`sleep ${ns} ns`);
-    this.scheduler.after(ns, () => this.resume(task, undefined));
+    if (task.atomic.length > 0) this.mightSleep(`sleep ${ns} ns`);
+    this.scheduler.call(ns, this.wakeTask, task);
     yield PARK;
   }
 
@@ -242,7 +245,7 @@ export class Simulation {
     const delay = this.schedulePolicy.atPreemptionPoint(task, site);
     if (delay === null) return;
     this.emit({ type: 'preempt', site, delay });
-    this.scheduler.after(delay, () => this.resume(task, undefined));
+    this.scheduler.call(delay, this.wakeTask, task);
     yield PARK;
   }
 
@@ -303,12 +306,10 @@ export class Simulation {
         if (next === undefined) { reason = 'idle'; break; }
         if (next > untilNs) { reason = 'time-limit'; break; }
         if (count >= maxEvents) { reason = 'event-limit'; break; }
-        const ev = this.scheduler.pop();
-        if (!ev) break;
         count++;
         this.eventsRun++;
         try {
-          ev.fn();
+          this.scheduler.runNext();
         } catch (err) {
           this.fail(`event threw: ${describe(err)}`);
         }
