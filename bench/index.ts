@@ -6,8 +6,8 @@
  * one grew. Progress goes to stderr, the JSON to stdout.
  *
  * The defaults are the issue's sizes and take several minutes; the environment variables
- * that change them (ENGINE_REPEATS, QUEUEING_SECONDS, QUEUEING_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS, SANITIZER_WRITES,
- * SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS) reach the children, and
+ * that change them (ENGINE_REPEATS, QUEUEING_SECONDS, QUEUEING_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS,
+ * SANITIZER_WRITES, SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS, EXPLORE_MAX_K, STARTUP_RUNS) reach the children, and
  * `BENCH_ONLY=engine,sanitizer` picks benchmarks. bench/README.md lists the targets and
  * the last figures.
  *
@@ -29,12 +29,14 @@ const BENCHES = {
   implicit: '100k RDMA READs of never-written pages across 128 TiB through an implicit ODP MR: peak RSS',
   sanitizer: 'the traffic benchmark with and without the sanitizer: slowdown',
   'sweep-scaling': 'a sweep preset with 1 and 2 worker processes: speedup',
+  explore: 'lab explore with and without the sleep-set reduction, preemption bounds 0 to 3: schedules explored and runs',
 } as const;
 
 type BenchName = keyof typeof BENCHES;
 
 const ENV_VARS = [
-  'ENGINE_REPEATS', 'QUEUEING_SECONDS', 'QUEUEING_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS', 'SWEEP_PRESET', 'SWEEP_REPEATS',
+  'ENGINE_REPEATS', 'QUEUEING_SECONDS', 'QUEUEING_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS',
+  'SWEEP_PRESET', 'SWEEP_REPEATS', 'EXPLORE_MAX_K', 'STARTUP_RUNS',
 ] as const;
 
 function runChild(name: BenchName): Promise<Record<string, unknown>> {

@@ -30,7 +30,7 @@ export interface ScenarioContext {
   figure(name: string, value: number | string): void;
   /** A node (kernel + NIC + driver device) on the scenario's fabric. */
   node(name: string, opts: { device: IbDeviceOptions; caps?: Partial<NicCapabilities>; frames?: number }): RdmaNode;
-  /** The run's scheduling option: `plain` for seed 1, the engine's seeded jitter for any other seed. */
+  /** The run's scheduling option: `plain` for seed 1, the engine's seeded jitter for any other seed (unless the run was given one). */
   schedule: ScheduleOption;
   /**
    * One of the workload's random choices (an arrival time, an address, a size): `plain`
@@ -142,6 +142,11 @@ export interface RunScenarioOptions {
   usedParams?: Set<string>;
   /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
   observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
+  /**
+   * The scheduling option (`lab run --schedule`, `lab explore`), instead of the one the seed
+   * selects. Addresses and arrival times still follow the seed (seed 1: as the story is told).
+   */
+  schedule?: ScheduleOption;
 }
 
 /**
@@ -157,7 +162,9 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const given: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
   const used = opts.usedParams ?? new Set<string>();
   const params = tracked(given, used);
-  const schedule = scheduleForSeed(opts.seed);
+  const schedule = opts.schedule ?? scheduleForSeed(opts.seed);
+  // The workload's own randomness (addresses, arrival times) follows the seed alone.
+  const told = opts.seed === 1;
   const sim = new Simulation({ seed: opts.seed, schedule });
   // Attached before anything is spawned, so every task is named in the trace.
   const trace = opts.traceFile ? new PerfettoTrace(sim, { dma: opts.traceDma ?? 'per-wr' }) : null;
@@ -197,7 +204,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
       const n = createRdmaNode(sim, fabric, {
         name,
         // Any seed but 1 randomizes addresses as Linux does (randomize_va_space).
-        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: schedule.mode !== 'plain' },
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: !told },
         nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
         device: withUser(o.device),
       });
@@ -206,7 +213,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
       return n;
     },
     schedule,
-    vary: (name, plain, lo, hi) => (schedule.mode === 'plain' ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
+    vary: (name, plain, lo, hi) => (told ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
   };
   let main: (() => Co<void>) | null = null;
   let setupFailure: string | undefined;

@@ -177,3 +177,11 @@ export function changedSince(file: string, sha256: string): string | null {
   }
   return now === sha256 ? null : `${displayPath(file)} changed since this reproducer was written (sha256 ${sha256.slice(0, 12)}, now ${now.slice(0, 12)}); replaying the current file`;
 }
+
+/**
+ * Load any kind of definition a tool accepts by module reference (`lab explore` loads a
+ * story this way), with the same one-line errors as strategies and policies.
+ */
+export async function loadModuleExport<D>(ref: string, baseDir: string, what: string, helper: string, is: (v: unknown) => v is D): Promise<LoadedModule<D>> {
+  return loadDefinition(ref, baseDir, what, helper, is);
+}
