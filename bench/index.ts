@@ -28,6 +28,7 @@ const BENCHES = {
   traffic: '1M loopback 4 KiB RDMA WRITEs into a 1 GiB ODP MR: wall seconds, page accesses per wall second, peak RSS',
   implicit: '100k RDMA READs of never-written pages across 128 TiB through an implicit ODP MR: peak RSS',
   sanitizer: 'the traffic benchmark with and without the sanitizer: slowdown',
+  startup: 'lab --version, lab run and a sweep worker started from the sources and from the precompiled build: median start seconds',
   'sweep-scaling': 'a sweep preset with 1 and 2 worker processes: speedup',
   explore: 'lab explore with and without the sleep-set reduction, preemption bounds 0 to 3: schedules explored and runs',
 } as const;
