@@ -23,6 +23,7 @@ import { exploreScenarioByName, registerExploreCommand } from './explore/index.t
 import { PctPolicy, describeSchedule, parseScheduleSpec, pctBound, type ScheduleOption, type Simulation } from '../kernel-model/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
+import { checkVariantsOn, registerCompareCommands, resolveVariantSpec } from './compare/cli.ts';
 
 /**
  * `lab <command>` (the package's bin; `npm run -s lab -- …` in the repository): the command
@@ -143,9 +144,12 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
     .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
+    .option('--variant <name>', 'a kernel variant under study layered on the profile (lab variants): a name, a+b, or ./file.ts#export (defineVariant)')
     .option('--schedule <mode>', 'scheduling instead of the seed\'s: plain, jitter[:p=P,max=NS], or pct[:d=D,k=K] (probabilistic concurrency testing)', parseSchedule)
-    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string; schedule?: ScheduleOption }) => {
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; variant?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string; schedule?: ScheduleOption }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
+      const variantModules: Record<string, string> = {};
+      const variants = opts.variant !== undefined ? await resolveVariantSpec(opts.variant, variantModules) : [];
       const policy = await policyModule(opts.set);
       let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
         // The exploration fixtures (lab explore's races) run by name too, but are not in `all`.
@@ -187,12 +191,14 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       let allOk = true;
       const setKeys = [...new Set(opts.set.map((s) => s.slice(0, s.indexOf('='))))];
       const unused = new Map(setKeys.map((k) => [k, [] as string[]]));
+      for (const { def } of runs) checkVariantsOn(opts.profile ?? def.defaultProfile, variants, opts.variant ?? 'none');
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
         const used = new Set<string>();
         let sim: Simulation | null = null;
         const runOpts = {
           seed: opts.seed, profile, driver, params, usedParams: used,
+          ...(variants.length ? { variants, variantModules } : {}),
           ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace, traceDma: opts.traceDma } : {}),
           ...(opts.schedule ? { schedule: opts.schedule, observe: (s: Simulation) => { sim = s; } } : {}),
         };
@@ -214,7 +220,8 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
           allOk = false;
           const sets = opts.set.map((s) => ` --set ${shellQuote(s)}`).join('');
           const sched = opts.schedule ? ` --schedule ${scheduleSpec(opts.schedule)}` : '';
-          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${sets}${sched}`;
+          const variant = opts.variant ? ` --variant ${shellQuote(opts.variant)}` : '';
+          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${variant}${sets}${sched}`;
           if (opts.json) io.err(line);
           else out(line);
         }
@@ -284,6 +291,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
   registerNewCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
   registerExploreCommand(program, io, setExit);
+  registerCompareCommands(program, io, setExit);
   return program;
 }
 

@@ -175,12 +175,14 @@ export class ExplorePolicy implements SchedulePolicy {
 
   atPreemptionPoint(task: Task, site: string, ready: readonly Task[]): Task | null {
     this.sites.set(task, site);
-    if (ready.length === 0) return null;
+    // Past a block the run is only winding down to its stop: no more decision points.
+    if (ready.length === 0 || this.blocked) return null;
     const chosen = this.decide('preempt', task, site, [task, ...ready]);
     return chosen === task ? null : chosen;
   }
 
   pick(ready: readonly Task[]): Task {
+    if (this.blocked) return ready[0] as Task;
     const chosen = this.decide('dispatch', null, null, ready);
     if (this.sleep.has(chosen.id)) this.block();
     return chosen;
