@@ -25,6 +25,7 @@ export { handleMmFault, faultInPage, notifyPageChange, wpPageCopy, zapPteRange, 
 export { findOrReadPage, folioMarkDirty, folioMkclean, writebackPage, writebackFile, truncatePages } from './filemap.ts';
 export { mmput, exitMmap } from './exit.ts';
 export { MMAP_BASE } from './mmap.ts';
+export { doBrk, setBrkBase, sbrk } from './brk.ts';
 export {
   MmuNotifyEvent, MMU_NOTIFIER_RANGE_BLOCKABLE, mmuNotifierRangeInit, mmuNotifierRangeBlockable, eventName,
   type MmuNotifierRange,
@@ -80,3 +81,9 @@ export {
   type MmuIntervalNotifierOps, type MmuIntervalNotifierInsertOptions, type SubscriberLock,
 } from './mmu-interval-notifier.ts';
 // ---- end of mmu notifiers ------------------------------------------------------------
+export {
+  VARIANTS, VARIANT_NAMES, DRIVER_PROPOSALS, NO_PROPOSAL, OUTCOME_LABELS, PG_DMA_PINNED, DMA_IDLE_POLL_NS,
+  defineVariant, isVariantDefinition, variantByName, applyVariants, proposal, gupReferences, waitForDmaIdle,
+  type KernelVariant, type AppliedVariant, type ProposalSwitches, type ProfilePatch, type OutcomeLabel, type VariantExpectation,
+} from './variant.ts';
+export { DIRTY_EXPIRE_INTERVAL_NS, DIRTY_WRITEBACK_INTERVAL_NS } from './writeback.ts';

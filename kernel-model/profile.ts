@@ -1,4 +1,5 @@
 import { EINVAL } from './errno.ts';
+import type { AppliedVariant } from './variant.ts';
 
 /**
  * A kernel profile: the behaviour switches and the interfaces of one kernel release, so
@@ -81,6 +82,11 @@ export interface KernelProfile {
    * `hmm`, hmm_range_fault (5.10, 36f30e486dce).
    */
   odpFault: 'gup' | 'hmm';
+  /**
+   * The proposals under study layered on this profile (kernel-model/variant.ts), absent on
+   * a plain profile. Never mainline behaviour: each names its seed thread.
+   */
+  variant?: AppliedVariant;
 }
 
 export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-5.15' | 'linux-6.x';
