@@ -71,7 +71,16 @@ export class IbDevice {
     return new IbUcontext(this, process);
   }
 
+  /**
+   * The page-fault work item (mlx5_ib_eqe_pf_action) for one NIC fault, before the MR's
+   * strategy maps the pages: its fixed work is charged here, for every ODP strategy
+   * (cpu-costs.ts odpFaultWorkNs: reading the WQE, finding the mkey,
+   * pagefault_single_data_segment), or rxe's inline miss on a device that resolves misses
+   * in its copy path (inlineMissNs, rxe_odp_map_range_and_lock).
+   */
   private *pageFault(fault: DeviceFault): Co {
+    const c = this.kernel.cpuCosts;
+    yield* this.kernel.sim.cpu(this.nic.caps.odpMissHandling === 'inline' ? c.inlineMissNs : c.odpFaultWorkNs);
     const umem = this.umemByKey.get(fault.mrKey);
     if (!umem?.handleFault) {
       this.strayFaults++;

@@ -40,6 +40,8 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   const unshare = (flags & FAULT_FLAG_UNSHARE) !== 0;
   const page = pageAlignDown(addr);
   const v = vpn(page);
+  // The CPU cost of the fault itself (cpu-costs.ts pageFaultNs), once per handle_mm_fault.
+  yield* sim.cpu(kernel.cpuCosts.pageFaultNs);
   yield* sim.preemptPoint('pte read');
   let pte = mm.pageTable.get(v);
   let kind = 'none';
@@ -54,6 +56,8 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
 
   if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
     kind = 'swap-in';
+    // do_swap_page's read from the swap device (swap_read_folio), a major fault (cpu-costs.ts swapInIoNs).
+    yield* sim.cpu(kernel.cpuCosts.swapInIoNs);
     ret = yield* swapIn(mm, vma, page, write);
   } else if (!ptePresent(pte)) {
     if (vma.file) {

@@ -16,6 +16,7 @@ import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
+import { calibrate, renderCalibration } from './calibrate/index.ts';
 import { registerCheckCommand } from './check/cli.ts';
 import { registerNewCommand } from './new/cli.ts';
 import { registerWorkloadCommand } from './workloads/cli.ts';
@@ -250,6 +251,17 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
       for (const d of [...COMMON_PARAMS, ...(def?.params ?? []), ...(user ? moduleParamDocs('strategy', user.file, user.def.params) : [])]) docs.set(d.key, d);
       for (const d of docs.values()) out(`${d.key.padEnd(32)} ${String(d.default).padEnd(10)} ${d.description}`);
       if (!name) io.err('(a scenario\'s own parameters are listed when it is named: lab params <scenario>)');
+    });
+
+  program
+    .command('calibrate')
+    .description('every published figure the cost model is calibrated to, measured on the model beside its source; assumed parameters apart')
+    .option('--json', 'print the report as JSON')
+    .action((opts: { json?: boolean }) => {
+      const r = calibrate();
+      if (opts.json) out(JSON.stringify(r, null, 2));
+      else for (const l of renderCalibration(r)) out(l);
+      setExit(r.ok ? 0 : 1);
     });
 
   program

@@ -263,6 +263,17 @@ export class Simulation {
     yield PARK;
   }
 
+  /**
+   * Spend `ns` of CPU time in the current task (a cost of the CPU-side cost model). Not a
+   * sleep: allowed in atomic context, records nothing. Outside a task, or for 0, a no-op.
+   */
+  *cpu(ns: number): Co {
+    const task = this.currentTask;
+    if (!task || !(ns > 0)) return;
+    this.scheduler.after(ns, () => this.resume(task, undefined));
+    yield PARK;
+  }
+
   /** Wait until a task finishes and return its result. */
   *join<T>(task: Task<T>): Co<T> {
     if (!task.done) yield* this.park<void>((wake) => task.joiners.push(() => wake()));
