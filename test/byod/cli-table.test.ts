@@ -144,7 +144,7 @@ const ROWS: Row[] = [
   { input: 'replay of a missing file', args: ['replay', 'missing.json'], code: 2, stderr: /^error: cannot read missing\.json: no such file$/ },
   { input: 'replay of a directory', args: ['replay', 'adir'], files: { 'adir/x': '' }, code: 2, stderr: /^error: cannot read adir: is a directory$/ },
   { input: 'a spec that is a directory', args: ['sweep', 'adir.json'], files: { 'adir.json/x': '' }, code: 2, stderr: /^error: cannot read spec file adir\.json: EISDIR$/ },
-  { input: 'an unknown command', args: ['frobnicate'], code: 2, stderr: /^error: unknown command 'frobnicate'; commands: list, demo, run, params, schema, sweep, merge, fuzz, replay/ },
+  { input: 'an unknown command', args: ['frobnicate'], code: 2, stderr: /^error: unknown command 'frobnicate'; commands: list, demo, run, params, calibrate, schema, sweep, merge, fuzz, replay/ },
   { input: 'a user module that is missing', args: ['run', 'odp-swap-storm', '--driver', './nope.ts'], code: 2, stderr: /^error: nope\.ts: no such file$/ },
 ];
 
