@@ -304,8 +304,8 @@ export function buildPlots(summary: SweepSummary): Plot[] {
 
 /** Render a vega-lite spec to an SVG string, in Node, without a canvas. */
 export async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
-  const compiled = vl.compile(spec).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  const compiled = vl.compile(spec, { logger: vega.logger(vega.Error) }).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none', logLevel: vega.Error });
   try {
     const svg = await view.toSVG();
     return svg.endsWith('\n') ? svg : `${svg}\n`;
