@@ -8,7 +8,7 @@
  * | parameter | charged in |
  * |---|---|
  * | pageFaultNs | memory.ts `handleMmFault`, every CPU fault (exception entry to return) |
- * | swapInIoNs | memory.ts `handleMmFault`, a swap-in (do_swap_page's read) on top |
+ * | swapInIoNs | swap.ts `swapIn`, a read from the swap device (not a swap-cache hit), on top |
  * | zapPerPageNs | tlb.ts `tlbFinishMmu`, per page of the zapped span (zap_pte_range) |
  * | tlbFlushNs | tlb.ts `flushTlbMmRange`, per flush (flush_tlb_mm_range with its shootdown IPIs) |
  * | notifierDispatchNs | mmu-notifier.ts, per subscriber called for an invalidation |

@@ -56,8 +56,6 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
 
   if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
     kind = 'swap-in';
-    // do_swap_page's read from the swap device (swap_read_folio), a major fault (cpu-costs.ts swapInIoNs).
-    yield* sim.cpu(kernel.cpuCosts.swapInIoNs);
     ret = yield* swapIn(mm, vma, page, write);
   } else if (!ptePresent(pte)) {
     if (vma.file) {
@@ -256,9 +254,12 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.rmapAdd(nf, mm, page);
     mm.kernel.lru.add(nf);
     const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY;
-    // ptep_clear_flush before the new PTE goes in (tlb.ts).
-    if (ptePresent(old)) yield* flushTlbPage(mm, page);
     mm.pageTable.set(v, makePte(nf, bits));
+    // ptep_clear_flush's flush (tlb.ts). The kernel flushes before set_pte_at, all under the
+    // page-table lock; the model has no PTL, so the PTE is replaced first and the flush's
+    // CPU time is spent after: a task that runs during it sees the new PTE, as a CPU
+    // spinning on the PTL would once it got the lock.
+    if (ptePresent(old)) yield* flushTlbPage(mm, page);
     yield* mmuNotifierInvalidateRangeEnd(range);
     phys.put(oldFrame);
   } else {
