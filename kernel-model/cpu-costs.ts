@@ -64,6 +64,15 @@ export const DEFAULT_CPU_COSTS: Readonly<CpuCosts> = Object.freeze({
   inlineMissNs: 2_000,
 });
 
+/**
+ * No CPU time at all: the timeline of order alone, where only sleeps, locks and the
+ * device's costs move time. For a test or exploration of an ordering rule whose windows
+ * the charges would shift or close (`new Kernel({ cpuCosts: ZERO_CPU_COSTS })`).
+ */
+export const ZERO_CPU_COSTS: Readonly<CpuCosts> = Object.freeze(
+  Object.fromEntries(Object.keys(DEFAULT_CPU_COSTS).map((key) => [key, 0])) as unknown as CpuCosts,
+);
+
 /** Where each default comes from: a publication, or "assumed" with the reasoning. */
 export const CPU_COST_SOURCES: Readonly<Record<keyof CpuCosts, string>> = Object.freeze({
   pageFaultNs: 'assumed: order of 1 us for a minor fault on x86-64 (exception entry, handle_mm_fault, return)',

@@ -2,7 +2,7 @@ import {
   HMM_PFN_REQ_FAULT, Kernel, MAP_ANONYMOUS, MAP_PRIVATE, Mutex, MmuIntervalNotifier, PAGE_SIZE, PROT_READ, PROT_WRITE,
   EBUSY, errnoName, hmmRangeFault, hmmRangeInit, mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalReadRetry,
   mmuIntervalSetSeq, type Co, type MmuNotifierRange,
-  DEFAULT_CPU_COSTS,
+  ZERO_CPU_COSTS,
 } from '../../kernel-model/index.ts';
 import type { ScenarioDefinition } from '../scenario.ts';
 
@@ -43,8 +43,7 @@ export const mirrorSeqRace: ScenarioDefinition = {
     // The race is one of order, not of time: with the CPU cost model's charges the two
     // tasks reach their preemption points at different instants and the window closes, so
     // the fixture zeroes them (the explorer reorders what is ready at one instant).
-    const noCpuCosts = Object.fromEntries(Object.keys(DEFAULT_CPU_COSTS).map((key) => [key, 0]));
-    const k = new Kernel({ sim: ctx.sim, profile: ctx.profile, frames: 256, node: 'n0', cpuCosts: noCpuCosts });
+    const k = new Kernel({ sim: ctx.sim, profile: ctx.profile, frames: 256, node: 'n0', cpuCosts: ZERO_CPU_COSTS });
     const p = k.createProcess('app');
     const mirrorLock = new Mutex(ctx.sim, 'mirror.lock');
     const statsLock = new Mutex(ctx.sim, 'mirror.stats');
