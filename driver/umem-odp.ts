@@ -275,6 +275,9 @@ export class UmemOdp {
     const { mm } = a;
     yield* mm.mmapLock.downRead();
     const ret = yield* hmmRangeFault(a.range);
+    // hmm_range_fault's walk, per page asked for (cpu-costs.ts hmmRangeFaultPerPageNs),
+    // charged here on the caller's side, under the mmap lock where the walk runs.
+    yield* mm.kernel.sim.cpu(a.range.pfns.length * mm.kernel.cpuCosts.hmmRangeFaultPerPageNs);
     mm.mmapLock.upRead();
     return ret;
   }
@@ -361,6 +364,9 @@ export class UmemOdp {
         frames.push(frame);
         writes.push(w);
       }
+      // ib_umem_odp_map_dma_single_page per page (cpu-costs.ts odpDmaMapPerPageNs), then the UMR.
+      const { kernel } = this.owner.ctx.device;
+      yield* kernel.sim.cpu(frames.length * kernel.cpuCosts.odpDmaMapPerPageNs);
       const r = yield* nic.updateEntries(mr, this.firstDevicePage + first + i, frames, writes);
       if (r < 0) return r;
       for (let k = 0; k < frames.length; k++) this.pages.set(first + i + k, (frames[k] as number) * 2 + (writes[k] ? 1 : 0));

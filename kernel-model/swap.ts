@@ -81,28 +81,28 @@ export class SwapArea {
 }
 
 /**
- * do_swap_page: bring a swapped-out anonymous page back into a new frame. The page is
- * exclusive when this was the slot's only user; a write maps it writable at once.
+ * do_swap_page (mm/memory.c): bring a swapped-out anonymous page back, from the swap cache
+ * or into a new frame. The page is exclusive when this was the slot's only user and no
+ * one else maps it (never a KSM page); a write then maps it writable at once, otherwise the
+ * write faults again into do_wp_page.
  */
 export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): Co<number> {
   const { phys, swap, lru } = mm.kernel;
   const v = vpn(page);
   const pte = mm.pageTable.get(v);
   const slot = pteFrame(pte);
-  const lastRef = swap.refs(slot) === 1;
-  let exclusive = lastRef;
+  let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
     // Still in the swap cache (reclaim could not free it): map the same page again. It is
-    // exclusive only if no other PTE maps it: a fork that copied the PTE while reclaim's
-    // unmap slept left the child mapping the page and this swap entry the last one
-    // (do_swap_page, mm/memory.c: pte_swp_exclusive, else reuse only at folio_ref_count 1).
-    if ((phys.mapcount[f] ?? 0) > 0) exclusive = false;
-    // A KSM page is never reused in place (do_swap_page, ksm_might_need_to_copy): it is
-    // mapped read-only and a write copies it (do_wp_page).
-    if (phys.has(f, PG_KSM)) exclusive = false;
+    // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
+    // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
+    // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
+    // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
+    // PageAnonExclusive page, and the folio's refcount is above one).
+    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
     phys.get(f);
-    if (lastRef) {
+    if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
       phys.put(f); // the swap cache's reference
@@ -111,6 +111,10 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // swapin_readahead's allocation may reclaim (page-alloc.ts): re-check the swap PTE after.
     f = yield* allocPages(mm.kernel, GFP_HIGHUSER_MOVABLE);
     if (f < 0) return f;
+    // The read from the swap device (swap_read_folio), a major fault; a swap-cache hit
+    // above has none (cpu-costs.ts swapInIoNs). Like the allocation, it sleeps: the swap
+    // PTE is checked again after it (do_swap_page's pte_same under the PTL).
+    yield* mm.kernel.sim.cpu(mm.kernel.cpuCosts.swapInIoNs);
     if (mm.pageTable.get(v) !== pte) {
       phys.put(f);
       return 0;

@@ -39,7 +39,10 @@ export function secondaryTlbsFlushedByArch(profile: KernelProfile): boolean {
  *   mm.pageTable.clear(vpn(addr)); yield* flushTlbMmRange(mm, addr, addr + PAGE_SIZE);
  */
 export function* flushTlbMmRange(mm: MmStruct, start: number, end: number): Co {
-  if (end <= start || !secondaryTlbsFlushedByArch(mm.kernel.profile)) return;
+  if (end <= start) return;
+  // flush_tlb_mm_range with its shootdown IPIs (cpu-costs.ts tlbFlushNs).
+  yield* mm.kernel.sim.cpu(mm.kernel.cpuCosts.tlbFlushNs);
+  if (!secondaryTlbsFlushedByArch(mm.kernel.profile)) return;
   yield* mmuNotifierArchInvalidateSecondaryTlbs(mm, start, end);
 }
 
@@ -65,6 +68,8 @@ export function gatherPage(span: GatheredSpan, addr: number): GatheredSpan {
  * translate to goes back to the allocator.
  */
 export function* tlbFinishMmu(mm: MmStruct, span: GatheredSpan, toFree: readonly number[]): Co {
+  // zap_pte_range's work per page of the gathered span (cpu-costs.ts zapPerPageNs).
+  if (span) yield* mm.kernel.sim.cpu(((span.end - span.start) / PAGE_SIZE) * mm.kernel.cpuCosts.zapPerPageNs);
   if (span) yield* flushTlbMmRange(mm, span.start, span.end);
   for (const f of toFree) mm.kernel.phys.put(f);
 }

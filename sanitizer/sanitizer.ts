@@ -28,6 +28,7 @@ import { createBlockedMigration } from './blocked-migration.ts';
 import { createSharedPageWrite } from './shared-page-write.ts';
 import { createTeardownOrder } from './teardown-order.ts';
 import { createHoldoffLiveness } from './holdoff-liveness.ts';
+import { createStaleRegistration } from './stale-registration.ts';
 import { renderJson, renderText } from './render.ts';
 import { VIOLATION_IDS, type Violation, type ViolationId } from './violation.ts';
 
@@ -48,6 +49,7 @@ export const CHECKERS = {
   'shared-page-write': createSharedPageWrite,
   'teardown-order': createTeardownOrder,
   'holdoff-liveness': createHoldoffLiveness,
+  'stale-registration': createStaleRegistration,
 } as const satisfies Record<string, (ctx: SanitizerContext) => Checker>;
 
 export type CheckerId = keyof typeof CHECKERS;

@@ -23,6 +23,7 @@ export const VIOLATION_IDS = [
   'shared-page-write',
   'teardown-order',
   'holdoff-liveness',
+  'stale-registration',
 ] as const;
 
 export type ViolationId = (typeof VIOLATION_IDS)[number];
@@ -71,6 +72,7 @@ export const SEVERITY: Readonly<Record<ViolationId, Severity>> = {
   'shared-page-write': 'error',
   'teardown-order': 'error',
   'holdoff-liveness': 'error',
+  'stale-registration': 'error',
 };
 
 /** A violation of `id` with its default severity; the trail is sorted by time (stable). */
