@@ -3,7 +3,7 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_LOCKED, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 
@@ -80,6 +80,9 @@ export class SwapArea {
   }
 }
 
+/** How often a swap-in waiting for the folio lock looks again (as filemap.ts's folio_lock; assumed). */
+const SWAPIN_FOLIO_LOCK_POLL_NS = 500;
+
 /**
  * do_swap_page (mm/memory.c): bring a swapped-out anonymous page back, from the swap cache
  * or into a new frame. The page is exclusive when this was the slot's only user and no
@@ -100,8 +103,21 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
     // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
     // PageAnonExclusive page, and the folio's refcount is above one).
-    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
+    // swap_cache_get_folio's reference, then folio_lock_or_retry: reclaim holds the folio
+    // locked from its unmap to __remove_mapping, so a swap-in that found the folio in the
+    // swap cache waits for it, then re-checks that the folio is still this entry's swap cache
+    // and the PTE still the swap entry (do_swap_page: !folio_test_swapcache or another entry
+    // goes to out_page, pte_same); else the fault is retried and reads the slot. Without the
+    // wait, reclaim's reference check took the mapping's reference for the swap cache's and
+    // freed a page the swap-in had just mapped (lost-write, holdoff at fuzz seed 14101 under
+    // issue 19's knobs).
     phys.get(f);
+    while (phys.has(f, PG_LOCKED)) yield* mm.kernel.sim.sleep(SWAPIN_FOLIO_LOCK_POLL_NS);
+    if (swap.cachedFrame(slot) !== f || !phys.has(f, PG_SWAPCACHE) || mm.pageTable.get(v) !== pte) {
+      phys.put(f);
+      return 0;
+    }
+    exclusive = swap.refs(slot) === 1 && !phys.has(f, PG_KSM) && phys.mapcount[f]! === 0;
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);

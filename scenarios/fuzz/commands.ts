@@ -236,7 +236,11 @@ function stepCommand(f: Focus, st: Step, spanUs: number): Command | Command[] {
       const p = Math.min(f.proc, 1);
       return [
         { node: 1 - f.node, proc: p, thread: st.thread, at, op: 'post', verb: 'write', mr: 0, peerMr: 0, page: SLOT_PAGES - 3, pages: 1 },
-        { node: f.node, proc: p, thread: 1 - st.thread, at: at + (st.byte % 24), op: 'exit' },
+        // The exit lands in the responder's NIC fault: on the calibrated timeline
+        // (cpu-costs.ts) it starts about 232 µs after the post (the requester first faults its
+        // own untouched source page, then the transfer is retried) and holds the mm ~13 µs;
+        // test/fuzz/broken-directed.test.ts sweeps the same span.
+        { node: f.node, proc: p, thread: 1 - st.thread, at: at + 225 + (st.byte % 24), op: 'exit' },
       ];
     }
     case 'lazyfree-write-pageout': {
@@ -245,7 +249,9 @@ function stepCommand(f: Focus, st: Step, spanUs: number): Command | Command[] {
       return [
         { node: f.node, proc: p, thread: st.thread, at, op: 'madvise', slot: 0, first: page, pages: 1, advice: 'free' },
         { node: 1 - f.node, proc: p, thread: st.thread, at: at + 10 + (st.byte % 16), op: 'post', verb: 'write', mr: 0, peerMr: 0, page: page - 1, pages: 1 },
-        { node: f.node, proc: p, thread: st.thread, at: at + 30 + (st.byte % 16), op: 'madvise', slot: 0, first: page, pages: 1, advice: 'pageout' },
+        // The pageout once the device's write landed: on the calibrated timeline (cpu-costs.ts)
+        // the responder's fault on the lazily-freed page puts the write 200-260 µs after the post.
+        { node: f.node, proc: p, thread: st.thread, at: at + 290 + (st.byte % 16), op: 'madvise', slot: 0, first: page, pages: 1, advice: 'pageout' },
       ];
     }
   }

@@ -87,13 +87,16 @@ export const REFERENCE_TARGETS: readonly FuzzTarget[] = [
 
 /**
  * The evidence of driver/broken's registry as predicates over a violation's text and trail.
- * foll-get-fork: the process's own COW break (a write fault after fork) replaced the page,
- * seen either at the fault ("write fault (wp)") or at the end of the one-page CLEAR that
- * wp_page_copy sends from the faulting user thread (no syscall: "[task N nXpY/...]"); the
- * reference pinned strategy's incoherence comes from munmap, mmap or MADV_DONTNEED instead.
+ * foll-get-fork: the process's own COW break after fork replaced the page the MR translates:
+ * pinned-incoherence names it when a write fault's do_wp_page (mm/memory.c; not a
+ * FAULT_FLAG_UNSHARE fault, which mm/gup.c asks for when a FOLL_PIN read finds a page that is
+ * not exclusive, nor do_numa_page's migration or reclaim from the fault's allocation) copied
+ * the MR's own frame, an anonymous page fork had left not exclusive. The reference pinned
+ * strategy's incoherence comes from munmap, mmap, MADV_DONTNEED, and from the faults that
+ * follow them (a zero page, its unshare or its COW), never from that.
  */
 const EVIDENCE: Record<string, RegExp> = {
-  'foll-get-fork': /fault \(wp\)|CLEAR \[0x[0-9a-f]+, 0x[0-9a-f]+\) of mm\d+ \[task \d+ n\d+p\d+\//,
+  'foll-get-fork': /the MR's, replaced by a COW break: the write copied an anonymous page not exclusive to the process/,
 };
 
 export const BROKEN_TARGETS: readonly FuzzTarget[] = BROKEN_DRIVERS.map((b) => {
