@@ -118,6 +118,7 @@ const RULE_ITEMS: CoverageItem[] = [
   rule('kernel rule 37', 'Young callbacks are classic-only (reclaim\'s referenced check)', 'reclaim:young'),
   rule('kernel rule 54', 'GUP flag validity', 'record:gup'),
   rule('kernel rule 55', 'Reference accounting', 'record:gup-release'),
+  rule('kernel rule 57', 'MMF_HAS_PINNED (set by the first FOLL_PIN; fork then copies maybe-pinned pages)', 'gup:longterm-pin'),
   rule('kernel rule 58', 'VMA checks (check_vma_flags)', 'record:gup'),
   rule('kernel rule 61', 'Anon-exclusive rule for pins', 'gup:longterm-pin'),
   rule('kernel rule 66', 'Parent invalidation at fork', 'fork-invalidation'),

@@ -5,9 +5,10 @@
  * listed as findings.
  */
 import test from 'ava';
-import { fuzz, formatFinding, type FuzzReport } from '../../scenarios/fuzz/fuzz.ts';
+import { fuzz, formatFinding, runConfigFor, runTarget, type FuzzReport } from '../../scenarios/fuzz/fuzz.ts';
 import { notFoundLine } from '../../scenarios/fuzz/cli.ts';
-import { fuzzTarget } from '../../scenarios/fuzz/targets.ts';
+import { fuzzTarget, isExpectedCatch } from '../../scenarios/fuzz/targets.ts';
+import type { Command } from '../../scenarios/fuzz/commands.ts';
 import { renderText } from '../../sanitizer/index.ts';
 
 function caught(name: string): FuzzReport {
@@ -65,4 +66,25 @@ test('lab fuzz --coverage with --driver is bad input: one line naming what it ac
   t.is(code, 2);
   t.is(lines.length, 1);
   t.regex(lines[0]!, /--coverage .* no --driver .*--runs, --seed/);
+});
+
+// Fork, then the parent writes MR 0 page 1 (slot 0 page 2).
+const forkThenWrite: Command[] = [
+  { node: 0, proc: 0, thread: 0, at: 0, op: 'fork' },
+  { node: 0, proc: 0, thread: 0, at: 100, op: 'store', slot: 0, page: 2, byte: 5 },
+];
+
+test('foll-get-fork (kernel rules 57, 67): the trail names the COW break of the MR\'s frame (mm/memory.c do_wp_page, a write fault, not FAULT_FLAG_UNSHARE); the reference pinned strategy, whose pin fork copies, shows none', (t) => {
+  const broken = fuzzTarget('foll-get-fork')!;
+  const r = runTarget(broken, forkThenWrite, { ...runConfigFor(broken, {}, 1), preempt: false });
+  const v = r.violations.find((x) => isExpectedCatch(broken, x));
+  t.truthy(v, renderText(r.violations));
+  const texts = v!.trail.map((e) => e.text);
+  // The CLEAR of wp_page_copy, then the write fault that sent it, then what it replaced.
+  t.true(texts.some((x) => /^CLEAR \[0x10002000, 0x10003000\) of mm1 \[task/.test(x)), texts.join('\n'));
+  t.true(texts.some((x) => /^write fault \(wp\) at 0x10002000/.test(x)), texts.join('\n'));
+  t.true(texts.some((x) => /^frame \d+, the MR's, replaced by a COW break/.test(x)), texts.join('\n'));
+  const reference = fuzzTarget('pinned')!;
+  const ref = runTarget(reference, forkThenWrite, { ...runConfigFor(reference, {}, 1), preempt: false });
+  t.deepEqual(ref.violations.map((x) => x.id), [], renderText(ref.violations));
 });
