@@ -3,9 +3,10 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_LOCKED, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { folioLock, folioUnlock } from './filemap.ts';
 
 /**
  * A swap area: slots holding the bytes of swapped-out anonymous pages, shared by the
@@ -80,9 +81,6 @@ export class SwapArea {
   }
 }
 
-/** How often a swap-in waiting for the folio lock looks again (as filemap.ts's folio_lock; assumed). */
-const SWAPIN_FOLIO_LOCK_POLL_NS = 500;
-
 /**
  * do_swap_page (mm/memory.c): bring a swapped-out anonymous page back, from the swap cache
  * or into a new frame. The page is exclusive when this was the slot's only user and no
@@ -96,28 +94,32 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   const slot = pteFrame(pte);
   let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
+  let locked = false;
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
+    // do_swap_page takes a reference on the swap-cache folio, then its lock
+    // (folio_lock_or_retry). Reclaim holds that lock from try_to_unmap to
+    // __remove_mapping (shrink_folio_list), and the reference makes __remove_mapping's
+    // refcount check fail, so the page stays in the swap cache. Once locked: if it left
+    // the swap cache or the swap PTE changed meanwhile, the fault is retried (do_swap_page's
+    // `!folio_test_swapcache` -> out_page, `!pte_same` -> out_nomap). Without the lock,
+    // a swap-in during reclaim's CLEAR (the callbacks take time) took the page out of
+    // the swap cache, and reclaim, seeing one reference, freed the page just mapped.
+    phys.get(f);
+    yield* folioLock(mm.kernel, f);
+    locked = true;
+    if (!phys.has(f, PG_SWAPCACHE) || swap.cachedFrame(slot) !== f || mm.pageTable.get(v) !== pte) {
+      folioUnlock(mm.kernel, f);
+      phys.put(f);
+      return 0;
+    }
+    exclusive = swap.refs(slot) === 1;
     // Still in the swap cache (reclaim could not free it): map the same page again. It is
     // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
     // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
     // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
     // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
     // PageAnonExclusive page, and the folio's refcount is above one).
-    // swap_cache_get_folio's reference, then folio_lock_or_retry: reclaim holds the folio
-    // locked from its unmap to __remove_mapping, so a swap-in that found the folio in the
-    // swap cache waits for it, then re-checks that the folio is still this entry's swap cache
-    // and the PTE still the swap entry (do_swap_page: !folio_test_swapcache or another entry
-    // goes to out_page, pte_same); else the fault is retried and reads the slot. Without the
-    // wait, reclaim's reference check took the mapping's reference for the swap cache's and
-    // freed a page the swap-in had just mapped (lost-write, holdoff at fuzz seed 14101 under
-    // issue 19's knobs).
-    phys.get(f);
-    while (phys.has(f, PG_LOCKED)) yield* mm.kernel.sim.sleep(SWAPIN_FOLIO_LOCK_POLL_NS);
-    if (swap.cachedFrame(slot) !== f || !phys.has(f, PG_SWAPCACHE) || mm.pageTable.get(v) !== pte) {
-      phys.put(f);
-      return 0;
-    }
-    exclusive = swap.refs(slot) === 1 && !phys.has(f, PG_KSM) && phys.mapcount[f]! === 0;
+    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
@@ -144,6 +146,7 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   phys.rmapAdd(f, mm, page);
   const w = write && exclusive && (vma.flags & VM_WRITE) !== 0;
   mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+  if (locked) folioUnlock(mm.kernel, f);
   yield* mm.kernel.sim.preemptPoint('swap-in');
   return 0;
 }
