@@ -6,6 +6,7 @@ import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } fr
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { folioLock, folioUnlock } from './filemap.ts';
 
 /**
  * A swap area: slots holding the bytes of swapped-out anonymous pages, shared by the
@@ -93,6 +94,7 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   const slot = pteFrame(pte);
   let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
+  let locked = -1;
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
     // Still in the swap cache (reclaim could not free it): map the same page again. It is
     // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
@@ -100,8 +102,23 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
     // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
     // PageAnonExclusive page, and the folio's refcount is above one).
-    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
     phys.get(f);
+    // do_swap_page's folio_lock_or_retry, then its re-checks: reclaim holds the folio locked
+    // from add_to_swap to __remove_mapping (vmscan.ts shrinkPage), and judges by the
+    // refcount alone whether only the swap cache's reference is left. Taking the folio out
+    // of the swap cache under it (its notifier calls and TLB flushes take CPU time) would
+    // let reclaim free a page this fault maps. Once the lock is ours, the folio must still
+    // be this slot's swap-cache folio (folio_test_swapcache, page_swap_entry) and the PTE
+    // still the swap entry (pte_same): otherwise the fault is retried.
+    yield* folioLock(mm.kernel, f);
+    if (!phys.has(f, PG_SWAPCACHE) || swap.cachedFrame(slot) !== f || mm.pageTable.get(v) !== pte) {
+      folioUnlock(mm.kernel, f);
+      phys.put(f);
+      return 0;
+    }
+    exclusive = swap.refs(slot) === 1;
+    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
+    locked = f;
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
@@ -128,6 +145,7 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   phys.rmapAdd(f, mm, page);
   const w = write && exclusive && (vma.flags & VM_WRITE) !== 0;
   mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+  if (locked >= 0) folioUnlock(mm.kernel, locked); // folio_unlock once the PTE is set
   yield* mm.kernel.sim.preemptPoint('swap-in');
   return 0;
 }
