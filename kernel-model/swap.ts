@@ -94,31 +94,32 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   const slot = pteFrame(pte);
   let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
-  let locked = -1;
+  let locked = false;
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
-    // Still in the swap cache (reclaim could not free it): map the same page again. It is
-    // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
-    // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
-    // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
-    // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
-    // PageAnonExclusive page, and the folio's refcount is above one).
+    // do_swap_page takes a reference on the swap-cache folio, then its lock
+    // (folio_lock_or_retry). Reclaim holds that lock from try_to_unmap to
+    // __remove_mapping (shrink_folio_list), and the reference makes __remove_mapping's
+    // refcount check fail, so the page stays in the swap cache. Once locked: if it left
+    // the swap cache or the swap PTE changed meanwhile, the fault is retried (do_swap_page's
+    // `!folio_test_swapcache` -> out_page, `!pte_same` -> out_nomap). Without the lock,
+    // a swap-in during reclaim's CLEAR (the callbacks take time) took the page out of
+    // the swap cache, and reclaim, seeing one reference, freed the page just mapped.
     phys.get(f);
-    // do_swap_page's folio_lock_or_retry, then its re-checks: reclaim holds the folio locked
-    // from add_to_swap to __remove_mapping (vmscan.ts shrinkPage), and judges by the
-    // refcount alone whether only the swap cache's reference is left. Taking the folio out
-    // of the swap cache under it (its notifier calls and TLB flushes take CPU time) would
-    // let reclaim free a page this fault maps. Once the lock is ours, the folio must still
-    // be this slot's swap-cache folio (folio_test_swapcache, page_swap_entry) and the PTE
-    // still the swap entry (pte_same): otherwise the fault is retried.
     yield* folioLock(mm.kernel, f);
+    locked = true;
     if (!phys.has(f, PG_SWAPCACHE) || swap.cachedFrame(slot) !== f || mm.pageTable.get(v) !== pte) {
       folioUnlock(mm.kernel, f);
       phys.put(f);
       return 0;
     }
     exclusive = swap.refs(slot) === 1;
+    // Still in the swap cache (reclaim could not free it): map the same page again. It is
+    // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
+    // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
+    // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
+    // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
+    // PageAnonExclusive page, and the folio's refcount is above one).
     if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
-    locked = f;
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
@@ -145,7 +146,7 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   phys.rmapAdd(f, mm, page);
   const w = write && exclusive && (vma.flags & VM_WRITE) !== 0;
   mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
-  if (locked >= 0) folioUnlock(mm.kernel, locked); // folio_unlock once the PTE is set
+  if (locked) folioUnlock(mm.kernel, f);
   yield* mm.kernel.sim.preemptPoint('swap-in');
   return 0;
 }
