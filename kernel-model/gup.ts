@@ -159,22 +159,14 @@ export function gupFastWalk(mm: MmStruct, start: number, nrPages: number, flags:
 /** try_grab_page: a pin (the bias, or _pincount on a large folio) or a plain reference. */
 function grabPage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
-  if (flags & FOLL_PIN) {
-    if (phys.order[f]! > 0) {
-      phys.get(f);
-      phys.pincount[f]!++;
-    } else phys.get(f, GUP_PIN_COUNTING_BIAS);
-  } else phys.get(f);
+  if (flags & FOLL_PIN) phys.pin(f);
+  else phys.get(f);
 }
 
 function releasePage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
-  if (flags & FOLL_PIN) {
-    if (phys.order[f]! > 0) {
-      phys.pincount[f]!--;
-      phys.put(f);
-    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
-  } else phys.put(f);
+  if (flags & FOLL_PIN) phys.unpin(f);
+  else phys.put(f);
 }
 
 function invalid(mm: MmStruct, why: string): number {
@@ -333,13 +325,8 @@ export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
 /** unpin_user_pages: reverse a FOLL_PIN exactly; the zero page is not counted (rule 55). */
 export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
   const { phys } = kernel;
-  for (const f of pages) {
-    if (f === ZERO_PFN) continue;
-    if (phys.order[f]! > 0) {
-      phys.pincount[f]!--;
-      phys.put(f);
-    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
-  }
+  // gup_put_folio: exact _pincount on a large folio (mm/gup.c), the bias on a small one.
+  for (const f of pages) phys.unpin(f);
   if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: true });
 }
 

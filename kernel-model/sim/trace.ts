@@ -55,7 +55,9 @@ export type TraceBody =
   /** An interval subscriber left (mmu_interval_notifier_remove returned). */
   | { type: 'interval-remove'; node: string; sub: string; mm: number; start: number; last: number }
   /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
-  | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean };
+  | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
+  /** A large-folio step (huge-memory.ts, hugetlb.ts): a THP faulted, a PMD split, a collapse, a COW copy, a folio split. */
+  | { type: 'thp'; op: string; mm: number; addr: number; frame: number; node: string };
 
 export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
 
