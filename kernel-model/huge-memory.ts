@@ -358,11 +358,21 @@ export function* splitHugePage(kernel: Kernel, frame: number, extraRefs = 0): Co
   const head = phys.folioHead(frame);
   if (!phys.isLarge(head)) return 0;
   if (phys.has(head, PG_SWAPCACHE)) return -EBUSY;
-  for (const r of [...phys.pmdMappingsOf(head)]) yield* splitHugePmd(r.mm, r.addr, 'split_huge_page');
-  if (!phys.isLarge(head)) return 0; // freed meanwhile
-  let mapped = 0;
-  for (let f = head; f < head + HPAGE_PMD_NR; f++) mapped += phys.mapcount[f]!;
-  if (phys.folioRefCount(head) !== mapped + extraRefs || phys.folioPincount(head) > 0 || phys.pmdMappingsOf(head).length > 0) {
+  // can_split_folio, before anything is unmapped: one reference per page-table mapping
+  // (a PMD mapping is one, each PTE one) plus the caller's.
+  const mappings = (): number => {
+    const pmds = phys.pmdMappingsOf(head).length;
+    let sum = 0;
+    for (let f = head; f < head + HPAGE_PMD_NR; f++) sum += phys.mapcount[f]!;
+    return pmds + sum - pmds * HPAGE_PMD_NR;
+  };
+  const canSplit = (): boolean => phys.folioPincount(head) === 0 && phys.folioRefCount(head) === mappings() + extraRefs;
+  if (canSplit()) {
+    for (const r of [...phys.pmdMappingsOf(head)]) yield* splitHugePmd(r.mm, r.addr, 'split_huge_page');
+    if (!phys.isLarge(head)) return 0; // freed meanwhile
+  }
+  const mapped = mappings();
+  if (!canSplit() || phys.pmdMappingsOf(head).length > 0) {
     thp.stats.splitPageFailed++;
     kernel.sim.emit({ type: 'note', text: `split_huge_page(${head}): refused, extra references (refcount ${phys.folioRefCount(head)}, mapped ${mapped}, pins ${phys.folioPincount(head)})` });
     return -EBUSY;
