@@ -30,6 +30,7 @@ export { handleMmFault, faultInPage, notifyPageChange, wpPageCopy, zapPteRange, 
 export { findOrReadPage, folioMarkDirty, folioMkclean, writebackPage, writebackFile, truncatePages } from './filemap.ts';
 export { mmput, exitMmap } from './exit.ts';
 export { MMAP_BASE } from './mmap.ts';
+export { doBrk, setBrkBase, sbrk } from './brk.ts';
 export {
   MmuNotifyEvent, MMU_NOTIFIER_RANGE_BLOCKABLE, mmuNotifierRangeInit, mmuNotifierRangeBlockable, eventName,
   type MmuNotifierRange,

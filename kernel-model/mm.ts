@@ -37,6 +37,9 @@ export class MmStruct {
    * randomizes the address space (arch_pick_mmap_layout, mm/util.c); fork copies it.
    */
   mmapBase = MMAP_BASE;
+  /** mm->start_brk and mm->brk (kernel-model/brk.ts); 0 until the loader sets a heap up. */
+  startBrk = 0;
+  brk = 0;
 
   constructor(readonly kernel: Kernel, readonly id: number) {
     this.mmapLock = new RwSemaphore(kernel.sim, `mmap_lock(mm${id})`, 'mmap_lock');

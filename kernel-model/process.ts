@@ -7,6 +7,7 @@ import { MADV_DOFORK, MADV_DONTFORK, PAGE_SIZE, pageAlignDown, pageAlignUp, vpn 
 import { doMadvise } from './madvise.ts';
 import { doMmap, doMremap, doMunmapSyscall } from './mmap.ts';
 import { doMprotect } from './mprotect.ts';
+import { doBrk, sbrk } from './brk.ts';
 import { dupMmap } from './fork.ts';
 import { mmput } from './exit.ts';
 import { faultInPage } from './memory.ts';
@@ -87,6 +88,19 @@ export class Process {
   }
 
   /**
+   * brk(2) (kernel-model/brk.ts): the new break, or the old one when refused; a shrink
+   * unmaps like munmap (one UNMAP over [newbrk, oldbrk)).
+   */
+  *brk(addr: number): Co<number> {
+    return yield* this.syscall('brk', hx(addr), () => this.writeLocked(() => doBrk(this.mm, addr)));
+  }
+
+  /** glibc's sbrk(3): the old break, or -ENOMEM (a brk(2) call, traced as such). */
+  *sbrk(increment: number): Co<number> {
+    return yield* sbrk((a) => this.brk(a), this.mm.brk, increment);
+  }
+
+  /**
    * madvise(2). Like Linux, the advices that only zap or reclaim pages (DONTNEED, FREE,
    * PAGEOUT, REMOVE) take mmap_lock for read, so they run concurrently with faults and with
    * each other; those that change VMA flags (DONTFORK, DOFORK) take it for write.
@@ -140,6 +154,8 @@ export class Process {
     const { kernel } = this;
     const childMm = kernel.newMm();
     childMm.mmapBase = this.mm.mmapBase; // dup_mmap copies the parent's layout
+    childMm.startBrk = this.mm.startBrk; // dup_mm copies the whole mm_struct, break included
+    childMm.brk = this.mm.brk;
     let child: Process | null = null;
     const ret = yield* this.syscall('fork', '', () =>
       this.writeLocked(function* (this: Process) {
