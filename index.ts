@@ -10,3 +10,5 @@ export {
   type ScenarioDefinition, type ScenarioContext, type ScenarioReport, type ParamDoc, type ParamValues, type LoadedStrategy, type LoadedPolicy,
 } from './scenarios/index.ts';
 export { z } from 'zod';
+// A kernel variant of your own (a proposal to compare with the seed threads' ones: lab compare).
+export { defineVariant, VARIANTS, type KernelVariant, type ProposalSwitches, type VariantExpectation } from './kernel-model/index.ts';

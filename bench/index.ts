@@ -7,7 +7,7 @@
  *
  * The defaults are the issue's sizes and take several minutes; the environment variables
  * that change them (ENGINE_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS, SANITIZER_WRITES,
- * SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS) reach the children, and
+ * SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS, EXPLORE_MAX_K) reach the children, and
  * `BENCH_ONLY=engine,sanitizer` picks benchmarks. bench/README.md lists the targets and
  * the last figures.
  *
@@ -28,12 +28,13 @@ const BENCHES = {
   implicit: '100k RDMA READs of never-written pages across 128 TiB through an implicit ODP MR: peak RSS',
   sanitizer: 'the traffic benchmark with and without the sanitizer: slowdown',
   'sweep-scaling': 'a sweep preset with 1 and 2 worker processes: speedup',
+  explore: 'lab explore with and without the sleep-set reduction, preemption bounds 0 to 3: schedules explored and runs',
 } as const;
 
 type BenchName = keyof typeof BENCHES;
 
 const ENV_VARS = [
-  'ENGINE_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS', 'SWEEP_PRESET', 'SWEEP_REPEATS',
+  'ENGINE_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS', 'SWEEP_PRESET', 'SWEEP_REPEATS', 'EXPLORE_MAX_K',
 ] as const;
 
 function runChild(name: BenchName): Promise<Record<string, unknown>> {

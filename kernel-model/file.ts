@@ -11,6 +11,11 @@ export class File {
   readonly disk = new Map<number, Uint8Array>();
   /** VMAs mapping this file (i_mmap). */
   readonly mappings = new Set<Vma>();
+  /**
+   * inode->dirtied_when: when the inode went from clean to dirty (virtual ns), -1 while
+   * clean. The flusher writes back an inode once it is older than dirty_expire_interval.
+   */
+  dirtiedWhenNs = -1;
 
   constructor(
     readonly id: number,

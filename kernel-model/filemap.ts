@@ -15,6 +15,7 @@ import { zapPteRange } from './memory.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped } from './migrate.ts';
+import { PG_DMA_PINNED, gupReferences, proposal, waitForDmaIdle } from './variant.ts';
 
 /**
  * filemap_get_folio / read_cache_folio: the page-cache page for `index`, read from disk
@@ -141,9 +142,12 @@ export function* pageMkwrite(mm: MmStruct, _vma: Vma, frame: number): Co<number>
 export function folioMarkDirty(kernel: Kernel, frame: number, caller: string): void {
   const { phys } = kernel;
   const file = phys.mappingFile[frame]!;
-  if (file >= 0 && !kernel.fileById(file)?.shmem && !phys.has(frame, PG_PRIVATE) && !phys.has(frame, PG_DIRTY)) {
+  const inode = file >= 0 ? kernel.fileById(file) : undefined;
+  if (inode && !inode.shmem && !phys.has(frame, PG_PRIVATE) && !phys.has(frame, PG_DIRTY)) {
     kernel.sim.emit({ type: 'dirty-without-buffers', frame, caller, node: kernel.node });
   }
+  // __mark_inode_dirty: the inode's dirtied_when is set when it goes from clean to dirty.
+  if (inode && !inode.shmem && inode.dirtiedWhenNs < 0) inode.dirtiedWhenNs = kernel.sim.now();
   phys.set(frame, PG_DIRTY);
 }
 
@@ -195,6 +199,12 @@ export function* writebackPage(kernel: Kernel, file: File, index: number, dropBu
   // Writeback visits only pages tagged dirty: a clean page is not cleaned again (no
   // PROTECTION_PAGE for it), however often fsync or the flusher runs.
   if (!phys.has(frame, PG_DIRTY)) return false;
+  // gup-dirty-forever (seed 002, Jérôme Glisse's steps 3..N): a page with GUP references is
+  // never cleaned; it stays dirty, and fsync returns without writing it.
+  if (proposal(kernel).gupDirtyForever && gupReferences(kernel, frame) > 0) {
+    kernel.sim.emit({ type: 'proposal', node: kernel.node, what: 'writeback-skipped', frame, caller: 'writeback' });
+    return false;
+  }
   // folio_lock around clear_page_dirty_for_io: a page_mkwrite racing the clean waits, so a
   // PTE made writable again always belongs to a page that is dirty again.
   if (!locked) yield* folioLock(kernel, frame);
@@ -205,10 +215,33 @@ export function* writebackPage(kernel: Kernel, file: File, index: number, dropBu
   yield* folioMkclean(kernel, file, index, frame);
   phys.clear(frame, PG_DIRTY);
   file.disk.set(index, phys.read(frame, 0, PAGE_SIZE));
-  if (dropBuffers) phys.clear(frame, PG_PRIVATE);
-  if (!locked) folioUnlock(kernel, frame);
+  // Traced when the page is clean and on disk, before a buffer release that may wait.
   kernel.sim.emit({ type: 'writeback', file: file.id, index, frame, node: kernel.node });
+  if (dropBuffers) yield* releaseBuffers(kernel, frame);
+  if (!locked) folioUnlock(kernel, frame);
   return true;
+}
+
+/**
+ * try_to_release_folio for a page writeback just cleaned: the filesystem drops its
+ * buffers. Under hubbard-flag (seed 000) a flagged page keeps them; under
+ * wait-for-dma-idle (seed 003) the release first waits until the page holds only the page
+ * cache's and its mappings' references, and then drops them only if nothing dirtied the
+ * page meanwhile (a dirty page's buffers are never released).
+ */
+function* releaseBuffers(kernel: Kernel, frame: number): Co {
+  const { phys } = kernel;
+  const p = proposal(kernel);
+  if (p.dmaPinnedFlag && phys.has(frame, PG_DMA_PINNED)) {
+    kernel.sim.emit({ type: 'proposal', node: kernel.node, what: 'kept-flagged', frame, caller: 'try_to_release_folio' });
+    return;
+  }
+  if (p.waitForDmaIdle) {
+    const generation = phys.generation[frame];
+    yield* waitForDmaIdle(kernel, frame, () => 1 + phys.mapcount[frame]!, 'try_to_release_folio');
+    if (!phys.isAllocated(frame) || phys.generation[frame] !== generation || phys.has(frame, PG_DIRTY)) return;
+  }
+  phys.clear(frame, PG_PRIVATE);
 }
 
 /** Write back every dirty page of a file (fsync, msync MS_SYNC, the flusher). */
@@ -217,6 +250,10 @@ export function* writebackFile(kernel: Kernel, file: File, dropBuffers = false):
   for (const index of [...file.pageCache.keys()].sort((a, b) => a - b)) {
     if (yield* writebackPage(kernel, file, index, dropBuffers)) n++;
   }
+  // The inode leaves the dirty list once no page is dirty (dirtied_when is reset when it
+  // is dirtied again); pages kept dirty keep it on the list with its old time.
+  const { phys } = kernel;
+  if (![...file.pageCache.values()].some((f) => phys.has(f, PG_DIRTY))) file.dirtiedWhenNs = -1;
   return n;
 }
 
@@ -267,6 +304,14 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
   }
   for (const [index, f] of [...file.pageCache]) {
     if (index < first || index > last) continue;
+    // wait-for-dma-idle (seed 003): truncate waits until the page cache's is the only
+    // reference left, i.e. no DMA can still reach the page, before it lets go.
+    if (proposal(kernel).waitForDmaIdle) {
+      phys.get(f);
+      yield* waitForDmaIdle(kernel, f, () => 2, 'truncate_inode_pages');
+      phys.put(f);
+      if (file.pageCache.get(index) !== f) continue;
+    }
     file.pageCache.delete(index);
     phys.mappingFile[f] = -1;
     phys.clear(f, PG_DIRTY | PG_PRIVATE);

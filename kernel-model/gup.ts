@@ -11,6 +11,7 @@ import { folioMarkDirty } from './filemap.ts';
 import { migratePage } from './migrate.ts';
 import { requireInterface } from './profile.ts';
 import type { Kernel } from './kernel.ts';
+import { proposal, proposalGupGrab, proposalGupRelease } from './variant.ts';
 
 export const FOLL_WRITE = 0x01;
 export const FOLL_GET = 0x04;
@@ -159,12 +160,14 @@ export function gupFastWalk(mm: MmStruct, start: number, nrPages: number, flags:
 /** try_grab_page: a pin (the bias, or _pincount on a large folio) or a plain reference. */
 function grabPage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
+  proposalGupGrab(kernel, f);
   if (flags & FOLL_PIN) phys.pin(f);
   else phys.get(f);
 }
 
 function releasePage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
+  proposalGupRelease(kernel, f);
   if (flags & FOLL_PIN) phys.unpin(f);
   else phys.put(f);
 }
@@ -236,6 +239,11 @@ function canFollowWritePte(kernel: Kernel, vma: Vma, frame: number, flags: numbe
 function mustUnshare(kernel: Kernel, vma: Vma, frame: number, flags: number): boolean {
   const { phys, profile } = kernel;
   if (!(flags & FOLL_PIN) || (flags & FOLL_WRITE)) return false;
+  // Seed 001's two read-pin semantics (variant.ts): #1 pins what the page table maps, #2
+  // first unshares anything the process could COW away from, the zero page included.
+  const readPin = proposal(kernel).readPin;
+  if (readPin === 'shared') return false;
+  if (readPin === 'exclusive') return vma.cow && (frame === ZERO_PFN || !phys.has(frame, PG_ANON) || !phys.has(frame, PG_ANON_EXCLUSIVE));
   if (frame !== ZERO_PFN && phys.has(frame, PG_ANON)) return profile.anonExclusive && !phys.has(frame, PG_ANON_EXCLUSIVE);
   // Non-anonymous page (page cache or the zero page) in a COW mapping: long-term only, 6.2+.
   return profile.unshareAnyCow && (flags & FOLL_LONGTERM) !== 0 && vma.cow;
@@ -280,6 +288,9 @@ function* gupPages(kernel: Kernel, mm: MmStruct, start: number, nrPages: number,
           mm.pageTable.set(vpn(addr), pteWith(pte, PTE_DIRTY));
           if (phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'follow_page_pte');
           else phys.set(frame, PG_DIRTY);
+        } else if (write && proposal(kernel).dirtyAtGup && phys.mappingFile[frame]! >= 0 && !phys.has(frame, PG_DIRTY)) {
+          // dirty-at-gup (seed 002): set_page_dirty at GUP time whatever the PTE said.
+          folioMarkDirty(kernel, frame, 'get_user_pages (dirty-at-gup)');
         }
         break;
       }
@@ -318,7 +329,10 @@ function checkVmaFlags(kernel: Kernel, vma: Vma, flags: number): number {
 
 /** put_page for FOLL_GET references. */
 export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
-  for (const f of pages) kernel.phys.put(f);
+  for (const f of pages) {
+    proposalGupRelease(kernel, f);
+    kernel.phys.put(f);
+  }
   if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: false });
 }
 
@@ -326,7 +340,11 @@ export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
 export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
   const { phys } = kernel;
   // gup_put_folio: exact _pincount on a large folio (mm/gup.c), the bias on a small one.
-  for (const f of pages) phys.unpin(f);
+  for (const f of pages) {
+    if (f === ZERO_PFN) continue;
+    proposalGupRelease(kernel, f);
+    phys.unpin(f);
+  }
   if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: true });
 }
 
@@ -336,8 +354,10 @@ export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
  */
 export function unpinUserPagesDirtyLock(kernel: Kernel, pages: readonly number[], makeDirty: boolean): void {
   const { phys } = kernel;
+  const atGup = proposal(kernel).dirtyAtGup;
   for (const f of pages) {
-    if (makeDirty && f !== ZERO_PFN && !phys.has(f, PG_DIRTY)) {
+    if (makeDirty && atGup && f !== ZERO_PFN && phys.mappingFile[f]! >= 0) releaseNotDirtied(kernel, f, 'unpin_user_pages_dirty_lock');
+    else if (makeDirty && f !== ZERO_PFN && !phys.has(f, PG_DIRTY)) {
       // (Never waits: a folio locked by reclaim or migration keeps its holder's lock.)
       const held = phys.has(f, PG_LOCKED);
       if (!held) phys.set(f, PG_LOCKED);
@@ -350,11 +370,23 @@ export function unpinUserPagesDirtyLock(kernel: Kernel, pages: readonly number[]
 
 /** The pre-5.6 equivalent for FOLL_GET users: set_page_dirty_lock then put_page. */
 export function putUserPagesDirty(kernel: Kernel, pages: readonly number[], makeDirty: boolean): void {
+  const atGup = proposal(kernel).dirtyAtGup;
   for (const f of pages) {
-    if (makeDirty && f !== ZERO_PFN && !kernel.phys.has(f, PG_DIRTY)) folioMarkDirty(kernel, f, 'set_page_dirty_lock');
+    if (makeDirty && atGup && f !== ZERO_PFN && kernel.phys.mappingFile[f]! >= 0) releaseNotDirtied(kernel, f, 'set_page_dirty_lock');
+    else if (makeDirty && f !== ZERO_PFN && !kernel.phys.has(f, PG_DIRTY)) folioMarkDirty(kernel, f, 'set_page_dirty_lock');
+    proposalGupRelease(kernel, f);
     kernel.phys.put(f);
   }
   if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: false });
+}
+
+/**
+ * dirty-at-gup (seed 002, Andrea Arcangeli's idea relayed by Jérôme Glisse): the page was
+ * dirtied when GUP took it, so the release calls no set_page_dirty; a file page cleaned
+ * meanwhile stays clean (Dave Chinner's objection).
+ */
+function releaseNotDirtied(kernel: Kernel, f: number, caller: string): void {
+  kernel.sim.emit({ type: 'proposal', node: kernel.node, what: 'release-not-dirtied', frame: f, caller });
 }
 
 /**

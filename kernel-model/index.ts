@@ -86,3 +86,9 @@ export {
   type MmuIntervalNotifierOps, type MmuIntervalNotifierInsertOptions, type SubscriberLock,
 } from './mmu-interval-notifier.ts';
 // ---- end of mmu notifiers ------------------------------------------------------------
+export {
+  VARIANTS, VARIANT_NAMES, DRIVER_PROPOSALS, NO_PROPOSAL, OUTCOME_LABELS, PG_DMA_PINNED, DMA_IDLE_POLL_NS,
+  defineVariant, isVariantDefinition, variantByName, applyVariants, proposal, gupReferences, waitForDmaIdle,
+  type KernelVariant, type AppliedVariant, type ProposalSwitches, type ProfilePatch, type OutcomeLabel, type VariantExpectation,
+} from './variant.ts';
+export { DIRTY_EXPIRE_INTERVAL_NS, DIRTY_WRITEBACK_INTERVAL_NS } from './writeback.ts';

@@ -1,4 +1,5 @@
 import { EINVAL } from './errno.ts';
+import type { AppliedVariant } from './variant.ts';
 
 /**
  * A kernel profile: the behaviour switches and the interfaces of one kernel release, so
@@ -109,6 +110,11 @@ export interface KernelProfile {
    * ib_umem_odp_map_dma_and_lock's hmm_order check).
    */
   odpHugetlb: 'hugetlb-vma' | 'hpage-shift';
+  /**
+   * The proposals under study layered on this profile (kernel-model/variant.ts), absent on
+   * a plain profile. Never mainline behaviour: each names its seed thread.
+   */
+  variant?: AppliedVariant;
 }
 
 export type ProfileName = 'linux-3.0' | 'linux-4.18' | 'linux-5.8' | 'linux-5.15' | 'linux-6.x';

@@ -11,6 +11,7 @@ import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
 import { notifyPageChange } from './memory.ts';
 import { folioMarkDirty, writebackPage } from './filemap.ts';
 import { splitHugePage } from './huge-memory.ts';
+import { PG_DMA_PINNED, proposal } from './variant.ts';
 
 export interface ReclaimStats {
   scanned: number;
@@ -95,6 +96,14 @@ function* shrinkLockedPage(kernel: Kernel, frame: number, stats: ReclaimStats, i
     lru.rotate(frame);
     stats.keptYoung++;
     return outcome('young');
+  }
+  // hubbard-flag (seed 000): try_to_unmap leaves a flagged page alone, however long ago
+  // its last GUP reference went: the page is kept mapped and unreclaimable until freed.
+  if (proposal(kernel).dmaPinnedFlag && phys.has(frame, PG_DMA_PINNED)) {
+    lru.rotate(frame);
+    stats.keptPinned++;
+    sim.emit({ type: 'proposal', node: kernel.node, what: 'kept-flagged', frame, caller: 'try_to_unmap' });
+    return outcome('pinned');
   }
   const anon = phys.has(frame, PG_ANON);
   if (anon && !phys.has(frame, PG_SWAPCACHE) && phys.maybeDmaPinned(frame)) {

@@ -19,8 +19,11 @@ import { registerFuzzCommands } from './fuzz/index.ts';
 import { registerCheckCommand } from './check/cli.ts';
 import { registerNewCommand } from './new/cli.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
+import { exploreScenarioByName, registerExploreCommand } from './explore/index.ts';
+import { PctPolicy, describeSchedule, parseScheduleSpec, pctBound, type ScheduleOption, type Simulation } from '../kernel-model/index.ts';
 import { isModuleRef, loadBatchPolicy, loadStrategy, type LoadedPolicy, type LoadedStrategy } from './user-module.ts';
 import { UsageError, checkOutputFile, errorLine, registerOneLineError, type CliIo } from './cli-errors.ts';
+import { checkVariantsOn, registerCompareCommands, resolveVariantSpec } from './compare/cli.ts';
 
 /**
  * `lab <command>` (the package's bin; `npm run -s lab -- …` in the repository): the command
@@ -63,6 +66,38 @@ function parseShardOption(v: string): Shard {
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
+
+function parseSchedule(v: string): ScheduleOption {
+  const s = parseScheduleSpec(v);
+  if ('error' in s) throw new InvalidArgumentError(s.error);
+  return s;
+}
+
+/** The command-line spelling of a scheduling option (what --schedule parses back). */
+export function scheduleSpec(s: ScheduleOption): string {
+  switch (s.mode) {
+    case 'jitter': return `jitter:p=${s.probability},max=${s.maxDelayNs}`;
+    case 'pct': return `pct:d=${s.depth},k=${s.steps}`;
+    default: return s.mode;
+  }
+}
+
+/**
+ * PCT's guarantee for what was run (Burckhardt et al., ASPLOS 2010): per run, a bug of
+ * depth <= d is hit with probability at least 1/(n·k^(d-1)); over `runs` independent runs,
+ * at least 1 - (1 - p)^runs. n and k are the largest task and step counts seen.
+ */
+export function pctGuaranteeLine(p: { option: { depth: number; steps: number }; tasks: number; steps: number }, runs: number, maxTasks = p.tasks, maxSteps = p.steps): string {
+  const { depth, steps: horizon } = p.option;
+  const k = Math.max(horizon, 1);
+  const per = pctBound(maxTasks, k, depth);
+  const over = 1 - (1 - per) ** runs;
+  const fmt = (x: number) => (x >= 0.001 ? x.toPrecision(3) : x.toExponential(2));
+  let line = `schedule pct d=${depth} k=${horizon}: a bug of depth <= ${depth} is hit ${runs === 1 ? 'by this run' : `per run`} with probability >= 1/(n·k^${depth - 1}) = ${fmt(per)} ` +
+    `(n = ${maxTasks} tasks, k = ${k} steps)${runs > 1 ? `; over ${runs} runs >= ${fmt(over)}` : ''}`;
+  if (maxSteps > horizon) line += `; the run${runs === 1 ? '' : 's'} passed up to ${maxSteps} steps, so this covers bugs whose steps fall in the first ${horizon} (widen with k=)`;
+  return line;
+}
 
 /** The `--set`s, loading a batching policy module one of them names (the last `batching.policy` wins). */
 async function policyModule(sets: readonly string[]): Promise<LoadedPolicy | null> {
@@ -109,11 +144,16 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     .option('--trace <file>', 'write a Chrome trace (open it in ui.perfetto.dev)')
     .addOption(new Option('--trace-dma <detail>', 'DMA accesses in the trace: one instant per work request\'s run of accesses, or every access').choices(['per-wr', 'all']).default('per-wr'))
     .option('--html <file>', 'write a self-contained time-travel page: narrative, timeline, the state at each instant (lab inspect)')
-    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string }) => {
+    .option('--variant <name>', 'a kernel variant under study layered on the profile (lab variants): a name, a+b, or ./file.ts#export (defineVariant)')
+    .option('--schedule <mode>', 'scheduling instead of the seed\'s: plain, jitter[:p=P,max=NS], or pct[:d=D,k=K] (probabilistic concurrency testing)', parseSchedule)
+    .action(async (names: string[], opts: { seed: number; profile?: ProfileName; driver?: string; variant?: string; set: string[]; json?: boolean; trace?: string; traceDma: DmaDetail; html?: string; schedule?: ScheduleOption }) => {
       const user = opts.driver !== undefined && isModuleRef(opts.driver) ? await loadStrategy(opts.driver) : null;
+      const variantModules: Record<string, string> = {};
+      const variants = opts.variant !== undefined ? await resolveVariantSpec(opts.variant, variantModules) : [];
       const policy = await policyModule(opts.set);
       let chosen = names.includes('all') ? [...SCENARIOS] : names.map((n) => {
-        const s = scenarioByName(n);
+        // The exploration fixtures (lab explore's races) run by name too, but are not in `all`.
+        const s = scenarioByName(n) ?? exploreScenarioByName(n);
         if (!s) throw new UsageError(`unknown scenario '${n}'; valid: ${SCENARIOS.map((x) => x.name).join(', ')}, all`);
         return s;
       });
@@ -144,29 +184,44 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
         checkOutputFile(opts.trace, '--trace');
       }
       if (opts.html !== undefined) {
+        if (opts.schedule) throw new UsageError('--html replays the seed\'s schedule; run --schedule without --html');
         if (runs.length > 1 || opts.trace !== undefined) throw new UsageError('--html takes one scenario at a time, without --trace');
         checkOutputFile(opts.html, '--html');
       }
       let allOk = true;
       const setKeys = [...new Set(opts.set.map((s) => s.slice(0, s.indexOf('='))))];
       const unused = new Map(setKeys.map((k) => [k, [] as string[]]));
+      for (const { def } of runs) checkVariantsOn(opts.profile ?? def.defaultProfile, variants, opts.variant ?? 'none');
       for (const { def, driver, params } of runs) {
         const profile = opts.profile ?? def.defaultProfile;
         const used = new Set<string>();
+        let sim: Simulation | null = null;
         const runOpts = {
           seed: opts.seed, profile, driver, params, usedParams: used,
+          ...(variants.length ? { variants, variantModules } : {}),
           ...(user ? { strategy: user } : {}), ...(opts.trace ? { traceFile: opts.trace, traceDma: opts.traceDma } : {}),
+          ...(opts.schedule ? { schedule: opts.schedule, observe: (s: Simulation) => { sim = s; } } : {}),
         };
         const html = opts.html !== undefined ? runScenarioWithHtml(def, runOpts, opts.html, writeFileSync) : null;
         const report = html ? html.report : runScenario(def, runOpts);
         if (html && !opts.json) io.err(html.note);
+        const pct = (sim as Simulation | null)?.schedulePolicy;
+        if (opts.schedule && pct instanceof PctPolicy) {
+          const line = pctGuaranteeLine(pct, 1);
+          if (opts.json) io.err(line);
+          else out(line);
+        } else if (opts.schedule && !opts.json) {
+          out(`schedule: ${describeSchedule(opts.schedule)}`);
+        }
         for (const k of setKeys) if (!used.has(k)) unused.get(k)?.push(def.name);
         if (opts.json) out(JSON.stringify(report));
         else for (const l of renderReport(report)) out(l);
         if (!report.outcome.ok) {
           allOk = false;
           const sets = opts.set.map((s) => ` --set ${shellQuote(s)}`).join('');
-          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${sets}`;
+          const sched = opts.schedule ? ` --schedule ${scheduleSpec(opts.schedule)}` : '';
+          const variant = opts.variant ? ` --variant ${shellQuote(opts.variant)}` : '';
+          const line = `replay: npx lab run ${def.name} --seed ${opts.seed} --profile ${profile} --driver ${shellQuote(opts.driver ?? driver)}${variant}${sets}${sched}`;
           if (opts.json) io.err(line);
           else out(line);
         }
@@ -235,6 +290,8 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
   registerCheckCommand(program, io, setExit);
   registerNewCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
+  registerExploreCommand(program, io, setExit);
+  registerCompareCommands(program, io, setExit);
   return program;
 }
 

@@ -12,6 +12,39 @@ import {
 } from '../driver/index.ts';
 import { P, completions, connectRc, equalBytes, load, mapAnon, must, openApp, regOk, store, type App } from './app.ts';
 import type { ScenarioContext, ScenarioDefinition } from './scenario.ts';
+import type { AppliedVariant, VariantExpectation } from '../kernel-model/index.ts';
+
+/**
+ * Seed 001's read-pin semantics as rows (`lab compare`): under `read-pin-shared` a pin is
+ * what the page table mapped at lookup, so a never-written ring pins the zero page and a
+ * fork leaves the pin behind the parent's COW; under `read-pin-exclusive` the pin never
+ * breaks (unshared at pin time, copied early at fork, reused in place on write).
+ * `fork-seqcount` alone closes a race this story does not run (a gup_fast during fork's
+ * copy; test/kernel-model/variants.test.ts runs it), so it changes nothing here.
+ */
+function ringRow(variant: AppliedVariant | null, plainIncoherent: boolean, story: 'zero-page' | 'fork'): VariantExpectation | null {
+  const incoherent = { violations: ['pinned-incoherence'], outcome: ['incoherence'] as const };
+  const coherent = { violations: [], outcome: ['ok'] as const };
+  const name = variant?.name ?? 'none';
+  const sw = variant?.switches;
+  if (name === 'none' || name === 'fork-seqcount') {
+    return { ...(plainIncoherent ? incoherent : coherent), reading: name === 'none' ? 'the kernel as it was' : 'seed 001: the seqcount closes the gup_fast/fork race; this story has no such race, so nothing changes' };
+  }
+  if (sw?.readPin === 'exclusive') {
+    return { ...coherent, reading: 'seed 001, Linus\'s option 2: "an exclusive pin, and it _will_ follow the source VM changes, and never break": the device sees every write' };
+  }
+  if (sw?.readPin === 'shared') {
+    // A write pin (ib_umem's FOLL_WRITE) is not a read pin: only the profile's fork decides.
+    const shared = story === 'zero-page' ? true : plainIncoherent;
+    return {
+      ...(shared ? incoherent : coherent),
+      reading: story === 'zero-page'
+        ? 'seed 001, Linus\'s option 1: "a reference to a page that is valid at the time of the page lookup, and absolutely nothing more": the zero page, never written (Gunthorpe: "We must do #2")'
+        : 'seed 001, option 1 for read pins; this ring is pinned for write (ib_umem), so the profile\'s fork decides',
+    };
+  }
+  return null;
+}
 
 /** One ring entry: what the producer writes and the device must see. */
 const ENTRY = 64;
@@ -249,6 +282,7 @@ export const forkWithPinnedRing: ScenarioDefinition = {
   defaultDriver: 'pinned',
   untilNs: 1_000_000_000,
   expect: (profile: ProfileName) => (PROFILES[profile].forkCopiesPinned ? [] : ['pinned-incoherence']),
+  expectVariant: (profile, _driver, variant) => ringRow(variant, !PROFILES[profile].forkCopiesPinned, 'fork'),
   setup: (ctx) => setupRing(ctx, 'default'),
 };
 
@@ -286,6 +320,10 @@ export const pinnedRingZeroPage: ScenarioDefinition = {
   defaultDriver: 'generic',
   untilNs: 1_000_000_000,
   expect: (profile: ProfileName, driver: string) => (driver === 'generic' && pinsZeroPage(profile) ? ['pinned-incoherence'] : []),
+  // ib_umem's FOLL_WRITE|FOLL_FORCE pin is no read pin: the read-pin variants change nothing for driver 'pinned'.
+  expectVariant: (profile, driver, variant) => (driver === 'generic'
+    ? ringRow(variant, pinsZeroPage(profile), 'zero-page')
+    : variant === null || ['read-pin-shared', 'read-pin-exclusive', 'fork-seqcount'].includes(variant.name) ? { violations: [], outcome: ['ok'], reading: 'a write pin (FOLL_WRITE | FOLL_FORCE) is no read pin: coherent under every read-pin semantics' } : null),
   setup: (ctx) => setupRing(ctx, 'zero-page'),
 };
 

@@ -1,8 +1,8 @@
 import type { Observable } from 'rxjs';
 import { writeFileSync } from 'node:fs';
 import {
-  PLAIN_SCHEDULE, PROFILES, SCENARIO_JITTER, Simulation, type Co, type Kernel, type KernelProfile, type ProfileName,
-  type ScheduleOption,
+  OUTCOME_LABELS, PLAIN_SCHEDULE, PROFILES, SCENARIO_JITTER, Simulation, applyVariants, type AppliedVariant, type Co, type Kernel, type KernelProfile,
+  type KernelVariant, type OutcomeLabel, type ProfileName, type ScheduleOption, type VariantExpectation,
 } from '../kernel-model/index.ts';
 import { Fabric, NO_ODP_CAPS, type Nic, type NicCapabilities } from '../device/index.ts';
 import { createRdmaNode, type IbDeviceOptions, type RdmaNode, type StrategyDefinition, type UmemStrategy } from '../driver/index.ts';
@@ -11,6 +11,8 @@ import { RunMetrics, type MetricsSummary } from './metrics.ts';
 import { PerfettoTrace, type DmaDetail } from './perfetto.ts';
 import { batchingFromParams, costsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
 import { displayPath, type LoadedStrategy } from './user-module.ts';
+import { ProposalCostObserver, type ProposalCosts } from './compare/costs.ts';
+import { outcomeLabels } from './compare/outcome.ts';
 
 export interface NarrativeLine {
   t: number;
@@ -30,7 +32,7 @@ export interface ScenarioContext {
   figure(name: string, value: number | string): void;
   /** A node (kernel + NIC + driver device) on the scenario's fabric. */
   node(name: string, opts: { device: IbDeviceOptions; caps?: Partial<NicCapabilities>; frames?: number }): RdmaNode;
-  /** The run's scheduling option: `plain` for seed 1, the engine's seeded jitter for any other seed. */
+  /** The run's scheduling option: `plain` for seed 1, the engine's seeded jitter for any other seed (unless the run was given one). */
   schedule: ScheduleOption;
   /**
    * One of the workload's random choices (an arrival time, an address, a size): `plain`
@@ -66,6 +68,14 @@ export interface ScenarioDefinition {
   endsAtLimit?: boolean;
   /** Violation ids this (profile, driver) is expected to show; anything else is unexpected. */
   expect(profile: ProfileName, driver: string): readonly string[];
+  /**
+   * What the story expects under a kernel variant (kernel-model/variant.ts): violations,
+   * outcome and the thread's claim the row tests; `variant` null asks for the plain kernel's
+   * row (`none`), which defaults to `expect`. null: no expectation for that variant (its
+   * `lab compare` row cannot match). A row that comes out otherwise than its thread
+   * predicted is explained in the story's text.
+   */
+  expectVariant?(profile: ProfileName, driver: string, variant: AppliedVariant | null): VariantExpectation | null;
 
   /** Build the nodes and return the story's main coroutine. */
   setup(ctx: ScenarioContext): () => Co<void>;
@@ -92,6 +102,17 @@ export interface ScenarioReport {
   violations: Violation[];
   /** The user's strategy module the run used in place of the reference `driver` stands for. */
   driverModule?: { name: string; stands: string; path: string; export: string; sha256: string };
+  /** The kernel variants under study the run was layered with (proposals, never mainline). */
+  variant?: {
+    name: string;
+    proposals: { name: string; status: 'proposal'; seedFile: string; speaker: string; date: string; summary: string; module?: string }[];
+    /** The story's expectation for this variant, if it declares one. */
+    expectation: VariantExpectation | null;
+  };
+  /** The outcome in `lab compare`'s words, worst first (with --variant, or when costs were asked for). */
+  labels?: OutcomeLabel[];
+  /** What the proposals cost, measured from the trace (with --variant, or when asked for). */
+  costs?: ProposalCosts;
 }
 
 /**
@@ -142,6 +163,31 @@ export interface RunScenarioOptions {
   usedParams?: Set<string>;
   /** Called once the nodes are built, before the story runs (lab inspect and --html attach here). */
   observe?: (sim: Simulation, nodes: readonly RdmaNode[]) => void;
+  /**
+   * The scheduling option (`lab run --schedule`, `lab explore`), instead of the one the seed
+   * selects. Addresses and arrival times still follow the seed (seed 1: as the story is told).
+   */
+  schedule?: ScheduleOption;
+  /** Kernel variants layered on the profile (applyVariants must accept them: check first with `variantsError`). */
+  variants?: readonly KernelVariant[];
+  /** Measure the proposals' costs and label the outcome even without a variant (lab compare's `none` row). */
+  costs?: boolean;
+  /** Module paths of user variants, by name, for the report. */
+  variantModules?: Readonly<Record<string, string>>;
+}
+
+/** Why these variants cannot run on this profile (null: they can). */
+export function variantsError(profile: ProfileName, variants: readonly KernelVariant[]): string | null {
+  const p = applyVariants(PROFILES[profile], variants);
+  return 'error' in p ? p.error : null;
+}
+
+/** The expectation of a story for a variant: the story's own, else a user variant's, else null. */
+export function variantExpectation(def: ScenarioDefinition, profile: ProfileName, driver: string, applied: AppliedVariant): VariantExpectation | null {
+  const own = def.expectVariant?.(profile, driver, applied) ?? null;
+  if (own) return own;
+  if (applied.variants.length === 1) return applied.variants[0]!.expect?.(def.name, profile, driver) ?? null;
+  return null;
 }
 
 /**
@@ -157,12 +203,17 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const given: ParamValues = { ...('values' in defaults ? defaults.values : {}), ...opts.params };
   const used = opts.usedParams ?? new Set<string>();
   const params = tracked(given, used);
-  const schedule = scheduleForSeed(opts.seed);
+  const schedule = opts.schedule ?? scheduleForSeed(opts.seed);
+  // The workload's own randomness (addresses, arrival times) follows the seed alone.
+  const told = opts.seed === 1;
   const sim = new Simulation({ seed: opts.seed, schedule });
   // Attached before anything is spawned, so every task is named in the trace.
   const trace = opts.traceFile ? new PerfettoTrace(sim, { dma: opts.traceDma ?? 'per-wr' }) : null;
   const fabric = new Fabric(sim);
-  const profile = PROFILES[opts.profile];
+  const layered = applyVariants(PROFILES[opts.profile], opts.variants ?? []);
+  if ('error' in layered) throw new Error(layered.error);
+  const profile = layered;
+  const applied = profile.variant;
   const nodes: RdmaNode[] = [];
   const narrative: NarrativeLine[] = [];
   const extra: Record<string, number | string> = {};
@@ -197,7 +248,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
       const n = createRdmaNode(sim, fabric, {
         name,
         // Any seed but 1 randomizes addresses as Linux does (randomize_va_space).
-        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: schedule.mode !== 'plain' },
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: !told },
         nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
         device: withUser(o.device),
       });
@@ -206,7 +257,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
       return n;
     },
     schedule,
-    vary: (name, plain, lo, hi) => (schedule.mode === 'plain' ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
+    vary: (name, plain, lo, hi) => (told ? plain : sim.rng(`workload:${name}`).int(lo, hi)),
   };
   let main: (() => Co<void>) | null = null;
   let setupFailure: string | undefined;
@@ -221,6 +272,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
   const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
+  const costObserver = applied || opts.costs ? new ProposalCostObserver(sim, () => kernels) : null;
   let out: { reason: string; failure?: string };
   if (main && setupFailure === undefined) {
     opts.observe?.(sim, nodes);
@@ -236,19 +288,44 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   }
   const seen: Record<string, number> = {};
   for (const v of sanitizer.violations) seen[v.id] = (seen[v.id] ?? 0) + 1;
-  const expected = [...def.expect(opts.profile, opts.driver)].sort();
+  const expectation = applied ? variantExpectation(def, opts.profile, opts.driver, applied) : null;
+  const expected = [...(expectation ? expectation.violations : def.expect(opts.profile, opts.driver))].sort();
   const unexpected = Object.keys(seen).filter((id) => !expected.includes(id)).sort();
   const missing = expected.filter((id) => !seen[id]);
   const failed = out.reason === 'failed';
+  // A story a variant is expected to leave stuck may end at its bound: that is its outcome.
   const cut = (out.reason === 'time-limit' || out.reason === 'event-limit') && def.endsAtLimit !== true;
+  const cutExpected = cut && expectation !== null && expectation.outcome.includes('stuck');
   const report: ScenarioReport = {
     scenario: def.name, profile: opts.profile, driver: user ? user.def.name : opts.driver, seed: opts.seed, params: given,
-    outcome: { ok: !failed && !cut && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
+    outcome: { ok: !failed && (!cut || cutExpected) && unexpected.length === 0 && missing.length === 0, run: out.reason, expected, seen, unexpected, missing },
     narrative, figures: metrics.summary(), extra, violations: sanitizer.violations,
   };
   if (out.failure) report.outcome.failure = out.failure;
-  else if (cut) report.outcome.failure = `the story did not finish: stopped by its ${out.reason === 'time-limit' ? `time limit (${def.untilNs} ns)` : 'event limit'}`;
+  else if (cut && !cutExpected) report.outcome.failure = `the story did not finish: stopped by its ${out.reason === 'time-limit' ? `time limit (${def.untilNs} ns)` : 'event limit'}`;
   if (user) report.driverModule = { name: user.def.name, stands: opts.driver, path: displayPath(user.file), export: user.exportName, sha256: user.sha256 };
+  if (costObserver) {
+    const costs = costObserver.finish();
+    const labels = outcomeLabels(seen, costs, cut);
+    report.costs = costs;
+    report.labels = labels;
+    // A variant's expected outcome is part of being ok (a stuck wait the story predicted is fine; one it did not is not).
+    const want = OUTCOME_LABELS.filter((l) => expectation?.outcome.includes(l));
+    if (expectation && labels.join('+') !== want.join('+')) {
+      report.outcome.ok = false;
+      report.outcome.failure ??= `outcome ${labels.join('+')}, the story expects ${expectation.outcome.join('+')} under ${applied!.name}`;
+    }
+  }
+  if (applied) {
+    report.variant = {
+      name: applied.name,
+      proposals: applied.variants.map((v) => ({
+        name: v.name, status: v.status, seedFile: v.seedFile, speaker: v.speaker, date: v.date, summary: v.summary,
+        ...(opts.variantModules?.[v.name] ? { module: opts.variantModules[v.name] } : {}),
+      })),
+      expectation,
+    };
+  }
   metrics.dispose();
   return report;
 }

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import {
   isBatchPolicyDefinition, isStrategyDefinition, type BatchPolicyDefinition, type StrategyDefinition,
 } from '../driver/index.ts';
+import { isVariantDefinition, type KernelVariant } from '../kernel-model/index.ts';
 
 /**
  * The module loader: a driver author's own strategy or batching policy, named where the
@@ -34,6 +35,8 @@ export interface LoadedModule<D> extends ModuleRef {
 
 export type LoadedStrategy = LoadedModule<StrategyDefinition>;
 export type LoadedPolicy = LoadedModule<BatchPolicyDefinition>;
+export type LoadedVariant = LoadedModule<KernelVariant>;
+type AnyDefinition = StrategyDefinition | BatchPolicyDefinition | KernelVariant;
 
 const SOURCE = /\.(ts|mts|cts|js|mjs|cjs)$/;
 
@@ -101,6 +104,7 @@ function describe(v: unknown): string {
     const kind = (v as { kind?: unknown }).kind;
     if (kind === 'notifier-lab/strategy') return 'a strategy';
     if (kind === 'notifier-lab/batch-policy') return 'a batching policy';
+    if (kind === 'notifier-lab/variant') return 'a kernel variant';
     return `an object with keys ${Object.keys(v).slice(0, 6).join(', ') || '(none)'}`;
   }
   return `${typeof v} ${JSON.stringify(v)}`;
@@ -131,9 +135,9 @@ async function loadDefinition<D>(
 }
 
 /** Every module loaded in this process, by reference as written: what synchronous code (a scenario's set-up) looks up. */
-const registry = new Map<string, LoadedModule<StrategyDefinition | BatchPolicyDefinition>>();
+const registry = new Map<string, LoadedModule<AnyDefinition>>();
 
-function remember<D extends StrategyDefinition | BatchPolicyDefinition>(m: LoadedModule<D>): LoadedModule<D> {
+function remember<D extends AnyDefinition>(m: LoadedModule<D>): LoadedModule<D> {
   const had = registry.get(m.ref);
   if (had && (had.file !== m.file || had.exportName !== m.exportName)) {
     throw new ModuleError(`'${m.ref}' names ${displayPath(had.file)} and ${displayPath(m.file)} in one run; use paths that name one file`);
@@ -150,6 +154,11 @@ export async function loadStrategy(ref: string, baseDir = process.cwd()): Promis
 /** Load a batching-policy module (`defineBatchPolicy`). */
 export async function loadBatchPolicy(ref: string, baseDir = process.cwd()): Promise<LoadedPolicy> {
   return remember(await loadDefinition(ref, baseDir, 'batching policy', 'defineBatchPolicy', isBatchPolicyDefinition));
+}
+
+/** Load a kernel variant module (`defineVariant`): a proposal of the user's, run like the seeds' ones. */
+export async function loadVariant(ref: string, baseDir = process.cwd()): Promise<LoadedVariant> {
+  return remember(await loadDefinition(ref, baseDir, 'kernel variant', 'defineVariant', isVariantDefinition));
 }
 
 /** A policy module loaded earlier in this process, by its reference as written. */
@@ -176,4 +185,12 @@ export function changedSince(file: string, sha256: string): string | null {
     return `${displayPath(file)} is gone since this reproducer was written`;
   }
   return now === sha256 ? null : `${displayPath(file)} changed since this reproducer was written (sha256 ${sha256.slice(0, 12)}, now ${now.slice(0, 12)}); replaying the current file`;
+}
+
+/**
+ * Load any kind of definition a tool accepts by module reference (`lab explore` loads a
+ * story this way), with the same one-line errors as strategies and policies.
+ */
+export async function loadModuleExport<D>(ref: string, baseDir: string, what: string, helper: string, is: (v: unknown) => v is D): Promise<LoadedModule<D>> {
+  return loadDefinition(ref, baseDir, what, helper, is);
 }

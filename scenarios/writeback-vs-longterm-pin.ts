@@ -10,13 +10,15 @@ import { odpStrategy, pinnedStrategy, type IbvMr } from '../driver/index.ts';
 import { ALL_ACCESS, P, RW, completions, connectRc, equalBytes, mapAnon, must, openApp, pattern, regOk, store } from './app.ts';
 import type { ParamDoc } from './params.ts';
 import type { ScenarioDefinition } from './scenario.ts';
+import type { VariantExpectation } from '../kernel-model/index.ts';
 
 /** Bytes each peer write puts into a page (a record at a fresh offset each round). */
 const RECORD = 64;
 
 const PARAMS: readonly ParamDoc[] = [
   { key: 'writeback.periodNs', description: 'the flusher wakes this often (dirty_writeback_interval; Linux default 5 s); the story needs one round before the peer stops', default: 5_000_000_000, schema: z.coerce.number().int().positive() },
-  { key: 'peer.rounds', description: 'rounds of RDMA WRITEs from the peer, one per second, one record into each page', default: 12, schema: z.coerce.number().int().min(1).max(60) },
+  { key: 'writeback.dirtyExpireNs', description: 'the flusher writes an inode once it has been dirty this long (dirty_expire_interval; Linux default 30 s)', default: 30_000_000_000, schema: z.coerce.number().int().min(0) },
+  { key: 'peer.rounds', description: 'rounds of RDMA WRITEs from the peer, one per second, one record into each page; the story needs some after the first writeback', default: 36, schema: z.coerce.number().int().min(1).max(100) },
 ];
 
 /**
@@ -28,9 +30,10 @@ const PARAMS: readonly ParamDoc[] = [
  * The story: an application maps a two-page file MAP_SHARED (a log: one page it will
  * retire, one it keeps registered for as long as it runs) and registers one MR per page
  * for a peer's RDMA WRITEs. The peer writes a record into each page once a second. The
- * flusher wakes every 5 s and, with the filesystem releasing the buffers of what it just
- * cleaned (`dropBuffers`), cleans both pages through folio_mkclean (kernel rule 76,
- * hazard H7). The PROTECTION_PAGE invalidation write-protects the CPU's PTEs; a pinned
+ * flusher wakes every 5 s (dirty_writeback_interval) and writes back the file once it has
+ * been dirty 30 s (dirty_expire_interval, mm/page-writeback.c; Chinner's "~30s"): with the
+ * filesystem releasing the buffers of what it just cleaned (`dropBuffers`), it cleans both
+ * pages through folio_mkclean (kernel rule 76, hazard H7) 30 s into the pin. The PROTECTION_PAGE invalidation write-protects the CPU's PTEs; a pinned
  * MR has no notifier, so the NIC keeps writing into a page the kernel now believes equals
  * the disk:
  * - every record after the clean lands in a clean page (`dma-write-clean-page`), and no
@@ -61,6 +64,50 @@ const PARAMS: readonly ParamDoc[] = [
  * retry check, pages faulted with get_user_pages_remote; driver/umem-odp-ucontext.ts), on
  * linux-5.8 interval notifiers faulting through GUP, from 5.10 hmm_range_fault.
  */
+/**
+ * The rows of `lab compare writeback-vs-longterm-pin --profile linux-4.18` (issue 13 item
+ * 3): what each proposal's thread predicted, and where the model says otherwise, why.
+ *
+ * - `wait-for-dma-idle` (seed 003): the thread predicted the buffer release stuck behind the
+ *   long-term pin, and it is: the flusher cleans page 0 at 30 s and waits, holding the page
+ *   lock, for the reference MR 0 holds. Two things follow that the thread did not say: the
+ *   device still writes the page the flusher cleaned (`dma-write-clean-page`), and no write
+ *   is lost, because the release of MR 0 dirties the page while its buffers are still there
+ *   (so fsync writes it) and the flusher reaches page 1 only after the last record. It then
+ *   waits on page 1 for as long as MR 1 lives: the run ends with the flusher stuck.
+ * - `gup-dirty-forever` (seed 002): page 1's bytes are not on disk after fsync returns 0,
+ *   as predicted, but the sanitizer reports no `lost-write`: the page is still dirty in the
+ *   page cache, and its bytes reach the disk once the pin goes. What the row measures is
+ *   the writebacks skipped; the story's figure `records lost on disk` counts page 1's
+ *   records missing after fsync.
+ */
+const WRITEBACK_ROWS: Readonly<Record<string, VariantExpectation>> = {
+  none: {
+    violations: ['dirty-without-buffers', 'dma-write-clean-page', 'lost-write'], outcome: ['crash', 'data lost', 'incoherence'],
+    reading: 'seed 000: "RDMA has been living with this problem since 2005": the 2018 crash at release (set_page_dirty without buffers) and records lost on disk',
+  },
+  'hubbard-flag': {
+    violations: ['dma-write-clean-page', 'lost-write'], outcome: ['data lost', 'incoherence'],
+    costs: { keptFlagged: '>0', flaggedAfterRelease: '>0', cleanedWhilePinned: '>0' },
+    reading: 'seed 000, Hubbard: "don\'t unmap or drop filesystem buffers": no crash, buffers kept, but the page is still cleaned under the NIC and page 1 loses its records; page 0 stays flagged after its MR went (Lameter: "How do you decide when to clear the flag?")',
+  },
+  'wait-for-dma-idle': {
+    violations: ['dma-write-clean-page'], outcome: ['stuck', 'incoherence'],
+    costs: { stuck: '>0', waits: '>0' },
+    reading: 'seed 003, Williams: "wait for the page reference count to drop to one": the buffer release waits; behind a long-term pin it never returns (the flusher stuck on page 1, naming the MR\'s GUP reference)',
+  },
+  'gup-dirty-forever': {
+    violations: [], outcome: ['ok'],
+    costs: { writebackSkipped: '>0', cleanedWhilePinned: '0' },
+    reading: 'seed 002, Glisse: "keep the page always dirty and never allow page write back to restore the page in a clean state": no crash, no clean page written, but fsync returns 0 with page 1 not on disk while pinned',
+  },
+  'dirty-at-gup': {
+    violations: ['dma-write-clean-page', 'lost-write'], outcome: ['data lost', 'incoherence'],
+    costs: { releasesNotDirtied: '>0', cleanedWhilePinned: '>0' },
+    reading: 'seed 002, Chinner: "what prevents background writeback from cleaning the dirty page ~30s into a long term pin?": nothing: cleaned at 30 s, then written by the NIC while clean; no crash at release, records lost',
+  },
+};
+
 export const writebackVsLongtermPin: ScenarioDefinition = {
   name: 'writeback-vs-longterm-pin',
   summary: 'seeds 000/002/003: writeback cleans a long-term pinned file page while the NIC writes it (4.18); 6.x refuses the pin, ODP refaults',
@@ -76,6 +123,13 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
     if (PROFILES[profile].refuseLongtermFileWrite) return [];
     return ['dma-write-clean-page', 'dirty-without-buffers', 'lost-write'];
   },
+  expectVariant(profile, driver, variant) {
+    if (driver !== 'pinned' || PROFILES[profile].refuseLongtermFileWrite) {
+      // No pin (ODP, or refused at registration): the proposals about pinned pages change nothing.
+      return variant && variant.variants.every((v) => Object.hasOwn(WRITEBACK_ROWS, v.name)) ? { violations: [], outcome: ['ok'], reading: 'nothing is pinned: the proposals about pinned pages have nothing to act on' } : null;
+    }
+    return WRITEBACK_ROWS[variant ? variant.name : 'none'] ?? null;
+  },
   setup(ctx) {
     const odp = ctx.driver === 'odp';
     const host = ctx.node('host', {
@@ -89,17 +143,35 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
     const file = k.createFile('log', 2 * PAGE_SIZE);
     const periodNs = Number(ctx.params['writeback.periodNs']);
     const rounds = Number(ctx.params['peer.rounds']);
-    const flusher = startFlusher(k, { periodNs, dropBuffers: true });
+    const expireNs = Number(ctx.params['writeback.dirtyExpireNs']);
+    const flusher = startFlusher(k, { periodNs, dropBuffers: true, dirtyExpireNs: expireNs });
     const sec = (ns: number) => `${(ns / 1e9).toFixed(ns % 1e9 ? 3 : 0)} s`;
     const seenClean = [false, false];
     let fsyncing = false;
     const registered = [false, false];
-    // Narrate each writeback of the log as it happens (the flusher or fsync).
+    // Narrate each writeback of the log as it happens (the flusher or fsync), and what a
+    // kernel variant under study (kernel-model/variant.ts) does differently, once each.
+    const proposal = ctx.profile.variant?.switches;
+    const told = new Set<string>();
+    const once = (key: string, text: string) => {
+      if (!told.has(key)) ctx.say(text);
+      told.add(key);
+    };
     k.sim.trace$.subscribe((r) => {
+      if (r.type === 'proposal' && r.node === k.node) {
+        if (r.what === 'writeback-skipped') once('skip', `${fsyncing ? 'fsync' : 'the flusher'} skips a page with GUP references (gup-dirty-forever): it stays dirty, nothing is write-protected, nothing reaches the disk`);
+        else if (r.what === 'dma-idle-wait') once(`wait${r.frame}`, `the filesystem's buffer release (${r.caller}) waits for the page to be DMA-idle (wait-for-dma-idle): the MR's GUP reference holds it`);
+        else if (r.what === 'dma-idle-done') ctx.say(`the buffer release's wait ends: the page is DMA-idle (wait-for-dma-idle)`);
+        else if (r.what === 'release-not-dirtied') once('rel', 'the release dirties nothing (dirty-at-gup: the page was dirtied when GUP took it)');
+        return;
+      }
       if (r.type !== 'writeback' || r.file !== file.id) return;
       const live = registered[r.index] === true;
+      const buffers = fsyncing ? ''
+        : proposal?.dmaPinnedFlag && live ? ', the filesystem keeps the buffers of the flagged page (hubbard-flag)'
+          : proposal?.waitForDmaIdle ? '' : ', the filesystem drops the buffers';
       ctx.say(`${fsyncing ? 'fsync' : 'the flusher'} cleans page ${r.index} of log: folio_mkclean sends PROTECTION_PAGE and write-protects the CPU PTE, ` +
-        `the bytes go to disk${fsyncing ? '' : ', the filesystem drops the buffers'}` +
+        `the bytes go to disk${buffers}` +
         (!live ? '' : odp ? '; the ODP MR loses its write access' : '; the pinned MR has no notifier: the NIC keeps its read-write translation'));
     });
 
@@ -142,7 +214,7 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
         const refused = k.profile.name === 'linux-3.0' ? 'nothing refuses it' : 'only FS-DAX is refused';
         ctx.say(`two pinned MRs, one per page, through ib_umem_get: ${how}; in ${ctx.profile.name} ${refused}`);
       }
-      ctx.say(`the flusher wakes every ${sec(periodNs)}; the peer writes one ${RECORD}-byte record into each page every second`);
+      ctx.say(`the flusher wakes every ${sec(periodNs)} and writes back a file once it has been dirty ${sec(expireNs)} (dirty_expire_interval); the peer writes one ${RECORD}-byte record into each page every second`);
 
       // The peer: an RC connection, a source buffer, one RDMA WRITE per page per second.
       const [qp] = connectRc(peer, app);
@@ -190,9 +262,11 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
       const dirty0 = k.phys.has(f0, PG_DIRTY);
       must(yield* app.ctx.deregMr(mrs[0] as IbvMr), 'dereg_mr');
       registered[0] = false;
-      const release = odp ? 'the ODP MR just drops its mirror' : k.profile.follPin ? 'unpin_user_pages_dirty_lock dirties it' : 'set_page_dirty_lock, then put_page';
+      const atGup = proposal?.dirtyAtGup === true;
+      const release = odp ? 'the ODP MR just drops its mirror' : atGup ? 'the release only drops its reference (dirty-at-gup)'
+        : k.profile.follPin ? 'unpin_user_pages_dirty_lock dirties it' : 'set_page_dirty_lock, then put_page';
       ctx.say(`ibv_dereg_mr(page 0): the page is ${dirty0 ? 'dirty' : 'clean'} ${buffers0 ? 'with its buffers' : 'and has NO buffers'}; ${release}` +
-        (!odp && !buffers0 && !dirty0 ? ': the filesystem is asked to dirty a page it has no block mapping for (in 2018, ext4\'s BUG_ON in writepages)' : ''));
+        (!odp && !atGup && !buffers0 && !dirty0 ? ': the filesystem is asked to dirty a page it has no block mapping for (in 2018, ext4\'s BUG_ON in writepages)' : ''));
 
       // The application believes in fsync.
       fsyncing = true;
@@ -207,8 +281,10 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
         }
         recordsLost += lost;
         ctx.say(`fsync returned 0; on disk, page ${page} ${lost === 0 ? 'holds every record' : `lacks ${lost} of ${rounds} records`}` +
-          (page === 0 && !odp ? ' (the release dirtied it again, so this fsync wrote it; in 2018 the machine would have crashed first)' : '') +
-          (page === 1 && lost > 0 ? ': its MR is still registered and the page is clean, so writeback will never write it' : ''));
+          (page === 0 && !odp && !atGup ? ' (the release dirtied it again, so this fsync wrote it; in 2018 the machine would have crashed first)' : '') +
+          (page === 1 && lost > 0 ? (proposal?.gupDirtyForever
+            ? ': its MR is still registered and the page is kept dirty, so fsync skipped it; the bytes reach the disk once the pin goes (gup-dirty-forever)'
+            : ': its MR is still registered and the page is clean, so writeback will never write it') : ''));
       }
       ctx.figure('records written by the peer', 2 * rounds);
       ctx.figure('work requests failed', failed);

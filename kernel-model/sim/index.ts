@@ -7,4 +7,10 @@ export { RwSemaphore } from './rw-semaphore.ts';
 export { WaitQueue } from './wait-queue.ts';
 export { Lockdep, type DeadlockReport, type LockOrderReport } from './lockdep.ts';
 export { serializeTrace, type TraceRecord, type TraceBody, type TaskKind } from './trace.ts';
-export { PLAIN_SCHEDULE, SCENARIO_JITTER, schedulePolicy, scheduleFromPreempt, describeSchedule, type ScheduleOption, type ScheduleMode, type SchedulePolicy, type ScheduleContext } from './schedule.ts';
+export {
+  PLAIN_SCHEDULE, SCENARIO_JITTER, PCT_DEFAULT_STEPS, schedulePolicy, scheduleFromPreempt, describeSchedule, parseScheduleSpec, pctBound,
+  type ScheduleOption, type ScheduleMode, type SchedulePolicy, type ScheduleContext, type PctOption, type ExploreOption, type ScheduleDecision,
+  type SleepEntry, type PreemptDecision,
+} from './schedule.ts';
+export { PctPolicy } from './schedule-pct.ts';
+export { ExplorePolicy, dependent, recordFootprint, siteFootprint, type DecisionRecord } from './schedule-explore.ts';

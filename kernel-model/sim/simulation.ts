@@ -74,13 +74,30 @@ export class Simulation {
   private eventsRun = 0;
   /** The scheduling option's policy: the engine asks it at every preemption point. */
   readonly schedulePolicy: SchedulePolicy;
+  /**
+   * For a policy that picks tasks (PCT, exploration): each task's pending resume, in the
+   * order they were made (a Map keeps insertion order, and a task has at most one pending
+   * resume: it waits on one thing). Every resume still puts one event on the scheduler;
+   * when such an event runs, the policy picks which of the tasks due by now resumes, so the
+   * event queue itself is untouched. Unused (empty) under `plain` and `jitter`.
+   */
+  private readonly pendingResumes = new Map<Task, { time: number; value: unknown }>();
+  /** The task a policy switched to at a preemption point: the next dispatch resumes it. */
+  private switchTo: Task | null = null;
+  /** Whether the event being run resumed a task (else it is an external event for the policy). */
+  private dispatched = false;
+  /** Task resumes scheduled so far (to tell them apart from other events a step armed). */
+  private resumesScheduled = 0;
+  private stepMark = { pending: 0, resumes: 0 };
 
   constructor(opts: SimulationOptions = {}) {
     this.seed = (opts.seed ?? 1) | 0;
     this.seeds = new SeedSplitter(this.seed);
     // The jitter draws from the stream the engine always used for preemption, so seeds
     // found before the option existed replay the same interleaving.
-    this.schedulePolicy = schedulePolicy(opts.schedule ?? scheduleFromPreempt(opts.preempt), { rng: this.rng('preempt') });
+    this.schedulePolicy = schedulePolicy(opts.schedule ?? scheduleFromPreempt(opts.preempt), {
+      rng: this.rng('preempt'), trace$: this.trace$, stop: () => this.stop(),
+    });
     this.lockdep = new Lockdep(this);
   }
 
@@ -123,8 +140,60 @@ export class Simulation {
     const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null, node);
     this.schedulePolicy.onSpawn(task);
     this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
-    this.scheduler.after(0, () => this.resume(task, undefined));
+    this.scheduleResume(task, 0, undefined);
     return task;
+  }
+
+  /**
+   * Resume `task` after `delay` ns. Under `plain` and `jitter` this is one event that
+   * resumes it; under a picking policy the event resumes whichever due task the policy picks.
+   */
+  private scheduleResume(task: Task, delay: number, value: unknown): void {
+    const policy = this.schedulePolicy;
+    if (!policy.picksTasks) {
+      this.scheduler.after(delay, () => this.resume(task, value));
+      return;
+    }
+    this.resumesScheduled++;
+    const d = delay > 0 ? Math.round(delay) : 0;
+    this.pendingResumes.set(task, { time: this.now() + d, value });
+    if (d === 0) policy.onWake?.(this.currentTask, task);
+    this.scheduler.after(d, () => this.dispatch());
+  }
+
+  /** The tasks whose resume is due by now, longest-waiting first (picking policies only). */
+  private readyNow(): Task[] {
+    const now = this.now();
+    const out: Task[] = [];
+    for (const [t, r] of this.pendingResumes) if (r.time <= now) out.push(t);
+    return out;
+  }
+
+  /** One resume event under a picking policy: resume the task switched to, or the one the policy picks. */
+  private dispatch(): void {
+    this.dispatched = true;
+    const ready = this.readyNow();
+    if (ready.length === 0) return;
+    let task: Task;
+    if (this.switchTo && this.pendingResumes.has(this.switchTo)) task = this.switchTo;
+    else if (ready.length === 1) task = ready[0] as Task;
+    else task = this.schedulePolicy.pick?.(ready) ?? (ready[0] as Task);
+    this.switchTo = null;
+    const r = this.pendingResumes.get(task) as { value: unknown };
+    this.pendingResumes.delete(task);
+    this.resume(task, r.value);
+  }
+
+  private beginStep(task: Task): void {
+    this.stepMark = { pending: this.scheduler.pending, resumes: this.resumesScheduled };
+    this.schedulePolicy.onStepStart?.(task);
+  }
+
+  private endStep(task: Task, site?: string): void {
+    const policy = this.schedulePolicy;
+    if (!policy.onStepEnd) return;
+    const armed = this.scheduler.pending - this.stepMark.pending - (this.resumesScheduled - this.stepMark.resumes);
+    policy.onStepEnd(task, Math.max(0, armed), site);
   }
 
   private resume(task: Task, value: unknown): void {
@@ -136,16 +205,20 @@ export class Simulation {
     }
     this.currentTask = task;
     task.state = 'running';
+    const picks = this.schedulePolicy.picksTasks;
+    if (picks) this.beginStep(task);
     let step: IteratorResult<unknown, unknown>;
     try {
       step = task.gen.next(value);
     } catch (err) {
       task.state = 'done';
       task.error = err;
+      if (picks) this.endStep(task);
       this.currentTask = null;
       this.fail(`task ${task.id} (${task.name}) threw: ${describe(err)}`);
       return;
     }
+    if (picks && this.currentTask === task) this.endStep(task);
     this.currentTask = null;
     if (step.done) {
       task.state = 'done';
@@ -171,7 +244,7 @@ export class Simulation {
     register((v: T) => {
       if (woken) return;
       woken = true;
-      this.scheduler.after(0, () => this.resume(task, v));
+      this.scheduleResume(task, 0, v);
     });
     return (yield PARK) as T;
   }
@@ -180,7 +253,7 @@ export class Simulation {
   *sleep(ns: number): Co {
     const task = this.requireTask('sleep');
     this.mightSleep(`sleep ${ns} ns`);
-    this.scheduler.after(ns, () => this.resume(task, undefined));
+    this.scheduleResume(task, ns, undefined);
     yield PARK;
   }
 
@@ -239,10 +312,30 @@ export class Simulation {
   *preemptPoint(site: string): Co {
     const task = this.currentTask;
     if (!task) return;
-    const delay = this.schedulePolicy.atPreemptionPoint(task, site);
-    if (delay === null) return;
+    const policy = this.schedulePolicy;
+    if (!policy.picksTasks) {
+      const d = policy.atPreemptionPoint(task, site, NO_TASKS);
+      if (d === null) return;
+      const delay = typeof d === 'number' ? d : 0;
+      this.emit({ type: 'preempt', site, delay });
+      this.scheduler.after(delay, () => this.resume(task, undefined));
+      yield PARK;
+      return;
+    }
+    // A picking policy: the step ends here; the policy runs the task on, or switches to a
+    // ready task (the next dispatch resumes that one), or delays it.
+    this.endStep(task, site);
+    const d = policy.atPreemptionPoint(task, site, this.readyNow());
+    if (d === null) {
+      this.beginStep(task);
+      return;
+    }
+    const delay = typeof d === 'number' ? d : 0;
+    if (typeof d !== 'number') this.switchTo = d;
     this.emit({ type: 'preempt', site, delay });
-    this.scheduler.after(delay, () => this.resume(task, undefined));
+    this.scheduleResume(task, delay, undefined);
+    // Parked: resume() must not end this step a second time.
+    this.currentTask = null;
     yield PARK;
   }
 
@@ -307,11 +400,13 @@ export class Simulation {
         if (!ev) break;
         count++;
         this.eventsRun++;
+        this.dispatched = false;
         try {
           ev.fn();
         } catch (err) {
           this.fail(`event threw: ${describe(err)}`);
         }
+        if (!this.dispatched && this.schedulePolicy.picksTasks) this.schedulePolicy.onExternalEvent?.();
       }
     } finally {
       restore();
@@ -384,6 +479,8 @@ export class Simulation {
     };
   }
 }
+
+const NO_TASKS: readonly Task[] = [];
 
 function describe(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}\n${err.stack ?? ''}`;

@@ -57,7 +57,13 @@ export type TraceBody =
   /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
   | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
   /** A large-folio step (huge-memory.ts, hugetlb.ts): a THP faulted, a PMD split, a collapse, a COW copy, a folio split. */
-  | { type: 'thp'; op: string; mm: number; addr: number; frame: number; node: string };
+  | { type: 'thp'; op: string; mm: number; addr: number; frame: number; node: string }
+  /**
+   * A step only a kernel variant under study takes (kernel-model/variant.ts): the flag set,
+   * a page kept because flagged, a DMA-idle wait begun or ended, writeback skipping a
+   * GUP-referenced page, a release that no longer dirties.
+   */
+  | { type: 'proposal'; node: string; what: 'flag-set' | 'kept-flagged' | 'dma-idle-wait' | 'dma-idle-done' | 'writeback-skipped' | 'release-not-dirtied'; frame: number; caller: string };
 
 export type TaskKind = 'user' | 'kthread' | 'worker' | 'script' | 'device';
 

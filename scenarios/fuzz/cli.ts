@@ -2,7 +2,7 @@
  * The fuzzer's commands for `lab`:
  *
  *   lab fuzz --list
- *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N]
+ *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N] [--schedule pct:d=D,k=K]
  *   lab replay <file.json>
  *
  * Exit codes: 0 nothing found, 1 a violation found (for a broken variant: it was caught),
@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { z } from 'zod';
-import { PROFILE_NAMES, profileByName, type ProfileName } from '../../kernel-model/index.ts';
+import { PROFILE_NAMES, PctPolicy, parseScheduleSpec, profileByName, type ProfileName, type ScheduleOption } from '../../kernel-model/index.ts';
 import { renderText } from '../../sanitizer/index.ts';
 import { commandSchema, describeCommand } from './commands.ts';
 import {
@@ -26,6 +26,8 @@ import type { IbUmem, StrategyDefinition, UmemStrategy } from '../../driver/inde
 import { batchingFromParams, checkBatching, moduleParamDocs, moduleParams, parseSets, shellQuote, type ParamValues } from '../params.ts';
 import { changedSince, displayPath, isModuleRef, loadBatchPolicy, loadStrategy, type LoadedStrategy } from '../user-module.ts';
 import { UsageError, checkOutputFile, type CliIo } from '../cli-errors.ts';
+import { scenarioRefSchema, scheduleJsonSchema } from '../explore/reproducer.ts';
+import { replayScenarioReproducer } from '../explore/replay.ts';
 
 function parseCount(what: string, max: number) {
   return (v: string): number => {
@@ -39,6 +41,23 @@ function parseSeed(v: string): number {
     throw new InvalidArgumentError(`seed must be an integer in [-2147483647, 2147483647], got '${v}'`);
   }
   return Number(v);
+}
+
+function parseSchedule(v: string): ScheduleOption {
+  const s = parseScheduleSpec(v);
+  if ('error' in s) throw new InvalidArgumentError(s.error);
+  return s;
+}
+
+/** PCT's guarantee over a campaign (Burckhardt et al., ASPLOS 2010), with the largest task and step counts seen. */
+function pctCampaignLine(o: { depth: number; steps: number }, runs: number, tasks: number, steps: number): string {
+  const per = 1 / (Math.max(1, tasks) * Math.max(1, o.steps) ** (o.depth - 1));
+  const over = 1 - (1 - per) ** runs;
+  const fmt = (x: number) => (x >= 0.001 ? x.toPrecision(3) : x.toExponential(2));
+  let line = `schedule pct d=${o.depth} k=${o.steps}: a bug of depth <= ${o.depth} is hit per run with probability >= 1/(n·k^${o.depth - 1}) = ${fmt(per)} ` +
+    `(n = ${tasks} tasks, k = ${o.steps} steps); over ${runs} runs >= ${fmt(over)}`;
+  if (steps > o.steps) line += `; runs passed up to ${steps} steps, so this covers bugs whose steps fall in the first ${o.steps} (widen with k=)`;
+  return line;
 }
 
 function parseProfile(v: string): ProfileName {
@@ -82,6 +101,14 @@ export const reproducerSchema = z.discriminatedUnion('version', [
     module: z.object({ path: z.string().min(1), export: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).nullable(),
     sets: z.array(z.string()),
     schedule: z.null().optional(),
+  }),
+  z.object({
+    version: z.literal(3),
+    ...runFields,
+    module: z.object({ path: z.string().min(1), export: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).nullable(),
+    sets: z.array(z.string()),
+    schedule: scheduleJsonSchema.nullable(),
+    scenario: scenarioRefSchema.nullable(),
   }),
 ]);
 
@@ -241,7 +268,8 @@ export function registerFuzzCommands(
     .option('--set <key=value>', "a user strategy's parameter (strategy.KEY) or its batching (batching.*); repeatable", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--out <file>', 'where to write the reproducer of a finding (default fuzz-<driver>-seed<seed>.json)')
     .option('--shrink-budget <n>', `simulations spent shrinking a finding (default ${DEFAULT_SHRINK_BUDGET})`, parseCount('--shrink-budget', 100_000))
-    .action(async (opts: { list?: boolean; driver?: string; runs: number; seed: number; profile?: ProfileName; set: string[]; out?: string; shrinkBudget?: number }) => {
+    .option('--schedule <mode>', 'scheduling instead of the default jitter: plain, jitter[:p=P,max=NS], or pct[:d=D,k=K] (probabilistic concurrency testing)', parseSchedule)
+    .action(async (opts: { list?: boolean; driver?: string; runs: number; seed: number; profile?: ProfileName; set: string[]; out?: string; shrinkBudget?: number; schedule?: ScheduleOption }) => {
       if (opts.list) {
         write(listLines().join('\n'));
         setExit(0);
@@ -266,22 +294,35 @@ export function registerFuzzCommands(
       const heading = `fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`;
       const count = { registered: 0 };
       const counted: FuzzTarget = { ...target, strategy: (sim?: Simulation) => counting(target.strategy(sim), count) };
+      // PCT: the largest task and step counts over the campaign's runs, for its guarantee.
+      const pct = { tasks: 0, steps: 0, last: null as PctPolicy | null };
       const report = fuzz(counted, {
         runs: opts.runs, seed: opts.seed, profile,
         ...(opts.shrinkBudget !== undefined ? { shrinkBudget: opts.shrinkBudget } : {}),
+        ...(opts.schedule ? {
+          config: { schedule: opts.schedule, observe: (sim: Simulation) => { pct.last = sim.schedulePolicy instanceof PctPolicy ? sim.schedulePolicy : null; } },
+          onRun: () => {
+            if (!pct.last) return;
+            pct.tasks = Math.max(pct.tasks, pct.last.tasks);
+            pct.steps = Math.max(pct.steps, pct.last.steps);
+          },
+        } : {}),
       });
+      const pctLine = opts.schedule?.mode === 'pct' ? pctCampaignLine(opts.schedule, report.runsToDetection ?? report.runs, pct.tasks, pct.steps) : null;
       if (!report.found || !report.reproducer) {
         if (count.registered === 0) {
           throw new UsageError(`${target.name} registered no memory region in ${report.runs} runs under ${profile} (every reg_mr failed), so nothing was tested; ` +
             `try its default profile${profile !== target.profile ? ` (${target.profile})` : ''} or another --profile`);
         }
         write(heading);
+        if (pctLine) write(pctLine);
         const seen = Object.entries(report.seen).map(([id, n]) => `${id} in ${n} run${n === 1 ? '' : 's'}`).join(', ');
         write(`nothing found in ${report.runs} runs${seen ? ` (allowed: ${seen})` : ''}`);
         setExit(0);
         return;
       }
       write(heading);
+      if (pctLine) write(pctLine);
       const rep = forFile(report.reproducer, file);
       // The finding first: it is printed even if the file cannot be written.
       write(formatFinding(report, file, rep));
@@ -298,6 +339,12 @@ export function registerFuzzCommands(
     .description('replay a fuzz reproducer (the JSON file a finding wrote)')
     .argument('<file>', 'a reproducer written by `lab fuzz`')
     .action(async (file: string) => {
+      // A story `lab explore` explored (reproducer version 3 with a scenario): replayed as a story.
+      const scenarioCode = await replayScenarioReproducer(file, { out: write, err: note });
+      if (scenarioCode !== null) {
+        setExit(scenarioCode);
+        return;
+      }
       const { rep, target, note: changed } = await loadReproducer(file);
       if (changed) note(`note: ${changed}`);
       write(`replay ${file}: ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), profile ${rep.profile}, simulation seed ${rep.simSeed}, ${rep.commands.length} commands`);

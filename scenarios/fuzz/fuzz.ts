@@ -14,7 +14,8 @@
  *   if (r.found) console.log(formatFinding(r));
  */
 import fc from 'fast-check';
-import type { ProfileName } from '../../kernel-model/index.ts';
+import type { ProfileName, ScheduleOption } from '../../kernel-model/index.ts';
+import { scheduleForFile, type ScenarioRef } from '../explore/reproducer.ts';
 import { renderText, type Violation } from '../../sanitizer/index.ts';
 import { DEFAULT_SHAPE, commandsArbitrary, describeCommand, type Command, type CommandShape } from './commands.ts';
 import { DEFAULT_RUN_CONFIG, runCommands, type RunConfig, type RunResult } from './run.ts';
@@ -44,14 +45,20 @@ export interface FuzzOptions {
  * `schedule` (an explored interleaving, null until exploration writes one).
  */
 export interface Reproducer {
-  version: 1 | 2;
+  version: 1 | 2 | 3;
   driver: string;
   /** The user's strategy module (version 2), or null for a built-in driver. */
   module?: { path: string; export: string; sha256: string } | null;
   /** `key=value` parameters the run was given (version 2). */
   sets?: string[];
-  /** Reserved for schedules from exploration (version 2; null today). */
-  schedule?: null;
+  /**
+   * The run's scheduling option (version 3; null or absent: the jitter `preempt` says): an
+   * explored schedule (`lab explore`), or PCT (`lab fuzz --schedule pct:...`). See
+   * scenarios/explore/reproducer.ts.
+   */
+  schedule?: ScheduleOption | null;
+  /** Version 3: a story explored by `lab explore` instead of a fuzz command list (null: a fuzz run). */
+  scenario?: ScenarioRef | null;
   profile: ProfileName;
   /** The simulation's seed (drawn by fast-check). */
   simSeed: number;
@@ -149,9 +156,10 @@ export function fuzz(t: FuzzTarget, opts: FuzzOptions): FuzzReport {
   const part = failingPart(t, final);
   report.runsToDetection = firstFailureRun;
   report.reproducer = {
-    version: 2, driver: t.name,
+    version: config.schedule ? 3 : 2, driver: t.name,
     module: t.module ? { path: t.module.file, export: t.module.exportName, sha256: t.module.sha256 } : null,
-    sets: [...(t.sets ?? [])], schedule: null,
+    sets: [...(t.sets ?? [])], schedule: config.schedule ? scheduleForFile(config.schedule) : null,
+    ...(config.schedule ? { scenario: null } : {}),
     profile, simSeed, preempt: config.preempt, frames: config.frames,
     commandPhaseNs: config.commandPhaseNs, epilogueNs: config.epilogueNs, maxEvents: config.maxEvents,
     found: { fcSeed: opts.seed, runs: opts.runs, run: firstFailureRun, path: details.counterexamplePath ?? '' },
@@ -169,6 +177,7 @@ export function replayReproducer(t: FuzzTarget, rep: Reproducer): RunResult {
   return runTarget(t, rep.commands, {
     seed: rep.simSeed, profile: rep.profile, preempt: rep.preempt, frames: rep.frames,
     commandPhaseNs: rep.commandPhaseNs, epilogueNs: rep.epilogueNs, maxEvents: rep.maxEvents,
+    ...(rep.schedule ? { schedule: rep.schedule } : {}),
   });
 }
 
@@ -180,7 +189,8 @@ export function reproducerCommandLines(rep: Reproducer, file: string, driverRef?
   const lines: string[] = [];
   if (rep.found) {
     const sets = (rep.sets ?? []).map((s) => ` --set ${shellQuote(s)}`).join('');
-    lines.push(`npx lab fuzz --driver ${shellQuote(driverRef ?? rep.driver)} --runs ${rep.found.runs} --seed ${rep.found.fcSeed} --profile ${rep.profile}${sets}`);
+    const sched = rep.schedule && rep.schedule.mode === 'pct' ? ` --schedule pct:d=${rep.schedule.depth},k=${rep.schedule.steps}` : '';
+    lines.push(`npx lab fuzz --driver ${shellQuote(driverRef ?? rep.driver)} --runs ${rep.found.runs} --seed ${rep.found.fcSeed} --profile ${rep.profile}${sets}${sched}`);
   }
   lines.push(`npx lab replay ${shellQuote(file)}`);
   return lines;

@@ -20,7 +20,7 @@ import {
   MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PROFILES, PROT_NONE, PROT_READ, PROT_WRITE, Simulation, WaitQueue,
   migratePage, oomKill, pteFrame, ptePresent, shrinkLru, writebackFile, MADV_MERGEABLE, GFP_KERNEL, allocPages, freePages,
   minWatermark, startKsmd, startNumaBalancing,
-  type Co, type File, type Kernel, type Process, type ProfileName, type RunOutcome,
+  type Co, type File, type Kernel, type Process, type ProfileName, type RunOutcome, type ScheduleOption,
 } from '../../kernel-model/index.ts';
 import {
   Fabric, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE, IBV_QPS_ERR,
@@ -52,6 +52,8 @@ export interface RunConfig {
   seed: number;
   profile: ProfileName;
   preempt: { probability: number; maxDelayNs: number } | false;
+  /** The scheduling option (`lab fuzz --schedule pct:d=3`), instead of the jitter `preempt` describes. */
+  schedule?: ScheduleOption;
   /** Physical memory per node, in frames. */
   frames: number;
   /** Virtual-time bound of the command phase and of the epilogue (ns). */
@@ -141,7 +143,7 @@ function fill(byte: number, n: number): Uint8Array {
 
 /** Run `commands` against `target` once. Deterministic: same inputs, same result. */
 export function runCommands(target: RunTarget, commands: readonly Command[], config: RunConfig): RunResult {
-  const sim = new Simulation({ seed: config.seed, preempt: config.preempt });
+  const sim = new Simulation({ seed: config.seed, preempt: config.preempt, ...(config.schedule ? { schedule: config.schedule } : {}) });
   const fabric = new Fabric(sim);
   const profile = PROFILES[config.profile];
   const strategy = target.strategy(sim);

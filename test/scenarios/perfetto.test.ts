@@ -253,8 +253,8 @@ test.serial('odp-swap-storm: invalidations flow to the syncs their notifier issu
 test.serial('writeback-vs-longterm-pin: the trace shows its DMA writes and violations, and no invalidation → sync arrow (the pinned MR has no notifier)', async (t) => {
   const { events } = traceOf('writeback-vs-longterm-pin');
   const writes = events.filter((e) => e.ph === 'i' && e.name === 'DMA write');
-  // The peer writes one record into each of two pages every second for 12 s.
-  t.is(writes.length, 24);
+  // The peer writes one record into each of two pages every second for 36 s.
+  t.is(writes.length, 72);
   t.true(writes.every((e) => e.args?.bytes === 64 && e.args?.side === 'responder'));
   for (const id of ['dma-write-clean-page', 'dirty-without-buffers', 'lost-write']) {
     t.true(events.some((e) => e.ph === 'i' && e.name === id && e.cat === 'sanitizer'), `violation ${id}`);
