@@ -9,6 +9,7 @@ import { odpSwapStorm } from './odp-swap-storm.ts';
 import { oomReaperNonblockable } from './oom-reaper-nonblockable.ts';
 import { REVOCATION_SCENARIOS } from './revocation.ts';
 import { ksmMergesMr } from './ksm-merges-mr.ts';
+import { thpSplitZapRuns } from './thp-split-zap-runs.ts';
 
 /** Every runnable story, in the order `lab list` and `npm start` show them (the seeds' order). */
 export const SCENARIOS: readonly ScenarioDefinition[] = [
@@ -24,6 +25,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
   oomReaperNonblockable,
   ...REVOCATION_SCENARIOS,
   ksmMergesMr,
+  thpSplitZapRuns,
 ];
 
 export function scenarioByName(name: string): ScenarioDefinition | undefined {
