@@ -167,10 +167,12 @@ export const writebackVsLongtermPin: ScenarioDefinition = {
       }
       if (r.type !== 'writeback' || r.file !== file.id) return;
       const live = registered[r.index] === true;
-      const buffers = fsyncing ? ''
+      const buffers = fsyncing && k.sim.current?.name !== 'flush-8:0' ? ''
         : proposal?.dmaPinnedFlag && live ? ', the filesystem keeps the buffers of the flagged page (hubbard-flag)'
           : proposal?.waitForDmaIdle ? '' : ', the filesystem drops the buffers';
-      ctx.say(`${fsyncing ? 'fsync' : 'the flusher'} cleans page ${r.index} of log: folio_mkclean sends PROTECTION_PAGE and write-protects the CPU PTE, ` +
+      // Who cleans: the flusher's kthread, or the logger's fsync (a flusher stuck in a wait may resume during the fsync).
+      const byFsync = fsyncing && k.sim.current?.name !== 'flush-8:0';
+      ctx.say(`${byFsync ? 'fsync' : 'the flusher'} cleans page ${r.index} of log: folio_mkclean sends PROTECTION_PAGE and write-protects the CPU PTE, ` +
         `the bytes go to disk${buffers}` +
         (!live ? '' : odp ? '; the ODP MR loses its write access' : '; the pinned MR has no notifier: the NIC keeps its read-write translation'));
     });
