@@ -20,6 +20,7 @@ import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
 import { numaHintingFault } from './numa-balancing.ts';
 import { VM_FAULT_FALLBACK, doHugePmdAnonymousPage, hugePmdFault, thpVmaAllowable, zapHugePmd } from './huge-memory.ts';
 import { hugetlbFault, isVmHugetlbPage } from './hugetlb.ts';
+import { canChangePteWritable } from './mprotect.ts';
 
 export const FAULT_FLAG_WRITE = 1;
 /** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
@@ -116,8 +117,10 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     pte = mm.pageTable.get(v);
     if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return yield* handleMmFault(mm, vma, addr, flags);
     const f = pteFrame(pte);
-    const w = write && (vma.flags & VM_WRITE) && (phys.has(f, PG_ANON_EXCLUSIVE) || vma.shared);
-    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+    const w = numaRestoreWritable(mm, vma, pte, write);
+    // pte_modify keeps the dirty bit, pte_mkyoung; a write through a writable PTE dirties it.
+    const dirty = pteHas(pte, PTE_DIRTY) || (w && write) ? PTE_DIRTY : 0;
+    mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE : 0) | dirty));
     if (write && !w) ret = yield* doWpPage(mm, vma, page, false);
   } else if (write && !pteHas(pte, PTE_WRITE)) {
     kind = 'wp';
@@ -132,6 +135,27 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   if (ret === 0 && ptePresent(pte)) mm.pageTable.set(v, pte + (pteHas(pte, PTE_ACCESSED) ? 0 : PTE_ACCESSED));
   sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind, ret, node: kernel.node });
   return ret;
+}
+
+/**
+ * Whether do_numa_page (mm/memory.c, numa_rebuild_single_mapping) puts a NUMA hint back
+ * writable. From 6.x (the savedwrite bit replaced by can_change_pte_writable):
+ * `pte_write(pte_modify(old_pte, vma->vm_page_prot))`, true only for a shared mapping
+ * without write notification (shmem, shared anonymous), or, when
+ * vma_wants_manual_pte_write_upgrade, can_change_pte_writable: an exclusive anonymous page
+ * of a private mapping, or a dirty PTE of a dirty-tracked shared one. A clean PTE of a
+ * shared file mapping stays read-only, whatever the access: folio_mkclean cleaned it, and
+ * the next write must go through do_wp_page and ->page_mkwrite, which gives the page its
+ * buffers back and dirties it. Earlier kernels restored the saved write bit
+ * (pte_savedwrite), which the model's hints do not keep: a write access stands in for it,
+ * under the same conditions.
+ */
+function numaRestoreWritable(mm: MmStruct, vma: Vma, pte: number, write: boolean): boolean {
+  if (!(vma.flags & VM_WRITE)) return false;
+  if (mm.kernel.profile.mprotectTryChangeWritable) return canChangePteWritable(mm, vma, pte);
+  if (!write) return false;
+  if (vma.shared) return !vma.file || vma.file.shmem || pteHas(pte, PTE_DIRTY);
+  return mm.kernel.phys.has(pteFrame(pte), PG_ANON_EXCLUSIVE);
 }
 
 /**

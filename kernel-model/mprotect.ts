@@ -1,7 +1,7 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, protToVmFlags, type Vma } from './vma.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
@@ -55,7 +55,7 @@ export function* doMprotect(mm: MmStruct, addr: number, length: number, prot: nu
  * anonymous page in a private mapping (dirty or not since d8488773 in 6.2), a dirty PTE in
  * a dirty-tracked shared one. Everything else comes back through write faults.
  */
-function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
+export function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
   const { phys, profile } = mm.kernel;
   if (vma.shared) {
     const writenotify = vma.file !== null && !vma.file.shmem;
@@ -71,7 +71,8 @@ function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boolean {
  * change_protection over [start, end) of one VMA. With `protNuma` (MM_CP_PROT_NUMA, from
  * change_prot_numa) present PTEs become NUMA hints (PAGE_NONE) except those
  * change_pte_range skips: already PROT_NONE, the zero page and KSM pages, shared or
- * maybe-pinned pages of COW mappings, dirty file pages. Returns the PTEs changed.
+ * maybe-pinned pages of COW mappings, dirty pages of the file LRU (mm/mprotect.c
+ * change_pte_range, folio_is_file_lru: shmem is hinted dirty or not). Returns the PTEs changed.
  */
 export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: number, want: number, protNuma = false): Co<number> {
   const { phys } = mm.kernel;
@@ -112,7 +113,9 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
         const f = pteFrame(pte);
         if (isMigrationEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
         if (vma.cow && (phys.maybeDmaPinned(f) || phys.mapcount[f]! > 1)) continue;
-        if (phys.mappingFile[f]! >= 0 && !phys.has(f, PG_ANON) && phys.has(f, PG_DIRTY)) continue;
+        // folio_is_file_lru && folio_test_dirty: a dirty page of the file LRU (not shmem,
+        // which is swap-backed and sits on the anon LRU).
+        if (phys.mappingFile[f]! >= 0 && !phys.has(f, PG_SWAPBACKED) && phys.has(f, PG_DIRTY)) continue;
         mm.pageTable.set(v, makePte(f, (pteFlags(pte) & ~PTE_WRITE) | PTE_PROTNONE));
         span = gatherPage(span, v * PAGE_SIZE);
         updated++;

@@ -3,7 +3,7 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 
@@ -81,18 +81,26 @@ export class SwapArea {
 }
 
 /**
- * do_swap_page: bring a swapped-out anonymous page back into a new frame. The page is
- * exclusive when this was the slot's only user; a write maps it writable at once.
+ * do_swap_page (mm/memory.c): bring a swapped-out anonymous page back, from the swap cache
+ * or into a new frame. The page is exclusive when this was the slot's only user and no
+ * one else maps it (never a KSM page); a write then maps it writable at once, otherwise the
+ * write faults again into do_wp_page.
  */
 export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): Co<number> {
   const { phys, swap, lru } = mm.kernel;
   const v = vpn(page);
   const pte = mm.pageTable.get(v);
   const slot = pteFrame(pte);
-  const exclusive = swap.refs(slot) === 1;
+  let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
-    // Still in the swap cache (reclaim could not free it): map the same page again.
+    // Still in the swap cache (reclaim could not free it): map the same page again. It is
+    // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
+    // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
+    // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
+    // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
+    // PageAnonExclusive page, and the folio's refcount is above one).
+    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
     phys.get(f);
     if (exclusive) {
       swap.setCachedFrame(slot, -1);

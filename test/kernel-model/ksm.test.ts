@@ -8,7 +8,7 @@
 import test from 'ava';
 import {
   FOLL_GET, FOLL_LONGTERM, FOLL_WRITE, Kernel, MADV_MERGEABLE, MADV_PAGEOUT, PG_ANON_EXCLUSIVE, MADV_UNMERGEABLE, PG_KSM, PTE_WRITE, getUserPages, ksmDoScan,
-  ksmStats, pinUserPagesFast, pteHas, putUserPages, startKsmd, unpinUserPages, vpn, type Process,
+  ksmStats, pinUserPagesFast, pteHas, putUserPages, startKsmd, unpinUserPages, vpn, newReclaimStats, shrinkPage, PG_SWAPCACHE, type Process,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, frameAt, lines, ok, pair, rig, runMain } from './_helpers.ts';
 import { ANON, RW } from './_pin-helpers.ts';
@@ -150,4 +150,32 @@ test('mm/ksm.c ksm_scan_thread: ksmd scans pages_to_scan pages every sleep_milli
   t.true(mergedAt >= 2_000_000, `merged at ${mergedAt}`);
   t.is(stats.merged, 1);
   t.deepEqual(events, [String(a), String(a + P)], 'one CLEAR per KSM mapping broken out');
+});
+
+test('mm/memory.c do_swap_page (folio_test_ksm, ksm_might_need_to_copy) + do_wp_page: a write that swaps a KSM page back in from the swap cache, the slot no longer shared but the page still mapped elsewhere, copies it; the other mapping keeps its bytes (lost-write found by the issue-14 fuzz campaign, odp seed 14103)', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  runMain(t, r, function* () {
+    const a = yield* twoTwins(p);
+    ok(yield* p.madvise(a, 4 * P, MADV_MERGEABLE), 'madvise');
+    yield* ksmDoScan(k, 100);
+    yield* ksmDoScan(k, 100);
+    const kframe = frameAt(p.mm, a);
+    t.is(frameAt(p.mm, a + P), kframe);
+    // Reclaim unmaps both mappings to one swap slot; a transient extra reference keeps the
+    // page in the swap cache (__remove_mapping's refcount check fails).
+    k.phys.get(kframe);
+    t.is(yield* shrinkPage(k, kframe, newReclaimStats(), true), 'busy');
+    k.phys.put(kframe);
+    t.is(frameAt(p.mm, a), -1, 'swapped out');
+    t.true(k.phys.has(kframe, PG_SWAPCACHE), 'still in the swap cache');
+    // A read brings the KSM page back at a + P: the slot now has one user left, but the page
+    // is mapped there.
+    t.deepEqual(bytes(yield* p.load(a + P, 100), 'load'), fill(0x5a, 100));
+    t.is(frameAt(p.mm, a + P), kframe);
+    ok(yield* p.store(a, fill(0x77, 4)), 'store');
+    t.not(frameAt(p.mm, a), kframe, 'the write got its own copy (do_wp_page never reuses a KSM page)');
+    t.deepEqual(bytes(yield* p.load(a, 8), 'load'), new Uint8Array([0x77, 0x77, 0x77, 0x77, 0x5a, 0x5a, 0x5a, 0x5a]));
+    t.deepEqual(bytes(yield* p.load(a + P, 100), 'load'), fill(0x5a, 100), 'the other mapping keeps its bytes');
+  });
 });
