@@ -1,9 +1,9 @@
 /**
  * Engine benchmark: what one scheduler event costs as the number of pending events grows.
  *
- * Steady state: pre-fill the heap with N events at random future times, then time M
- * cycles of pop + push (each pop is followed by one push at a random delay, so the heap
- * stays at N). The design target is a flat cost: 1M pending within 2x of 1k (rxjs's
+ * Steady state: pre-fill the scheduler with N events at random future times, then time M
+ * cycles of pop + push (`runNext` then `call` at a random delay, the path the engine takes
+ * for every task wake-up, so the queue stays at N). The design target is a flat cost: 1M pending within 2x of 1k (rxjs's
  * VirtualTimeScheduler re-sorts on every schedule and grows ~75x from 1k to 50k).
  *
  * Wall time is fine here: this is bench code, not model code. The sizes run in turn,
@@ -30,28 +30,34 @@ const MAX_DELAY_NS = 10_000_000;
 
 function noop(): void {}
 
+/** CPU ns (user + system) per cycle, by pending events, one entry per repeat. */
+const cpuRuns: Record<string, number[]> = {};
+
 /** Timed loops, as performance.now() spans, to attribute GC entries to. */
 const windows: { pending: number; from: number; to: number }[] = [];
 
 /** Wall ns per pop+push cycle with `pending` events in the heap. */
 function schedulerCycleNs(pending: number, rng: Rng): number {
   const s = new SimScheduler();
-  for (let i = 0; i < pending; i++) s.after(rng.int(1, MAX_DELAY_NS), noop);
+  for (let i = 0; i < pending; i++) s.call(rng.int(1, MAX_DELAY_NS), noop, undefined);
   // Pre-draw the delays so that the timed loop measures the heap, not the PRNG.
   const delays = new Float64Array(CYCLES + WARMUP_CYCLES);
   for (let i = 0; i < delays.length; i++) delays[i] = rng.int(1, MAX_DELAY_NS);
   let k = 0;
   for (let i = 0; i < WARMUP_CYCLES; i++) {
-    s.pop();
-    s.after(delays[k++] as number, noop);
+    s.runNext();
+    s.call(delays[k++] as number, noop, undefined);
   }
   const from = performance.now();
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < CYCLES; i++) {
-    s.pop();
-    s.after(delays[k++] as number, noop);
+    s.runNext();
+    s.call(delays[k++] as number, noop, undefined);
   }
   const t1 = process.hrtime.bigint();
+  const c1 = process.cpuUsage(c0);
+  (cpuRuns[String(pending)] ??= []).push(((c1.user + c1.system) * 1000) / CYCLES);
   windows.push({ pending, from, to: performance.now() });
   if (s.pending !== pending) throw new Error(`heap drifted: ${s.pending} pending, expected ${pending}`);
   return Number(t1 - t0) / CYCLES;
@@ -110,12 +116,16 @@ export async function benchEngine(): Promise<Record<string, unknown>> {
   const ratio = r2(median(ratios));
   return {
     scheduler: {
-      what: 'wall ns per pop+push cycle, steady state, by pending events (median of repeats)',
+      what: 'wall ns per pop+push cycle (runNext + call, the engine\'s own path), steady state, by pending events (median of repeats)',
       cycles: CYCLES,
       repeats,
       envVars: ['ENGINE_REPEATS'],
       perEventNs,
       gcNsPerEvent: gcNs,
+      cpuNsPerEvent: Object.fromEntries(Object.entries(cpuRuns).map(([k, v]) => [k, round(median(v))])),
+      cpuNsPerEventMin: Object.fromEntries(Object.entries(cpuRuns).map(([k, v]) => [k, round(Math.min(...v))])),
+      cpuRatio1Mto1kOfMins: r2(Math.min(...(cpuRuns['1000000'] ?? [])) / Math.min(...(cpuRuns['1000'] ?? []))),
+      cpuRatio1Mto1k: r2(median((cpuRuns['1000000'] ?? []).map((v, i) => v / ((cpuRuns['1000'] ?? [])[i] as number)))),
       runs: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map(round)])),
       ratio1Mto1k: ratio,
       ratioMin: r2(Math.min(...ratios)),

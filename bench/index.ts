@@ -6,8 +6,8 @@
  * one grew. Progress goes to stderr, the JSON to stdout.
  *
  * The defaults are the issue's sizes and take several minutes; the environment variables
- * that change them (ENGINE_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS, SANITIZER_WRITES,
- * SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS, EXPLORE_MAX_K) reach the children, and
+ * that change them (ENGINE_REPEATS, QUEUEING_SECONDS, QUEUEING_REPEATS, TRAFFIC_WRITES, IMPLICIT_READS,
+ * SANITIZER_WRITES, SANITIZER_PAIRS, SWEEP_PRESET, SWEEP_REPEATS, EXPLORE_MAX_K, STARTUP_RUNS) reach the children, and
  * `BENCH_ONLY=engine,sanitizer` picks benchmarks. bench/README.md lists the targets and
  * the last figures.
  *
@@ -24,9 +24,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 /** Benchmark name -> what it measures (the file is bench/NAME.ts). */
 const BENCHES = {
   engine: 'scheduler cost per event by pending events, task wake-up, notifier dispatch by subscribers',
+  queueing: 'a task-heavy queueing model (DMA work items, coalesced invalidation syncs) on the engine alone: events per wall and CPU second',
   traffic: '1M loopback 4 KiB RDMA WRITEs into a 1 GiB ODP MR: wall seconds, page accesses per wall second, peak RSS',
   implicit: '100k RDMA READs of never-written pages across 128 TiB through an implicit ODP MR: peak RSS',
   sanitizer: 'the traffic benchmark with and without the sanitizer: slowdown',
+  startup: 'lab --version, lab run and a sweep worker started from the sources and from the precompiled build: median start seconds',
   'sweep-scaling': 'a sweep preset with 1 and 2 worker processes: speedup',
   explore: 'lab explore with and without the sleep-set reduction, preemption bounds 0 to 3: schedules explored and runs',
 } as const;
@@ -34,7 +36,8 @@ const BENCHES = {
 type BenchName = keyof typeof BENCHES;
 
 const ENV_VARS = [
-  'ENGINE_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS', 'SWEEP_PRESET', 'SWEEP_REPEATS', 'EXPLORE_MAX_K',
+  'ENGINE_REPEATS', 'QUEUEING_SECONDS', 'QUEUEING_REPEATS', 'TRAFFIC_WRITES', 'IMPLICIT_READS', 'SANITIZER_WRITES', 'SANITIZER_PAIRS',
+  'SWEEP_PRESET', 'SWEEP_REPEATS', 'EXPLORE_MAX_K', 'STARTUP_RUNS',
 ] as const;
 
 function runChild(name: BenchName): Promise<Record<string, unknown>> {

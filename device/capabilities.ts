@@ -59,8 +59,38 @@ export const MLX5_DEVICE_CAPS = IBV_DEVICE_XRC;
 export const RXE_DEVICE_CAPS = IBV_DEVICE_SRQ_RESIZE | IB_UVERBS_DEVICE_FLUSH_GLOBAL
   | IB_UVERBS_DEVICE_FLUSH_PERSISTENT | IB_UVERBS_DEVICE_ATOMIC_WRITE;
 
+/**
+ * How the device makes a zap effective (DESIGN "Costs and calibration"):
+ * - `mkey-umr`: each zap is a synchronous UMR on the MR's mkey, as mlx5 does it
+ *   (drivers/infiniband/hw/mlx5/odp.c `mlx5_ib_invalidate_range` calls
+ *   `mlx5r_umr_update_xlt` with MLX5_IB_UPD_XLT_ZAP for each run, umr.c posts the UMR and
+ *   waits for its completion). The UMR itself invalidates the mkey's cached translations;
+ *   there is no device-wide fence. While it runs, only traffic through that mkey waits
+ *   (assumed: mlx5 documents no wider stall). A `sync` then fences nothing more.
+ * - `device-fence`: a zap only clears the page table; a separate device-wide sync empties
+ *   the whole translation cache and stalls every DMA (a NIC whose invalidation is
+ *   expensive, as seed 2011's; the design sync batching exists for).
+ */
+export type InvalidationMode = 'mkey-umr' | 'device-fence';
+
+/**
+ * How the device resolves an access to an absent or read-only ODP entry:
+ * - `event-queue`: hardware reports a page fault on an event queue, the driver maps the
+ *   pages and resumes the stalled queue (mlx5, rdma B5 to B8). Responder faults answer an
+ *   RC SEND/WRITE with an RNR NAK and drop a READ or atomic.
+ * - `inline`: the copy path resolves the miss itself and goes on (rxe: `rxe_odp_mr_copy`,
+ *   `rxe_odp_atomic_op` and `rxe_odp_do_atomic_write` call `rxe_odp_map_range_and_lock`,
+ *   which faults the range with hmm_range_fault in the requester's or responder's own
+ *   context, drivers/infiniband/sw/rxe/rxe_odp.c). No RNR NAK and no dropped packet.
+ */
+export type OdpMissHandling = 'event-queue' | 'inline';
+
 export interface NicCapabilities {
   odp: OdpCaps;
+  /** How zaps are made effective. Default `device-fence` (see InvalidationMode); the mlx5 and rxe presets are `mkey-umr`. */
+  invalidation: InvalidationMode;
+  /** How ODP misses are resolved. Default `event-queue`; the rxe preset is `inline`. */
+  odpMissHandling: OdpMissHandling;
   /**
    * `device_cap_flags_ex`. Default: rxe's flags when `odp` is the rxe preset (by value),
    * mlx5's otherwise, so `{ odp: RXE_ODP_CAPS }` alone describes an rxe-like device.
@@ -124,6 +154,8 @@ export const NO_ODP_CAPS: Readonly<OdpCaps> = Object.freeze({
 
 export const DEFAULT_CAPABILITIES: Readonly<NicCapabilities> = Object.freeze({
   odp: MLX5_ODP_CAPS,
+  invalidation: 'device-fence' as InvalidationMode,
+  odpMissHandling: 'event-queue' as OdpMissHandling,
   deviceCapFlags: MLX5_DEVICE_CAPS,
   mtu: 4096,
   maxSrq: 8_388_608,
@@ -144,8 +176,12 @@ export const DEFAULT_CAPABILITIES: Readonly<NicCapabilities> = Object.freeze({
  */
 export function nicCapabilities(over: Partial<NicCapabilities> = {}): NicCapabilities {
   const odp = { ...(over.odp ?? DEFAULT_CAPABILITIES.odp) };
-  const deviceCapFlags = over.deviceCapFlags ?? (sameOdpCaps(odp, RXE_ODP_CAPS) ? RXE_DEVICE_CAPS : MLX5_DEVICE_CAPS);
-  return { ...DEFAULT_CAPABILITIES, ...over, odp, deviceCapFlags };
+  const rxe = sameOdpCaps(odp, RXE_ODP_CAPS);
+  const deviceCapFlags = over.deviceCapFlags ?? (rxe ? RXE_DEVICE_CAPS : MLX5_DEVICE_CAPS);
+  // `{ odp: RXE_ODP_CAPS }` alone describes rxe: its misses are resolved inline, its invalidation is per MR.
+  const odpMissHandling = over.odpMissHandling ?? (rxe ? 'inline' : DEFAULT_CAPABILITIES.odpMissHandling);
+  const invalidation = over.invalidation ?? (rxe ? 'mkey-umr' : DEFAULT_CAPABILITIES.invalidation);
+  return { ...DEFAULT_CAPABILITIES, ...over, odp, deviceCapFlags, odpMissHandling, invalidation };
 }
 
 function sameOdpCaps(a: OdpCaps, b: OdpCaps): boolean {
@@ -160,12 +196,19 @@ export function hasDeviceCap(caps: NicCapabilities, bit: bigint): boolean {
 
 /**
  * Named presets, a whole device each: what `ibv_query_device_ex` reports for an mlx5 with
- * every ODP bit, for rxe, and for hardware that cannot fault (an mlx5 without ODP).
+ * every ODP bit, for rxe, and for hardware that cannot fault (an mlx5 without ODP), with
+ * how each makes invalidations effective and resolves ODP misses. mlx5 zaps with a
+ * synchronous UMR per mkey (mlx5_ib_invalidate_range -> mlx5r_umr_update_xlt) and reports
+ * faults on an event queue; rxe resolves misses inline (rxe_odp.c) and has no translation
+ * cache to fence, so its invalidation (`rxe_ib_invalidate_range` under the umem mutex its
+ * copy path holds) is per MR too. `fence` is the device-wide-fence device the batching
+ * studies model (the default).
  */
-export const CAPABILITY_PRESETS: Readonly<Record<'mlx5' | 'rxe' | 'no-odp', Readonly<Partial<NicCapabilities>>>> = Object.freeze({
-  mlx5: Object.freeze({ odp: MLX5_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS }),
-  rxe: Object.freeze({ odp: RXE_ODP_CAPS, deviceCapFlags: RXE_DEVICE_CAPS }),
-  'no-odp': Object.freeze({ odp: NO_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS }),
+export const CAPABILITY_PRESETS: Readonly<Record<'mlx5' | 'rxe' | 'no-odp' | 'fence', Readonly<Partial<NicCapabilities>>>> = Object.freeze({
+  mlx5: Object.freeze({ odp: MLX5_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS, invalidation: 'mkey-umr', odpMissHandling: 'event-queue' }),
+  rxe: Object.freeze({ odp: RXE_ODP_CAPS, deviceCapFlags: RXE_DEVICE_CAPS, invalidation: 'mkey-umr', odpMissHandling: 'inline' }),
+  'no-odp': Object.freeze({ odp: NO_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS, invalidation: 'mkey-umr' }),
+  fence: Object.freeze({ odp: MLX5_ODP_CAPS, deviceCapFlags: MLX5_DEVICE_CAPS, invalidation: 'device-fence', odpMissHandling: 'event-queue' }),
 });
 
 /** Whether the NIC can take page faults at all (general ODP bit). */

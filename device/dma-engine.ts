@@ -129,12 +129,13 @@ export class DmaEngine {
    * XLATE_* code when the page cannot be used. `extraNs` is added to the access's time.
    */
   *readPage(ctx: AccessContext, mr: MemoryRegion, key: number, iova: number, length: number, faultable: boolean, extraNs: number): Co<Uint8Array | number> {
-    if (this.stallDepth > 0) yield* this.waitRunnable();
+    if (this.stallDepth > 0 || mr.fenceDepth > 0) yield* this.waitRunnable(mr);
     const index = mr.pageIndexOf(iova);
     const t = ctx.xlate;
     const code = this.translate(mr, index, false, faultable, t);
     if (code !== XLATE_OK) return code;
     this.inFlight++;
+    mr.inFlight++;
     yield* this.sim.sleep(this.accessNs(length, t) + extraNs);
     const offset = iova - Math.floor(iova / DEVICE_PAGE_SIZE) * DEVICE_PAGE_SIZE;
     const data = this.bus.read(t.frame, offset, length);
@@ -145,12 +146,13 @@ export class DmaEngine {
 
   /** Write `data` (within one page) at `iova` through `mr`. Returns XLATE_OK or a code. */
   *writePage(ctx: AccessContext, mr: MemoryRegion, key: number, iova: number, data: Uint8Array, faultable: boolean, extraNs: number): Co<number> {
-    if (this.stallDepth > 0) yield* this.waitRunnable();
+    if (this.stallDepth > 0 || mr.fenceDepth > 0) yield* this.waitRunnable(mr);
     const index = mr.pageIndexOf(iova);
     const t = ctx.xlate;
     const code = this.translate(mr, index, true, faultable, t);
     if (code !== XLATE_OK) return code;
     this.inFlight++;
+    mr.inFlight++;
     yield* this.sim.sleep(this.accessNs(data.length, t) + extraNs);
     const offset = iova - Math.floor(iova / DEVICE_PAGE_SIZE) * DEVICE_PAGE_SIZE;
     this.bus.write(t.frame, offset, data);
@@ -166,7 +168,7 @@ export class DmaEngine {
    * access event, since no byte crosses the bus.
    */
   *touchPage(ctx: AccessContext, mr: MemoryRegion, iova: number, write: boolean, faultable: boolean): Co<number> {
-    if (this.stallDepth > 0) yield* this.waitRunnable();
+    if (this.stallDepth > 0 || mr.fenceDepth > 0) yield* this.waitRunnable(mr);
     const t = ctx.xlate;
     const code = this.translate(mr, mr.pageIndexOf(iova), write, faultable, t);
     if (code !== XLATE_OK) return code;
@@ -180,12 +182,13 @@ export class DmaEngine {
    * old value is returned (or an XLATE_* code as a number when the page cannot be used).
    */
   *atomicPage(ctx: AccessContext, mr: MemoryRegion, key: number, iova: number, faultable: boolean, apply: (old: bigint) => bigint): Co<{ original: bigint } | number> {
-    if (this.stallDepth > 0) yield* this.waitRunnable();
+    if (this.stallDepth > 0 || mr.fenceDepth > 0) yield* this.waitRunnable(mr);
     const index = mr.pageIndexOf(iova);
     const t = ctx.xlate;
     const code = this.translate(mr, index, true, faultable, t);
     if (code !== XLATE_OK) return code;
     this.inFlight++;
+    mr.inFlight++;
     yield* this.sim.sleep(this.accessNs(16, t) + this.costs.atomicNs);
     const offset = iova - Math.floor(iova / DEVICE_PAGE_SIZE) * DEVICE_PAGE_SIZE;
     const old = this.bus.read(t.frame, offset, 8);
@@ -197,6 +200,7 @@ export class DmaEngine {
     this.stats.bytesWritten += 8;
     // Both halves of the read-modify-write are one in-flight access; publish both.
     this.inFlight++;
+    mr.inFlight++;
     this.committed(ctx, mr, key, index, iova, 8, offset, false);
     this.committed(ctx, mr, key, index, iova, 8, offset, true);
     return { original };
@@ -220,6 +224,11 @@ export class DmaEngine {
         generation: t.generation, installedAt: t.installedAt, fromCache: t.fromCache, stale, fenced,
       });
     }
+    if (--mr.inFlight === 0 && mr.drainWaiters.length > 0) {
+      const ws = mr.drainWaiters;
+      mr.drainWaiters = [];
+      for (const w of ws) w();
+    }
     if (--this.inFlight === 0 && this.drainWaiters.length > 0) {
       const ws = this.drainWaiters;
       this.drainWaiters = [];
@@ -229,9 +238,36 @@ export class DmaEngine {
 
   // ---- stalls and fences (the sync command) ----------------------------------------------
 
-  /** Sleep while the engine is stalled by a sync. */
-  *waitRunnable(): Co {
-    while (this.stallDepth > 0) yield* this.sim.park<void>((wake) => this.stallWaiters.push(() => wake()));
+  /** Sleep while the engine is stalled by a sync, or `mr` is fenced by a UMR on its mkey. */
+  *waitRunnable(mr?: MemoryRegion): Co {
+    for (;;) {
+      if (this.stallDepth > 0) yield* this.sim.park<void>((wake) => this.stallWaiters.push(() => wake()));
+      else if (mr && mr.fenceDepth > 0) yield* this.sim.park<void>((wake) => mr.fenceWaiters.push(() => wake()));
+      else return;
+    }
+  }
+
+  /**
+   * Fence one mkey (a per-mkey UMR, the device capability `invalidation: 'mkey-umr'`):
+   * new accesses through `mr` wait; the rest of the engine runs on (assumed: mlx5 does not
+   * document what a UMR stalls; the model stalls only that mkey's traffic).
+   */
+  fenceRegion(mr: MemoryRegion): void {
+    mr.fenceDepth++;
+  }
+
+  unfenceRegion(mr: MemoryRegion): void {
+    if (mr.fenceDepth === 0) throw new Error('MR unfenced more often than fenced');
+    if (--mr.fenceDepth === 0) {
+      const ws = mr.fenceWaiters;
+      mr.fenceWaiters = [];
+      for (const w of ws) w();
+    }
+  }
+
+  /** Sleep until no page access through `mr` is in flight. */
+  *drainRegion(mr: MemoryRegion): Co {
+    while (mr.inFlight > 0) yield* this.sim.park<void>((wake) => mr.drainWaiters.push(() => wake()));
   }
 
   /** Stop new page accesses from starting. */

@@ -55,6 +55,16 @@ export class MemoryRegion implements CachedRegion {
   readonly pageTable: DevicePageTable;
   state: MrState = 'valid';
   readonly counters: MrCounters = { faults: 0, updatedPages: 0, zappedPages: 0, accesses: 0 };
+  /**
+   * Per-mkey fence (a UMR on this mkey in progress, on a device whose invalidation is
+   * per mkey): accesses through this MR wait while it is above 0. Owned by the DMA engine.
+   */
+  fenceDepth = 0;
+  /** Page accesses through this MR translated and not yet committed. Owned by the DMA engine. */
+  inFlight = 0;
+  /** Tasks waiting for this MR's fence to lift, or for its in-flight accesses to drain (DMA engine). */
+  fenceWaiters: (() => void)[] = [];
+  drainWaiters: (() => void)[] = [];
   /** Page index -> translation-cache slot (owned by the TranslationCache). */
   readonly cacheSlots = new Map<number, number>();
 

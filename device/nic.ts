@@ -195,7 +195,7 @@ export class Nic implements FabricEndpoint {
     this.sendWindow = opts.sendWindow ?? 128;
     this.cache = new TranslationCache(opts.translationCacheEntries ?? 4096);
     this.engine = new DmaEngine(sim, this.name, dmaBus, this.cache, this.costs);
-    this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096);
+    this.faultQueue = new FaultQueue(sim, this.costs, opts.faultQueueDepth ?? 4096, this.caps.odpMissHandling === 'inline');
     this.dmaActivity = new DmaActivity(sim);
     this.access$ = this.engine.access$;
     this.faultInjection = { commandFailureRate: opts.commandFailureRate ?? 0 };
@@ -332,9 +332,12 @@ export class Nic implements FabricEndpoint {
   }
 
   /**
-   * Clear the entries of pages [firstPage, firstPage + count) of `mr` (a UMR zap). The
-   * translation cache is not touched: until a sync completes the device may still use a
-   * zapped translation. Returns how many present entries were cleared, or -EINVAL.
+   * Clear the entries of pages [firstPage, firstPage + count) of `mr` (a UMR zap). On a
+   * `device-fence` device the translation cache is not touched: until a sync completes the
+   * device may still use a zapped translation. On an `mkey-umr` device (mlx5) the zap is
+   * synchronous for that mkey: its new accesses wait, those in flight drain, and its cached
+   * translations are dropped before the command completes; other mkeys run on. Returns how
+   * many present entries were cleared, or -EINVAL.
    */
   *zapEntries(mr: MemoryRegion, firstPage: number, count: number, order = 0): Co<number> {
     // `order` 9: the pages are 2 MiB entries (count a multiple of 512), each one MTT entry to
@@ -343,15 +346,25 @@ export class Nic implements FabricEndpoint {
     if (mr.state === 'destroyed' || !Number.isInteger(firstPage) || firstPage < 0 || count < 0 || (order > 0 ? firstPage >= mr.pages && count > 0 : firstPage + count > mr.pages)) return -EINVAL;
     yield* this.commands.enter();
     const t0 = this.sim.now();
+    const perMkey = this.caps.invalidation === 'mkey-umr';
     try {
+      if (perMkey) {
+        // mlx5r_umr_update_xlt (MLX5_IB_UPD_XLT_ZAP): the UMR on this mkey completes only
+        // when the mkey's accesses in flight are done and its cached translations are gone.
+        // Only this mkey's traffic waits meanwhile (assumed).
+        this.engine.fenceRegion(mr);
+        yield* this.engine.drainRegion(mr);
+      }
       yield* this.sim.sleep(this.costs.zapEntriesBaseNs + Math.ceil(count / span) * this.costs.zapEntriesPerPageNs);
       const cleared = mr.pageTable.clearRange(firstPage, count);
+      if (perMkey) this.stats.flushedTranslations += this.cache.flushRegion(mr);
       mr.counters.zappedPages += cleared;
       this.stats.zapCommands++;
       this.stats.zappedEntries += cleared;
       this.publishCommand('zap', t0, mr.lkey, firstPage, count);
       return cleared;
     } finally {
+      if (perMkey) this.engine.unfenceRegion(mr);
       this.commands.exit();
     }
   }

@@ -74,7 +74,11 @@ export class FaultQueue {
   /** Most faults ever outstanding on the stream at once. */
   highWater = 0;
 
-  constructor(private readonly sim: Simulation, private readonly costs: CostModel, readonly depth: number) {
+  /**
+   * `inline`: misses resolved in the copy path itself (rxe): no EQE, no interrupt, no
+   * resume command, so the fault reaches the driver and the queue goes on at once.
+   */
+  constructor(private readonly sim: Simulation, private readonly costs: CostModel, readonly depth: number, readonly inline = false) {
     if (!(depth >= 1)) throw new RangeError(`fault queue depth ${depth}`);
   }
 
@@ -109,7 +113,7 @@ export class FaultQueue {
   private report(o: Outstanding): void {
     this.slotsUsed++;
     this.highWater = Math.max(this.highWater, this.slotsUsed);
-    this.sim.scheduler.after(this.costs.faultReportNs, () => {
+    this.sim.scheduler.after(this.inline ? 0 : this.costs.faultReportNs + this.costs.faultInterruptNs, () => {
       o.reported = true;
       this.subject.next(o.fault);
     });
@@ -126,7 +130,7 @@ export class FaultQueue {
     this.slotsUsed--;
     const next = this.backlog.shift();
     if (next) this.report(next);
-    this.sim.scheduler.after(this.costs.faultResumeNs, () => o.resolved({ error }));
+    this.sim.scheduler.after(this.inline ? 0 : this.costs.faultResumeNs, () => o.resolved({ error }));
     return 0;
   }
 }

@@ -13,10 +13,10 @@ import type { MemoryRegion } from './memory-region.ts';
 import type { Nic } from './nic.ts';
 import { makePacket, type NakCode, type Packet } from './packet.ts';
 import type { DmaRange } from './dma-activity.ts';
-import type { DeviceFault } from './page-fault.ts';
+import type { DeviceFault, FaultResolution } from './page-fault.ts';
 import { IBV_QPS_ERR, IBV_QPT_XRC_RECV, type QueuePair } from './queue-pair.ts';
 import { IBV_SRQT_XRC, type SharedReceiveQueue } from './shared-receive-queue.ts';
-import { SG_OK, SG_PROT as SG_PROT_CODE, readRange, scatter, sglCapacity, writeRange, type KeyLookup, type OnFault } from './scatter-gather.ts';
+import { SG_OK, SG_PROT as SG_PROT_CODE, SG_RETRY, readRange, scatter, sglCapacity, writeRange, type KeyLookup, type OnFault } from './scatter-gather.ts';
 import { IBV_WC_LOC_LEN_ERR, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, IBV_WC_SUCCESS } from './work-completion.ts';
 import {
   IBV_FLUSH_GLOBAL, IBV_FLUSH_MR, IBV_FLUSH_PERSISTENT, IBV_WR_ATOMIC_CMP_AND_SWP, IBV_WR_ATOMIC_WRITE, IBV_WR_FLUSH,
@@ -351,8 +351,15 @@ export class Responder {
       ? (old: bigint) => (old === BigInt.asUintN(64, compareAdd) ? swap : old)
       : (old: bigint) => old + compareAdd;
     const faultable = mr.onDemand && nic.odpAllowed(qp, IBV_ODP_SUPPORT_ATOMIC);
-    const r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: addr, length: 8 }],
+    let r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: addr, length: 8 }],
       this.nicAtomic(qp, mr, pkt, addr, faultable, apply));
+    // rxe (`rxe_odp_atomic_op` -> `rxe_odp_map_range_and_lock`): the miss is mapped inline
+    // and the atomic runs then, once.
+    while (typeof r === 'number' && r !== XLATE_PROT && nic.caps.odpMissHandling === 'inline' && qp.epoch === epoch && qp.canReceive) {
+      if ((yield* this.hooksOf(qp).fault(mr, pkt.rkey ?? 0, addr, 8, true, r)) !== SG_RETRY) return;
+      r = yield* nic.dmaActivity.during(qp.qpNum, 'responder', pkt.opcode, [{ mr, iova: addr, length: 8 }],
+        this.nicAtomic(qp, mr, pkt, addr, faultable, apply));
+    }
     if (qp.epoch !== epoch || !qp.canReceive) return;
     if (typeof r === 'number') {
       if (r === XLATE_PROT) return this.accessError(qp, pkt);
@@ -421,7 +428,9 @@ export class Responder {
       const code = yield* engine.touchPage(qp.rqContext, mr, a, write, faultable);
       if (code !== XLATE_OK) {
         if (code === XLATE_PROT) return SG_PROT_CODE;
-        return yield* this.hooksOf(qp).fault(mr, key, a, end - a, write, code);
+        const action = yield* this.hooksOf(qp).fault(mr, key, a, end - a, write, code);
+        if (action === SG_RETRY) continue; // resolved inline (rxe): touch the page again
+        return action;
       }
       a = (Math.floor(a / DEVICE_PAGE_SIZE) + 1) * DEVICE_PAGE_SIZE;
     }
@@ -559,6 +568,21 @@ export class Responder {
     const self = this;
     const nic = this.nic;
     const sim = nic.sim;
+    const fail = (fault: DeviceFault) => {
+      if (!qp.reliable) {
+        self.completeRecvError(qp);
+        nic.qpToError(qp);
+        return;
+      }
+      if (fault.opcode === IBV_WR_SEND) {
+        self.completeRecvError(qp);
+        self.nak(qp, qp.ePsn, 'remote-operational');
+      } else {
+        self.nak(qp, qp.ePsn, 'remote-access');
+        nic.raiseAsyncEvent('IBV_EVENT_QP_ACCESS_ERR', qp);
+      }
+      nic.qpToError(qp);
+    };
     return function* (mr: MemoryRegion, key: number, iova: number, remaining: number, write: boolean, code: number): Co<number> {
       const fault: DeviceFault = {
         id: nic.faultQueue.allocateId(), nic: nic.name, time: sim.now(), qpNum: qp.qpNum, transport: qp.transport,
@@ -567,27 +591,26 @@ export class Responder {
       };
       mr.counters.faults++;
       qp.stats.faults++;
-      qp.responderFault = fault;
       const epoch = qp.epoch;
       const t0 = sim.now();
+      if (nic.caps.odpMissHandling === 'inline') {
+        // rxe: the responder maps the range itself (rxe_odp_mr_copy / rxe_odp_atomic_op ->
+        // rxe_odp_map_range_and_lock) and goes on with the same packet; later packets wait
+        // in the queue behind it. No RNR NAK, nothing dropped.
+        const res = yield* sim.park<FaultResolution>((wake) => nic.faultQueue.post(fault, wake));
+        qp.stats.faultStallNs += sim.now() - t0;
+        if (qp.destroyed || qp.epoch !== epoch || !qp.canReceive) return SG_FAULTED;
+        if (!res.error) return SG_RETRY;
+        fail(fault);
+        return SG_FAULTED;
+      }
+      qp.responderFault = fault;
       nic.faultQueue.post(fault, (res) => {
         if (qp.responderFault !== fault) return;
         qp.responderFault = null;
         qp.stats.faultStallNs += sim.now() - t0;
         if (!res.error || qp.epoch !== epoch || !qp.canReceive) return;
-        if (!qp.reliable) {
-          self.completeRecvError(qp);
-          nic.qpToError(qp);
-          return;
-        }
-        if (fault.opcode === IBV_WR_SEND) {
-          self.completeRecvError(qp);
-          self.nak(qp, qp.ePsn, 'remote-operational');
-        } else {
-          self.nak(qp, qp.ePsn, 'remote-access');
-          nic.raiseAsyncEvent('IBV_EVENT_QP_ACCESS_ERR', qp);
-        }
-        nic.qpToError(qp);
+        fail(fault);
       });
       return SG_FAULTED;
     };

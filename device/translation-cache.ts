@@ -101,6 +101,23 @@ export class TranslationCache {
     }
   }
 
+  /**
+   * Drop one region's entries (the effect of a per-mkey UMR on the mkey it updates, as
+   * mlx5r_umr_update_xlt's UMR invalidates the HCA's cached translations of that mkey).
+   * Returns how many entries were dropped.
+   */
+  flushRegion(mr: CachedRegion): number {
+    let dropped = 0;
+    for (const slot of mr.cacheSlots.values()) {
+      this.owner[slot] = null;
+      this.perm[slot] = PTE_ABSENT;
+      dropped++;
+    }
+    mr.cacheSlots.clear();
+    this.used -= dropped;
+    return dropped;
+  }
+
   /** Empty the cache (the effect of a sync). Returns how many entries were dropped. */
   flush(): number {
     const dropped = this.used;

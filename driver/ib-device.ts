@@ -7,6 +7,7 @@ import {
 } from '../device/index.ts';
 import { IbUcontext } from './ib-ucontext.ts';
 import type { IbUmem, RegMrRequest, UmemStrategy } from './umem.ts';
+import type { RcacheStreamEvent } from './rcache-event.ts';
 
 /** SIZE_MAX as userspace passes it for an implicit ODP MR (rdma A7). */
 export const SIZE_MAX = 2 ** 64 - 1;
@@ -52,6 +53,11 @@ export class IbDevice {
   private readonly bindingSubject = new Subject<MrBindingEvent>();
   /** Every registration and deregistration through `regMr`/`deregMr`: key -> mm and range. */
   readonly binding$: Observable<MrBindingEvent> = this.bindingSubject.asObservable();
+  /**
+   * What the processes' provider-side libraries on this device publish (driver/rcache.ts):
+   * allocator calls, registration-cache lookups, hits, registrations, invalidations, posts.
+   */
+  readonly rcache$ = new Subject<RcacheStreamEvent>();
 
   constructor(readonly kernel: Kernel, readonly nic: Nic, readonly opts: IbDeviceOptions) {
     this.name = opts.name ?? `ib_${nic.name}`;
@@ -65,7 +71,16 @@ export class IbDevice {
     return new IbUcontext(this, process);
   }
 
+  /**
+   * The page-fault work item (mlx5_ib_eqe_pf_action) for one NIC fault, before the MR's
+   * strategy maps the pages: its fixed work is charged here, for every ODP strategy
+   * (cpu-costs.ts odpFaultWorkNs: reading the WQE, finding the mkey,
+   * pagefault_single_data_segment), or rxe's inline miss on a device that resolves misses
+   * in its copy path (inlineMissNs, rxe_odp_map_range_and_lock).
+   */
   private *pageFault(fault: DeviceFault): Co {
+    const c = this.kernel.cpuCosts;
+    yield* this.kernel.sim.cpu(this.nic.caps.odpMissHandling === 'inline' ? c.inlineMissNs : c.odpFaultWorkNs);
     const umem = this.umemByKey.get(fault.mrKey);
     if (!umem?.handleFault) {
       this.strayFaults++;

@@ -35,3 +35,9 @@ export {
   defineStrategy, defineBatchPolicy, isStrategyDefinition, isBatchPolicyDefinition,
   type StrategyDefinition, type BatchPolicyDefinition, type StrategyEnv, type StrategyRole, type ParamsSchema,
 } from './define.ts';
+export {
+  RegistrationCache, RcacheRegion, rcachePolicy, RCACHE_SOURCES,
+  type RcachePolicy, type RcacheRegionInfo, type RcacheStats, type RcacheOptions, type RcacheSource,
+} from './rcache.ts';
+export { type RcacheStreamEvent } from './rcache-event.ts';
+export { defineCachePolicy, isCachePolicyDefinition, type CachePolicyDefinition } from './rcache-define.ts';

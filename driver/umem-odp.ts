@@ -293,6 +293,9 @@ export class UmemOdp {
     const { mm } = a;
     yield* mm.mmapLock.downRead();
     const ret = yield* hmmRangeFault(a.range);
+    // hmm_range_fault's walk, per page asked for (cpu-costs.ts hmmRangeFaultPerPageNs),
+    // charged here on the caller's side, under the mmap lock where the walk runs.
+    yield* mm.kernel.sim.cpu(a.range.pfns.length * mm.kernel.cpuCosts.hmmRangeFaultPerPageNs);
     mm.mmapLock.upRead();
     return ret;
   }
@@ -380,6 +383,9 @@ export class UmemOdp {
         frames.push(frame);
         writes.push(w);
       }
+      // ib_umem_odp_map_dma_single_page per page (cpu-costs.ts odpDmaMapPerPageNs), then the UMR.
+      const { kernel } = this.owner.ctx.device;
+      yield* kernel.sim.cpu(frames.length * kernel.cpuCosts.odpDmaMapPerPageNs);
       const r = yield* nic.updateEntries(mr, this.firstDevicePage + first + i, frames, writes);
       if (r < 0) return r;
       for (let k = 0; k < frames.length; k++) this.pages.set(first + i + k, (frames[k] as number) * 2 + (writes[k] ? 1 : 0));
@@ -408,6 +414,11 @@ export class UmemOdp {
     let writes: boolean[] = [];
     const flush = function* (this: UmemOdp): Co<number> {
       if (frames.length === 0) return 0;
+      // ib_umem_odp_map_dma_single_page once per umem page, here a 2 MiB one
+      // (ib_umem_odp_map_dma_and_lock steps by 1 << (page_shift - PAGE_SHIFT)): one DMA
+      // mapping each (cpu-costs.ts odpDmaMapPerPageNs).
+      const { kernel } = this.owner.ctx.device;
+      yield* kernel.sim.cpu(frames.length * kernel.cpuCosts.odpDmaMapPerPageNs);
       const r = yield* nic.updateEntries(mr, this.firstDevicePage + first + runStart, frames, writes, this.pageShift - PAGE_SHIFT);
       if (r < 0) return r;
       for (let k = 0; k < frames.length; k++) this.pages.set(first + runStart + k * u, (frames[k] as number) * 2 + (writes[k] ? 1 : 0));

@@ -57,7 +57,9 @@ export function* pinUserPages(mm: MmStruct, start: number, nrPages: number, gupF
   const refused = (m: string) => sim.emit({ type: 'interface-refused', api: 'pin_user_pages', message: m });
   if (requireInterface(profile, 'follPin', 'pin_user_pages', refused) < 0) return -EINVAL;
   if (gupFlags & (INTERNAL | FOLL_GET)) return invalid(mm, 'pin_user_pages: FOLL_GET or an internal flag passed');
-  return yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+  const n = yield* gupLocked(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+  if (n > 0) yield* sim.cpu(n * mm.kernel.cpuCosts.pinPerPageNs); // cpu-costs.ts pinPerPageNs
+  return n;
 }
 
 /**
@@ -75,7 +77,9 @@ export function* pinUserPagesFast(mm: MmStruct, start: number, nrPages: number, 
   const refused = (m: string) => sim.emit({ type: 'interface-refused', api: 'pin_user_pages', message: m });
   if (requireInterface(profile, 'follPin', 'pin_user_pages', refused) < 0) return -EINVAL;
   if (gupFlags & (INTERNAL | FOLL_GET)) return invalid(mm, 'pin_user_pages_fast: FOLL_GET or an internal flag passed');
-  return yield* internalGupFast(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+  const n = yield* internalGupFast(mm, start, nrPages, gupFlags | FOLL_PIN, pages);
+  if (n > 0) yield* sim.cpu(n * mm.kernel.cpuCosts.pinPerPageNs); // cpu-costs.ts pinPerPageNs
+  return n;
 }
 
 /**

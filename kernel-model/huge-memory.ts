@@ -41,7 +41,7 @@ import {
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE, ZERO_PFN } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { flushTlbMmRange, gatherPage, type GatheredSpan } from './tlb.ts';
+import { flushTlbMmRange, gatherHugePmd, type GatheredSpan } from './tlb.ts';
 
 /** HPAGE_PMD_ORDER on x86-64: PMD_SHIFT - PAGE_SHIFT. */
 export const HPAGE_PMD_ORDER = 9;
@@ -160,7 +160,9 @@ export function* splitHugePmd(mm: MmStruct, addr: number, why: string): Co {
   if (mm.pageTable.pmdHuge(vpn(haddr))) {
     mm.kernel.sim.emit({ type: 'note', text: `__split_huge_pmd(mm${mm.id}, 0x${haddr.toString(16)}) from ${why}` });
     splitHugePmdLocked(mm, haddr);
-    // pmdp_invalidate: the PMD's TLB entry goes before the PTE table is installed.
+    // pmdp_invalidate: the PMD's TLB entry goes before the PTE table is installed. The
+    // model has no page-table lock, so the split is settled (synchronously, right after the
+    // pmdHuge check) before the flush's CPU time: a task running during the flush sees PTEs.
     yield* flushTlbMmRange(mm, haddr, haddr + HPAGE_PMD_SIZE);
   }
   yield* mmuNotifierInvalidateRangeEnd(range);
@@ -211,7 +213,8 @@ export function zapHugePmd(mm: MmStruct, vma: Vma, haddr: number, toFree: number
   if (pteHas(entry, PTE_DIRTY) && !(vma.flags & VM_HUGETLB)) phys.set(head, PG_DIRTY);
   phys.rmapRemovePmd(head, mm, haddr);
   toFree.push(head);
-  return gatherPage(gatherPage(span, haddr), haddr + HPAGE_PMD_SIZE - PAGE_SIZE);
+  // One entry of zap work for the 2 MiB block, flushed whole (tlb.ts gatherHugePmd).
+  return gatherHugePmd(span, haddr);
 }
 
 /**
@@ -279,8 +282,11 @@ export function* doHugePmdWpPage(mm: MmStruct, vma: Vma, addr: number, unshare: 
         phys.rmapRemovePmd(head, mm, haddr);
         phys.rmapAddPmd(nh, mm, haddr);
         kernel.lru.add(nh);
-        yield* flushTlbMmRange(mm, haddr, haddr + HPAGE_PMD_SIZE);
         mm.pageTable.setPmd(v, makePte(nh, freshPmdFlags(vma)));
+        // pmdp_huge_clear_flush's flush (tlb.ts). The kernel flushes before set_pmd_at, under
+        // the PMD lock; the model has no page-table lock, so the entry is replaced right
+        // after the re-check and the flush's CPU time is spent after it (as wp_page_copy).
+        yield* flushTlbMmRange(mm, haddr, haddr + HPAGE_PMD_SIZE);
         yield* mmuNotifierInvalidateRangeEnd(range);
         phys.put(head);
       } else {
@@ -439,25 +445,33 @@ export function* collapseHugePage(mm: MmStruct, addr: number): Co<number> {
       }
       return null;
     };
-    const r = bad();
-    if (r !== null) {
+    // The scan's checks ran under the mmap write lock; the notifier start may sleep, and
+    // what holds no mmap lock (GUP-fast, reclaim's rmap walk) may run meanwhile, so the
+    // checks run again right after it, with no yield before the table changes
+    // (__collapse_huge_page_isolate runs after the range start too). The model has no
+    // page-table lock: the PTEs are cleared, the copy made and the huge entry installed in
+    // one step, and pmdp_collapse_flush's flush is spent after (the kernel flushes, ends the
+    // range, then installs the PMD with set_pmd_at; with faults shut out by the write lock
+    // nothing can tell the two apart, and a secondary MMU still hears the CLEAR around both).
+    const scan = bad();
+    if (scan !== null) {
       phys.put(nh);
-      return r;
+      return scan;
     }
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, haddr, haddr + HPAGE_PMD_SIZE);
     yield* mmuNotifierInvalidateRangeStart(range);
-    // pmdp_collapse_flush: the PTE table is detached and the TLB flushed.
-    const old: [number, number][] = [];
-    for (let i = 0; i < HPAGE_PMD_NR; i++) {
-      const pte = mm.pageTable.get(v + i);
-      if (pte !== 0) old.push([i, pte]);
-      if (pte !== 0) mm.pageTable.clear(v + i);
+    const r = bad();
+    if (r !== null) {
+      yield* mmuNotifierInvalidateRangeEnd(range);
+      phys.put(nh);
+      return r;
     }
-    yield* flushTlbMmRange(mm, haddr, haddr + HPAGE_PMD_SIZE);
-    yield* mmuNotifierInvalidateRangeEnd(range);
     let dirty = false;
     const toFree: number[] = [];
-    for (const [i, pte] of old) {
+    for (let i = 0; i < HPAGE_PMD_NR; i++) {
+      const pte = mm.pageTable.get(v + i);
+      if (pte === 0) continue;
+      mm.pageTable.clear(v + i);
       const f = pteFrame(pte);
       if (f === ZERO_PFN) continue;
       phys.copyPage(nh + i, f);
@@ -469,6 +483,9 @@ export function* collapseHugePage(mm: MmStruct, addr: number): Co<number> {
     phys.rmapAddPmd(nh, mm, haddr);
     kernel.lru.add(nh);
     mm.pageTable.setPmd(v, makePte(nh, PTE_PRESENT | PTE_ACCESSED | (dirty ? PTE_DIRTY : 0) | (vma!.flags & VM_WRITE ? PTE_WRITE : 0)));
+    // pmdp_collapse_flush: the old PTEs' TLB entries go before their pages are freed.
+    yield* flushTlbMmRange(mm, haddr, haddr + HPAGE_PMD_SIZE);
+    yield* mmuNotifierInvalidateRangeEnd(range);
     for (const f of toFree) phys.put(f);
     thp.stats.collapseAlloc++;
     sim.emit({ type: 'thp', op: 'collapse', mm: mm.id, addr: haddr, frame: nh, node: kernel.node });

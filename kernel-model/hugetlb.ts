@@ -202,8 +202,10 @@ export function* hugetlbWp(mm: MmStruct, vma: Vma, haddr: number, unshare: boole
   if (mm.pageTable.getPmd(v) === entry) {
     phys.rmapRemovePmd(old, mm, haddr);
     phys.rmapAddPmd(nh, mm, haddr);
-    yield* flushTlbMmRange(mm, haddr, haddr + HUGETLB_PAGE_SIZE);
     mm.pageTable.setPmd(v, makePte(nh, PTE_PRESENT | PTE_ACCESSED | (unshare ? 0 : PTE_DIRTY | (vma.flags & VM_WRITE ? PTE_WRITE : 0))));
+    // huge_ptep_clear_flush's flush (tlb.ts), spent after the entry is replaced: the model
+    // has no page-table lock, so nothing may run between the re-check and the change.
+    yield* flushTlbMmRange(mm, haddr, haddr + HUGETLB_PAGE_SIZE);
     yield* mmuNotifierInvalidateRangeEnd(range);
     phys.put(old);
   } else {

@@ -4,6 +4,7 @@ export * from './errno.ts';
 export * from './constants.ts';
 export { PROFILES, PROFILE_NAMES, profileByName, requireInterface, INTRODUCED_IN, type KernelProfile, type ProfileName } from './profile.ts';
 export { Kernel, type KernelOptions, type NotifierStreamEvent } from './kernel.ts';
+export { CPU_COST_SOURCES, DEFAULT_CPU_COSTS, ZERO_CPU_COSTS, cpuCosts, type CpuCosts } from './cpu-costs.ts';
 export { MmStruct } from './mm.ts';
 export { Process, MS_ASYNC, MS_SYNC, MS_INVALIDATE } from './process.ts';
 export { Vma, VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYSHARE, VM_IO, VM_PFNMAP, VM_DONTCOPY, VM_LOCKED, VM_HUGETLB, VM_HUGEPAGE, VM_NOHUGEPAGE } from './vma.ts';

@@ -14,6 +14,7 @@ import type { PageoutHook } from './madvise.ts';
 import { reclaimRange } from './vmscan.ts';
 import { TransparentHugepage } from './huge-memory.ts';
 import { HugetlbPool } from './hugetlb.ts';
+import { cpuCosts, type CpuCosts } from './cpu-costs.ts';
 
 /** What flows on the notifier stream: every invalidation, as it starts and ends. */
 export interface NotifierStreamEvent {
@@ -43,6 +44,8 @@ export interface KernelOptions extends SimulationOptions {
    * Off by default, so addresses are the same in every run.
    */
   randomizeVaSpace?: boolean;
+  /** Overrides of the CPU-side cost model (cpu-costs.ts). */
+  cpuCosts?: Partial<CpuCosts>;
 }
 
 /**
@@ -64,6 +67,8 @@ export class Kernel {
   readonly swap: SwapArea;
   readonly node: string;
   readonly randomizeVaSpace: boolean;
+  /** The CPU-side cost model (cpu-costs.ts): virtual time kernel paths spend. */
+  readonly cpuCosts: CpuCosts;
   /** MADV_PAGEOUT's handler: reclaim of the range, ignoring references. */
   pageout: PageoutHook = reclaimRange;
   /**
@@ -91,6 +96,7 @@ export class Kernel {
     this.profile = opts.profile ?? PROFILES['linux-6.x'];
     this.node = opts.node ?? 'node0';
     this.randomizeVaSpace = opts.randomizeVaSpace ?? false;
+    this.cpuCosts = cpuCosts(opts.cpuCosts);
     this.phys = new PhysicalMemory(this.sim, opts.frames ?? 65536, opts.reuseFreedFirst ?? true, this.node);
     this.phys.pinTracking = this.profile.follPin;
     this.dmaBus = new DmaBus(this.phys);

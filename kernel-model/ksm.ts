@@ -174,9 +174,10 @@ function* writeProtectPage(mm: MmStruct, addr: number, frame: number): Co<{ ret:
   if (ptePresent(pte) && pteFrame(pte) === frame && !pteHas(pte, PTE_PROTNONE)) {
     const exclusive = phys.has(frame, PG_ANON_EXCLUSIVE);
     if (pteHas(pte, PTE_WRITE) || pteHas(pte, PTE_DIRTY) || exclusive) {
-      // ptep_clear_flush first, so no GUP-fast can take a reference after the check.
+      // ptep_clear_flush first, so no GUP-fast can take a reference after the check. The
+      // flush's CPU time is spent once the PTE is settled (below): the model has no PTL, and
+      // a task running during the flush must not find the PTE half-changed.
       mm.pageTable.clear(v);
-      yield* flushTlbPage(mm, addr);
       const swapped = phys.has(frame, PG_SWAPCACHE) ? 1 : 0;
       if (phys.mapcount[frame]! + 1 + swapped !== phys.refcount[frame]) {
         mm.pageTable.set(v, pte);
@@ -189,6 +190,7 @@ function* writeProtectPage(mm: MmStruct, addr: number, frame: number): Co<{ ret:
         mm.pageTable.set(v, out);
         ret = 0;
       }
+      yield* flushTlbPage(mm, addr);
     } else {
       ret = 0;
     }
@@ -208,10 +210,11 @@ function* replacePage(mm: MmStruct, addr: number, frame: number, kframe: number,
   if (mm.pageTable.get(v) === orig && phys.isAllocated(kframe)) {
     phys.get(kframe);
     phys.rmapAdd(kframe, mm, addr);
-    mm.pageTable.clear(v);
-    yield* flushTlbPage(mm, addr);
+    // ptep_clear_flush, then set_pte_at under the PTL: the flush's CPU time after (see
+    // writeProtectPage).
     mm.pageTable.set(v, makePte(kframe, PTE_PRESENT | PTE_ACCESSED));
     phys.rmapRemove(frame, mm, addr);
+    yield* flushTlbPage(mm, addr);
     phys.put(frame);
     ret = 0;
   }

@@ -42,6 +42,8 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   const unshare = (flags & FAULT_FLAG_UNSHARE) !== 0;
   const page = pageAlignDown(addr);
   const v = vpn(page);
+  // The CPU cost of the fault itself (cpu-costs.ts pageFaultNs), once per handle_mm_fault.
+  yield* sim.cpu(kernel.cpuCosts.pageFaultNs);
   if (isVmHugetlbPage(vma)) {
     // hugetlb_fault: huge entries only, never a PTE (hugetlb.ts).
     const r = yield* hugetlbFault(mm, vma, addr, write, unshare);
@@ -276,9 +278,12 @@ export function* wpPageCopy(mm: MmStruct, vma: Vma, page: number, unshare: boole
     phys.rmapAdd(nf, mm, page);
     mm.kernel.lru.add(nf);
     const bits = unshare ? PTE_PRESENT | PTE_ACCESSED : PTE_PRESENT | maybeMkwrite(vma) | PTE_ACCESSED | PTE_DIRTY;
-    // ptep_clear_flush before the new PTE goes in (tlb.ts).
-    if (ptePresent(old)) yield* flushTlbPage(mm, page);
     mm.pageTable.set(v, makePte(nf, bits));
+    // ptep_clear_flush's flush (tlb.ts). The kernel flushes before set_pte_at, all under the
+    // page-table lock; the model has no PTL, so the PTE is replaced first and the flush's
+    // CPU time is spent after: a task that runs during it sees the new PTE, as a CPU
+    // spinning on the PTL would once it got the lock.
+    if (ptePresent(old)) yield* flushTlbPage(mm, page);
     yield* mmuNotifierInvalidateRangeEnd(range);
     phys.put(oldFrame);
   } else {

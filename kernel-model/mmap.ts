@@ -226,6 +226,7 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
       continue;
     }
     const entry = mm.pageTable.getPmd(vpn(haddr));
+    if (entry === 0) continue; // gone while an earlier split's notifier ran
     mm.pageTable.setPmd(vpn(haddr), 0);
     mm.pageTable.setPmd(vpn(haddr + shift), entry);
     phys.rmapRemovePmd(pteFrame(entry), mm, haddr);

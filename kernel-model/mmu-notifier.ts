@@ -511,6 +511,8 @@ function* callIntervalInvalidate(sub: MmuIntervalNotifier, range: MmuNotifierRan
   if (!ops) return true;
   const blockable = mmuNotifierRangeBlockable(range);
   const setSeqBefore = sub.setSeqCalls;
+  // Finding and calling this subscriber (cpu-costs.ts notifierDispatchNs).
+  yield* kernel.sim.cpu(kernel.cpuCosts.notifierDispatchNs);
   const ret = (yield* callNotifier(kernel, sub.name, 'invalidate', site(range), callbackContext(kernel, blockable),
     () => ops.invalidate(sub, range, curSeq), String)) === true;
   // A non-blockable `false` legitimately skips set_seq (it never took the lock).
@@ -532,6 +534,7 @@ function* mnHlistInvalidateRangeStart(subs: MmuNotifierSubscriptions, range: Mmu
   for (const sub of [...subs.list]) {
     const start = sub.ops.invalidateRangeStart;
     if (!sub.hooked || !start) continue;
+    yield* sim.cpu(kernel.cpuCosts.notifierDispatchNs); // cpu-costs.ts notifierDispatchNs
     const got = yield* callNotifier(kernel, sub.name, 'invalidate_range_start', site(range), context,
       () => start.call(sub.ops, sub, range), (v) => errnoName(typeof v === 'number' ? v : 0));
     const code = typeof got === 'number' ? got : 0;

@@ -111,6 +111,10 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // swapin_readahead's allocation may reclaim (page-alloc.ts): re-check the swap PTE after.
     f = yield* allocPages(mm.kernel, GFP_HIGHUSER_MOVABLE);
     if (f < 0) return f;
+    // The read from the swap device (swap_read_folio), a major fault; a swap-cache hit
+    // above has none (cpu-costs.ts swapInIoNs). Like the allocation, it sleeps: the swap
+    // PTE is checked again after it (do_swap_page's pte_same under the PTL).
+    yield* mm.kernel.sim.cpu(mm.kernel.cpuCosts.swapInIoNs);
     if (mm.pageTable.get(v) !== pte) {
       phys.put(f);
       return 0;

@@ -21,6 +21,7 @@ import {
   type DeviceAccess, type DeviceCommand, type DeviceFault, type FaultResume, type MemoryRegion, type Nic,
 } from '../device/index.ts';
 import { bindingKind, DEFAULT_PINNED_STRATEGIES, type BindingKind, type MrBinding } from './binding.ts';
+import type { RcacheEvent } from './rcache-event.ts';
 import { formatNs, hex, type TrailEntry, type Violation } from './violation.ts';
 
 export type TraceOf<T extends TraceRecord['type']> = Extract<TraceRecord, { type: T }>;
@@ -33,6 +34,8 @@ export interface SanitizerInputs {
   bindings$?: Observable<MrBinding> | readonly Observable<MrBinding>[];
   /** Strategies that pin and ignore the CPU afterwards (default: `pinned`). */
   pinnedStrategies?: readonly string[];
+  /** What processes' registration caches and allocators publish: IbDevice `rcache$` of each device. */
+  rcache$?: Observable<RcacheEvent> | readonly Observable<RcacheEvent>[];
 }
 
 export interface SyscallInfo {
@@ -181,12 +184,15 @@ export class SanitizerContext {
   readonly fault$ = new Subject<FaultEvent>();
   readonly resume$ = new Subject<ResumeEvent>();
   readonly binding$ = new Subject<BindingPhase>();
+  /** The userspace stream (sanitizer/rcache-event.ts), as published. */
+  readonly rcache$ = new Subject<RcacheEvent>();
 
   private readonly subscriptions: Subscription[] = [];
   /** Checker handlers per stream (see `addHandler`). */
   private readonly fanouts = new Map<object, Fanout>();
   private stopped = false;
   private readonly bindingSources: Observable<MrBinding>[];
+  private readonly rcacheSources: Observable<RcacheEvent>[];
   private readonly report: (v: Violation) => void;
 
   private readonly tasks = new Map<number, TaskInfo>();
@@ -223,6 +229,8 @@ export class SanitizerContext {
     this.pinnedStrategies = inputs.pinnedStrategies ?? DEFAULT_PINNED_STRATEGIES;
     const b = inputs.bindings$;
     this.bindingSources = b === undefined ? [] : Array.isArray(b) ? [...(b as readonly Observable<MrBinding>[])] : [b as Observable<MrBinding>];
+    const rc = inputs.rcache$;
+    this.rcacheSources = rc === undefined ? [] : Array.isArray(rc) ? [...(rc as readonly Observable<RcacheEvent>[])] : [rc as Observable<RcacheEvent>];
     this.report = report;
     for (const nic of this.nics) {
       const bus = nic.dmaBus as unknown;
@@ -335,6 +343,7 @@ export class SanitizerContext {
       sub(nic.faultResume$.subscribe((r) => this.guard('context', () => this.publish(this.resume$, { resume: r, nic, ordinal: ++this.ordinal }))));
     }
     for (const src of this.bindingSources) sub(src.subscribe((b) => this.guard('context', () => this.onBinding(b))));
+    for (const src of this.rcacheSources) sub(src.subscribe((e) => this.guard('context', () => this.publish(this.rcache$, e))));
   }
 
   stop(): void {

@@ -5,6 +5,7 @@ export {
   VIOLATION_IDS, SEVERITY, violation, formatNs,
   type Violation, type ViolationId, type Severity, type TrailEntry,
 } from './violation.ts';
+export type { RcacheEvent, RcacheSourceName } from './rcache-event.ts';
 export { bindingKind, DEFAULT_PINNED_STRATEGIES, type MrBinding, type BindingKind } from './binding.ts';
 export { renderText, renderJson, renderCounts } from './render.ts';
 export { SanitizerContext, type SanitizerInputs, type Checker } from './context.ts';

@@ -25,6 +25,7 @@ import { createDeadlock } from './deadlock.ts';
 import { createPinLeak } from './pin-leak.ts';
 import { createFaultRetryStorm } from './fault-retry-storm.ts';
 import { createBlockedMigration } from './blocked-migration.ts';
+import { createStaleRegistration } from './stale-registration.ts';
 import { renderJson, renderText } from './render.ts';
 import { VIOLATION_IDS, type Violation, type ViolationId } from './violation.ts';
 
@@ -42,6 +43,7 @@ export const CHECKERS = {
   'pin-leak': createPinLeak,
   'fault-retry-storm': createFaultRetryStorm,
   'blocked-migration': createBlockedMigration,
+  'stale-registration': createStaleRegistration,
 } as const satisfies Record<string, (ctx: SanitizerContext) => Checker>;
 
 export type CheckerId = keyof typeof CHECKERS;

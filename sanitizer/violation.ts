@@ -20,6 +20,7 @@ export const VIOLATION_IDS = [
   'pin-leak',
   'fault-retry-storm',
   'blocked-migration',
+  'stale-registration',
 ] as const;
 
 export type ViolationId = (typeof VIOLATION_IDS)[number];
@@ -63,6 +64,7 @@ export const SEVERITY: Readonly<Record<ViolationId, Severity>> = {
   'pin-leak': 'error',
   'fault-retry-storm': 'warning',
   'blocked-migration': 'warning',
+  'stale-registration': 'error',
 };
 
 /** A violation of `id` with its default severity; the trail is sorted by time (stable). */

@@ -10,6 +10,7 @@ import { oomReaperNonblockable } from './oom-reaper-nonblockable.ts';
 import { REVOCATION_SCENARIOS } from './revocation.ts';
 import { ksmMergesMr } from './ksm-merges-mr.ts';
 import { thpSplitZapRuns } from './thp-split-zap-runs.ts';
+import { RCACHE_STALE_HIT_SCENARIOS } from './rcache-stale-hit.ts';
 
 /** Every runnable story, in the order `lab list` and `npm start` show them (the seeds' order). */
 export const SCENARIOS: readonly ScenarioDefinition[] = [
@@ -26,6 +27,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
   ...REVOCATION_SCENARIOS,
   ksmMergesMr,
   thpSplitZapRuns,
+  ...RCACHE_STALE_HIT_SCENARIOS,
 ];
 
 export function scenarioByName(name: string): ScenarioDefinition | undefined {

@@ -16,8 +16,11 @@ import { SweepUsageError, defaultOutDir, runSweep } from './sweep/run-sweep.ts';
 import { mergeSweeps } from './sweep/merge.ts';
 import type { ProgressMode } from './sweep/progress.ts';
 import { registerFuzzCommands } from './fuzz/index.ts';
+import { calibrate, renderCalibration } from './calibrate/index.ts';
 import { registerCheckCommand } from './check/cli.ts';
 import { registerNewCommand } from './new/cli.ts';
+import { registerWorkloadCommand } from './workloads/cli.ts';
+import { TraceFormatError } from './workloads/trace-format.ts';
 import { registerInspectCommand, runScenarioWithHtml } from './inspect/index.ts';
 import { exploreScenarioByName, registerExploreCommand } from './explore/index.ts';
 import { PctPolicy, describeSchedule, parseScheduleSpec, pctBound, type ScheduleOption, type Simulation } from '../kernel-model/index.ts';
@@ -35,6 +38,7 @@ import { checkVariantsOn, registerCompareCommands, resolveVariantSpec } from './
 export { UsageError, type CliIo };
 registerOneLineError(SpecError);
 registerOneLineError(SweepUsageError);
+registerOneLineError(TraceFormatError);
 
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -250,6 +254,17 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
     });
 
   program
+    .command('calibrate')
+    .description('every published figure the cost model is calibrated to, measured on the model beside its source; assumed parameters apart')
+    .option('--json', 'print the report as JSON')
+    .action((opts: { json?: boolean }) => {
+      const r = calibrate();
+      if (opts.json) out(JSON.stringify(r, null, 2));
+      else for (const l of renderCalibration(r)) out(l);
+      setExit(r.ok ? 0 : 1);
+    });
+
+  program
     .command('schema')
     .description('print the JSON Schema of `lab run --json` (scenarios/report.schema.json)')
     .action(() => out(JSON.stringify(reportJsonSchema(), null, 2)));
@@ -289,6 +304,7 @@ export function buildCli(io: CliIo, setExit: (code: number) => void = (c) => (pr
   registerFuzzCommands(program, io, setExit);
   registerCheckCommand(program, io, setExit);
   registerNewCommand(program, io, setExit);
+  registerWorkloadCommand(program, io, setExit);
   registerInspectCommand(program, out, setExit);
   registerExploreCommand(program, io, setExit);
   registerCompareCommands(program, io, setExit);

@@ -9,31 +9,6 @@ import { COMMON_PARAMS, strictNumber, type ParamDoc } from './params.ts';
 import { batchingFromParams, percentile, rdmaWrite, us } from './deferred-invalidation-reuse.ts';
 import type { ScenarioDefinition, WrappingStrategy } from './scenario.ts';
 
-/**
- * The driver share of a NIC page fault (`odp.faultHandlingNs`: interrupt, event-queue
- * processing, the workqueue, the page-table walk), charged before the strategy's fault
- * handler runs. The ODP strategy itself models only the work it does (hmm_range_fault,
- * the device update), which takes almost no virtual time; the published end-to-end minor
- * fault is about 220 µs (ASPLOS 2017, second-hand, rdma (c)). Prefetch (advise_mr) maps
- * pages without a fault and so does not pay it.
- */
-export function chargeFaultHandling(inner: UmemStrategy, sim: Simulation, faultHandlingNs: number): WrappingStrategy {
-  return {
-    name: inner.name,
-    inner,
-    rewrap: (s) => chargeFaultHandling(s, sim, faultHandlingNs),
-    *regMr(ctx, req) {
-      const umem = yield* inner.regMr(ctx, req);
-      if (typeof umem === 'number' || !umem.handleFault || faultHandlingNs <= 0) return umem;
-      const handle = umem.handleFault.bind(umem);
-      umem.handleFault = function* (fault: DeviceFault): Co<void> {
-        yield* sim.sleep(faultHandlingNs);
-        yield* handle(fault);
-      };
-      return umem;
-    },
-  };
-}
 
 const paramDoc = (key: string): ParamDoc => COMMON_PARAMS.find((d) => d.key === key) as ParamDoc;
 
@@ -54,8 +29,8 @@ const TOUCH_PAUSE_NS = 100_000;
  * The NIC sets no accessed bits and interval notifiers get no young callbacks (kernel rule
  * 37), so reclaim sees the buffer as idle and swaps it out under the transfer: every
  * eviction is a CLEAR invalidation that zaps the device entries (rdma C6), and the next
- * access is a NIC fault that swaps the page back in, at about 220 µs a fault
- * (`odp.faultHandlingNs` plus the device's share). The `prefetch` parameter compares what
+ * access is a NIC fault that swaps the page back in, at about 220 µs a minor fault plus
+ * the swap read (the calibrated `cost.*` and `cpu.*` figures, `lab calibrate`). The `prefetch` parameter compares what
  * users do about it (zrlio/disni #39, meta-pytorch/monarch #4923): nothing; a synchronous
  * ibv_advise_mr(PREFETCH, FLUSH) of each chunk before posting it; an asynchronous one for
  * the next chunk while the current one is on the wire. Nothing is violated: the ODP
@@ -84,9 +59,10 @@ export const odpSwapStorm: ScenarioDefinition = {
     const frames = Number(params['memory.frames']);
     const prefetch = String(params['prefetch']) as 'none' | 'sync' | 'async';
     const rounds = Number(params['storm.rounds']);
-    const faultHandlingNs = Number(params['odp.faultHandlingNs']);
     const batching = batchingFromParams(params, sim.scheduler);
-    const odp = chargeFaultHandling(odpStrategy({ batching: batching.policy, batchingName: batching.name }), sim, faultHandlingNs);
+    // The NIC fault's whole cost (device, driver work item, hmm_range_fault, UMR, resume) is
+    // charged by the device and the odp strategy themselves (cost.*, cpu.*; lab calibrate).
+    const odp = odpStrategy({ batching: batching.policy, batchingName: batching.name });
     const host = ctx.node('host', { caps: { odp: MLX5_ODP_CAPS }, device: { nonOdp: pinnedStrategy(), odp }, frames });
     const bufPages = Math.max(CHUNK_PAGES, Math.floor((frames * BUF_SHARE) / CHUNK_PAGES) * CHUNK_PAGES);
     const pinnedPages = Math.floor(frames * PINNED_SHARE);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { asapScheduler, type SchedulerLike } from 'rxjs';
 import { DEFAULT_COSTS, COST_MODEL_SOURCES, type CostModel } from '../device/index.ts';
+import { CPU_COST_SOURCES, DEFAULT_CPU_COSTS, type CpuCosts } from '../kernel-model/index.ts';
 import { BATCH_POLICY_NAMES, batchPolicyByName, type BatchPolicy, type ParamsSchema, type StrategyDefinition, type BatchPolicyDefinition } from '../driver/index.ts';
 import { displayPath, isModuleRef, loadedBatchPolicy } from './user-module.ts';
 
@@ -46,6 +47,14 @@ const POLICY_SCHEMA: ParamSchema = z.string().refine((v) => BATCH_POLICY_NAMES.i
 
 const INNER_NAMES = BATCH_POLICY_NAMES.filter((n) => n !== 'by-event-type');
 
+/** The CPU-side cost model (kernel-model/cpu-costs.ts) as `cpu.KEY` parameters every scenario accepts. */
+export const CPU_PARAMS: readonly ParamDoc[] = (Object.keys(DEFAULT_CPU_COSTS) as (keyof CpuCosts)[]).map((k) => ({
+  key: `cpu.${k}`,
+  description: CPU_COST_SOURCES[k],
+  default: DEFAULT_CPU_COSTS[k],
+  schema: strictNumber().pipe(z.number().min(0).max(1e9)),
+}));
+
 /** Parameters every scenario accepts: the device cost model, batching, memory, holdoff. */
 export const COMMON_PARAMS: readonly ParamDoc[] = [
   ...(Object.keys(DEFAULT_COSTS) as (keyof CostModel)[]).map((k) => ({
@@ -54,6 +63,7 @@ export const COMMON_PARAMS: readonly ParamDoc[] = [
     default: DEFAULT_COSTS[k],
     schema: costSchema(k),
   })),
+  ...CPU_PARAMS,
   { key: 'batching.policy', description: `invalidation batching policy: ${BATCH_POLICY_NAMES.join(', ')}, or ./file.ts#export`, default: 'none', schema: POLICY_SCHEMA },
   { key: 'batching.windowNs', description: 'batching window (virtual ns): window, window-or-count, by-event-type', default: 100_000, schema: ns() },
   { key: 'batching.count', description: 'batch size that flushes: count, window-or-count, adaptive (its largest batch), by-event-type', default: 16, schema: positiveInt() },
@@ -63,8 +73,17 @@ export const COMMON_PARAMS: readonly ParamDoc[] = [
   // 2048 frames (8 MiB) is the least every story's buffers and page tables fit in; past 1 Mi frames (4 GiB) the model's per-frame arrays outgrow a test machine.
   { key: 'memory.frames', description: 'physical memory per node, in 4 KiB frames (2048 to 1048576)', default: 16_384, schema: strictNumber().pipe(z.number().int().min(2048).max(1 << 20)) },
   { key: 'holdoff.timeoutNs', description: 'holdoff strategy: longest an invalidation waits for DMA to drain (virtual ns)', default: 10_000_000, schema: ns() },
-  { key: 'odp.faultHandlingNs', description: 'driver share of an ODP fault (assumed so device + driver is about 220 us, ASPLOS 2017 second-hand)', default: 200_000, schema: ns() },
 ];
+
+/** The CPU cost overrides in a value set. */
+export function cpuCostsFrom(values: ParamValues): Partial<CpuCosts> {
+  const out: Partial<Record<keyof CpuCosts, number>> = {};
+  for (const k of Object.keys(DEFAULT_CPU_COSTS) as (keyof CpuCosts)[]) {
+    const v = values[`cpu.${k}`];
+    if (v !== undefined) out[k] = Number(v);
+  }
+  return out;
+}
 
 export type ParamValues = Record<string, number | string | boolean>;
 

@@ -9,7 +9,7 @@ import { createRdmaNode, type IbDeviceOptions, type RdmaNode, type StrategyDefin
 import { attachSanitizer, type MrBinding, type Violation } from '../sanitizer/index.ts';
 import { RunMetrics, type MetricsSummary } from './metrics.ts';
 import { PerfettoTrace, type DmaDetail } from './perfetto.ts';
-import { batchingFromParams, costsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
+import { batchingFromParams, costsFrom, cpuCostsFrom, moduleParams, parseSets, type ParamDoc, type ParamValues } from './params.ts';
 import { displayPath, type LoadedStrategy } from './user-module.ts';
 import { ProposalCostObserver, type ProposalCosts } from './compare/costs.ts';
 import { outcomeLabels } from './compare/outcome.ts';
@@ -248,7 +248,7 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
       const n = createRdmaNode(sim, fabric, {
         name,
         // Any seed but 1 randomizes addresses as Linux does (randomize_va_space).
-        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: !told },
+        kernel: { profile, frames: o.frames ?? Number(params['memory.frames']), randomizeVaSpace: !told, cpuCosts: cpuCostsFrom(params) },
         nic: { caps: o.caps ?? { odp: NO_ODP_CAPS }, costs: costsFrom(params) },
         device: withUser(o.device),
       });
@@ -271,7 +271,8 @@ export function runScenario(def: ScenarioDefinition, opts: RunScenarioOptions): 
   const nics: Nic[] = nodes.map((n) => n.nic);
   const bindings$ = nodes.map((n) => n.device.binding$ as Observable<MrBinding>);
   const metrics = new RunMetrics(sim, kernels, nics);
-  const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$ });
+  const rcache$ = nodes.map((n) => n.device.rcache$);
+  const sanitizer = attachSanitizer({ sim, kernels, nics, bindings$, rcache$ });
   const costObserver = applied || opts.costs ? new ProposalCostObserver(sim, () => kernels) : null;
   let out: { reason: string; failure?: string };
   if (main && setupFailure === undefined) {

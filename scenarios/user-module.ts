@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  isBatchPolicyDefinition, isStrategyDefinition, type BatchPolicyDefinition, type StrategyDefinition,
+  isBatchPolicyDefinition, isCachePolicyDefinition, isStrategyDefinition, type BatchPolicyDefinition, type CachePolicyDefinition, type StrategyDefinition,
 } from '../driver/index.ts';
 import { isVariantDefinition, type KernelVariant } from '../kernel-model/index.ts';
 
@@ -104,6 +104,7 @@ function describe(v: unknown): string {
     const kind = (v as { kind?: unknown }).kind;
     if (kind === 'notifier-lab/strategy') return 'a strategy';
     if (kind === 'notifier-lab/batch-policy') return 'a batching policy';
+    if (kind === 'notifier-lab/cache-policy') return 'a registration-cache policy';
     if (kind === 'notifier-lab/variant') return 'a kernel variant';
     return `an object with keys ${Object.keys(v).slice(0, 6).join(', ') || '(none)'}`;
   }
@@ -154,6 +155,11 @@ export async function loadStrategy(ref: string, baseDir = process.cwd()): Promis
 /** Load a batching-policy module (`defineBatchPolicy`). */
 export async function loadBatchPolicy(ref: string, baseDir = process.cwd()): Promise<LoadedPolicy> {
   return remember(await loadDefinition(ref, baseDir, 'batching policy', 'defineBatchPolicy', isBatchPolicyDefinition));
+}
+
+/** Load a registration-cache policy module (`defineCachePolicy`, driver/rcache-define.ts). */
+export async function loadCachePolicy(ref: string, baseDir = process.cwd()): Promise<LoadedModule<CachePolicyDefinition>> {
+  return loadDefinition(ref, baseDir, 'registration-cache policy', 'defineCachePolicy', isCachePolicyDefinition);
 }
 
 /** Load a kernel variant module (`defineVariant`): a proposal of the user's, run like the seeds' ones. */

@@ -69,6 +69,9 @@ export class SyncBatcher {
     // Waiting for the batch's sync sleeps: recorded if the caller is in atomic context.
     this.sim.mightSleep('wait for the batched device sync');
     this.stats.requests++;
+    // A device whose zaps are synchronous UMRs on the mkey (mlx5: mlx5_ib_invalidate_range
+    // -> mlx5r_umr_update_xlt) has nothing left to fence and nothing to batch.
+    if (this.nic.caps?.invalidation === 'mkey-umr') return;
     yield* this.sim.park<void>((wake) => this.requests.next({ time: this.sim.now(), event, done: () => wake(), task: this.sim.current?.id ?? null }));
   }
 }

@@ -36,6 +36,16 @@ export class Lockdep {
 
   /** Called before `task` parks on `lock`. Returns the cycle if blocking closes one. */
   checkBlock(task: Task, lock: Blocker): DeadlockReport | null {
+    // The common case, answered without building the search: no holder is this task or
+    // waits on anything, so no cycle can pass through the lock.
+    let chained = false;
+    for (const holder of lock.holders()) {
+      if (holder === task || holder.waitingOn) {
+        chained = true;
+        break;
+      }
+    }
+    if (!chained) return null;
     const tasks: Task[] = [task];
     const locks: string[] = [lock.name];
     const seen = new Set<Task>();

@@ -11,8 +11,12 @@ import type { Blocker, Co, Task } from './task.ts';
 export class Mutex implements Blocker {
   owner: Task | null = null;
   private readonly waiters: { task: Task; wake: () => void }[] = [];
+  /** `mutex_lock(name)`, built once: it names every lock's might-sleep and preemption point. */
+  private readonly lockSite: string;
 
-  constructor(private readonly sim: Simulation, readonly name: string, readonly cls: string = name) {}
+  constructor(private readonly sim: Simulation, readonly name: string, readonly cls: string = name) {
+    this.lockSite = `mutex_lock(${name})`;
+  }
 
   holders(): readonly Task[] {
     return this.owner ? [this.owner] : [];
@@ -28,11 +32,11 @@ export class Mutex implements Blocker {
 
   *lock(): Co {
     const task = this.need('mutex_lock');
-    this.sim.mightSleep(`mutex_lock(${this.name})`);
-    yield* this.sim.preemptPoint(`mutex_lock(${this.name})`);
+    this.sim.mightSleep(this.lockSite);
+    yield* this.sim.preemptPoint(this.lockSite);
     // Re-taking a mutex one holds is a self-deadlock: checkBlock finds the one-task cycle.
     if (this.owner !== null) {
-      this.sim.emit({ type: 'lock-contend', lock: this.name, owner: this.owner.id });
+      if (this.sim.tracing) this.sim.emit({ type: 'lock-contend', lock: this.name, owner: this.owner.id });
       task.waitingOn = this;
       this.sim.lockdep.checkBlock(task, this);
       yield* this.sim.park<void>((wake) => this.waiters.push({ task, wake }));
@@ -42,7 +46,7 @@ export class Mutex implements Blocker {
       this.owner = task;
     }
     this.sim.lockdep.acquire(task, this.cls);
-    this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: 'excl' });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: 'excl' });
   }
 
   trylock(): boolean {
@@ -50,7 +54,7 @@ export class Mutex implements Blocker {
     if (this.owner !== null) return false;
     this.owner = task;
     this.sim.lockdep.acquire(task, this.cls);
-    this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: 'excl' });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: 'excl' });
     return true;
   }
 
@@ -60,7 +64,7 @@ export class Mutex implements Blocker {
       throw new Error(`mutex_unlock(${this.name}) by task ${task.id} that does not own it`);
     }
     this.sim.lockdep.release(task, this.cls);
-    this.sim.emit({ type: 'lock-release', lock: this.name });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-release', lock: this.name });
     const next = this.waiters.shift();
     this.owner = next ? next.task : null;
     next?.wake();

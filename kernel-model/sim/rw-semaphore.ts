@@ -75,25 +75,25 @@ export class RwSemaphore implements Blocker {
       this.grant(task, write);
       return;
     }
-    this.sim.emit({ type: 'lock-contend', lock: this.name, owner: this.writer?.id ?? null });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-contend', lock: this.name, owner: this.writer?.id ?? null });
     task.waitingOn = this;
     this.sim.lockdep.checkBlock(task, this);
     yield* this.sim.park<void>((wake) => this.waiters.push({ task, write, wake }));
     task.waitingOn = null;
     this.sim.lockdep.acquire(task, this.cls);
-    this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: write ? 'excl' : 'shared' });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: write ? 'excl' : 'shared' });
   }
 
   private grant(task: Task, write: boolean): void {
     if (write) this.writer = task;
     else this.readers.set(task, (this.readers.get(task) ?? 0) + 1);
     this.sim.lockdep.acquire(task, this.cls);
-    this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: write ? 'excl' : 'shared' });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: write ? 'excl' : 'shared' });
   }
 
   private released(task: Task): void {
     this.sim.lockdep.release(task, this.cls);
-    this.sim.emit({ type: 'lock-release', lock: this.name });
+    if (this.sim.tracing) this.sim.emit({ type: 'lock-release', lock: this.name });
     // Hand the lock to the head of the queue: one writer, or every reader up to a writer.
     while (this.waiters.length > 0 && this.writer === null) {
       const head = this.waiters[0] as Waiter;

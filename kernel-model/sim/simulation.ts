@@ -139,7 +139,7 @@ export class Simulation {
     const node = opts.node !== undefined ? opts.node : (this.currentTask?.node ?? null);
     const task = new Task<T>(this.nextTaskId++, name, opts.kind ?? 'script', body(), opts.pid ?? null, node);
     this.schedulePolicy.onSpawn(task);
-    this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
+    if (this.tracing) this.emit({ type: 'task-spawn', id: task.id, name, kind: task.kind, pid: task.pid, node });
     this.scheduleResume(task, 0, undefined);
     return task;
   }
@@ -148,17 +148,23 @@ export class Simulation {
    * Resume `task` after `delay` ns. Under `plain` and `jitter` this is one event that
    * resumes it; under a picking policy the event resumes whichever due task the policy picks.
    */
+  /** A task's wake-up as an event: `scheduler.call(ns, wakeTask, task)` allocates nothing. */
+  private readonly wakeTask = (task: Task): void => this.resume(task, undefined);
+  private readonly dispatchFn = (): void => this.dispatch();
+
   private scheduleResume(task: Task, delay: number, value: unknown): void {
     const policy = this.schedulePolicy;
     if (!policy.picksTasks) {
-      this.scheduler.after(delay, () => this.resume(task, value));
+      // The common wake-up (no value) allocates nothing: one slot in the scheduler's arrays.
+      if (value === undefined) this.scheduler.call(delay, this.wakeTask, task);
+      else this.scheduler.call(delay, () => this.resume(task, value), undefined);
       return;
     }
     this.resumesScheduled++;
     const d = delay > 0 ? Math.round(delay) : 0;
     this.pendingResumes.set(task, { time: this.now() + d, value });
     if (d === 0) policy.onWake?.(this.currentTask, task);
-    this.scheduler.after(d, () => this.dispatch());
+    this.scheduler.call(d, this.dispatchFn, undefined);
   }
 
   /** The tasks whose resume is due by now, longest-waiting first (picking policies only). */
@@ -201,7 +207,7 @@ export class Simulation {
     if (this.lastResumed !== task) {
       this.lastResumed = task;
       this.currentTask = task;
-      this.emit({ type: 'task-switch', to: task.id });
+      if (this.tracing) this.emit({ type: 'task-switch', to: task.id });
     }
     this.currentTask = task;
     task.state = 'running';
@@ -223,7 +229,7 @@ export class Simulation {
     if (step.done) {
       task.state = 'done';
       task.result = step.value;
-      this.emit({ type: 'task-exit', id: task.id });
+      if (this.tracing) this.emit({ type: 'task-exit', id: task.id });
       for (const j of task.joiners.splice(0)) j();
     } else {
       if (step.value !== PARK) {
@@ -252,8 +258,19 @@ export class Simulation {
   /** Sleep in virtual time. Might sleep: recorded if called in atomic context. */
   *sleep(ns: number): Co {
     const task = this.requireTask('sleep');
-    this.mightSleep(`sleep ${ns} ns`);
+    if (task.atomic.length > 0) this.mightSleep(`sleep ${ns} ns`);
     this.scheduleResume(task, ns, undefined);
+    yield PARK;
+  }
+
+  /**
+   * Spend `ns` of CPU time in the current task (a cost of the CPU-side cost model). Not a
+   * sleep: allowed in atomic context, records nothing. Outside a task, or for 0, a no-op.
+   */
+  *cpu(ns: number): Co {
+    const task = this.currentTask;
+    if (!task || !(ns > 0)) return;
+    this.scheduler.after(ns, () => this.resume(task, undefined));
     yield PARK;
   }
 
@@ -318,7 +335,7 @@ export class Simulation {
       if (d === null) return;
       const delay = typeof d === 'number' ? d : 0;
       this.emit({ type: 'preempt', site, delay });
-      this.scheduler.after(delay, () => this.resume(task, undefined));
+      this.scheduler.call(delay, this.wakeTask, task);
       yield PARK;
       return;
     }
@@ -396,13 +413,11 @@ export class Simulation {
         if (next === undefined) { reason = 'idle'; break; }
         if (next > untilNs) { reason = 'time-limit'; break; }
         if (count >= maxEvents) { reason = 'event-limit'; break; }
-        const ev = this.scheduler.pop();
-        if (!ev) break;
         count++;
         this.eventsRun++;
         this.dispatched = false;
         try {
-          ev.fn();
+          this.scheduler.runNext();
         } catch (err) {
           this.fail(`event threw: ${describe(err)}`);
         }

@@ -1,5 +1,5 @@
 /**
- * `lab inspect <scenario|reproducer> --at <instant> [--what ...] [--json] [--diff <instant>]`:
+ * `lab inspect <scenario|reproducer|workload:trace> --at <instant> [--what ...] [--json] [--diff <instant>]`:
  * re-run deterministically to an instant and print the state of the world there, or what
  * changed between two instants. Bad input (an unknown scenario, an unparsable instant, an
  * instant past the run's end) is one line and exit code 2.
@@ -11,6 +11,7 @@ import { SCENARIOS, scenarioByName } from '../catalogue.ts';
 import { parseSets } from '../params.ts';
 import { parseReproducer } from '../fuzz/index.ts';
 import { UsageError } from '../cli-errors.ts';
+import { SHIPPED_TRACES, loadTrace, shippedTracePath, workloadScenario } from '../workloads/index.ts';
 import { INSTANT_FORMS, parseInstant, type InstantSpec } from './at.ts';
 import { captureInstants, type InspectTarget } from './capture.ts';
 import { SECTIONS, type Section } from './snapshot.ts';
@@ -26,9 +27,7 @@ export interface TargetOptions {
 
 /** A scenario by name or a reproducer file; `{ error }` says why neither. */
 export function resolveTarget(name: string, opts: TargetOptions): InspectTarget | { error: string } {
-  if (name === 'workload' || name.startsWith('workload:')) {
-    return { error: `'${name}': workloads (real programs) cannot be inspected yet: they need the real-programs issue, which is not done; inspect a scenario or a fuzz reproducer` };
-  }
+  if (name === 'workload' || name.startsWith('workload:')) return resolveWorkload(name, opts);
   const def = scenarioByName(name);
   if (def) {
     const driver = opts.driver ?? def.defaultDriver;
@@ -50,6 +49,30 @@ export function resolveTarget(name: string, opts: TargetOptions): InspectTarget 
     return { kind: 'reproducer', name, rep: parsed.rep, target: parsed.target };
   }
   return { error: `unknown scenario or reproducer '${name}'; scenarios: ${SCENARIOS.map((s) => s.name).join(', ')}; or a reproducer .json written by lab fuzz` };
+}
+
+/**
+ * `workload:<trace>`: a captured program (scenarios/workloads/) replayed as `lab workload`
+ * replays it, under `--driver` (pinned, holdoff or odp; the cache that driver gets by default).
+ */
+function resolveWorkload(name: string, opts: TargetOptions): InspectTarget | { error: string } {
+  const arg = name.slice('workload:'.length);
+  const shipped = Object.keys(SHIPPED_TRACES).join(', ');
+  if (!arg) return { error: `'${name}': name a trace, workload:<file or shipped trace> (shipped: ${shipped})` };
+  const path = arg in SHIPPED_TRACES ? shippedTracePath(arg as keyof typeof SHIPPED_TRACES) : arg;
+  if (!existsSync(path)) return { error: `'${name}': no such trace file; a workload is workload:<trace file> or one of the shipped traces: ${shipped}` };
+  let trace;
+  try {
+    trace = loadTrace(path);
+  } catch (err) {
+    return { error: `${arg}: ${err instanceof Error ? err.message : String(err)}` };
+  }
+  const def = workloadScenario(trace, name, {});
+  const driver = opts.driver ?? def.defaultDriver;
+  if (!def.drivers.includes(driver)) return { error: `workload '${arg}' has no driver '${driver}'; valid: ${def.drivers.join(', ')}` };
+  const params = parseSets(opts.set, def.params ?? []);
+  if ('error' in params) return { error: params.error };
+  return { kind: 'scenario', name, def, seed: opts.seed, profile: opts.profile ?? def.defaultProfile, driver, params: params.values };
 }
 
 export function parseWhat(v: string): Set<Section> {
@@ -86,8 +109,8 @@ interface InspectOptions extends TargetOptions {
 export function registerInspectCommand(program: Command, out: (line: string) => void, setExit: (code: number) => void = (c) => (process.exitCode = c)): void {
   const cmd = program
     .command('inspect')
-    .description('re-run a scenario or fuzz reproducer to an instant and print the world there: page tables, device MRs, notifiers, locks, pins')
-    .argument('<target>', 'a scenario name (lab list) or a reproducer .json written by lab fuzz')
+    .description('re-run a scenario, fuzz reproducer or captured workload to an instant and print the world there: page tables, device MRs, notifiers, locks, pins')
+    .argument('<target>', 'a scenario name (lab list), a reproducer .json written by lab fuzz, or workload:<trace> (a trace file or a shipped trace)')
     .requiredOption('--at <instant>', INSTANT_FORMS, parseAt)
     .option('--diff <instant>', 'print what changed from --at to this instant instead', parseAt)
     .option('--what <sections>', `sections to show, comma-separated: ${SECTIONS.join(', ')} (default all)`, parseWhat)

@@ -81,6 +81,7 @@ export class WorldObserver implements ObservedState {
     this.sanitizer = attachSanitizer({
       sim, kernels: nodes.map((n) => n.kernel), nics: nodes.map((n) => n.nic),
       bindings$: nodes.map((n) => n.device.binding$ as Observable<MrBinding>),
+      rcache$: nodes.map((n) => n.device.rcache$),
     });
     this.subs.push(this.sanitizer.violation$.subscribe((v) => {
       this.violations.push(v);

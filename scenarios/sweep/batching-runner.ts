@@ -1,5 +1,5 @@
 import {
-  MADV_DONTNEED, MADV_PAGEOUT, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROFILES, PROT_READ, PROT_WRITE, Simulation,
+  MADV_DONTNEED, MADV_MERGEABLE, MADV_PAGEOUT, startKsmd, startNumaBalancing, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROFILES, PROT_READ, PROT_WRITE, Simulation,
   errnoName, startKswapd, type Co, type Process, type TraceRecord,
 } from '../../kernel-model/index.ts';
 import {
@@ -34,7 +34,9 @@ import { pointPolicy, pointStrategy } from './point-policy.ts';
  *   kswapd under memory pressure from a second process that keeps allocating, so the
  *   buffer's pages (the NIC sets no accessed bits) are reclaimed one by one in the background;
  * - `dma-heavy-punch`: the buffer is a MAP_SHARED mapping of a file and the tasks punch
- *   holes in it (fallocate(PUNCH_HOLE)).
+ *   holes in it (fallocate(PUNCH_HOLE));
+ * - `dma-heavy-mm`: `dma-heavy-reclaim` plus NUMA balancing scans and ksmd merging the
+ *   buffer's repeated pages (MADV_MERGEABLE), the mm's other background invalidators.
  *
  * munmap takes mmap_lock for writing, so the munmap churn is serialized (and stalls the
  * ODP faults, which take it for reading, while its invalidation waits for a sync);
@@ -62,6 +64,9 @@ const RECLAIM_FRAMES = 4096;
 const HOG_CHUNK_PAGES = 16;
 const HOG_PERIOD_NS = 20_000;
 const KSWAPD_PERIOD_NS = 50_000;
+/** `dma-heavy-mm`: a NUMA scan of 1 MiB every 2 ms, and ksmd scanning 64 pages every ms (assumed, scaled to a 10 ms run). */
+const NUMA_SCAN_PERIOD_NS = 2_000_000;
+const KSM_SLEEP_NS = 1_000_000;
 
 const RW = PROT_READ | PROT_WRITE;
 const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -127,7 +132,8 @@ export function runBatchingPoint(params: PointParams, seed: number, durationNs: 
   const { name: policyName, policy } = pointPolicy(params, sim.scheduler);
   const profile = PROFILES[params.profile];
   const costs = params.syncNs !== null ? { syncNs: params.syncNs } : {};
-  const reclaim = params.workload === 'dma-heavy-reclaim';
+  const mmChurn = params.workload === 'dma-heavy-mm';
+  const reclaim = params.workload === 'dma-heavy-reclaim' || mmChurn;
   // A user strategy (a module reference) takes the place of odp or holdoff, by its NIC kind.
   const user = pointStrategy(params, { sim, batching: policy, batchingName: policyName });
   const holdoff = user ? user.def.nic === 'non-faultable' : params.strategy === 'holdoff';
@@ -299,6 +305,8 @@ export function runBatchingPoint(params: PointParams, seed: number, durationNs: 
     const pattern = new Uint8Array(BUF_PAGES * PAGE_SIZE);
     for (let i = 0; i < pattern.length; i += 64) pattern[i] = (i >> 6) & 0xff;
     must(yield* app.store(buf, pattern), 'store buffer');
+    // The pattern repeats every 4 pages: KSM finds identical pages to merge.
+    if (mmChurn) must(yield* app.madvise(buf, BUF_PAGES * PAGE_SIZE, MADV_MERGEABLE), 'madvise(MERGEABLE)');
     const access = IBV_ACCESS_LOCAL_WRITE | (holdoff ? 0 : IBV_ACCESS_ON_DEMAND);
     for (let pc = 0; pc < PIECES; pc++) {
       const mr = yield* ctxA.regMr(pdA, buf + pc * PIECE_PAGES * PAGE_SIZE, PIECE_PAGES * PAGE_SIZE, access);
@@ -330,6 +338,14 @@ export function runBatchingPoint(params: PointParams, seed: number, durationNs: 
   if (hogProc) {
     kswapd = startKswapd(a.kernel, { periodNs: KSWAPD_PERIOD_NS });
     hogProc.spawnThread('hog', () => hog(hogProc));
+  }
+  let numa = null;
+  let ksm = null;
+  if (mmChurn) {
+    // NUMA balancing's scans (PROTECTION_VMA invalidations, then hinting faults and
+    // migrations) and ksmd merging the buffer's repeated pages, at periods scaled to the run.
+    numa = startNumaBalancing(a.kernel, { periodNs: NUMA_SCAN_PERIOD_NS, scanSizeMb: 1 });
+    ksm = startKsmd(a.kernel, { pagesToScan: 64, sleepNs: KSM_SLEEP_NS });
   }
   const outcome = sim.run({ untilNs: end });
   if (outcome.failure !== undefined) throw new Error(`simulation failed: ${outcome.failure.split('\n')[0]}`);
@@ -369,5 +385,7 @@ export function runBatchingPoint(params: PointParams, seed: number, durationNs: 
     holdoffTimeouts: hs?.stats.timeouts ?? 0,
     remaps: hs?.stats.remaps ?? 0,
     reclaimed: kswapd?.reclaimed ?? 0,
+    numaMigrated: numa?.migrated ?? 0,
+    ksmMerged: ksm?.merged ?? 0,
   };
 }

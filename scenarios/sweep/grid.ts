@@ -46,6 +46,20 @@ export interface Shard {
 }
 
 /** Which parameters a policy uses (by-event-type: those of its inner policy). */
+/** The least virtual time a point of the full-model runner runs (issue 15 item 6): enough for a p99. */
+export const MIN_POINT_NS = 10_000_000;
+
+/**
+ * How long a point runs: the spec's duration, but on the `batching` runner at least
+ * MIN_POINT_NS and ten times the point's longest window, so a p99 rests on more than a
+ * handful of invalidations and a window is not longer than the run that measures it.
+ */
+export function pointDurationNs(runner: string, specNs: number, params: PointParams): number {
+  if (runner !== 'batching') return specNs;
+  const longest = Math.max(params.windowNs ?? 0, params.maxWindowNs ?? 0);
+  return Math.max(specNs, MIN_POINT_NS, 10 * longest);
+}
+
 export function usesWindow(policy: PolicyName, inner?: string): boolean {
   if (policy === 'by-event-type') return inner !== undefined && usesWindow(inner);
   return policy === 'window' || policy === 'window-or-count';
@@ -117,9 +131,9 @@ export function expandGrid(spec: SweepSpec, baseDir?: string): SweepPoint[] {
       for (const seed of spec.seeds) {
         points.push({
           index: points.length,
-          id: pointId(spec.runner, spec.durationNs, params, seed),
+          id: pointId(spec.runner, pointDurationNs(spec.runner, spec.durationNs, params), params, seed),
           runner: spec.runner,
-          durationNs: spec.durationNs,
+          durationNs: pointDurationNs(spec.runner, spec.durationNs, params),
           seed,
           params,
           ...(baseDir !== undefined ? { baseDir } : {}),

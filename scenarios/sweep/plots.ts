@@ -23,10 +23,28 @@ interface Datum {
   tasks: number;
   policy: string;
   windowUs: number | null;
+  /** The policy reads the window (a series); otherwise it is drawn as a reference line. */
+  series: boolean;
   invP50Us: number;
   invP99Us: number;
   opP99Us: number;
   gbps: number;
+  /** Spread over seeds: min and max of each plotted mean (summary.json's min/max). */
+  invP50MinUs: number;
+  invP50MaxUs: number;
+  invP99MinUs: number;
+  invP99MaxUs: number;
+  gbpsMin: number;
+  gbpsMax: number;
+  /** Invalidations completed and still open at the end (means over seeds). */
+  completed: number;
+  open: number;
+  /**
+   * Some seed ended with invalidations still open: their latency is only a lower bound
+   * (censored), so the point is drawn hollow and never joined into a line as a measurement.
+   */
+  censored: boolean;
+  label: string;
   pareto?: boolean;
 }
 
@@ -48,35 +66,43 @@ function toData(summary: SweepSummary): Datum[] {
   const label = panelLabeller(summary.rows);
   const out: Datum[] = [];
   for (const r of summary.rows) {
-    const p50 = fig(r, 'invP50Ns');
-    const p99 = fig(r, 'invP99Ns');
-    const tp = fig(r, 'throughputBytesPerSec');
+    const p50 = r.figures['invP50Ns'];
+    const p99 = r.figures['invP99Ns'];
+    const tp = r.figures['throughputBytesPerSec'];
     if (p50 === undefined || p99 === undefined || tp === undefined) continue;
+    const open = r.figures['invOpenAtEnd'];
+    const inv = fig(r, 'invalidations') ?? 0;
+    const windowUs = r.params.windowNs === null ? null : r.params.windowNs / 1000;
     out.push({
       panel: label(r),
       tasks: r.params.tasks,
       policy: r.params.policy,
-      windowUs: r.params.windowNs === null ? null : r.params.windowNs / 1000,
-      invP50Us: p50 / 1000,
-      invP99Us: p99 / 1000,
+      windowUs,
+      series: usesWindow(r.params.policy, r.params.inner),
+      invP50Us: p50.mean / 1000,
+      invP99Us: p99.mean / 1000,
       opP99Us: (fig(r, 'opP99Ns') ?? 0) / 1000,
-      gbps: tp / 1e9,
+      gbps: tp.mean / 1e9,
+      invP50MinUs: p50.min / 1000,
+      invP50MaxUs: p50.max / 1000,
+      invP99MinUs: p99.min / 1000,
+      invP99MaxUs: p99.max / 1000,
+      gbpsMin: tp.min / 1e9,
+      gbpsMax: tp.max / 1e9,
+      completed: Math.round(inv - (open?.mean ?? 0)),
+      open: open?.mean ?? 0,
+      censored: (open?.max ?? 0) > 0,
+      label: windowUs === null ? r.params.policy : `${r.params.policy} ${windowUs} µs`,
     });
   }
   return out;
 }
 
-/** Policies without a window are drawn as flat lines across the windows of the grid. */
-function spreadOverWindows(data: readonly Datum[]): Datum[] {
-  const windows = [...new Set(data.map((d) => d.windowUs).filter((w): w is number => w !== null))].sort((a, b) => a - b);
-  const xs = windows.length > 0 ? windows : [0];
-  return data.flatMap((d) => (d.windowUs !== null ? [d] : xs.map((w) => ({ ...d, windowUs: w }))));
-}
-
 function markPareto(data: readonly Datum[]): Datum[] {
   return data.map((d) => {
+    if (d.censored) return { ...d, pareto: false };
     const dominated = data.some(
-      (o) => o !== d && o.panel === d.panel && o.tasks === d.tasks &&
+      (o) => o !== d && !o.censored && o.panel === d.panel && o.tasks === d.tasks &&
         o.invP99Us <= d.invP99Us && o.gbps >= d.gbps && (o.invP99Us < d.invP99Us || o.gbps > d.gbps),
     );
     return { ...d, pareto: !dominated };
@@ -110,23 +136,24 @@ const policyColor = { field: 'policy', type: 'nominal', title: 'policy', scale: 
 /** `window` drawn wider, so that `window-or-count` drawn over it (equal when batches never reach the count) leaves it visible. */
 const policyWidth = { field: 'policy', type: 'ordinal', title: 'policy', scale: { type: 'ordinal', domain: POLICY_ORDER, range: [1.5, 4, 1.5, 1.5] } } as const;
 
-function base(title: string, values: readonly object[]) {
+function base(title: string, values: readonly object[], subtitle?: string) {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: { text: title, fontSize: 14 },
+    title: { text: title, fontSize: 14, ...(subtitle ? { subtitle, subtitleFontSize: 11 } : {}) },
     data: { values: [...values] },
     background: 'white',
     config: { axis: { titleFontSize: 12, labelFontSize: 11 }, legend: { titleFontSize: 12, labelFontSize: 11 } },
   };
 }
 
+const NOTE = 'dashed lines: policies that ignore the window; bars: min to max over seeds; hollow: censored (invalidations still open at the end: a lower bound; a censored reference policy is left out, see the table)';
+
 /** The plots of a summary (none when the runner reports no latency or throughput). */
 export function buildPlots(summary: SweepSummary): Plot[] {
   const data = toData(summary);
   if (data.length === 0) return [];
-  const hasWindow = summary.rows.some((r) => usesWindow(r.params.policy));
-  const spread = spreadOverWindows(data);
-  const ticks = windowAxisValues(spread);
+  const hasWindow = data.some((d) => d.series);
+  const ticks = windowAxisValues(data.filter((d) => d.series));
   const xWindow = {
     field: 'windowUs', type: 'quantitative', title: WINDOW_TITLE,
     scale: { type: 'symlog', constant: 1 },
@@ -134,50 +161,85 @@ export function buildPlots(summary: SweepSummary): Plot[] {
   } as const;
   const plots: Plot[] = [];
 
-  const latencyRows = spread.flatMap((d) => [
-    { ...d, percentile: 'p50', latencyUs: d.invP50Us },
-    { ...d, percentile: 'p99', latencyUs: d.invP99Us },
+  const latencyRows = data.flatMap((d) => [
+    { ...d, percentile: 'p50', latencyUs: d.invP50Us, latMinUs: d.invP50MinUs, latMaxUs: d.invP50MaxUs },
+    { ...d, percentile: 'p99', latencyUs: d.invP99Us, latMinUs: d.invP99MinUs, latMaxUs: d.invP99MaxUs },
   ]);
+  const yLatency = {
+    field: 'latencyUs', type: 'quantitative', title: 'invalidation latency (µs)', scale: { type: 'symlog', constant: 1 },
+    axis: { values: symlogTicks(Math.max(1, ...latencyRows.map((d) => d.latMaxUs))), format: TICK_FORMAT },
+  } as const;
+  const dash = { field: 'percentile', type: 'nominal', legend: null, scale: { domain: ['p50', 'p99'], range: [[1, 0], [5, 3]] } } as const;
+  const shape = { field: 'percentile', type: 'nominal', title: 'percentile (p50 solid, p99 dashed)', scale: { domain: ['p50', 'p99'], range: ['circle', 'triangle-up'] } } as const;
+  const latencyTip = [
+    { field: 'policy' }, { field: 'windowUs', title: 'window (µs)' }, { field: 'percentile' }, { field: 'latencyUs', title: 'mean (µs)' },
+    { field: 'latMinUs', title: 'min (µs)' }, { field: 'latMaxUs', title: 'max (µs)' }, { field: 'completed', title: 'invalidations completed' },
+    { field: 'open', title: 'open at the end' },
+  ];
   plots.push({
     file: 'latency-vs-window.svg',
     title: 'Invalidation latency against batching window',
     spec: {
-      ...base(`${summary.name}: invalidation latency (p50 solid, p99 dashed) against batching window`, latencyRows),
+      ...base(`${summary.name}: invalidation latency (p50 solid, p99 dashed) against batching window`, latencyRows, NOTE),
       facet,
       spec: {
         width: 260, height: 190,
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: xWindow,
-          y: {
-            field: 'latencyUs', type: 'quantitative', title: 'invalidation latency (µs)', scale: { type: 'symlog', constant: 1 },
-            axis: { values: symlogTicks(Math.max(1, ...latencyRows.map((d) => d.latencyUs))), format: TICK_FORMAT },
+        layer: [
+          {
+            // Measurements: windowed policies whose every seed finished its invalidations.
+            transform: [{ filter: 'datum.series && !datum.censored' }],
+            mark: { type: 'line', point: true },
+            encoding: { x: xWindow, y: yLatency, color: policyColor, strokeDash: dash, shape, strokeWidth: policyWidth, detail: { field: 'percentile' }, tooltip: latencyTip },
           },
-          color: policyColor,
-          strokeDash: { field: 'percentile', type: 'nominal', legend: null, scale: { domain: ['p50', 'p99'], range: [[1, 0], [5, 3]] } },
-          shape: { field: 'percentile', type: 'nominal', title: 'percentile (p50 solid, p99 dashed)', scale: { domain: ['p50', 'p99'], range: ['circle', 'triangle-up'] } },
-          strokeWidth: policyWidth,
-          detail: { field: 'percentile' },
-        },
+          {
+            transform: [{ filter: 'datum.series' }],
+            mark: { type: 'rule', strokeWidth: 1 },
+            encoding: { x: xWindow, y: { ...yLatency, field: 'latMinUs' }, y2: { field: 'latMaxUs' }, color: policyColor },
+          },
+          {
+            // Censored: a lower bound, drawn hollow and not joined.
+            transform: [{ filter: 'datum.series && datum.censored' }],
+            mark: { type: 'point', filled: false, size: 40 },
+            encoding: { x: xWindow, y: yLatency, color: policyColor, shape, tooltip: latencyTip },
+          },
+          {
+            // Policies that ignore the window: a reference line across it (censored ones are left out: see the table).
+            transform: [{ filter: '!datum.series && !datum.censored' }],
+            mark: { type: 'rule', strokeDash: [4, 4], strokeWidth: 1.5 },
+            encoding: { y: yLatency, color: policyColor, tooltip: latencyTip },
+          },
+        ],
       },
     } as unknown as vl.TopLevelSpec,
   });
 
+  const yGbps = { field: 'gbps', type: 'quantitative', title: 'DMA throughput (GB/s)', scale: { zero: false } } as const;
+  const gbpsTip = [{ field: 'policy' }, { field: 'windowUs', title: 'window (µs)' }, { field: 'gbps', title: 'mean GB/s' }, { field: 'gbpsMin', title: 'min' }, { field: 'gbpsMax', title: 'max' }];
   plots.push({
     file: 'throughput-vs-window.svg',
     title: 'DMA throughput against batching window',
     spec: {
-      ...base(`${summary.name}: DMA throughput against batching window`, spread),
+      ...base(`${summary.name}: DMA throughput against batching window`, data, 'dashed lines: policies that ignore the window; bars: min to max over seeds'),
       facet,
       spec: {
         width: 260, height: 190,
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: xWindow,
-          y: { field: 'gbps', type: 'quantitative', title: 'DMA throughput (GB/s)', scale: { zero: false } },
-          color: policyColor,
-          strokeWidth: policyWidth,
-        },
+        layer: [
+          {
+            transform: [{ filter: 'datum.series' }],
+            mark: { type: 'line', point: true },
+            encoding: { x: xWindow, y: yGbps, color: policyColor, strokeWidth: policyWidth, tooltip: gbpsTip },
+          },
+          {
+            transform: [{ filter: 'datum.series' }],
+            mark: { type: 'rule', strokeWidth: 1 },
+            encoding: { x: xWindow, y: { ...yGbps, field: 'gbpsMin' }, y2: { field: 'gbpsMax' }, color: policyColor },
+          },
+          {
+            transform: [{ filter: '!datum.series' }],
+            mark: { type: 'rule', strokeDash: [4, 4], strokeWidth: 1.5 },
+            encoding: { y: yGbps, color: policyColor, tooltip: gbpsTip },
+          },
+        ],
       },
     } as unknown as vl.TopLevelSpec,
   });
@@ -185,13 +247,17 @@ export function buildPlots(summary: SweepSummary): Plot[] {
   const frontier = markPareto(data);
   const xP99 = {
     field: 'invP99Us', type: 'quantitative', title: 'p99 invalidation latency (µs)', scale: { type: 'symlog', constant: 1 },
-    axis: { values: symlogTicks(Math.max(1, ...frontier.map((d) => d.invP99Us))), format: TICK_FORMAT, labelOverlap: 'greedy' },
+    axis: { values: symlogTicks(Math.max(1, ...frontier.map((d) => d.invP99MaxUs))), format: TICK_FORMAT, labelOverlap: 'greedy' },
   } as const;
+  const frontierTip = [
+    { field: 'policy' }, { field: 'windowUs', title: 'window (µs)' }, { field: 'invP99Us', title: 'p99 (µs)' }, { field: 'gbps', title: 'GB/s' },
+    { field: 'completed', title: 'invalidations completed' }, { field: 'open', title: 'open at the end' },
+  ];
   plots.push({
     file: 'frontier.svg',
     title: 'Latency/throughput frontier',
     spec: {
-      ...base(`${summary.name}: p99 invalidation latency against DMA throughput (line: the Pareto frontier)`, frontier),
+      ...base(`${summary.name}: p99 invalidation latency against DMA throughput (line: the Pareto frontier)`, frontier, `frontier points labelled with their policy and window; ${NOTE}`),
       facet,
       spec: {
         width: 260, height: 190,
@@ -199,24 +265,30 @@ export function buildPlots(summary: SweepSummary): Plot[] {
           {
             transform: [{ filter: 'datum.pareto' }],
             mark: { type: 'line', color: '#333', strokeWidth: 1.5 },
-            encoding: {
-              x: xP99,
-              y: { field: 'gbps', type: 'quantitative', title: 'DMA throughput (GB/s)', scale: { zero: false } },
-              order: { field: 'invP99Us', type: 'quantitative' },
-            },
+            encoding: { x: xP99, y: yGbps, order: { field: 'invP99Us', type: 'quantitative' } },
           },
           {
+            mark: { type: 'rule', strokeWidth: 1, opacity: 0.6 },
+            encoding: { x: { ...xP99, field: 'invP99MinUs' }, x2: { field: 'invP99MaxUs' }, y: yGbps, color: policyColor },
+          },
+          {
+            mark: { type: 'rule', strokeWidth: 1, opacity: 0.6 },
+            encoding: { x: xP99, y: { ...yGbps, field: 'gbpsMin' }, y2: { field: 'gbpsMax' }, color: policyColor },
+          },
+          {
+            transform: [{ filter: '!datum.censored' }],
             mark: { type: 'point', filled: true, size: 50, opacity: 0.85 },
-            encoding: {
-              x: xP99,
-              y: { field: 'gbps', type: 'quantitative', title: 'DMA throughput (GB/s)', scale: { zero: false } },
-              color: policyColor,
-              shape: { field: 'policy', type: 'nominal', title: 'policy', scale: { domain: POLICY_ORDER } },
-              tooltip: [
-                { field: 'policy' }, { field: 'windowUs', title: 'window (µs)' },
-                { field: 'invP99Us', title: 'p99 (µs)' }, { field: 'gbps', title: 'GB/s' },
-              ],
-            },
+            encoding: { x: xP99, y: yGbps, color: policyColor, shape: { field: 'policy', type: 'nominal', title: 'policy', scale: { domain: POLICY_ORDER } }, tooltip: frontierTip },
+          },
+          {
+            transform: [{ filter: 'datum.censored' }],
+            mark: { type: 'point', filled: false, size: 50 },
+            encoding: { x: xP99, y: yGbps, color: policyColor, shape: { field: 'policy', type: 'nominal', title: 'policy', scale: { domain: POLICY_ORDER } }, tooltip: frontierTip },
+          },
+          {
+            transform: [{ filter: 'datum.pareto' }],
+            mark: { type: 'text', align: 'left', dx: 6, dy: -6, fontSize: 9 },
+            encoding: { x: xP99, y: yGbps, text: { field: 'label' } },
           },
         ],
       },
@@ -232,8 +304,8 @@ export function buildPlots(summary: SweepSummary): Plot[] {
 
 /** Render a vega-lite spec to an SVG string, in Node, without a canvas. */
 export async function renderSvg(spec: vl.TopLevelSpec): Promise<string> {
-  const compiled = vl.compile(spec).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  const compiled = vl.compile(spec, { logger: vega.logger(vega.Error) }).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none', logLevel: vega.Error });
   try {
     const svg = await view.toSVG();
     return svg.endsWith('\n') ? svg : `${svg}\n`;

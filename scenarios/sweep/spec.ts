@@ -44,9 +44,12 @@ export const INNER_POLICY_NAMES: readonly string[] = BATCH_POLICY_NAMES.filter((
  * - `dma-heavy-reclaim`: the same plus memory pressure, so kswapd reclaims pages of the buffer;
  * - `dma-heavy-dontneed`: madvise(DONTNEED) churn only (no VMA changes);
  * - `dma-heavy-punch`: the buffer is a MAP_SHARED file mapping and the tasks punch holes in
- *   it (fallocate PUNCH_HOLE takes no mmap_lock, so their invalidations overlap).
+ *   it (fallocate PUNCH_HOLE takes no mmap_lock, so their invalidations overlap);
+ * - `dma-heavy-mm`: `dma-heavy-reclaim` plus the mm's other background invalidators:
+ *   automatic NUMA balancing scans (kernel-model/numa-balancing.ts) and KSM merging the
+ *   buffer's identical pages (kernel-model/ksm.ts, the buffer MADV_MERGEABLE).
  */
-export const WORKLOAD_NAMES = ['dma-heavy', 'dma-heavy-reclaim', 'dma-heavy-dontneed', 'dma-heavy-punch'] as const;
+export const WORKLOAD_NAMES = ['dma-heavy', 'dma-heavy-reclaim', 'dma-heavy-dontneed', 'dma-heavy-punch', 'dma-heavy-mm'] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
 const PROFILES = PROFILE_NAMES as unknown as readonly [ProfileName, ...ProfileName[]];
@@ -226,13 +229,14 @@ export const PRESETS: Readonly<Record<string, SweepSpecInput>> = {
    */
   batching: {
     name: 'batching',
-    description: 'sync batching: invalidation latency against DMA throughput, odp and holdoff, policies none/window/count/window-or-count',
+    description: 'sync batching: invalidation latency against DMA throughput, odp and holdoff, policies none/window/count/window-or-count, churn with reclaim, NUMA scans and KSM',
     runner: 'batching',
     seeds: [1, 2, 3],
-    durationNs: 2_000_000,
+    // Each point runs at least 10 ms and ten times its window (grid.ts pointDurationNs).
+    durationNs: 10_000_000,
     grid: {
       strategy: ['odp', 'holdoff'],
-      workload: ['dma-heavy-reclaim'],
+      workload: ['dma-heavy-mm'],
       profile: ['linux-6.x'],
       syncNs: [null],
       tasks: [1, 4, 16],

@@ -144,7 +144,7 @@ const ROWS: Row[] = [
   { input: 'replay of a missing file', args: ['replay', 'missing.json'], code: 2, stderr: /^error: cannot read missing\.json: no such file$/ },
   { input: 'replay of a directory', args: ['replay', 'adir'], files: { 'adir/x': '' }, code: 2, stderr: /^error: cannot read adir: is a directory$/ },
   { input: 'a spec that is a directory', args: ['sweep', 'adir.json'], files: { 'adir.json/x': '' }, code: 2, stderr: /^error: cannot read spec file adir\.json: EISDIR$/ },
-  { input: 'an unknown command', args: ['frobnicate'], code: 2, stderr: /^error: unknown command 'frobnicate'; commands: list, demo, run, params, schema, sweep, merge, fuzz, replay/ },
+  { input: 'an unknown command', args: ['frobnicate'], code: 2, stderr: /^error: unknown command 'frobnicate'; commands: list, demo, run, params, calibrate, schema, sweep, merge, fuzz, replay/ },
   { input: 'a user module that is missing', args: ['run', 'odp-swap-storm', '--driver', './nope.ts'], code: 2, stderr: /^error: nope\.ts: no such file$/ },
 ];
 
@@ -167,9 +167,9 @@ for (const row of ROWS) {
 
 test.serial('a --set the scenario does not use: the run goes on, one warning line on stderr', (t) => {
   const cwd = workdir();
-  const r = lab(cwd, [...cheap, '--set', 'odp.faultHandlingNs=5']);
+  const r = lab(cwd, [...cheap, '--set', 'batching.windowNs=5']);
   t.is(r.code, 0, r.stderr);
-  t.is(r.stderr, 'warning: --set odp.faultHandlingNs had no effect: gup-bias-false-positive never read it\n');
+  t.is(r.stderr, 'warning: --set batching.windowNs had no effect: gup-bias-false-positive never read it\n');
   t.regex(r.stdout, /outcome: ok/);
   t.deepEqual(tree(cwd), []);
 });
@@ -177,10 +177,10 @@ test.serial('a --set the scenario does not use: the run goes on, one warning lin
 test.serial('replay lines keep every --set; a run ended by its time limit is NOT OK', (t) => {
   const cwd = workdir();
   // a sync of 1 s per invalidation runs the story past its 10 s bound (it used to say "ok: clean", exit 0)
-  const r = lab(cwd, ['run', 'holdoff-non-faultable', '--set', 'cost.syncNs=1000000000', '--set', 'odp.faultHandlingNs=0']);
+  const r = lab(cwd, ['run', 'holdoff-non-faultable', '--set', 'cost.syncNs=1000000000', '--set', 'cpu.odpFaultWorkNs=0']);
   t.is(r.code, 1, r.stdout.slice(-2000) + r.stderr);
   t.regex(r.stdout, /outcome: NOT OK: clean; the story did not finish: stopped by its time limit \(10000000000 ns\)/);
-  t.true(r.stdout.includes('replay: npx lab run holdoff-non-faultable --seed 1 --profile linux-6.x --driver holdoff --set cost.syncNs=1000000000 --set odp.faultHandlingNs=0'), r.stdout.slice(-500));
+  t.true(r.stdout.includes('replay: npx lab run holdoff-non-faultable --seed 1 --profile linux-6.x --driver holdoff --set cost.syncNs=1000000000 --set cpu.odpFaultWorkNs=0'), r.stdout.slice(-500));
 });
 
 test.serial('lab --version; lab run all | head ends quietly (EPIPE)', (t) => {

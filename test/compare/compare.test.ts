@@ -45,9 +45,12 @@ test('issue 13 item 3: writeback-vs-longterm-pin on linux-4.18, each proposal\'s
   t.is(g.costs.cleanedWhilePinned, 0);
   t.true(g.costs.writebackSkipped > 0);
   t.is(g.figures['records lost on disk'], 36, 'page 1\'s 36 records are not on disk after fsync returned 0');
-  // dirty-at-gup (Arcangeli via Glisse; Chinner's objection): cleaned 30 s into the pin, written while clean, lost writes, no crash.
+  // dirty-at-gup (Arcangeli via Glisse; Chinner's objection): cleaned about 30 s into the pin, written while clean, lost
+  // writes, no crash. "About": dirty_expire_interval (30 s) plus at most one flusher period (dirty_writeback_interval, 5 s,
+  // mm/page-writeback.c), since the page expires between two wake-ups.
   const d = row('dirty-at-gup');
-  t.is(d.costs.firstCleanIntoPinNs !== null && Math.round(d.costs.firstCleanIntoPinNs / 1e9), 30);
+  const cleanedS = d.costs.firstCleanIntoPinNs === null ? -1 : d.costs.firstCleanIntoPinNs / 1e9;
+  t.true(cleanedS >= 30 && cleanedS <= 35, `cleaned ${cleanedS} s into the pin`);
   t.deepEqual(Object.keys(d.violations).sort(), ['dma-write-clean-page', 'lost-write']);
   t.true(d.costs.releasesNotDirtied > 0);
   // The table: one row per variant, the readings quoting the threads.

@@ -16,6 +16,12 @@ import { buffer, contents, fill, mapBuffer, pager, rcPair, runScript, statusName
 const S = IBV_SEND_SIGNALED;
 const KiB = 1024;
 
+/**
+ * A fault served within one RNR timer (the calibrated ~220 µs NIC fault spans several):
+ * these tests count packets of exactly one RNR NAK and one resend.
+ */
+const FAST_FAULT = { faultResumeNs: 2_000 };
+
 test('ibv_modify_qp(3) path_mtu: an enum ibv_mtu value up to the port\'s active MTU; anything else is -EINVAL', (t) => {
   const { a, b } = twoNodes({ caps: { mtu: 1024 } });
   t.throws(() => rcPair(a, b, { pathMtu: IBV_MTU_4096 }), { message: /-22/ }, 'larger than the port MTU');
@@ -63,7 +69,7 @@ test('rxe check_length: a 10 KiB RDMA WRITE with a 1 KiB path MTU is 10 packets 
 });
 
 test('rdma B8 per packet: a WRITE whose 9th packet faults is RNR-NAKed at that packet; only packets 9..16 are resent', (t) => {
-  const { sim, a, b } = twoNodes();
+  const { sim, a, b } = twoNodes({ costs: FAST_FAULT });
   const [qa, qb] = rcPair(a, b, { pathMtu: IBV_MTU_1024 });
   const src = buffer(a, 0x10000, 4);
   const dst = buffer(b, 0x40000, 4, { onDemand: true });
@@ -113,7 +119,7 @@ test('rxe read_reply: a 16 KiB READ with a 1 KiB path MTU is answered in 16 pack
 });
 
 test('per-packet SEND: a 6 KiB SEND with a 1 KiB path MTU lands in one receive WQE (byte_len 6 KiB) even when a packet in the middle faults', (t) => {
-  const { sim, a, b } = twoNodes();
+  const { sim, a, b } = twoNodes({ costs: FAST_FAULT });
   const [qa, qb] = rcPair(a, b, { pathMtu: IBV_MTU_1024 });
   const src = buffer(a, 0x10000, 2);
   const dst = buffer(b, 0x40000, 2, { onDemand: true });

@@ -8,6 +8,7 @@ import type { ExecutionContext } from 'ava';
 import {
   MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, Simulation, errnoName,
   type Co, type Kernel, type Process, type SimulationOptions,
+  DEFAULT_CPU_COSTS, type CpuCosts,
 } from '../../kernel-model/index.ts';
 import {
   Fabric, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE, IBV_QPS_INIT, IBV_QPS_RTR,
@@ -169,6 +170,15 @@ export function runApp(t: ExecutionContext, sim: Simulation, app: App, body: () 
 /** One page access of the DMA engine: bytes over PCIe plus a translation miss (the scheduler rounds to whole ns). */
 export function pageAccessNs(costs: CostModel, bytes = P, miss = true): number {
   return Math.round(bytes / costs.pcieBytesPerNs + (miss ? costs.translationMissNs : costs.translationHitNs));
+}
+
+/**
+ * The CPU time the kernel spends on a munmap/madvise of `pages` pages around the driver's
+ * invalidation (kernel-model/cpu-costs.ts): one notifier dispatch, zap_pte_range per page,
+ * one TLB flush.
+ */
+export function kernelZapCpuNs(pages: number, cpu: CpuCosts = DEFAULT_CPU_COSTS): number {
+  return cpu.notifierDispatchNs + pages * cpu.zapPerPageNs + cpu.tlbFlushNs;
 }
 
 export function zapNs(costs: CostModel, pages: number): number {

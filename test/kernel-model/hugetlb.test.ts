@@ -9,7 +9,7 @@ import {
   PMD_SIZE, PROFILES, PROT_READ, PROT_WRITE, TASK_SIZE, FOLL_LONGTERM, FOLL_WRITE,
   MmuIntervalNotifier, hmmPfnRecord, hmmRangeFault, hmmRangeInit, HMM_PFN_REQ_FAULT,
   mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalSetSeq, pinUserPagesFast, unpinUserPages,
-  vpn, type Co, type MmStruct, type Process,
+  ZERO_CPU_COSTS, vpn, type Co, type MmStruct, type Process,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, lines, ok, pair, rig, runMain, type Rig } from './_helpers.ts';
 
@@ -112,6 +112,29 @@ test('rules 21d/21i, mm/hugetlb.c (copy_hugetlb_page_range, hugetlb_wp): fork se
     ok(yield* child.store(a, fill(2, 4)), 'child store');
     t.deepEqual(lines(r.events, child.mm), [], 'the child is the last sharer: reused in place');
     t.is(yield* r.p.store(a + M2, fill(3, 4)), -EFAULT, 'no free huge page for the second copy: SIGBUS');
+  });
+});
+
+test('no page-table lock in the model (commit 798b1cc): hugetlb_wp (mm/hugetlb.c, huge_ptep_clear_flush) settles the copied page\'s entry before the TLB flush\'s CPU time: a second writer during the flush finds it writable, no second copy, the old page put once', (t) => {
+  const r = rig({ profile: PROFILES['linux-6.x'], cpuCosts: { ...ZERO_CPU_COSTS, tlbFlushNs: 10_000 } });
+  r.k.hugetlb.setNrHugepages(3);
+  runMain(t, r, function* () {
+    const a = yield* touched(r.p, 1);
+    const head = headAt(r.p.mm, a);
+    const child = yield* r.p.fork();
+    if (typeof child === 'number') return t.fail('fork');
+    const other = r.p.spawnThread('other', function* () {
+      yield* r.k.sim.sleep(1_000);
+      ok(yield* r.p.store(a + 7 * P, fill(7, 4)), 'store during the flush');
+    });
+    ok(yield* r.p.store(a + 5 * P, fill(5, 4)), 'store');
+    yield* r.k.sim.join(other);
+    t.not(headAt(r.p.mm, a), head);
+    t.is(r.k.phys.folioRefCount(head), 1, 'the child\'s reference only');
+    t.is(r.k.hugetlb.freeHugepages, 1, 'one copy taken from the pool of three');
+    t.deepEqual(Array.from(bytes(yield* r.p.load(a + 5 * P, 1), 'load')), [5]);
+    t.deepEqual(Array.from(bytes(yield* r.p.load(a + 7 * P, 1), 'load')), [7]);
+    t.deepEqual(Array.from(bytes(yield* child.load(a + 7 * P, 4), 'load')), [0, 0, 0, 0]);
   });
 });
 

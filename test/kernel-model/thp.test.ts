@@ -12,7 +12,7 @@ import {
   HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE, HPAGE_PMD_NR,
   MmuIntervalNotifier, collapseHugePage, hmmPfnEncode, hmmPfnRecord, hmmRangeFault, hmmRangeInit, khugepagedScanMm,
   mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalSetSeq, pinUserPagesFast, unpinUserPages, newReclaimStats, shrinkPage, migratePage,
-  vpn, type Co, type HmmRange, type MmStruct, type KernelProfile, type Process, type ProfileName,
+  ZERO_CPU_COSTS, vpn, type Co, type HmmRange, type MmStruct, type KernelProfile, type Process, type ProfileName,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, lines, ok, pair, rig, runMain, type Rig } from './_helpers.ts';
 
@@ -33,8 +33,8 @@ function* thpBuffer(p: Process, blocks: number, advise = true): Co<number> {
 const hugeAt = (mm: MmStruct, addr: number): boolean => mm.pageTable.pmdHuge(vpn(addr));
 const headAt = (mm: MmStruct, addr: number): number => Math.floor(mm.pageTable.getPmd(vpn(addr)) / 128);
 
-function profiled(name: ProfileName, extra: Partial<KernelProfile> = {}): Rig {
-  return rig({ profile: { ...PROFILES[name], ...extra } });
+function profiled(name: ProfileName, extra: Partial<KernelProfile> = {}, cpu: Partial<typeof ZERO_CPU_COSTS> = {}): Rig {
+  return rig({ profile: { ...PROFILES[name], ...extra }, cpuCosts: { ...ZERO_CPU_COSTS, ...cpu } });
 }
 
 // ---- fault --------------------------------------------------------------------------------
@@ -131,6 +131,23 @@ test('rule 21f, mm/memory.c (zap_pmd_range -> __split_huge_pmd): MADV_DONTNEED o
   });
 });
 
+test('cpu costs, mm/huge_memory.c (zap_huge_pmd): zapping a whole THP is one entry of zap work (zapPerPageNs once, not 512 times), a PTE-mapped 2 MiB block 512 entries; the flush covers the whole block either way', (t) => {
+  const r = profiled('linux-6.x', {}, { zapPerPageNs: 1_000 });
+  runMain(t, r, function* () {
+    const a = yield* thpBuffer(r.p, 1);
+    const b = ok(yield* r.p.mmap(BASE + 4 * M2, M2, RW, ANON | MAP_FIXED), 'mmap');
+    for (let i = 0; i < HPAGE_PMD_NR; i++) ok(yield* r.p.store(b + i * P, fill(1, 1)), 'store');
+    t.true(hugeAt(r.p.mm, a));
+    t.false(hugeAt(r.p.mm, b));
+    let t0 = r.k.sim.now();
+    ok(yield* r.p.madvise(a, M2, MADV_DONTNEED), 'madvise');
+    t.is(r.k.sim.now() - t0, 1_000, 'one huge entry');
+    t0 = r.k.sim.now();
+    ok(yield* r.p.madvise(b, M2, MADV_DONTNEED), 'madvise');
+    t.is(r.k.sim.now() - t0, HPAGE_PMD_NR * 1_000, '512 PTEs');
+  });
+});
+
 test('rule 21f: munmap of whole THPs sends one UNMAP and no split; MADV_FREE over a whole THP marks it lazy-free on the huge entry, over part of it splits first', (t) => {
   const r = rig();
   runMain(t, r, function* () {
@@ -218,7 +235,54 @@ test('do_huge_pmd_wp_page (mm/huge_memory.c, 5.8 3917c80280c9): after fork a wri
   }
 });
 
+test('no page-table lock in the model (commit 798b1cc): do_huge_pmd_wp_page\'s 2 MiB copy (linux-4.18, mm/huge_memory.c pmdp_huge_clear_flush) settles the new PMD before the TLB flush\'s CPU time: a second writer during the flush finds the new writable entry, not the old one to copy again', (t) => {
+  // Only the flush costs time (10 us), so the second thread's write lands inside it.
+  const r = profiled('linux-4.18', {}, { tlbFlushNs: 10_000 });
+  runMain(t, r, function* () {
+    const a = yield* thpBuffer(r.p, 1);
+    const head = headAt(r.p.mm, a);
+    const child = yield* r.p.fork();
+    if (typeof child === 'number') return t.fail('fork');
+    const other = r.p.spawnThread('other', function* () {
+      yield* r.k.sim.sleep(1_000);
+      ok(yield* r.p.store(a + 7 * P, fill(7, 4)), 'store during the flush');
+    });
+    ok(yield* r.p.store(a + 5 * P, fill(5, 4)), 'store');
+    yield* r.k.sim.join(other);
+    t.true(hugeAt(r.p.mm, a), 'one new THP');
+    t.not(headAt(r.p.mm, a), head);
+    t.is(r.k.transparentHugepage.stats.splitPmd, 0);
+    t.is(r.k.phys.folioRefCount(head), 1, 'the child\'s reference only: the old folio was put once');
+    t.deepEqual(Array.from(bytes(yield* r.p.load(a + 5 * P, 1), 'load')), [5]);
+    t.deepEqual(Array.from(bytes(yield* r.p.load(a + 7 * P, 1), 'load')), [7], 'both writes in the one copy');
+    t.deepEqual(Array.from(bytes(yield* child.load(a + 7 * P, 4), 'load')), [0, 0, 0, 0], 'the child keeps the old bytes');
+  });
+});
+
 // ---- khugepaged -----------------------------------------------------------------------------
+test('no page-table lock in the model: collapse_huge_page (mm/khugepaged.c, __collapse_huge_page_isolate after the range start) checks the PTEs again after the notifier start; a GUP-fast pin taken meanwhile stops the collapse (-EBUSY, the CLEAR still ended) and the pinned page stays mapped', (t) => {
+  // The subscriber's dispatch costs 10 us: the pin lands inside the collapse's range start.
+  const r = profiled('linux-6.x', {}, { notifierDispatchNs: 10_000 });
+  runMain(t, r, function* () {
+    const a = ok(yield* r.p.mmap(BASE, M2, RW, ANON | MAP_FIXED), 'mmap');
+    for (let i = 0; i < HPAGE_PMD_NR; i += 64) ok(yield* r.p.store(a + i * P, fill(1, 4)), 'store');
+    ok(yield* r.p.madvise(a, M2, MADV_HUGEPAGE), 'madvise');
+    yield* subscribe(r.p.mm);
+    const pages: number[] = [];
+    const pinner = r.p.spawnThread('pinner', function* () {
+      yield* r.k.sim.sleep(5_000);
+      t.is(yield* pinUserPagesFast(r.p.mm, a + 64 * P, 1, FOLL_WRITE | FOLL_LONGTERM, pages), 1);
+    });
+    r.events.length = 0;
+    t.is(yield* collapseHugePage(r.p.mm, a), -EBUSY);
+    yield* r.k.sim.join(pinner);
+    t.deepEqual(lines(r.events), pair('CLEAR', a, a + M2));
+    t.false(hugeAt(r.p.mm, a));
+    t.is(Math.floor(r.p.mm.pageTable.get(vpn(a + 64 * P)) / 128), pages[0] as number, 'the pinned page is the one mapped');
+    unpinUserPages(r.k, pages);
+  });
+});
+
 
 test('rule 21f, mm/khugepaged.c (collapse_huge_page): khugepaged collapses a PTE-mapped block into one THP with a CLEAR over the block; the bytes are kept; a pinned page stops it (SCAN_PAGE_COUNT) with nothing sent', (t) => {
   const r = rig();

@@ -1,0 +1,1 @@
+export { calibrate, measureFault, renderCalibration, CALIBRATION_TOLERANCE, type CalibrationReport, type CalibrationRow, type AssumedParameter } from './calibrate.ts';
