@@ -200,6 +200,8 @@ class PinnedUmemImpl implements PinnedUmem {
     nic.destroyMr(this.mr);
     yield* nic.sync();
     this.gup.release(kernel, this.how, this.frames, this.writable);
+    // ib_umem_release -> unpin_user_pages_dirty_lock, per page (cpu-costs.ts unpinPerPageNs).
+    yield* kernel.sim.cpu(this.frames.length * kernel.cpuCosts.unpinPerPageNs);
     unaccountPinnedVm(this.mm, this.npages);
     this.mm.mmdrop();
     return 0;

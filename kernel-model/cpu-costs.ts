@@ -13,6 +13,8 @@
  * | tlbFlushNs | tlb.ts `flushTlbMmRange`, per flush (flush_tlb_mm_range with its shootdown IPIs) |
  * | notifierDispatchNs | mmu-notifier.ts, per subscriber called for an invalidation |
  * | pinPerPageNs | gup.ts `pinUserPages`/`pinUserPagesFast`, per page pinned |
+ * | unpinPerPageNs | driver/umem-pinned.ts `dereg` (ib_umem_release), per page unpinned or put |
+ * | mmapLockHandoffNs | sim/rw-semaphore.ts, a contended `mmap_lock` handed to a waiter (its wake-up) |
  * | hmmRangeFaultPerPageNs | driver/umem-odp.ts, per page an ODP fault asked hmm_range_fault for (caller side) |
  * | odpDmaMapPerPageNs | driver/umem-odp.ts, per page an ODP fault maps for DMA (ib_umem_odp_map_dma_single_page) |
  * | odpFaultWorkNs | driver/umem-odp.ts, once per NIC fault (mlx5_ib_eqe_pf_action's work item) |
@@ -36,6 +38,14 @@ export interface CpuCosts {
   notifierDispatchNs: number;
   /** Pinning one page (pin_user_pages: the walk, the refcount bias, the accounting). */
   pinPerPageNs: number;
+  /** Releasing one pinned or referenced page (unpin_user_pages_dirty_lock: dirtying, the refcount drop). */
+  unpinPerPageNs: number;
+  /**
+   * A contended mmap_lock handed to a waiting task: the lock is the waiter's from the
+   * release on (rwsem_mark_wake grants it), but the waiter runs only after its wake-up
+   * and context switch, and holds the lock meanwhile.
+   */
+  mmapLockHandoffNs: number;
   /** hmm_range_fault's walk per page of the range (the page present on the CPU side). */
   hmmRangeFaultPerPageNs: number;
   /** Mapping one page for the device's DMA (ib_umem_odp_map_dma_single_page: dma_map_page, IOMMU). */
@@ -58,6 +68,8 @@ export const DEFAULT_CPU_COSTS: Readonly<CpuCosts> = Object.freeze({
   tlbFlushNs: 2_000,
   notifierDispatchNs: 50,
   pinPerPageNs: 60,
+  unpinPerPageNs: 30,
+  mmapLockHandoffNs: 2_000,
   hmmRangeFaultPerPageNs: 60,
   odpDmaMapPerPageNs: 65,
   odpFaultWorkNs: 10_000,
@@ -81,6 +93,8 @@ export const CPU_COST_SOURCES: Readonly<Record<keyof CpuCosts, string>> = Object
   tlbFlushNs: 'assumed: a local flush plus the shootdown IPI round trip to the mm\'s other CPUs, order of 1 to 5 us',
   notifierDispatchNs: 'assumed: an interval-tree or SRCU list step and an indirect call',
   pinPerPageNs: 'assumed: the GUP walk and an atomic refcount update per page',
+  unpinPerPageNs: 'assumed: half a pin, no walk: an atomic refcount drop and, for a writable MR, set_page_dirty_lock',
+  mmapLockHandoffNs: 'assumed: a wake-up and context switch on an idle CPU, order of 1 to 5 us (rwsem_mark_wake, then try_to_wake_up)',
   hmmRangeFaultPerPageNs: 'assumed: the page-table walk per present page; with odpDmaMapPerPageNs and cost.updateEntriesPerPageNs it makes the 4 KiB to 4 MiB slope of the ASPLOS 2017 NIC fault (220 to 350 us)',
   odpDmaMapPerPageNs: 'assumed: dma_map_page through the IOMMU per page; see hmmRangeFaultPerPageNs for the calibrated slope',
   odpFaultWorkNs: 'assumed: the share of the ASPLOS 2017 fixed 220 us given to the driver\'s work item; the rest is the device\'s (cost.faultReportNs, faultInterruptNs, faultResumeNs)',

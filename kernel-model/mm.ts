@@ -42,7 +42,8 @@ export class MmStruct {
   brk = 0;
 
   constructor(readonly kernel: Kernel, readonly id: number) {
-    this.mmapLock = new RwSemaphore(kernel.sim, `mmap_lock(mm${id})`, 'mmap_lock');
+    // A contended hand-off costs the waiter its wake-up (cpu-costs.ts mmapLockHandoffNs).
+    this.mmapLock = new RwSemaphore(kernel.sim, `mmap_lock(mm${id})`, 'mmap_lock', () => kernel.cpuCosts.mmapLockHandoffNs);
   }
 
   /** The VMA containing addr, or undefined. O(log n). */

@@ -12,7 +12,11 @@ export class RwSemaphore implements Blocker {
   private readonly readers = new Map<Task, number>();
   private readonly waiters: Waiter[] = [];
 
-  constructor(private readonly sim: Simulation, readonly name: string, readonly cls: string = name) {}
+  /**
+   * @param handoffNs the CPU time a waiter spends between being handed the lock and
+   *   running (its wake-up); read at each hand-off, so a cost model can change it. None: 0.
+   */
+  constructor(private readonly sim: Simulation, readonly name: string, readonly cls: string = name, private readonly handoffNs?: () => number) {}
 
   holders(): readonly Task[] {
     return this.writer ? [this.writer] : [...this.readers.keys()];
@@ -82,6 +86,10 @@ export class RwSemaphore implements Blocker {
     task.waitingOn = null;
     this.sim.lockdep.acquire(task, this.cls);
     if (this.sim.tracing) this.sim.emit({ type: 'lock-acquire', lock: this.name, mode: write ? 'excl' : 'shared' });
+    // The lock was granted at the release (released()); the waiter runs only after its
+    // wake-up, holding the lock meanwhile.
+    const handoff = this.handoffNs?.() ?? 0;
+    if (handoff > 0) yield* this.sim.cpu(handoff);
   }
 
   private grant(task: Task, write: boolean): void {

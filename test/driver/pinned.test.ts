@@ -43,6 +43,25 @@ function* rdma(app: App, qp: QueuePair, op: 'write' | 'read', local: { addr: num
 
 // ---- registration and release ------------------------------------------------------------------
 
+test('ib_umem_release charges unpinPerPageNs per page it unpins (drivers/infiniband/core/umem.c __ib_umem_release -> unpin_user_pages_dirty_lock; cpu-costs.ts)', (t) => {
+  // The same dereg twice, with the unpin charge at 0 and at 1 ms: the difference is the pages times 1 ms.
+  const deregNs = (unpinPerPageNs: number): number => {
+    const { sim, a } = twoApps();
+    a.k.cpuCosts.unpinPerPageNs = unpinPerPageNs;
+    let took = -1;
+    run(t, sim, function* () {
+      const buf = yield* mapAnon(a, 4);
+      yield* store(a, buf, pattern(1, 4 * P));
+      const mr = yield* regOk(a, buf, 3 * P);
+      const t0 = sim.now();
+      must(yield* a.ctx.deregMr(mr), 'dereg');
+      took = sim.now() - t0;
+    });
+    return took;
+  };
+  t.is(deregNs(1_000_000) - deregNs(0), 3 * 1_000_000);
+});
+
 test('kernel rules 55, 57, 63 (linux-6.x): reg_mr pins every page of the span with the bias, sets MMF_HAS_PINNED, charges pinned_vm and programs each frame read-write; dereg reverses all of it', (t) => {
   const { sim, a } = twoApps();
   run(t, sim, function* () {
