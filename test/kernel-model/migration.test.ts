@@ -13,6 +13,7 @@ import {
 import { FOLL_LONGTERM, FOLL_WRITE, getUserPagesFast, pinUserPagesFast, putUserPages, unpinUserPages } from '../../kernel-model/gup.ts';
 import { migratePage, migrationUnmapFunction } from '../../kernel-model/migrate.ts';
 import { startNumaBalancing } from '../../kernel-model/numa-balancing.ts';
+import { DEFAULT_CPU_COSTS } from '../../kernel-model/cpu-costs.ts';
 import { P, bytes, fill, frameAt, lines, ok, pair, runMain } from './_helpers.ts';
 import { ANON, RW, rigOn, traceOf } from './_pin-helpers.ts';
 
@@ -120,15 +121,20 @@ test('rule 73: a COW-shared page mapped by parent and child moves for both, with
 test('NUMA balancing (kernel/sched/fair.c task_numa_work, mm/mprotect.c change_prot_numa, rules 21h, 73): each scan sends PROTECTION_VMA over its window and makes the PTEs NUMA hints; the next access migrates the page (CLEAR), the bytes follow, a pinned page is never hinted', (t) => {
   const r = rigOn('linux-6.x');
   const { k, p, events } = r;
-  // A 2 MiB scan size: each pass hints one PMD-aligned 2 MiB window of the 8 MiB buffer.
-  const stats = startNumaBalancing(k, { periodNs: 1_000_000, scanSizeMb: 2 });
   const MiB = 1024 * 1024;
   let buf = 0;
+  let stats: ReturnType<typeof startNumaBalancing> | undefined;
   p.spawnThread('main', function* () {
     buf = ok(yield* p.mmap(0x40000000, 8 * MiB, RW, ANON | MAP_FIXED), 'mmap');
     for (let i = 0; i < 8 * MiB; i += P) ok(yield* p.store(buf + i, fill((i / P) & 0xff, 8)), 'store');
     const pinned: number[] = [];
     t.is(yield* pinUserPagesFast(p.mm, buf, 1, FOLL_WRITE | FOLL_LONGTERM, pinned), 1);
+    // Balancing starts once the buffer is populated: its 2048 page faults take about 2 ms
+    // of CPU time (cpu-costs.ts pageFaultNs), two scan periods that would have hinted the
+    // first windows before the test looks. A 2 MiB scan size: each pass hints one
+    // PMD-aligned 2 MiB window of the 8 MiB buffer.
+    t.true(k.sim.now() >= 2048 * DEFAULT_CPU_COSTS.pageFaultNs, 'the population took CPU time');
+    stats = startNumaBalancing(k, { periodNs: 1_000_000, scanSizeMb: 2 });
     const before = frameAt(p.mm, buf + P);
     events.length = 0;
     yield* k.sim.sleep(1_500_000); // one scan: [buf, buf + 2 MiB)
@@ -147,6 +153,7 @@ test('NUMA balancing (kernel/sched/fair.c task_numa_work, mm/mprotect.c change_p
   });
   const out = k.sim.run({ untilNs: 20_000_000 });
   t.not(out.reason, 'failed', out.failure);
+  if (!stats) throw new Error('balancing never started');
   t.true(stats.scans >= 4);
   t.is(stats.migrated, 1);
   t.true(stats.ptesUpdated >= 4 * 512 - 1, `PTEs hinted: ${stats.ptesUpdated}`);

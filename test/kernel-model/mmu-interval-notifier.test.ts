@@ -9,6 +9,7 @@ import { Kernel } from '../../kernel-model/kernel.ts';
 import { PROFILES } from '../../kernel-model/profile.ts';
 import { EINVAL, EOVERFLOW } from '../../kernel-model/errno.ts';
 import { ULONG_MAX } from '../../kernel-model/constants.ts';
+import { DEFAULT_CPU_COSTS } from '../../kernel-model/cpu-costs.ts';
 import { Mutex, type Co, type TraceRecord } from '../../kernel-model/sim/index.ts';
 import type { MmStruct } from '../../kernel-model/mm.ts';
 import { IntervalTree, type IntervalTreeNode } from '../../kernel-model/interval-tree.ts';
@@ -23,6 +24,8 @@ import {
 } from '../../kernel-model/mmu-interval-notifier.ts';
 
 const PAGE = 4096;
+/** cpu-costs.ts: the CPU time the dispatcher spends finding and calling each subscriber of an invalidation. */
+const DISPATCH = DEFAULT_CPU_COSTS.notifierDispatchNs;
 
 function setup(opts: ConstructorParameters<typeof Kernel>[0] = {}) {
   const kernel = new Kernel({ seed: 1, ...opts });
@@ -137,7 +140,8 @@ test('rule 23: insert during an invalidation is deferred (not in the tree, seq =
     timeline.push(`read_begin@${sim.now()}=${seq}`);
   });
   t.is(sim.run().reason, 'idle');
-  t.deepEqual(timeline, ['end@1000', 'read_begin@1000=3']);
+  // The invalidation calls 'a' (one dispatch charge) and is held 1000 ns.
+  t.deepEqual(timeline, [`end@${DISPATCH + 1000}`, `read_begin@${DISPATCH + 1000}=3`]);
   t.deepEqual(log, []);
   t.deepEqual(subs().itree.values(), [a, b]);
   t.is(subs().deferredList.size, 0);
@@ -207,7 +211,9 @@ test('rules 24, 25: concurrent invalidations from two tasks share cur_seq; S adv
   });
   t.is(sim.run().reason, 'idle');
   t.deepEqual(log, ['a:CLEAR:3', 'a:CLEAR:3']);
-  t.deepEqual(ends, ['reclaim@100 S=3', 'munmap@250 S=4']);
+  // Each calls 'a' (one dispatch charge) before its hold: reclaim 0..DISPATCH+100 lies
+  // inside munmap's 50..50+DISPATCH+200.
+  t.deepEqual(ends, [`reclaim@${DISPATCH + 100} S=3`, `munmap@${50 + DISPATCH + 200} S=4`]);
 });
 
 // ---- remove -----------------------------------------------------------------------------
@@ -228,7 +234,7 @@ test('rule 30: remove during an invalidation is deferred and sleeps until S chan
     yield* invalidate(mm, 0, PAGE);
   });
   t.is(sim.run().reason, 'idle');
-  t.is(removedAt, 300);
+  t.is(removedAt, DISPATCH + 300, 'when the invalidation (one dispatch charge, held 300 ns) ends');
   t.deepEqual(log, ['a:CLEAR:3'], 'only the invalidation that was running when remove was called');
   t.is(subs().itree.size, 0);
   t.false(a.inserted);
@@ -364,12 +370,15 @@ test('rule 27: read_begin returns the seq it read; a seq that an invalidation ma
   sim.spawn('script', function* () {
     yield* insert(mm, a, 0, PAGE);
     sim.spawn('munmap', () => invalidate(mm, 0, PAGE, 700));
-    yield* sim.sleep(1);
+    // After 'a' was called (its dispatch charge) and set_seq made its seq current. (Before
+    // the call, read_begin returns the old seq without waiting, as mmu_interval_read_begin
+    // does; the retry catches that one: rules 27-29.)
+    yield* sim.sleep(DISPATCH + 1);
     const seq = yield* mmuIntervalReadBegin(a);
     got.push(`${seq}@${sim.now()}`);
   });
   t.is(sim.run().reason, 'idle');
-  t.deepEqual(got, ['3@700']);
+  t.deepEqual(got, [`3@${DISPATCH + 700}`]);
 });
 
 test('rules 26, 28: set_seq or read_retry without the lock declared at insert records notifier-contract', (t) => {

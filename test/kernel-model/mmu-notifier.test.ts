@@ -10,6 +10,7 @@ import { Kernel, type NotifierStreamEvent } from '../../kernel-model/kernel.ts';
 import { PROFILES } from '../../kernel-model/profile.ts';
 import { EAGAIN, EINVAL, ENOMEM } from '../../kernel-model/errno.ts';
 import { ULONG_MAX } from '../../kernel-model/constants.ts';
+import { DEFAULT_CPU_COSTS } from '../../kernel-model/cpu-costs.ts';
 import { Mutex, type Co, type TraceRecord } from '../../kernel-model/sim/index.ts';
 import type { MmStruct } from '../../kernel-model/mm.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit, type MmuNotifierRange } from '../../kernel-model/mmu-notifier-range.ts';
@@ -25,6 +26,8 @@ import {
 } from '../../kernel-model/mmu-interval-notifier.ts';
 
 const PAGE = 4096;
+/** cpu-costs.ts: the CPU time the dispatcher spends finding and calling each subscriber of an invalidation. */
+const DISPATCH = DEFAULT_CPU_COSTS.notifierDispatchNs;
 
 function setup(opts: ConstructorParameters<typeof Kernel>[0] = {}) {
   const kernel = new Kernel({ seed: 1, ...opts });
@@ -205,7 +208,8 @@ test('rule 6: unregister waits for a callback of the subscriber that is still ru
     unregisteredAt = sim.now();
   });
   t.is(sim.run().reason, 'idle');
-  t.is(unregisteredAt, 300, 'after the start callback returned');
+  // The start callback is entered after its dispatch charge and sleeps 300 ns.
+  t.is(unregisteredAt, DISPATCH + 300, 'after the start callback returned');
   t.deepEqual(log, ['slow.start[0,1000)'], 'unhooked before the end was issued');
 });
 
@@ -264,7 +268,10 @@ test('rule 12: each callback runs in the invalidating task, one after another, w
     at.push(`returned@${sim.now()}`);
   });
   t.is(sim.run().reason, 'idle');
-  t.deepEqual(at, ['start done@700', 'end@1700', 'returned@1700']);
+  // Each subscriber's start is entered after its dispatch charge (interval, then classic);
+  // the interval's Observable takes 500 ns, the classic start 200 ns, the hold 1000 ns.
+  const startDone = 2 * DISPATCH + 500 + 200;
+  t.deepEqual(at, [`start done@${startDone}`, `end@${startDone + 1000}`, `returned@${startDone + 1000}`]);
 });
 
 // ---- failures and non-blockable ranges --------------------------------------------------------
@@ -567,7 +574,10 @@ test('the notifier stream and the trace see every start and end with the interva
     yield* invalidate(mm, 0, PAGE, MmuNotifyEvent.CLEAR, 5);
   });
   t.is(sim.run().reason, 'idle');
-  t.deepEqual(published, ['start@0 seq=0 [0,4096)', 'end@5 seq=0 [0,4096)', 'start@5 seq=3 [0,4096)', 'end@10 seq=3 [0,4096)']);
+  // No subscriber, no dispatch charge the first time; the second start calls 'odp' (one charge)
+  // before the 5 ns hold.
+  t.deepEqual(published, ['start@0 seq=0 [0,4096)', 'end@5 seq=0 [0,4096)', 'start@5 seq=3 [0,4096)',
+    `end@${10 + DISPATCH} seq=3 [0,4096)`]);
   t.is(ofType('invalidate-start').length, 2);
   t.is(ofType('invalidate-end').length, 2);
 });

@@ -9,6 +9,7 @@ import {
   mmuNotifierRangeBlockable, mmuNotifierRegister,
 } from '../../kernel-model/index.ts';
 import { MAX_OOM_REAP_RETRIES, OOM_REAP_RETRY_NS, oomKill, type OomReapResult } from '../../kernel-model/oom-kill.ts';
+import { DEFAULT_CPU_COSTS } from '../../kernel-model/cpu-costs.ts';
 import { P, fill, frameAt, ok } from './_helpers.ts';
 import { ANON, RW, SHARED_ANON, rigOn, traceOf } from './_pin-helpers.ts';
 
@@ -23,6 +24,9 @@ test('rules 15-17 (H5): an interval subscriber whose try-lock fails answers fals
   let frames: number[] = [];
   let a = 0;
   const mid: { mapped?: number; seen?: number } = {};
+  // The set-up's page faults take CPU time (cpu-costs.ts): the worker and the OOM kill
+  // start once the subscriber is inserted, at t0, 1 and 2 ns later as before.
+  let t0 = -1;
   p.spawnThread('main', function* () {
     a = ok(yield* p.mmap(0, 4 * P, RW, ANON), 'mmap');
     ok(yield* p.store(a, fill(1, 4 * P)), 'store');
@@ -38,26 +42,32 @@ test('rules 15-17 (H5): an interval subscriber whose try-lock fails answers fals
         return true;
       },
     }, { lock: mutex }), 'insert');
-  });
-  // The driver's worker holds its mutex for 250 ms (a slow device command).
-  k.sim.spawn('drv-worker', function* () {
-    yield* k.sim.sleep(1);
-    yield* mutex.lock();
-    yield* k.sim.sleep(250_000_000);
-    mutex.unlock();
-  }, { kind: 'worker' });
-  k.sim.spawn('oom', function* () {
-    yield* k.sim.sleep(2);
-    result = oomKill(k, p);
-    yield* k.sim.sleep(150_000_000);
-    mid.mapped = [0, 1, 2, 3].filter((i) => frameAt(p.mm, a + i * P) >= 0).length;
-    mid.seen = result.attempts;
+    t0 = k.sim.now();
+    // The driver's worker holds its mutex for 250 ms (a slow device command).
+    k.sim.spawn('drv-worker', function* () {
+      yield* k.sim.sleep(1);
+      yield* mutex.lock();
+      yield* k.sim.sleep(250_000_000);
+      mutex.unlock();
+    }, { kind: 'worker' });
+    k.sim.spawn('oom', function* () {
+      yield* k.sim.sleep(2);
+      result = oomKill(k, p);
+      yield* k.sim.sleep(150_000_000);
+      mid.mapped = [0, 1, 2, 3].filter((i) => frameAt(p.mm, a + i * P) >= 0).length;
+      mid.seen = result.attempts;
+    });
   });
   const out = k.sim.run();
+  t.true(t0 > 0, 'the set-up took CPU time');
   t.not(out.reason, 'failed', out.failure);
   t.deepEqual(result, { attempts: 4, skippedVmas: 3, reaped: true });
   t.deepEqual(mid, { mapped: 4, seen: 2 }, 'after two failed attempts the VMA is untouched');
-  const attemptsAt = [0, 1, 2, 3].map((n) => 2 + n * OOM_REAP_RETRY_NS);
+  // Attempt n (from 0) starts at t0 + 2 + n * HZ/10 plus the n dispatch charges of the
+  // earlier attempts (the retry sleep follows the failed call), and calls the subscriber
+  // after its own dispatch charge.
+  const D = DEFAULT_CPU_COSTS.notifierDispatchNs;
+  const attemptsAt = [0, 1, 2, 3].map((n) => t0 + 2 + n * OOM_REAP_RETRY_NS + (n + 1) * D);
   t.deepEqual(calls, attemptsAt, 'one try per attempt, HZ/10 apart');
   const reaps = trace.of('oom-reap');
   t.deepEqual(reaps.map((x) => x.ret), [-EAGAIN, -EAGAIN, -EAGAIN, 0]);
@@ -65,7 +75,7 @@ test('rules 15-17 (H5): an interval subscriber whose try-lock fails answers fals
   t.is(trace.of('invalidate-eagain').length, 3);
   const ends = trace.of('invalidate-end');
   t.is(ends.length, 1, 'end only for the attempt whose start succeeded');
-  t.is(ends[0]!.t, 2 + 3 * OOM_REAP_RETRY_NS);
+  t.is(ends[0]!.t, attemptsAt[3]!);
   t.is(trace.of('might-sleep').length, 0, 'nothing slept in the non-blockable range');
   t.is(k.sim.sleepInAtomic, 0);
   t.is(p.mm.pageTable.entries, 0, 'reaped: no PTE left');
@@ -81,6 +91,7 @@ test('rules 14, 15 (H5): a classic subscriber that always answers -EAGAIN makes 
   let result: OomReapResult | undefined;
   let a = 0;
   const starts: boolean[] = [];
+  let killedAt = -1;
   p.spawnThread('main', function* () {
     a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
     ok(yield* p.store(a, fill(1, 2 * P)), 'store');
@@ -90,6 +101,7 @@ test('rules 14, 15 (H5): a classic subscriber that always answers -EAGAIN makes 
         return mmuNotifierRangeBlockable(range) ? 0 : -EAGAIN;
       },
     }), p.mm), 'register');
+    killedAt = k.sim.now();
     result = oomKill(k, p);
   });
   const out = k.sim.run();
@@ -99,7 +111,9 @@ test('rules 14, 15 (H5): a classic subscriber that always answers -EAGAIN makes 
   t.is(trace.of('invalidate-end').length, 0);
   t.is(trace.of('notifier-warn').length, 0, 'a non-blockable -EAGAIN from a start without an end callback is legal');
   t.true(frameAt(p.mm, a) >= 0 && frameAt(p.mm, a + P) >= 0, 'still mapped: the victim\'s own exit must free it');
-  t.is(k.sim.now(), MAX_OOM_REAP_RETRIES * OOM_REAP_RETRY_NS);
+  // Each attempt: the subscriber's dispatch charge (cpu-costs.ts), its -EAGAIN, HZ/10 of sleep.
+  t.true(killedAt > 0, 'the set-up\'s page faults took CPU time');
+  t.is(k.sim.now(), killedAt + MAX_OOM_REAP_RETRIES * (DEFAULT_CPU_COSTS.notifierDispatchNs + OOM_REAP_RETRY_NS));
 });
 
 test('OOM reaper: shared VMAs are left alone; private anonymous ones are reaped with one non-blockable CLEAR each', (t) => {
