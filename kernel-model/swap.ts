@@ -6,6 +6,7 @@ import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, makePte, pteFrame } fr
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE } from './page-frames.ts';
 import { VM_WRITE } from './vma.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
+import { folioLock, folioUnlock } from './filemap.ts';
 
 /**
  * A swap area: slots holding the bytes of swapped-out anonymous pages, shared by the
@@ -93,7 +94,25 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   const slot = pteFrame(pte);
   let exclusive = swap.refs(slot) === 1;
   let f = swap.cachedFrame(slot);
+  let locked = false;
   if (f >= 0 && phys.isAllocated(f) && phys.has(f, PG_SWAPCACHE)) {
+    // do_swap_page takes a reference on the swap-cache folio, then its lock
+    // (folio_lock_or_retry). Reclaim holds that lock from try_to_unmap to
+    // __remove_mapping (shrink_folio_list), and the reference makes __remove_mapping's
+    // refcount check fail, so the page stays in the swap cache. Once locked: if it left
+    // the swap cache or the swap PTE changed meanwhile, the fault is retried (do_swap_page's
+    // `!folio_test_swapcache` -> out_page, `!pte_same` -> out_nomap). Without the lock,
+    // a swap-in during reclaim's CLEAR (the callbacks take time) took the page out of
+    // the swap cache, and reclaim, seeing one reference, freed the page just mapped.
+    phys.get(f);
+    yield* folioLock(mm.kernel, f);
+    locked = true;
+    if (!phys.has(f, PG_SWAPCACHE) || swap.cachedFrame(slot) !== f || mm.pageTable.get(v) !== pte) {
+      folioUnlock(mm.kernel, f);
+      phys.put(f);
+      return 0;
+    }
+    exclusive = swap.refs(slot) === 1;
     // Still in the swap cache (reclaim could not free it): map the same page again. It is
     // not ours alone if it is a KSM page (do_swap_page takes exclusivity only for
     // !folio_test_ksm; ksm_might_need_to_copy maps a stable KSM page as it is, and the
@@ -101,7 +120,6 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
     // PageAnonExclusive page, and the folio's refcount is above one).
     if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
-    phys.get(f);
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);
@@ -128,6 +146,7 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
   phys.rmapAdd(f, mm, page);
   const w = write && exclusive && (vma.flags & VM_WRITE) !== 0;
   mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE | PTE_DIRTY : 0)));
+  if (locked) folioUnlock(mm.kernel, f);
   yield* mm.kernel.sim.preemptPoint('swap-in');
   return 0;
 }
