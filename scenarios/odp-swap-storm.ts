@@ -25,7 +25,8 @@ const TOUCH_PAUSE_NS = 100_000;
  * Swap-out under ODP (DESIGN "Scenarios"; rdma (d) user pain 1). A host short of memory
  * (`memory.frames`, default 1024 frames = 4 MiB) with kswapd running; half of it is pinned
  * by a neighbour's (non-ODP) MR, which reclaim must leave alone (kernel rule 72); an
- * application streams a buffer larger than what is left out of an ODP MR with RDMA WRITEs.
+ * application streams a buffer as large as what is left above kswapd's low watermark (so
+ * how much reclaim takes varies from run to run) out of an ODP MR with RDMA WRITEs.
  * The NIC sets no accessed bits and interval notifiers get no young callbacks (kernel rule
  * 37), so reclaim sees the buffer as idle and swaps it out under the transfer: every
  * eviction is a CLEAR invalidation that zaps the device entries (rdma C6), and the next

@@ -6,7 +6,7 @@
  * of each story through its figures, and that the same seed gives the same JSON report.
  */
 import test from 'ava';
-import type { ProfileName } from '../../kernel-model/index.ts';
+import { DEFAULT_CPU_COSTS, type ProfileName } from '../../kernel-model/index.ts';
 import { DEFAULT_COSTS } from '../../device/index.ts';
 import { parseSets } from '../../scenarios/params.ts';
 import { runScenario, type ScenarioDefinition, type ScenarioReport } from '../../scenarios/scenario.ts';
@@ -38,6 +38,22 @@ function num(r: ScenarioReport, figure: string): number {
   return v;
 }
 
+/**
+ * The kernel's own CPU time in a zap of `pages` pages (munmap, MADV_DONTNEED) that calls
+ * `subscribers` notifier subscribers: unmap_page_range's zap_pte_range per page, the one
+ * flush of tlb_finish_mmu (tlb.ts), and the dispatch to each subscriber (mmu-notifier.ts).
+ * What a caller waits for beyond it is the device (cpu-costs.ts).
+ */
+function zapCpu(pages: number, subscribers = 1): number {
+  const c = DEFAULT_CPU_COSTS;
+  return pages * c.zapPerPageNs + c.tlbFlushNs + subscribers * c.notifierDispatchNs;
+}
+
+/** try_to_unmap_one of one page (reclaim): the notifier's dispatch and ptep_clear_flush's flush; no zap_pte_range. */
+function unmapOneCpu(subscribers = 1): number {
+  return DEFAULT_CPU_COSTS.tlbFlushNs + subscribers * DEFAULT_CPU_COSTS.notifierDispatchNs;
+}
+
 function ok(t: import('ava').ExecutionContext, r: ScenarioReport): void {
   t.true(r.outcome.ok, `${r.scenario} ${r.profile} ${r.driver}: ${JSON.stringify(r.outcome)}\n${r.violations.slice(0, 3).map((v) => `${v.id}: ${v.message}`).join('\n')}`);
   t.is(r.outcome.run, 'task-done');
@@ -53,16 +69,22 @@ test('seed 004, linux-3.0, deferred-invalidation: the NIC writes the old page af
   t.true((r.outcome.seen['blocked-migration'] ?? 0) >= 1);
   t.is(r.extra['peer write reached the process'], 'no');
   t.is(r.extra['migration of a registered page'], 'EAGAIN');
-  t.is(num(r, 'munmap latency (ns)'), 0, 'the callback returns at once: munmap waits for nothing');
+  // munmap of one page with the MR's one classic notifier: only the kernel's own CPU time,
+  // nothing of the device's (whose least wait, a zap command, is cost.zapEntriesBaseNs).
+  t.is(num(r, 'munmap latency (ns)'), zapCpu(1), 'the callback returns at once: munmap waits for nothing');
+  t.true(zapCpu(1) < DEFAULT_COSTS.zapEntriesBaseNs + DEFAULT_COSTS.zapEntriesPerPageNs + DEFAULT_COSTS.syncNs);
   t.true(num(r, 'deferred: longest callback return to fencing sync (ns)') >= 100_000 + 200_000, 'exposed for the window and the sync');
   const uai = r.violations.find((v) => v.id === 'use-after-invalidate')!;
   t.regex(uai.message, /after the UNMAP invalidation/);
   t.true(uai.trail.some((e) => e.kind === 'syscall' && e.text.startsWith('munmap(')), 'the trail names the munmap');
   const bm = r.violations.find((v) => v.id === 'blocked-migration')!;
   t.regex(bm.message, /numa.*failed with -11: the device translates it/);
-  // The deferred callback never waits, and its worker batches even a lone task.
-  t.is(num(r, '1 task: invalidation p99 (ns)'), 0);
-  t.is(num(r, '8 tasks: invalidation p99 (ns)'), 0);
+  // The deferred callback never waits, and its worker batches even a lone task: each
+  // MADV_DONTNEED of a 4-page MR costs the kernel's CPU time alone, its classic notifiers
+  // called for every MR of the mm (the buffer's and the 8 phase MRs: mmu_notifier's hlist
+  // has no interval tree).
+  t.is(num(r, '1 task: invalidation p99 (ns)'), zapCpu(4, 9));
+  t.is(num(r, '8 tasks: invalidation p99 (ns)'), zapCpu(4, 9));
   t.is(num(r, '1 task: syncs'), 4, 'one worker sync per round, whoever invalidates');
   t.is(num(r, '8 tasks: syncs'), 4);
 });
@@ -83,7 +105,7 @@ test('seed 004, linux-6.x, odp: the sleeping callback zaps and waits for the bat
   const window = 100_000;
   const sync = 200_000;
   const zap1 = DEFAULT_COSTS.zapEntriesBaseNs + DEFAULT_COSTS.zapEntriesPerPageNs;
-  t.is(num(r, 'munmap latency (ns)'), zap1 + window + sync, 'munmap = zap + the whole window + the sync');
+  t.is(num(r, 'munmap latency (ns)'), zapCpu(1) + zap1 + window + sync, 'munmap = zap + the whole window + the sync');
 });
 
 test('seed 004, linux-6.x, odp: batching in the callback costs a lone task the whole window and saves nothing; 8 concurrent tasks share one sync per round at the same latency', (t) => {
@@ -99,9 +121,9 @@ test('seed 004, linux-6.x, odp: batching in the callback costs a lone task the w
   const p99one = num(r, '1 task: invalidation p99 (ns)');
   const p50many = num(r, '8 tasks: invalidation p50 (ns)');
   const p99many = num(r, '8 tasks: invalidation p99 (ns)');
-  t.true(Math.abs(p50one - (zap + window + sync)) < 1_000, `1 task p50 ${p50one}`);
+  t.true(Math.abs(p50one - (zapCpu(4) + zap + window + sync)) < 1_000, `1 task p50 ${p50one}`);
   t.true(Math.abs(p99one - p50one) < 1_000, '1 task: every invalidation pays the same');
-  t.true(p50many >= window + sync && p99many <= zap * 8 + window + sync + 1_000, `8 tasks p50 ${p50many} p99 ${p99many}`);
+  t.true(p50many >= window + sync && p99many <= (zapCpu(4) + zap) * 8 + window + sync + 1_000, `8 tasks p50 ${p50many} p99 ${p99many}`);
   t.true(Math.abs(p50many - p50one) < 20_000, 'the same latency for 8x fewer syncs');
 });
 
@@ -124,9 +146,12 @@ test('seed 000, holdoff: munmap during a long WRITE waits for the remaining DMA,
   const costs = DEFAULT_COSTS;
   const munmap = num(r, 'munmap latency (ns)');
   const held = num(r, 'munmap held off for DMA (ns)');
-  t.is(munmap, held + costs.zapEntriesBaseNs + 1024 * costs.zapEntriesPerPageNs + costs.syncNs, 'munmap = holdoff + zap(1024 pages) + sync');
+  t.is(munmap, held + zapCpu(1024) + costs.zapEntriesBaseNs + 1024 * costs.zapEntriesPerPageNs + costs.syncNs, 'munmap = holdoff + zap(1024 pages) + sync');
   const remaining = num(r, 'write completed after munmap began (ns)');
-  t.true(Math.abs(held - remaining) <= costs.cqeNs, `held ${held} vs the WRITE's remaining ${remaining}: the holdoff ends when the DMA does`);
+  // The callback starts once munmap has dispatched to it (notifierDispatchNs after munmap
+  // began); the WRITE completes a CQE after its last DMA.
+  const callbackStart = DEFAULT_CPU_COSTS.notifierDispatchNs;
+  t.true(Math.abs(callbackStart + held - remaining) <= costs.cqeNs, `held ${held} vs the WRITE's remaining ${remaining}: the holdoff ends when the DMA does`);
   t.true(held > 1_000_000, 'a real wait: half the gather, the wire and the remote writes');
   t.true(r.narrative.some((l) => /reached the peer: yes/.test(l.text)));
 });
@@ -143,7 +168,7 @@ test('seed 000, holdoff: reclaim under a transfer holds its CLEAR window open un
 test('seed 000, holdoff: a send stuck in RNR holds reclaim off until the timeout; the MR is revoked, the application sees an error completion and recovers', (t) => {
   const r = report(holdoffNonFaultable, 'linux-6.x', 'holdoff');
   const costs = DEFAULT_COSTS;
-  t.is(num(r, 'timeout: reclaim latency (ns)'), 10_000_000 + costs.zapEntriesBaseNs + costs.zapEntriesPerPageNs + costs.syncNs);
+  t.is(num(r, 'timeout: reclaim latency (ns)'), 10_000_000 + unmapOneCpu() + costs.zapEntriesBaseNs + costs.zapEntriesPerPageNs + costs.syncNs);
   t.is(num(r, 'timeout: revocations'), 1);
   t.is(r.extra['timeout: completion'], 'IBV_WC_WR_FLUSH_ERR');
   t.is(r.extra['recovery: resend'], 'IBV_WC_SUCCESS');
@@ -155,7 +180,7 @@ test('seed 000, holdoff with a 300 µs timeout: the munmap itself revokes (timeo
   const r = report(holdoffNonFaultable, 'linux-6.x', 'holdoff', ['holdoff.timeoutNs=300000']);
   ok(t, r);
   const costs = DEFAULT_COSTS;
-  t.is(num(r, 'munmap latency (ns)'), 300_000 + costs.zapEntriesBaseNs + 1024 * costs.zapEntriesPerPageNs + costs.syncNs);
+  t.is(num(r, 'munmap latency (ns)'), 300_000 + zapCpu(1024) + costs.zapEntriesBaseNs + 1024 * costs.zapEntriesPerPageNs + costs.syncNs);
   t.true(r.narrative.some((l) => /the WRITE: IBV_WC_WR_FLUSH_ERR/.test(l.text)));
   t.true(num(r, 'holdoff: timeouts') >= 2);
 });
@@ -177,11 +202,21 @@ test('odp-swap-storm: reclaim keeps taking the buffer from under the NIC; prefet
   t.true(num(none, 'NIC refaults') > 5, 'faults on pages the device had mapped before reclaim took them');
   t.true(num(none, 'fault p50 (ns)') >= 200_000, 'a NIC fault costs the driver share (odp.faultHandlingNs) and more');
   t.is(num(sync, 'NIC faults'), 0, 'synchronous prefetch: no NIC fault at all');
-  t.true(num(async, 'NIC faults') < num(none, 'NIC faults') / 2);
+  // With the calibrated swap read (cpu.swapInIoNs, 55 µs a page) mapping a chunk again takes
+  // about 1.8 ms, far longer than a chunk's transfer: a prefetch one chunk ahead cannot stay
+  // ahead, and a write often meets the prefetch still running (it faults on the rest). It
+  // saves faults, not half of them.
+  t.true(num(async, 'NIC faults') < num(none, 'NIC faults'));
   t.is(num(none, 'pages prefetched'), 0);
   t.true(num(sync, 'pages prefetched') > 0 && num(async, 'pages prefetched') > 0);
-  t.true(num(sync, 'transfer time (ns)') < num(none, 'transfer time (ns)'));
+  // A write that maps its whole chunk again costs less with its synchronous prefetch than
+  // through a NIC fault (no fault report, interrupt, work item or resume). The total
+  // transfer time is not compared: the buffer is exactly what reclaim leaves (3/8 of memory
+  // above the low watermark), so how many pages reclaim takes varies from run to run (seed
+  // 1: 1390 pages mapped again with sync, 967 without) and outweighs the per-write saving.
+  t.true(num(sync, 'write (incl. prefetch) p99 (ns)') < num(none, 'write (incl. prefetch) p99 (ns)'), 'the mapping off the NIC fault path costs less');
   t.true(num(async, 'transfer time (ns)') < num(sync, 'transfer time (ns)'), 'prefetching the next chunk hides the mapping behind the transfer');
+  t.true(num(async, 'transfer time (ns)') < num(none, 'transfer time (ns)'));
 });
 
 // ---- the OOM reaper -------------------------------------------------------------------------

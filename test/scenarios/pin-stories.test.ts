@@ -77,8 +77,14 @@ each(writebackVsLongtermPin, (t, r, profile, driver) => {
     t.is(fig(r, 'bytes in records lost on disk'), 0, 'ODP loses nothing');
     t.is(fig(r, 'records written into a clean page'), 0);
     t.is(fig(r, 'work requests failed'), 0);
-    t.true((fig(r, 'ODP MR invalidations, fsync included') as number) >= 4, 'each clean took the device\'s write access away');
-    t.true((fig(r, 'ODP faults') as number) >= 4, 'and each next write refaulted');
+    // The flusher writes the file once it has been dirty dirty_expire_interval (30 s): the
+    // header dirtied it a few µs in, so the flusher's 35 s wake-up (one period later) cleans
+    // both pages inside the 36 rounds, once; fsync then cleans the page whose MR is still
+    // registered.
+    const cleaned = fig(r, 'flusher pages written') as number;
+    t.true(cleaned >= 2, 'the flusher cleaned both pages while the peer was writing');
+    t.true((fig(r, 'ODP MR invalidations, fsync included') as number) >= cleaned + 1, 'each clean took the device\'s write access away');
+    t.true((fig(r, 'ODP faults') as number) >= cleaned, 'and each next write refaulted');
     t.true(r.figures.counters.faults > 0);
   } else {
     t.is(fig(r, 'registration'), 'EINVAL', 'no ODP before 3.19');
