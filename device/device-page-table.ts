@@ -69,7 +69,24 @@ class Block {
   }
 }
 
+/** Pages a huge (2 MiB) device entry covers: one MTT entry for a 2 MiB page. */
+export const DEVICE_HUGE_PAGES = 512;
+
+/** A huge entry: one translation for DEVICE_HUGE_PAGES pages from `frame` (its first frame). */
+interface HugeEntry {
+  frame: number;
+  perm: number;
+  generation: number;
+  installedAt: number;
+}
+
 export class DevicePageTable {
+  /**
+   * Huge entries, keyed by index / DEVICE_HUGE_PAGES (aligned in the MR's page index):
+   * a device that maps a 2 MiB page with one entry (an MR whose page size is 2 MiB, mlx5
+   * with an ODP umem of page_shift 21). One object per 2 MiB, never 512 small entries.
+   */
+  private readonly huge = new Map<number, HugeEntry>();
   /** Chunk key (index / CHUNK_PAGES) -> slot. */
   private readonly chunks = new Map<number, number>();
   private readonly blocks: Block[] = [];
@@ -85,9 +102,33 @@ export class DevicePageTable {
 
   constructor(readonly pages: number) {}
 
-  /** Pages with a present entry. */
+  /** Pages with a present entry (a huge entry counts its every page). */
   get presentPages(): number {
-    return this.presentCount;
+    return this.presentCount + this.huge.size * DEVICE_HUGE_PAGES;
+  }
+
+  /** Huge entries installed. */
+  get hugeEntries(): number {
+    return this.huge.size;
+  }
+
+  /** The huge entry covering `index`, if any. */
+  private hugeAt(index: number): HugeEntry | undefined {
+    return this.huge.size > 0 ? this.huge.get(Math.floor(index / DEVICE_HUGE_PAGES)) : undefined;
+  }
+
+  /**
+   * Install (or overwrite) a huge entry for pages [first, first + DEVICE_HUGE_PAGES) from
+   * `frame`: `first` must be a multiple of DEVICE_HUGE_PAGES (RangeError otherwise, as for
+   * `set`: the NIC checks its commands' arguments first). Small entries under it go.
+   */
+  setHuge(first: number, frame: number, perm: typeof PTE_READ | typeof PTE_READ_WRITE, generation: number, now: number): void {
+    if (!(first >= 0 && first < this.pages) || first % DEVICE_HUGE_PAGES !== 0) throw new RangeError(`huge device entry at page ${first} is not 2 MiB aligned inside [0, ${this.pages})`);
+    for (let i = first; i < first + DEVICE_HUGE_PAGES; i += CHUNK_PAGES) {
+      if (this.chunks.has(Math.floor(i / CHUNK_PAGES))) for (let j = i; j < i + CHUNK_PAGES; j++) this.clearSmall(j);
+    }
+    this.huge.set(first / DEVICE_HUGE_PAGES, { frame, perm, generation, installedAt: now });
+    this.version++;
   }
 
   /** Chunks allocated. */
@@ -114,6 +155,8 @@ export class DevicePageTable {
 
   /** The permission of a page (PTE_ABSENT when nothing is installed). */
   perm(index: number): number {
+    const h = this.hugeAt(index);
+    if (h) return h.perm;
     const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
     if (slot === undefined) return PTE_ABSENT;
     return (this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block).perm[(slot % BLOCK_CHUNKS) * CHUNK_PAGES + (index % CHUNK_PAGES)] as number;
@@ -121,6 +164,15 @@ export class DevicePageTable {
 
   /** Fill `out` from the entry at `index`; false (and `out` untouched) when absent. */
   lookup(index: number, out: Translation): boolean {
+    const h = this.hugeAt(index);
+    if (h) {
+      out.perm = h.perm;
+      out.frame = h.frame + (index % DEVICE_HUGE_PAGES);
+      out.generation = h.generation;
+      out.installedAt = h.installedAt;
+      out.fromCache = false;
+      return true;
+    }
     const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
     if (slot === undefined) return false;
     const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
@@ -137,6 +189,8 @@ export class DevicePageTable {
 
   /** The generation of the entry at `index`, or -1 when absent. */
   generationOf(index: number): number {
+    const h = this.hugeAt(index);
+    if (h) return h.generation;
     const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
     if (slot === undefined) return -1;
     const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
@@ -146,6 +200,8 @@ export class DevicePageTable {
 
   /** The frame of the entry at `index`, or -1 when absent. */
   frameOf(index: number): number {
+    const h = this.hugeAt(index);
+    if (h) return h.frame + (index % DEVICE_HUGE_PAGES);
     const slot = this.chunks.get(Math.floor(index / CHUNK_PAGES));
     if (slot === undefined) return -1;
     const b = this.blocks[Math.floor(slot / BLOCK_CHUNKS)] as Block;
@@ -156,6 +212,8 @@ export class DevicePageTable {
   /** Install (or overwrite) an entry. */
   set(index: number, frame: number, perm: typeof PTE_READ | typeof PTE_READ_WRITE, generation: number, now: number): void {
     if (!(index >= 0 && index < this.pages)) throw new RangeError(`device page ${index} outside [0, ${this.pages})`);
+    // A small entry inside a huge one replaces it (the MTT holds one size per entry).
+    if (this.huge.size > 0 && this.huge.delete(Math.floor(index / DEVICE_HUGE_PAGES))) this.version++;
     const key = Math.floor(index / CHUNK_PAGES);
     let slot = this.chunks.get(key);
     if (slot === undefined) this.chunks.set(key, (slot = this.newSlot()));
@@ -173,8 +231,19 @@ export class DevicePageTable {
     this.version++;
   }
 
-  /** Clear an entry; returns whether it was present. Frees the chunk when it empties. */
+  /**
+   * Clear an entry; returns whether it was present. Frees the chunk when it empties. A page
+   * of a huge entry clears the whole huge entry (a device cannot drop part of one entry).
+   */
   clear(index: number): boolean {
+    if (this.huge.size > 0 && this.huge.delete(Math.floor(index / DEVICE_HUGE_PAGES))) {
+      this.version++;
+      return true;
+    }
+    return this.clearSmall(index);
+  }
+
+  private clearSmall(index: number): boolean {
     const key = Math.floor(index / CHUNK_PAGES);
     const slot = this.chunks.get(key);
     if (slot === undefined) return false;
@@ -196,13 +265,22 @@ export class DevicePageTable {
   /** Clear [first, first + count); returns how many were present. Skips empty chunks. */
   clearRange(first: number, count: number): number {
     let cleared = 0;
+    if (this.huge.size > 0) {
+      // Huge entries the range touches go whole, counted by their pages.
+      for (let k = Math.floor(first / DEVICE_HUGE_PAGES); k * DEVICE_HUGE_PAGES < first + count; k++) {
+        if (this.huge.delete(k)) {
+          cleared += DEVICE_HUGE_PAGES;
+          this.version++;
+        }
+      }
+    }
     let index = first;
     const end = first + count;
     while (index < end) {
       const key = Math.floor(index / CHUNK_PAGES);
       const chunkEnd = Math.min(end, (key + 1) * CHUNK_PAGES);
       if (this.chunks.has(key)) {
-        for (let i = index; i < chunkEnd; i++) if (this.clear(i)) cleared++;
+        for (let i = index; i < chunkEnd; i++) if (this.clearSmall(i)) cleared++;
       }
       index = chunkEnd;
     }
@@ -211,8 +289,18 @@ export class DevicePageTable {
 
   /** Visit present entries in ascending page order. */
   forEachPresent(visit: (index: number, frame: number, perm: number, generation: number, installedAt: number) => void): void {
-    const keys = [...this.chunks.keys()].sort((a, b) => a - b);
-    for (const key of keys) {
+    // Chunks and huge entries never overlap: walk both in order of their first page.
+    const items: [number, number][] = [...this.chunks.keys()].map((k) => [k * CHUNK_PAGES, k]);
+    for (const k of this.huge.keys()) items.push([k * DEVICE_HUGE_PAGES, -1 - k]);
+    items.sort((a, b) => a[0] - b[0]);
+    for (const [, key] of items) {
+      if (key < 0) {
+        const k = -1 - key;
+        const h = this.huge.get(k);
+        if (!h) continue;
+        for (let i = 0; i < DEVICE_HUGE_PAGES; i++) visit(k * DEVICE_HUGE_PAGES + i, h.frame + i, h.perm, h.generation, h.installedAt);
+        continue;
+      }
       // The chunk may have been freed (and its slot reused) by an earlier visit.
       const slot = this.chunks.get(key);
       if (slot === undefined) continue;
@@ -224,4 +312,5 @@ export class DevicePageTable {
       }
     }
   }
+
 }

@@ -20,7 +20,7 @@ export {
 export { XrcDomain } from './xrc-domain.ts';
 export { DEFAULT_COSTS, COST_MODEL_SOURCES, costModel, type CostModel } from './cost-model.ts';
 export {
-  DevicePageTable, DEVICE_PAGE_SHIFT, DEVICE_PAGE_SIZE, PTE_ABSENT, PTE_READ, PTE_READ_WRITE,
+  DevicePageTable, DEVICE_PAGE_SHIFT, DEVICE_PAGE_SIZE, DEVICE_HUGE_PAGES, PTE_ABSENT, PTE_READ, PTE_READ_WRITE,
   newTranslation, type PtePerm, type Translation,
 } from './device-page-table.ts';
 export { TranslationCache, type CachedRegion } from './translation-cache.ts';

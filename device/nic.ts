@@ -11,7 +11,7 @@ import {
 } from './capabilities.ts';
 import { CompletionQueue } from './completion-queue.ts';
 import { costModel, type CostModel } from './cost-model.ts';
-import { PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
+import { DEVICE_HUGE_PAGES, PTE_READ, PTE_READ_WRITE } from './device-page-table.ts';
 import { DmaActivity } from './dma-activity.ts';
 import { DmaEngine, type DeviceAccess, type DeviceDmaBus } from './dma-engine.ts';
 import { EBUSY, EINVAL, EIO, ENOMEM, EOPNOTSUPP } from './errno.ts';
@@ -296,9 +296,13 @@ export class Nic implements FabricEndpoint {
    * Returns 0, or -EINVAL (dead or revoked MR, range outside the MR, a writable entry in a
    * MR without write access).
    */
-  *updateEntries(mr: MemoryRegion, firstPage: number, frames: ArrayLike<number>, writable: boolean | ArrayLike<boolean>): Co<number> {
+  *updateEntries(mr: MemoryRegion, firstPage: number, frames: ArrayLike<number>, writable: boolean | ArrayLike<boolean>, order = 0): Co<number> {
     const n = frames.length;
-    if (!mr.valid || !Number.isInteger(firstPage) || firstPage < 0 || firstPage + n > mr.pages) return -EINVAL;
+    // `order` 9: each frame starts a 2 MiB page mapped by one entry (DEVICE_HUGE_PAGES pages
+    // from firstPage + i * 512; firstPage aligned). An entry may reach past the MR's last page.
+    const span = order > 0 ? DEVICE_HUGE_PAGES : 1;
+    if (order !== 0 && order !== 9) return -EINVAL;
+    if (!mr.valid || !Number.isInteger(firstPage) || firstPage < 0 || (order > 0 ? firstPage % span !== 0 || firstPage + (n - 1) * span >= mr.pages : firstPage + n > mr.pages)) return -EINVAL;
     const canWrite = accessWritable(mr.access);
     for (let i = 0; i < n; i++) {
       const w = typeof writable === 'boolean' ? writable : writable[i];
@@ -315,9 +319,10 @@ export class Nic implements FabricEndpoint {
       const now = this.sim.now();
       for (let i = 0; i < n; i++) {
         const w = typeof writable === 'boolean' ? writable : writable[i];
-        mr.pageTable.set(firstPage + i, frames[i] as number, w ? PTE_READ_WRITE : PTE_READ, ++this.generation, now);
+        if (order > 0) mr.pageTable.setHuge(firstPage + i * span, frames[i] as number, w ? PTE_READ_WRITE : PTE_READ, ++this.generation, now);
+        else mr.pageTable.set(firstPage + i, frames[i] as number, w ? PTE_READ_WRITE : PTE_READ, ++this.generation, now);
       }
-      mr.counters.updatedPages += n;
+      mr.counters.updatedPages += n * span;
       this.stats.updateCommands++;
       this.publishCommand('update', t0, mr.lkey, firstPage, n);
       return 0;
@@ -334,8 +339,11 @@ export class Nic implements FabricEndpoint {
    * translations are dropped before the command completes; other mkeys run on. Returns how
    * many present entries were cleared, or -EINVAL.
    */
-  *zapEntries(mr: MemoryRegion, firstPage: number, count: number): Co<number> {
-    if (mr.state === 'destroyed' || !Number.isInteger(firstPage) || firstPage < 0 || count < 0 || firstPage + count > mr.pages) return -EINVAL;
+  *zapEntries(mr: MemoryRegion, firstPage: number, count: number, order = 0): Co<number> {
+    // `order` 9: the pages are 2 MiB entries (count a multiple of 512), each one MTT entry to
+    // clear, costed as one (assumed: a huge entry costs what a small one does).
+    const span = order > 0 ? DEVICE_HUGE_PAGES : 1;
+    if (mr.state === 'destroyed' || !Number.isInteger(firstPage) || firstPage < 0 || count < 0 || (order > 0 ? firstPage >= mr.pages && count > 0 : firstPage + count > mr.pages)) return -EINVAL;
     yield* this.commands.enter();
     const t0 = this.sim.now();
     const perMkey = this.caps.invalidation === 'mkey-umr';
@@ -347,7 +355,7 @@ export class Nic implements FabricEndpoint {
         this.engine.fenceRegion(mr);
         yield* this.engine.drainRegion(mr);
       }
-      yield* this.sim.sleep(this.costs.zapEntriesBaseNs + count * this.costs.zapEntriesPerPageNs);
+      yield* this.sim.sleep(this.costs.zapEntriesBaseNs + Math.ceil(count / span) * this.costs.zapEntriesPerPageNs);
       const cleared = mr.pageTable.clearRange(firstPage, count);
       if (perMkey) this.stats.flushedTranslations += this.cache.flushRegion(mr);
       mr.counters.zappedPages += cleared;

@@ -1,8 +1,8 @@
 import {
   EAGAIN, EBUSY, EFAULT, EINVAL, EOPNOTSUPP, IntervalTree, MmuNotifier, Mutex, PAGE_SIZE, PG_DIRTY, RwSemaphore, folioMarkDirty, mmput,
-  mmuNotifierRegister, mmuNotifierUnregister, type Co, type MmuNotifierOps, type MmuNotifierRange, type Simulation,
+  mmuNotifierRegister, mmuNotifierUnregister, isVmHugetlbPage, type Co, type MmuNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
-import { accessWritable, type DeviceFault, type MemoryRegion } from '../device/index.ts';
+import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion } from '../device/index.ts';
 import type { SyncBatcher } from './batching/index.ts';
 import { SIZE_MAX } from './ib-device.ts';
 import type { IbUcontext } from './ib-ucontext.ts';
@@ -441,5 +441,13 @@ export class UmemOdpUcontext implements IbUmem, OdpOwner {
 
 /** The 3.19-to-5.4 ODP registration (the linux-4.18 profile's ODP). */
 export function* regUcontextOdpMr(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher): Co<IbUmem | number> {
+  if (req.access & IBV_ACCESS_HUGETLB) {
+    // ib_umem_odp_get before 5.10: the start must lie in a hugetlb VMA (EINVAL otherwise);
+    // the model then maps it with 4 KiB device entries (no page_shift on this path).
+    yield* ctx.mm.mmapLock.downRead();
+    const vma = ctx.mm.findVma(req.addr);
+    ctx.mm.mmapLock.upRead();
+    if (!vma || !isVmHugetlbPage(vma)) return -EINVAL;
+  }
   return yield* UmemOdpUcontext.reg(ctx, req, batcher);
 }

@@ -1,5 +1,5 @@
 import {
-  EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
+  EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PAGE_SHIFT, PMD_SIZE, isVmHugetlbPage, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
   HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault, requireInterface,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
   mmuIntervalSetSeq, mmuNotifierRangeBlockable, fsReclaimAcquire, fsReclaimRelease, GFP_KERNEL, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
@@ -17,6 +17,10 @@ import { regImplicitOdpMr } from './implicit-odp.ts';
 import { PageMirror } from './page-mirror.ts';
 import { odpIntervalGupMap } from './odp-gup-fault.ts';
 import { regUcontextOdpMr } from './umem-odp-ucontext.ts';
+
+/** HPAGE_SHIFT on x86-64: the page_shift of an IB_ACCESS_HUGETLB ODP umem (ib_umem_odp_get). */
+export const HPAGE_SHIFT = 21;
+const HPAGE_SIZE = PMD_SIZE;
 
 /** mlx5 zaps MTTs in runs that may only end at an 8-entry (64-byte) boundary (rdma C4). */
 export const MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT = 8;
@@ -165,6 +169,18 @@ export class UmemOdp {
   /** Mapping requests (faults, prefetches) working on this umem; teardown waits for none. */
   readonly users: UsageCount;
   inserted = false;
+  /**
+   * umem_odp->page_shift: PAGE_SHIFT, or HPAGE_SHIFT (21) for an IB_ACCESS_HUGETLB MR
+   * (ib_umem_odp_get), set before `insert`. With 2 MiB pages the mirror holds one entry per
+   * 2 MiB page (keyed by the page index of its first 4 KiB page), the device gets one huge
+   * entry for it, and an invalidation of any part of it drops all of it.
+   */
+  pageShift = PAGE_SHIFT;
+
+  /** 4 KiB pages per umem page (1, or 512 for 2 MiB pages). */
+  get unitPages(): number {
+    return 2 ** (this.pageShift - PAGE_SHIFT);
+  }
 
   /**
    * `start`/`end`: the page-aligned user span; `firstDevicePage`: the MR page index that
@@ -217,8 +233,10 @@ export class UmemOdp {
   *map(va: number, end: number, mode: OdpMapMode): Co<number> {
     const { sim } = this.owner.ctx.device.kernel;
     const mm = this.owner.ctx.mm;
-    const start = Math.max(this.start, Math.floor(va / PAGE_SIZE) * PAGE_SIZE);
-    const stop = Math.min(this.end, Math.ceil(end / PAGE_SIZE) * PAGE_SIZE);
+    // ib_umem_odp_map_dma_and_lock: the range is widened to whole umem pages (page_shift).
+    const unit = 2 ** this.pageShift;
+    const start = Math.max(this.start, Math.floor(va / unit) * unit);
+    const stop = Math.min(this.end, Math.ceil(end / unit) * unit);
     if (stop <= start) return 0;
     // Before 5.10 (36f30e486dce) ODP faulted with get_user_pages_remote (odp-gup-fault.ts).
     if (this.owner.ctx.device.kernel.profile.odpFault === 'gup') return yield* odpIntervalGupMap(this, va, end, mode);
@@ -341,6 +359,7 @@ export class UmemOdp {
    *   }
    */
   protected *program(range: HmmRange, mode: OdpMapMode): Co<number> {
+    if (this.unitPages > 1) return yield* this.programHuge(range, mode);
     const { mr, writable } = this.owner;
     const nic = this.owner.ctx.device.nic;
     const first = (range.start - this.start) / PAGE_SIZE;
@@ -374,6 +393,60 @@ export class UmemOdp {
       i = j;
     }
     return mapped;
+  }
+
+  /**
+   * `program` for 2 MiB umem pages (page_shift 21): one huge device entry per 2 MiB page
+   * whose first page is valid, after ib_umem_odp_map_dma_and_lock's check that the CPU maps
+   * it at least that large (hmm_pfn_to_map_order(pfn) + PAGE_SHIFT >= page_shift, else
+   * -EINVAL: a THP split under a HUGETLB MR, or 4 KiB pages, cannot be mapped). Runs of
+   * consecutive 2 MiB pages go in one update command.
+   */
+  protected *programHuge(range: HmmRange, mode: OdpMapMode): Co<number> {
+    const { mr, writable } = this.owner;
+    const nic = this.owner.ctx.device.nic;
+    const u = this.unitPages;
+    const first = (range.start - this.start) / PAGE_SIZE;
+    const n = range.pfns.length;
+    let mapped = 0;
+    let runStart = -1;
+    let frames: number[] = [];
+    let writes: boolean[] = [];
+    const flush = function* (this: UmemOdp): Co<number> {
+      if (frames.length === 0) return 0;
+      // ib_umem_odp_map_dma_single_page once per umem page, here a 2 MiB one
+      // (ib_umem_odp_map_dma_and_lock steps by 1 << (page_shift - PAGE_SHIFT)): one DMA
+      // mapping each (cpu-costs.ts odpDmaMapPerPageNs).
+      const { kernel } = this.owner.ctx.device;
+      yield* kernel.sim.cpu(frames.length * kernel.cpuCosts.odpDmaMapPerPageNs);
+      const r = yield* nic.updateEntries(mr, this.firstDevicePage + first + runStart, frames, writes, this.pageShift - PAGE_SHIFT);
+      if (r < 0) return r;
+      for (let k = 0; k < frames.length; k++) this.pages.set(first + runStart + k * u, (frames[k] as number) * 2 + (writes[k] ? 1 : 0));
+      mapped += frames.length * u;
+      frames = [];
+      writes = [];
+      return 0;
+    }.bind(this);
+    for (let i = 0; i < n; i += u) {
+      const f = range.flags[i] as number;
+      if (!(f & HMM_PFN_VALID)) {
+        const r = yield* flush();
+        if (r < 0) return r;
+        continue;
+      }
+      if ((range.order[i] as number) + PAGE_SHIFT < this.pageShift) {
+        this.owner.ctx.device.kernel.sim.emit({ type: 'note', text: `ib_umem_odp_map_dma_and_lock: un-expected hmm_order ${range.order[i]}, page_shift ${this.pageShift}` });
+        return -EINVAL;
+      }
+      if (frames.length === 0) runStart = i;
+      const frame = range.pfns[i] as number;
+      const old = this.pages.get(first + i);
+      const cpuWrite = (f & HMM_PFN_WRITE) !== 0;
+      frames.push(frame);
+      writes.push(writable && (mode.fault ? mode.write && cpuWrite : cpuWrite || old === frame * 2 + 1));
+    }
+    const r = yield* flush();
+    return r < 0 ? r : mapped;
   }
 
   /** Mapped pages with index in [first, last], ascending, without walking a huge empty span. */
@@ -415,7 +488,7 @@ export class UmemOdp {
       this.unmapPages(present);
       const { counters } = this.owner;
       counters.invalidations++;
-      counters.invalidationPages += present.length;
+      counters.invalidationPages += present.length * this.unitPages;
       this.owner.ctx.mrEvents.next({ type: 'invalidated', umem: this.owner.umem, start: span.start, end: span.end });
       if (this.pages.size === 0) this.owner.emptied?.(this);
       return true;
@@ -491,7 +564,10 @@ export class UmemOdp {
 
   /** The umem pages [first, last] that the user range [start, end) touches (no clamping). */
   protected spanOf(start: number, end: number): OdpSpan {
-    return { start, end, first: Math.floor((start - this.start) / PAGE_SIZE), last: Math.ceil((end - this.start) / PAGE_SIZE) - 1 };
+    // With 2 MiB umem pages the first index is that of the 2 MiB page holding `start`
+    // (mlx5_ib_invalidate_range: idx = (addr - ib_umem_start) >> page_shift).
+    const u = this.unitPages;
+    return { start, end, first: Math.floor((start - this.start) / PAGE_SIZE / u) * u, last: Math.ceil((end - this.start) / PAGE_SIZE) - 1 };
   }
 
   /**
@@ -509,6 +585,13 @@ export class UmemOdp {
     const { mr } = this.owner;
     if (mr.state === 'destroyed') return;
     const nic = this.owner.ctx.device.nic;
+    const u = this.unitPages;
+    if (u > 1) {
+      // 2 MiB umem pages: the runs are in MTT entries (one per 2 MiB), zapped as huge entries.
+      const units = present.map((i) => i / u);
+      for (const [first, count] of odpZapRuns(units, Math.floor(last / u))) yield* nic.zapEntries(mr, this.firstDevicePage + first * u, count * u, this.pageShift - PAGE_SHIFT);
+      return;
+    }
     for (const [first, count] of odpZapRuns(present, last)) yield* nic.zapEntries(mr, this.firstDevicePage + first, count);
   }
 
@@ -667,10 +750,14 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
     core: UmemOdpFactory, readonly strategy: string,
   ) {
     this.writable = accessWritable(access);
-    const start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
-    const end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
+    // ib_umem_start / ib_umem_end: the span in whole umem pages (2 MiB ones for HUGETLB).
+    const huge = (access & IBV_ACCESS_HUGETLB) !== 0 && ctx.device.kernel.profile.odpFault === 'hmm';
+    const unit = huge ? HPAGE_SIZE : PAGE_SIZE;
+    const start = Math.floor(addr / unit) * unit;
+    const end = Math.ceil((addr + length) / unit) * unit;
     // A driver author's strategy is named in trails and traces by its own name.
     this.odp = core(this, start, end, 0, `${ctx.device.name}/${strategy === 'odp' ? 'umem_odp' : strategy}(${mr.lkey.toString(16)})`);
+    if (huge) this.odp.pageShift = HPAGE_SHIFT;
   }
 
   get umem(): IbUmem {
@@ -680,14 +767,32 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
   /**
    * ib_umem_odp_get + mlx5_ib_init_odp_mr: the device MR (faultable), the notifier over
    * the page-aligned span (A5), then a non-faulting snapshot so pages already present
-   * become device-visible with their CPU permissions (A4). HUGETLB needs a hugetlb VMA,
-   * which this model has none of: EINVAL, as ib_umem_odp_get answers for a non-hugetlb
-   * VMA. An iova whose page offset differs from addr's is refused with EINVAL (modelling
-   * choice: one device page per CPU page).
+   * become device-visible with their CPU permissions (A4). An iova whose page offset
+   * differs from addr's is refused with EINVAL (modelling choice: one device page per CPU
+   * page).
+   *
+   * IB_ACCESS_HUGETLB (ib_umem_odp_get): the umem's page_shift becomes 21, so the device maps
+   * each 2 MiB page with one entry. From 5.10 (36f30e486dce) that is HPAGE_SHIFT for any
+   * memory, and a page the CPU does not map at least 2 MiB large fails the mapping with
+   * EINVAL (the hmm_order check); before, the start had to lie in a hugetlb VMA (EINVAL
+   * otherwise) whose huge page size became the page_shift (`profile.odpHugetlb`). Modelling
+   * choice: addr must be 2 MiB aligned and iova congruent to it modulo 2 MiB (EINVAL),
+   * so that device huge entries line up with the CPU's. On the GUP-fault kernels (before
+   * 5.10) the hugetlb VMA is checked but the device is given 4 KiB entries (assumed: the
+   * model does not give those paths a page_shift).
    */
   static *reg(ctx: IbUcontext, req: RegMrRequest, batcher: SyncBatcher, core: UmemOdpFactory = defaultUmemOdp, strategy = 'odp'): Co<IbUmem | number> {
     const { nic } = ctx.device;
-    if (req.access & IBV_ACCESS_HUGETLB) return -EINVAL;
+    if (req.access & IBV_ACCESS_HUGETLB) {
+      if (req.addr % HPAGE_SIZE !== 0 || (req.iova - req.addr) % HPAGE_SIZE !== 0) return -EINVAL;
+      if (ctx.device.kernel.profile.odpHugetlb === 'hugetlb-vma') {
+        const mm = ctx.mm;
+        yield* mm.mmapLock.downRead();
+        const vma = mm.findVma(req.addr);
+        mm.mmapLock.upRead();
+        if (!vma || !isVmHugetlbPage(vma)) return -EINVAL;
+      }
+    }
     if ((req.iova - req.addr) % PAGE_SIZE !== 0) return -EINVAL;
     if (ctx.mm.users <= 0) return -EINVAL;
     const mr = nic.createMr({ pd: req.pd, iova: req.iova, length: req.length, access: req.access, onDemand: true });

@@ -31,6 +31,10 @@ export const MADV_DOFORK = 11;
 export const MADV_MERGEABLE = 12;
 export const MADV_UNMERGEABLE = 13;
 export const MADV_PAGEOUT = 21;
+export const MADV_HUGEPAGE = 14;
+export const MADV_NOHUGEPAGE = 15;
+/** mmap: back the mapping with hugetlb pages (2 MiB, the default hstate on x86-64). */
+export const MAP_HUGETLB = 0x40000;
 
 export const pageAlignDown = (a: number): number => a - (a % PAGE_SIZE);
 export const pageAlignUp = (a: number): number => Math.ceil(a / PAGE_SIZE) * PAGE_SIZE;

@@ -9,6 +9,8 @@ import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from '
 import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
 import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, copyHugePmd, setFolioFlags } from './huge-memory.ts';
+import { isVmHugetlbPage } from './hugetlb.ts';
 
 /**
  * dup_mmap: copy the parent's VMAs into `child`, skipping VM_DONTCOPY ones (rule 69).
@@ -28,16 +30,33 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
     if (!vma.anonVma) continue;
     const cow = vma.cow;
     let range = null;
+    const hugetlb = isVmHugetlbPage(vma);
     if (cow) {
-      range = mmuNotifierRangeInit(parent, MmuNotifyEvent.PROTECTION_PAGE, vma.start, vma.end);
+      // copy_hugetlb_page_range sends CLEAR over the whole VMA, copy_page_range PROTECTION_PAGE (rule 21i).
+      range = mmuNotifierRangeInit(parent, hugetlb ? MmuNotifyEvent.CLEAR : MmuNotifyEvent.PROTECTION_PAGE, vma.start, vma.end);
       yield* mmuNotifierInvalidateRangeStart(range);
       // raw_write_seqcount_begin(&src_mm->write_protect_seq) in copy_page_range (5.11, 57efa1fe5957).
       if (profile.writeProtectSeq) parent.writeProtectSeq++;
+    }
+    // copy_pmd_range: huge entries first (copy_huge_pmd, or copy_hugetlb_page_range); a
+    // maybe-pinned THP is split and copied as PTEs below (huge-memory.ts).
+    for (const slot of parent.pageTable.hugeSlotsIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)) {
+      const haddr = slot * HPAGE_PMD_SIZE;
+      if (!hugetlb) {
+        yield* copyHugePmd(parent, child, haddr, cow);
+        continue;
+      }
+      const r = copyHugetlbEntry(parent, child, haddr, cow);
+      if (r < 0) {
+        if (range) yield* mmuNotifierInvalidateRangeEnd(range);
+        return r;
+      }
     }
     // A snapshot of the slots: the copy may stop at a preemption point (below).
     const slots = [...parent.pageTable.entriesIn(vma.start / PAGE_SIZE, vma.end / PAGE_SIZE)].map(([v]) => v);
     for (let idx = 0; idx < slots.length; idx++) {
       const v = slots[idx] as number;
+      if (parent.pageTable.pmdHuge(v)) continue; // copied whole above
       const pte = parent.pageTable.get(v);
       if (pte === 0) continue;
       const addr = v * PAGE_SIZE;
@@ -108,5 +127,35 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
   }
   // dup_mmap ends with flush_tlb_mm(oldmm): the whole parent mm (secondary TLBs, tlb.ts).
   yield* flushTlbMmRange(parent, 0, ULONG_MAX);
+  return 0;
+}
+
+/**
+ * copy_hugetlb_page_range for one huge page of a private hugetlb VMA: shared read-only
+ * with the child (COW), unless the page may be DMA-pinned in an mm with MMF_HAS_PINNED:
+ * then hugetlb_try_dup_anon_rmap fails and the child gets its own copy at once (5.9
+ * semantics, as for small pages, rule 67). Returns 0 or -ENOMEM (no huge page for the copy).
+ */
+function copyHugetlbEntry(parent: MmStruct, child: MmStruct, haddr: number, cow: boolean): number {
+  const { phys, profile, hugetlb } = parent.kernel;
+  const v = haddr / PAGE_SIZE;
+  const entry = parent.pageTable.getPmd(v);
+  const head = pteFrame(entry);
+  if (cow && profile.forkCopiesPinned && parent.hasPinned && phys.maybeDmaPinned(head)) {
+    const nh = hugetlb.alloc(false);
+    if (nh < 0) return -12;
+    for (let i = 0; i < HPAGE_PMD_NR; i++) phys.copyPage(nh + i, head + i);
+    setFolioFlags(parent.kernel, nh, PG_ANON | PG_ANON_EXCLUSIVE);
+    phys.rmapAddPmd(nh, child, haddr);
+    child.pageTable.setPmd(v, makePte(nh, pteFlags(entry)));
+    return 0;
+  }
+  phys.get(head);
+  phys.rmapAddPmd(head, child, haddr);
+  if (cow) {
+    for (let f = head; f < head + HPAGE_PMD_NR; f++) phys.clear(f, PG_ANON_EXCLUSIVE);
+    parent.pageTable.setPmd(v, makePte(head, pteFlags(entry) & ~PTE_WRITE));
+    child.pageTable.setPmd(v, makePte(head, pteFlags(entry) & ~PTE_WRITE));
+  } else child.pageTable.setPmd(v, entry);
   return 0;
 }

@@ -165,23 +165,15 @@ export function gupFastWalk(mm: MmStruct, start: number, nrPages: number, flags:
 function grabPage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
   proposalGupGrab(kernel, f);
-  if (flags & FOLL_PIN) {
-    if (phys.order[f]! > 0) {
-      phys.get(f);
-      phys.pincount[f]!++;
-    } else phys.get(f, GUP_PIN_COUNTING_BIAS);
-  } else phys.get(f);
+  if (flags & FOLL_PIN) phys.pin(f);
+  else phys.get(f);
 }
 
 function releasePage(kernel: Kernel, f: number, flags: number): void {
   const { phys } = kernel;
   proposalGupRelease(kernel, f);
-  if (flags & FOLL_PIN) {
-    if (phys.order[f]! > 0) {
-      phys.pincount[f]!--;
-      phys.put(f);
-    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
-  } else phys.put(f);
+  if (flags & FOLL_PIN) phys.unpin(f);
+  else phys.put(f);
 }
 
 function invalid(mm: MmStruct, why: string): number {
@@ -351,13 +343,11 @@ export function putUserPages(kernel: Kernel, pages: readonly number[]): void {
 /** unpin_user_pages: reverse a FOLL_PIN exactly; the zero page is not counted (rule 55). */
 export function unpinUserPages(kernel: Kernel, pages: readonly number[]): void {
   const { phys } = kernel;
+  // gup_put_folio: exact _pincount on a large folio (mm/gup.c), the bias on a small one.
   for (const f of pages) {
     if (f === ZERO_PFN) continue;
     proposalGupRelease(kernel, f);
-    if (phys.order[f]! > 0) {
-      phys.pincount[f]!--;
-      phys.put(f);
-    } else phys.put(f, GUP_PIN_COUNTING_BIAS);
+    phys.unpin(f);
   }
   if (pages.length > 0) kernel.sim.emit({ type: 'gup-release', node: kernel.node, frames: pages.slice(), pin: true });
 }

@@ -5,6 +5,7 @@ import { EBUSY, EFAULT, EINVAL, EPERM } from './errno.ts';
 import { PAGE_SIZE, PMD_SIZE, isPageAligned, vpn } from './constants.ts';
 import { VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from './vma.ts';
 import { PTE_PROTNONE, isMigrationEntry, pteFrame, pteHas, ptePresent, pteWrite } from './page-table.ts';
+import { HPAGE_PMD_ORDER } from './huge-memory.ts';
 import { migrationEntryWait } from './migrate.ts';
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_WRITE, handleMmFault } from './memory.ts';
 import { requireInterface } from './profile.ts';
@@ -194,6 +195,31 @@ export function* hmmRangeFault(range: HmmRange): Co<number> {
         }
         return -EBUSY;
       };
+      const pmd = mm.pageTable.getPmd(vpn(addr));
+      if (pmd !== 0) {
+        // pmd_trans_huge (or a hugetlb entry, hmm_vma_walk_hugetlb_entry): hmm_vma_handle_pmd.
+        // Every page of the step gets the PMD's flags (pmd_to_hmm_pfn_flags: none when
+        // PROT_NONE) and, from 5.10, the mapping's order (hmm_pfn_flags_order(PMD_SHIFT -
+        // PAGE_SHIFT), rule 47), which describes the CPU mapping, even where it reaches past
+        // the requested range. A need for a fault faults the whole step (hmm_vma_fault).
+        const cpuFlags = pteHas(pmd, PTE_PROTNONE) ? 0 : HMM_PFN_VALID | (pteWrite(pmd) ? HMM_PFN_WRITE : 0);
+        const need = rangeNeedFault(range, i, stop, cpuFlags);
+        if (need) {
+          const r = yield* fault(addr, need);
+          if (r === -EBUSY) continue walk;
+          return r;
+        }
+        const order = profile.hmmMapOrder && cpuFlags ? HPAGE_PMD_ORDER : 0;
+        const head = pteFrame(pmd);
+        const base = vpn(addr) - (vpn(addr) % (1 << HPAGE_PMD_ORDER));
+        for (; i < stop; i++) {
+          const sticky = (range.flags[i] as number) & STICKY;
+          range.pfns[i] = head + (vpn(range.start) + i - base);
+          range.flags[i] = cpuFlags | sticky;
+          range.order[i] = order;
+        }
+        continue;
+      }
       if (!mm.pageTable.pmdPopulated(vpn(addr))) {
         // pmd_none: hmm_vma_walk_hole over the step.
         const need = rangeNeedFault(range, i, stop, 0);

@@ -7,18 +7,24 @@ export { Kernel, type KernelOptions, type NotifierStreamEvent } from './kernel.t
 export { CPU_COST_SOURCES, DEFAULT_CPU_COSTS, ZERO_CPU_COSTS, cpuCosts, type CpuCosts } from './cpu-costs.ts';
 export { MmStruct } from './mm.ts';
 export { Process, MS_ASYNC, MS_SYNC, MS_INVALIDATE } from './process.ts';
-export { Vma, VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYSHARE, VM_IO, VM_PFNMAP, VM_DONTCOPY, VM_LOCKED } from './vma.ts';
+export { Vma, VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYREAD, VM_MAYWRITE, VM_MAYSHARE, VM_IO, VM_PFNMAP, VM_DONTCOPY, VM_LOCKED, VM_HUGETLB, VM_HUGEPAGE, VM_NOHUGEPAGE } from './vma.ts';
 export { File } from './file.ts';
 export {
   PhysicalMemory, GUP_PIN_COUNTING_BIAS, ZERO_PFN,
   PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_UPTODATE, PG_ANON, PG_SWAPBACKED, PG_ANON_EXCLUSIVE, PG_PRIVATE,
-  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, type RmapItem,
+  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, PG_HUGETLB, type RmapItem,
 } from './page-frames.ts';
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
   pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
+export {
+  TransparentHugepage, HPAGE_PMD_ORDER, HPAGE_PMD_NR, HPAGE_PMD_SIZE, VM_FAULT_FALLBACK, thpVmaAllowable, thpSuitable,
+  doHugePmdAnonymousPage, splitHugePmd, splitPartialHugePmds, splitHugePage, collapseHugePage, khugepagedScanMm, copyHugePmd,
+  type ThpEnabled,
+} from './huge-memory.ts';
+export { HugetlbPool, HUGETLB_PAGE_SIZE, HUGETLB_PAGE_ORDER, isVmHugetlbPage, hugetlbFault, hugetlbWp } from './hugetlb.ts';
 export { Lru } from './lru.ts';
 export { SwapArea } from './swap.ts';
 export { handleMmFault, faultInPage, notifyPageChange, wpPageCopy, zapPteRange, FAULT_FLAG_WRITE, FAULT_FLAG_UNSHARE, FAULT_FLAG_REMOTE } from './memory.ts';

@@ -12,6 +12,8 @@ import { SwapArea } from './swap.ts';
 import { Process } from './process.ts';
 import type { PageoutHook } from './madvise.ts';
 import { reclaimRange } from './vmscan.ts';
+import { TransparentHugepage } from './huge-memory.ts';
+import { HugetlbPool } from './hugetlb.ts';
 import { cpuCosts, type CpuCosts } from './cpu-costs.ts';
 
 /** What flows on the notifier stream: every invalidation, as it starts and ends. */
@@ -77,6 +79,10 @@ export class Kernel {
   /** The page allocator's min watermark in frames (undefined: 1/64 of memory, page-alloc.ts). */
   watermarkMin: number | undefined = undefined;
   readonly processes = new Map<number, Process>();
+  /** /sys/kernel/mm/transparent_hugepage (huge-memory.ts). */
+  readonly transparentHugepage = new TransparentHugepage();
+  /** The 2 MiB hugetlb pool (/proc/sys/vm/nr_hugepages, hugetlb.ts). */
+  readonly hugetlb: HugetlbPool;
   private readonly files = new Map<number, File>();
   private readonly notifierSubject = new Subject<NotifierStreamEvent>();
   /** Every invalidation of every mm of this kernel, reactively. */
@@ -94,6 +100,7 @@ export class Kernel {
     this.phys = new PhysicalMemory(this.sim, opts.frames ?? 65536, opts.reuseFreedFirst ?? true, this.node);
     this.phys.pinTracking = this.profile.follPin;
     this.dmaBus = new DmaBus(this.phys);
+    this.hugetlb = new HugetlbPool(this.phys);
     this.swap = new SwapArea((f) => {
       this.phys.clear(f, PG_SWAPCACHE);
       this.phys.put(f);

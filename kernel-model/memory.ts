@@ -3,7 +3,7 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import { VM_WRITE, VM_SHARED } from './vma.ts';
 import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
-import { PAGE_SIZE, pageAlignDown, vpn } from './constants.ts';
+import { PAGE_SIZE, PMD_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
   isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
@@ -18,6 +18,8 @@ import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
 import { flushTlbPage, gatherPage, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped, migrationEntryWait } from './migrate.ts';
 import { numaHintingFault } from './numa-balancing.ts';
+import { VM_FAULT_FALLBACK, doHugePmdAnonymousPage, hugePmdFault, thpVmaAllowable, zapHugePmd } from './huge-memory.ts';
+import { hugetlbFault, isVmHugetlbPage } from './hugetlb.ts';
 import { canChangePteWritable } from './mprotect.ts';
 
 export const FAULT_FLAG_WRITE = 1;
@@ -42,6 +44,28 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
   const v = vpn(page);
   // The CPU cost of the fault itself (cpu-costs.ts pageFaultNs), once per handle_mm_fault.
   yield* sim.cpu(kernel.cpuCosts.pageFaultNs);
+  if (isVmHugetlbPage(vma)) {
+    // hugetlb_fault: huge entries only, never a PTE (hugetlb.ts).
+    const r = yield* hugetlbFault(mm, vma, addr, write, unshare);
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'hugetlb', ret: r, node: kernel.node });
+    return r;
+  }
+  if (mm.pageTable.pmdHuge(v)) {
+    // __handle_mm_fault's pmd_trans_huge branch: do_huge_pmd_wp_page or huge_pmd_set_accessed;
+    // a fallback (after a split) continues at PTE level below.
+    const r = yield* hugePmdFault(mm, vma, addr, write, unshare);
+    if (r !== VM_FAULT_FALLBACK) {
+      sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'huge-pmd', ret: r, node: kernel.node });
+      return r;
+    }
+  } else if (!vma.file && mm.pageTable.pmdNone(v) && thpVmaAllowable(kernel, vma)) {
+    // create_huge_pmd -> do_huge_pmd_anonymous_page on pmd_none (huge-memory.ts).
+    const r = yield* doHugePmdAnonymousPage(mm, vma, addr);
+    if (r !== VM_FAULT_FALLBACK) {
+      sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'thp', ret: r, node: kernel.node });
+      return r;
+    }
+  }
   yield* sim.preemptPoint('pte read');
   let pte = mm.pageTable.get(v);
   let kind = 'none';
@@ -300,6 +324,12 @@ export function* notifyPageChange(mm: MmStruct, event: MmuNotifyEvent, addr: num
  */
 export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, toFree: number[], span: GatheredSpan = null): GatheredSpan {
   const { phys, swap } = mm.kernel;
+  // zap_pmd_range: a huge entry the range covers whole goes with zap_huge_pmd; callers split
+  // those it covers in part first (splitPartialHugePmds), with the notifier.
+  for (const slot of mm.pageTable.hugeSlotsIn(vpn(start), vpn(end))) {
+    const haddr = slot * PMD_SIZE;
+    if (start <= haddr && haddr + PMD_SIZE <= end) span = zapHugePmd(mm, vma, haddr, toFree, span);
+  }
   for (const [v, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
     mm.pageTable.clear(v);
     if (pteHas(pte, PTE_SWAP)) {

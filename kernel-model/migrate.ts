@@ -14,6 +14,7 @@ import {
 } from './page-frames.ts';
 import { VM_EXEC, VM_READ, VM_WRITE } from './vma.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
+import { splitHugePage } from './huge-memory.ts';
 import { notifyPageChange } from './memory.ts';
 import { folioMarkDirty } from './filemap.ts';
 
@@ -100,6 +101,17 @@ export function migrationUnmapFunction(release: string): 'try_to_migrate_one' | 
 export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReason): Co<number> {
   const { phys } = kernel;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) return -EBUSY;
+  if (frame !== ZERO_PFN && phys.isAllocated(frame) && phys.isLarge(phys.folioHead(frame))) {
+    // A large folio: migrate_pages splits it when it cannot move whole (the model never
+    // moves a THP whole); a folio that cannot be split (pinned, extra references) fails
+    // with -EBUSY, for all its pages at once.
+    const r = yield* splitHugePage(kernel, frame);
+    if (r < 0) {
+      kernel.sim.emit({ type: 'migrate', frame, to: -1, reason, ret: -EBUSY, node: kernel.node });
+      return -EBUSY;
+    }
+    if (!phys.isAllocated(frame)) return -EBUSY;
+  }
   // The folio lock (migrate_folio_unmap, asynchronous mode): a folio another path holds
   // locked (reclaim, writeback, another migration) is not migrated now.
   if (phys.has(frame, PG_LOCKED)) return -EAGAIN;

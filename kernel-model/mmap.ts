@@ -1,10 +1,10 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import type { File } from './file.ts';
-import { Vma, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_MAYEXEC, VM_SHARED, protToVmFlags } from './vma.ts';
+import { Vma, VM_HUGETLB, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_MAYEXEC, VM_SHARED, protToVmFlags } from './vma.ts';
 import { EFAULT, EINVAL, ENOMEM } from './errno.ts';
 import {
-  MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
+  MAP_ANONYMOUS, MAP_FIXED, MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
   MMAP_BASE, PAGE_SIZE, TASK_SIZE, isPageAligned, pageAlignUp, vpn,
 } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
@@ -13,6 +13,8 @@ import { zapPteRange } from './memory.ts';
 import { flushTlbMmRange, gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
 import { isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
 import { migrationEntryMoved } from './migrate.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, splitHugePmd, vmaAdjustTransHuge } from './huge-memory.ts';
+import { HUGETLB_PAGE_SIZE, hugetlbSplitReservations, hugetlbUnreserve, hugetlbVmaReserved, isVmHugetlbPage } from './hugetlb.ts';
 
 export { MMAP_BASE } from './constants.ts';
 const MIN_ADDR = 0x10000;
@@ -37,9 +39,31 @@ export function splitVmasAt(mm: MmStruct, start: number, end: number): Vma[] {
     if (v && v.start < addr) {
       const tail = v.splitAt(addr);
       mm.vmas.splice(mm.vmas.indexOf(v) + 1, 0, tail);
+      if (isVmHugetlbPage(v)) hugetlbSplitReservations(v, tail);
     }
   }
   return mm.vmasIn(start, end);
+}
+
+/**
+ * hugetlb_vm_op_split: a hugetlb VMA may only be cut on a huge-page boundary. -EINVAL when
+ * `start` or `end` falls inside a huge page of one (munmap, mprotect, mremap), else 0.
+ */
+export function hugetlbSplitCheck(mm: MmStruct, start: number, end: number): number {
+  for (const addr of [start, end]) {
+    const v = mm.findVma(addr);
+    if (v && v.start < addr && isVmHugetlbPage(v) && addr % HUGETLB_PAGE_SIZE !== 0) return -EINVAL;
+  }
+  return 0;
+}
+
+/**
+ * __split_vma's first step for the cuts at `start` and `end`: vma_adjust_trans_huge splits
+ * a huge PMD straddling a cut (a CLEAR over its block, before the caller's own range).
+ */
+export function* splitVmasAtHuge(mm: MmStruct, start: number, end: number, why: string): Co<Vma[]> {
+  yield* vmaAdjustTransHuge(mm, [start, end], why);
+  return splitVmasAt(mm, start, end);
 }
 
 /** get_unmapped_area, top-down from the mm's mmap_base; honours a free hint. Returns -ENOMEM. */
@@ -66,14 +90,18 @@ export function getUnmappedArea(mm: MmStruct, hint: number, len: number): number
  */
 export function* doMunmap(mm: MmStruct, start: number, end: number): Co<number> {
   if (mm.vmasIn(start, end).length === 0) return 0;
-  const vmas = splitVmasAt(mm, start, end);
+  if (hugetlbSplitCheck(mm, start, end) < 0) return -EINVAL;
+  const vmas = yield* splitVmasAtHuge(mm, start, end, 'munmap (__split_vma)');
   const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.UNMAP, start, end);
   yield* mmuNotifierInvalidateRangeStart(range);
   const toFree: number[] = [];
   let span: GatheredSpan = null;
   for (const vma of vmas) span = zapPteRange(mm, vma, vma.start, vma.end, toFree, span);
   yield* mmuNotifierInvalidateRangeEnd(range);
-  for (const vma of vmas) removeVma(mm, vma);
+  for (const vma of vmas) {
+    if (isVmHugetlbPage(vma)) hugetlbUnreserve(mm, vma, vma.start, vma.end);
+    removeVma(mm, vma);
+  }
   yield* tlbFinishMmu(mm, span, toFree);
   return 0;
 }
@@ -86,22 +114,43 @@ export function* doMmap(mm: MmStruct, addr: number, length: number, prot: number
   if (!isPageAligned(offset) || offset < 0) return -EINVAL;
   const anon = (flags & MAP_ANONYMOUS) !== 0;
   if (!anon && !file) return -EINVAL; // EBADF in Linux: no file descriptor
-  const len = pageAlignUp(length);
+  const hugetlb = (flags & MAP_HUGETLB) !== 0;
+  if (hugetlb && (!anon || type === MAP_SHARED)) {
+    // hugetlbfs files and shared hugetlb mappings are not modelled (hugetlb.ts).
+    mm.kernel.sim.emit({ type: 'note', text: 'mmap: MAP_HUGETLB is modelled for private anonymous mappings only' });
+    return -EINVAL;
+  }
+  // ksys_mmap_pgoff: a MAP_HUGETLB length is rounded up to the huge page size.
+  const len = hugetlb ? Math.ceil(length / HUGETLB_PAGE_SIZE) * HUGETLB_PAGE_SIZE : pageAlignUp(length);
   if (len > TASK_SIZE) return -ENOMEM;
   let start: number;
   if (flags & MAP_FIXED) {
-    if (!isPageAligned(addr)) return -EINVAL;
+    if (!isPageAligned(addr) || (hugetlb && addr % HUGETLB_PAGE_SIZE !== 0)) return -EINVAL;
     if (addr < MIN_ADDR || addr + len > TASK_SIZE) return -ENOMEM;
     start = addr;
-    yield* doMunmap(mm, start, start + len);
+    const r = yield* doMunmap(mm, start, start + len);
+    if (r < 0) return r;
+  } else if (hugetlb) {
+    // hugetlb_get_unmapped_area: a huge-page aligned address.
+    const hint = addr % HUGETLB_PAGE_SIZE === 0 ? addr : 0;
+    const found = getUnmappedArea(mm, hint, len + HUGETLB_PAGE_SIZE - PAGE_SIZE);
+    if (found < 0) return found;
+    start = found === hint && hint !== 0 ? hint : Math.ceil(found / HUGETLB_PAGE_SIZE) * HUGETLB_PAGE_SIZE;
   } else {
     start = getUnmappedArea(mm, addr, len);
     if (start < 0) return start;
   }
+  if (hugetlb && !mm.kernel.hugetlb.reserve(len / HUGETLB_PAGE_SIZE)) {
+    // hugetlb_reserve_pages: not enough free huge pages for the whole mapping.
+    mm.kernel.sim.emit({ type: 'note', text: `mmap: ${len / HUGETLB_PAGE_SIZE} huge pages wanted, ${mm.kernel.hugetlb.freeHugepages - mm.kernel.hugetlb.resvHugepages} free unreserved` });
+    return -ENOMEM;
+  }
   let backing = anon ? null : file;
   if (anon && type === MAP_SHARED) backing = mm.kernel.createShmem(len);
-  const vmFlags = protToVmFlags(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | (type === MAP_SHARED ? VM_SHARED | VM_MAYSHARE : 0);
-  insertVma(mm, new Vma(mm, start, start + len, vmFlags, backing, anon ? 0 : offset / PAGE_SIZE));
+  const vmFlags = protToVmFlags(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | (type === MAP_SHARED ? VM_SHARED | VM_MAYSHARE : 0) | (hugetlb ? VM_HUGETLB : 0);
+  const vma = new Vma(mm, start, start + len, vmFlags, backing, anon ? 0 : offset / PAGE_SIZE);
+  insertVma(mm, vma);
+  if (hugetlb) hugetlbVmaReserved(vma);
   return start;
 }
 
@@ -127,6 +176,12 @@ export function* doMremap(mm: MmStruct, oldAddr: number, oldLength: number, newL
   const newLen = pageAlignUp(newLength);
   const vma = mm.findVma(oldAddr);
   if (!vma || oldAddr + oldLen > vma.end) return -EFAULT;
+  if (isVmHugetlbPage(vma)) {
+    // mremap of hugetlb: huge-page aligned addresses and lengths only (mremap_to /
+    // vma_to_resize with hugetlb's split rule); growing in place is refused (-EINVAL).
+    if (oldAddr % HUGETLB_PAGE_SIZE || oldLen % HUGETLB_PAGE_SIZE || newLen % HUGETLB_PAGE_SIZE) return -EINVAL;
+    if (newLen > oldLen && !(flags & MREMAP_MAYMOVE)) return -EINVAL;
+  }
   if (flags & MREMAP_FIXED) {
     if (!isPageAligned(newAddr)) return -EINVAL;
     if (newAddr < oldAddr + oldLen && oldAddr < newAddr + newLen) return -EINVAL;
@@ -151,7 +206,7 @@ export function* doMremap(mm: MmStruct, oldAddr: number, oldLength: number, newL
 
 function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAddr: number, newLen: number, flags: number): Co<number> {
   const { phys } = mm.kernel;
-  const [src] = splitVmasAt(mm, oldAddr, oldAddr + oldLen) as [Vma];
+  const [src] = (yield* splitVmasAtHuge(mm, oldAddr, oldAddr + oldLen, 'mremap (__split_vma)')) as [Vma];
   const moved = new Vma(mm, newAddr, newAddr + newLen, src.flags, src.file, src.file ? src.pgoff : 0);
   moved.anonVma = src.anonVma;
   insertVma(mm, moved);
@@ -159,7 +214,26 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
   yield* mmuNotifierInvalidateRangeStart(range);
   const shift = newAddr - oldAddr;
   let span: GatheredSpan = null;
-  for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(oldAddr + Math.min(oldLen, newLen)))) {
+  // move_page_tables: a huge PMD moves whole (move_pgt_entry(HPAGE_PMD)) when the extent is
+  // a whole block at both ends (get_extent); otherwise it is split first (CLEAR over its
+  // block, nested in the move's UNMAP) and its PTEs move one by one.
+  const moveEnd = oldAddr + Math.min(oldLen, newLen);
+  for (const slot of mm.pageTable.hugeSlotsIn(vpn(oldAddr), vpn(moveEnd))) {
+    const haddr = slot * HPAGE_PMD_SIZE;
+    const whole = haddr >= oldAddr && haddr + HPAGE_PMD_SIZE <= moveEnd && shift % HPAGE_PMD_SIZE === 0;
+    if (!whole) {
+      yield* splitHugePmd(mm, haddr, 'move_page_tables');
+      continue;
+    }
+    const entry = mm.pageTable.getPmd(vpn(haddr));
+    if (entry === 0) continue; // gone while an earlier split's notifier ran
+    mm.pageTable.setPmd(vpn(haddr), 0);
+    mm.pageTable.setPmd(vpn(haddr + shift), entry);
+    phys.rmapRemovePmd(pteFrame(entry), mm, haddr);
+    phys.rmapAddPmd(pteFrame(entry), mm, haddr + shift);
+    span = gatherPage(gatherPage(span, haddr), haddr + (HPAGE_PMD_NR - 1) * PAGE_SIZE);
+  }
+  for (const [v, pte] of mm.pageTable.entriesIn(vpn(oldAddr), vpn(moveEnd))) {
     mm.pageTable.clear(v);
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
     if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);

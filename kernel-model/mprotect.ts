@@ -7,7 +7,9 @@ import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
-import { splitVmasAt } from './mmap.ts';
+import { hugetlbSplitCheck, splitVmasAtHuge } from './mmap.ts';
+import { changeHugePmd, splitPartialHugePmds } from './huge-memory.ts';
+import { isVmHugetlbPage } from './hugetlb.ts';
 import { flushTlbMmRange, gatherPage, type GatheredSpan } from './tlb.ts';
 
 const PUD_PAGES = 512 * 512;
@@ -35,7 +37,8 @@ export function* doMprotect(mm: MmStruct, addr: number, length: number, prot: nu
   for (const v of mm.vmasIn(addr, end)) {
     if (want & VM_WRITE && v.shared && !(v.flags & VM_MAYWRITE)) return -EACCES;
   }
-  for (const vma of splitVmasAt(mm, addr, end)) {
+  if (hugetlbSplitCheck(mm, addr, end) < 0) return -EINVAL;
+  for (const vma of yield* splitVmasAtHuge(mm, addr, end, 'mprotect (__split_vma)')) {
     const newFlags = (vma.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | want;
     if (newFlags === vma.flags) continue;
     vma.flags = newFlags;
@@ -90,7 +93,21 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.PROTECTION_VMA, first * PAGE_SIZE, hi * PAGE_SIZE);
     yield* mmuNotifierInvalidateRangeStart(range);
     let span: GatheredSpan = null;
+    // change_pmd_range: a huge entry the range covers in part is split (CLEAR over its
+    // block, nested); a whole one changes in place (change_huge_pmd), NUMA hints included.
+    if (!isVmHugetlbPage(vma)) yield* splitPartialHugePmds(mm, first * PAGE_SIZE, hi * PAGE_SIZE, 'change_pmd_range');
+    for (const slot of mm.pageTable.hugeSlotsIn(first, hi)) {
+      const haddr = slot * 512 * PAGE_SIZE;
+      const head = pteFrame(mm.pageTable.getPmd(slot * 512));
+      if (protNuma && (vma.cow && (phys.maybeDmaPinned(head) || phys.mapcount[head]! > 1))) continue;
+      const canWrite = !protNuma && !vma.shared && mm.kernel.profile.mprotectTryChangeWritable && phys.has(head, PG_ANON_EXCLUSIVE);
+      if (changeHugePmd(mm, haddr, protNuma ? 0 : want, canWrite)) {
+        span = gatherPage(gatherPage(span, haddr), haddr + 511 * PAGE_SIZE);
+        updated++;
+      }
+    }
     for (const [v, pte] of mm.pageTable.entriesIn(first, hi)) {
+      if (mm.pageTable.pmdHuge(v)) continue;
       if (pteHas(pte, PTE_SWAP)) continue;
       if (protNuma) {
         const f = pteFrame(pte);

@@ -25,11 +25,18 @@ export const PG_SWAPCACHE = 1 << 13;
 export const PG_ALLOCATED = 1 << 14;
 /** A KSM page (`folio_test_ksm`): merged, write-protected everywhere, never reused by a write fault. */
 export const PG_KSM = 1 << 15;
+/** A hugetlb pool page (on the head): freed back to the pool, never to the allocator (hugetlb.ts). */
+export const PG_HUGETLB = 1 << 16;
 
 /** Where a frame is mapped: for reclaim, migration and writeback (the rmap). */
 export interface RmapItem {
   mm: MmStruct;
   addr: number;
+  /**
+   * A PMD mapping of a whole large folio (kept on the head frame only, so a PMD-mapped THP
+   * costs one rmap item, not 512): `addr` is where the head is mapped.
+   */
+  pmd?: boolean;
 }
 
 /** GUP_PIN_COUNTING_BIAS: a FOLL_PIN on a small folio adds this to the refcount (rule 55). */
@@ -51,6 +58,12 @@ export class PhysicalMemory {
   readonly pincount: Int32Array;
   readonly flags: Uint32Array;
   readonly order: Uint8Array;
+  /**
+   * compound_head: the head frame of the large folio a tail frame belongs to, 0 for a head
+   * or a small folio (frame 0 is the zero page, never a head). Refcount, pincount and the
+   * LRU are the folio's, kept on the head; mapcount and flags stay per page.
+   */
+  readonly headOf: Int32Array;
   /** File id of a page-cache page, or -1 (anonymous or free). */
   readonly mappingFile: Int32Array;
   /** Page index in the file, or the swap slot of a swap-cache page. */
@@ -65,6 +78,12 @@ export class PhysicalMemory {
   allocFailureRate = 0;
   /** Frames in use (including the zero page). */
   used = 1;
+  /** free_huge_folio: where a hugetlb page goes when its last reference is dropped. */
+  hugetlbFree: ((head: number) => void) | null = null;
+  /** Free frames (frames taken by a large allocation may still sit in `free`: skipped there). */
+  private nFree: number;
+  /** Where the next search for a free aligned block starts (allocFolio). */
+  private blockCursor = 0;
   /**
    * Whether the kernel tracks pins at all (FOLL_PIN and folio_maybe_dma_pinned, 5.7). The
    * kernel sets it from its profile; before that nothing could tell a pinned page.
@@ -77,6 +96,7 @@ export class PhysicalMemory {
     this.pincount = new Int32Array(frames);
     this.flags = new Uint32Array(frames);
     this.order = new Uint8Array(frames);
+    this.headOf = new Int32Array(frames);
     this.mappingFile = new Int32Array(frames).fill(-1);
     this.index = new Float64Array(frames);
     this.generation = new Uint32Array(frames);
@@ -84,10 +104,27 @@ export class PhysicalMemory {
     this.refcount[ZERO_PFN] = 1;
     // Free list in ascending order: with FIFO reuse the lowest never-used frame comes first.
     for (let f = frames - 1; f >= 1; f--) this.free.push(f);
+    this.nFree = frames - 1;
   }
 
   get freeFrames(): number {
-    return this.free.length - (this.reuseFreedFirst ? 0 : this.freeHead);
+    return this.nFree;
+  }
+
+  /** compound_head / page_folio: the head frame of f's folio (f itself for a small folio). */
+  folioHead(f: number): number {
+    const h = this.headOf[f]!;
+    return h === 0 ? f : h;
+  }
+
+  /** folio_nr_pages. */
+  folioNrPages(f: number): number {
+    return 1 << this.order[this.folioHead(f)]!;
+  }
+
+  /** folio_test_large. */
+  isLarge(f: number): boolean {
+    return this.order[f]! > 0;
   }
 
   /** alloc_page(): a zeroed frame with refcount 1, or -ENOMEM. */
@@ -104,6 +141,9 @@ export class PhysicalMemory {
       }
     }
     if (f === undefined) return -ENOMEM;
+    // A frame a large allocation took while it sat on the list: skip it.
+    if (this.flags[f]! & PG_ALLOCATED) return this.allocPageRetry();
+    this.nFree--;
     this.refcount[f] = 1;
     this.mapcount[f] = 0;
     this.pincount[f] = 0;
@@ -116,22 +156,115 @@ export class PhysicalMemory {
     return f;
   }
 
+  private allocPageRetry(): number {
+    const rate = this.allocFailureRate;
+    this.allocFailureRate = 0;
+    try {
+      return this.allocPage();
+    } finally {
+      this.allocFailureRate = rate;
+    }
+  }
+
+  /**
+   * alloc_pages(order) for a large folio (a THP or a hugetlb page): 2^order free frames
+   * aligned to their size, the head with refcount 1, tails pointing at it. Frames are
+   * found by a search for a free aligned block (there is no buddy allocator here), so a
+   * fragmented memory fails with -ENOMEM, as a THP allocation does without compaction.
+   */
+  allocFolio(order: number): number {
+    if (order === 0) return this.allocPage();
+    if (this.allocFailureRate > 0 && this.sim.rng('fault-inject:alloc').chance(this.allocFailureRate)) return -ENOMEM;
+    const n = 1 << order;
+    const blocks = Math.floor(this.frames / n);
+    if (blocks < 2 || this.nFree < n) return -ENOMEM;
+    for (let tried = 0; tried < blocks; tried++) {
+      const b = 1 + ((this.blockCursor + tried) % (blocks - 1));
+      const head = b * n;
+      let free = true;
+      for (let f = head; f < head + n; f++) {
+        if (this.flags[f]! & PG_ALLOCATED) {
+          free = false;
+          break;
+        }
+      }
+      if (!free) continue;
+      this.blockCursor = b;
+      for (let f = head; f < head + n; f++) {
+        this.refcount[f] = f === head ? 1 : 0;
+        this.mapcount[f] = 0;
+        this.pincount[f] = 0;
+        this.flags[f] = PG_ALLOCATED | PG_UPTODATE | (this.flags[f]! & PG_MOVABLE_ZONE);
+        this.mappingFile[f] = -1;
+        this.index[f] = 0;
+        this.order[f] = order;
+        this.headOf[f] = f === head ? 0 : head;
+        this.generation[f]!++;
+        this.sim.emit({ type: 'page-alloc', frame: f, node: this.node });
+      }
+      this.used += n;
+      this.nFree -= n;
+      return head;
+    }
+    return -ENOMEM;
+  }
+
+  /**
+   * split_huge_page's bookkeeping: the folio of `head` becomes 2^order small folios, each
+   * with the references `refs(frame)` says it holds (its mappings, its share of the
+   * caller's); a page left with none is freed. The caller checked can_split_folio.
+   */
+  splitFolio(head: number, refs: (f: number) => number): void {
+    const n = 1 << this.order[head]!;
+    for (let f = head; f < head + n; f++) {
+      this.order[f] = 0;
+      this.headOf[f] = 0;
+      this.pincount[f] = 0;
+      this.refcount[f] = refs(f);
+    }
+    for (let f = head; f < head + n; f++) if (this.refcount[f] === 0) this.freeFrame(f);
+  }
+
   isAllocated(f: number): boolean {
     return (this.flags[f]! & PG_ALLOCATED) !== 0;
   }
 
-  /** get_page / folio_get. */
+  /** get_page / folio_get: the folio's reference (a tail's goes to its head). */
   get(f: number, n = 1): void {
     if (f === ZERO_PFN) return;
-    this.refcount[f]! += n;
+    this.refcount[this.folioHead(f)]! += n;
   }
 
-  /** put_page / folio_put: the last reference frees the frame. */
+  /** put_page / folio_put: the last reference frees the folio (every frame of a large one). */
   put(f: number, n = 1): void {
     if (f === ZERO_PFN) return;
-    const r = (this.refcount[f]! -= n);
+    const h = this.folioHead(f);
+    const r = (this.refcount[h]! -= n);
     if (r < 0) throw new Error(`page refcount underflow on frame ${f}`);
-    if (r === 0) this.freeFrame(f);
+    if (r === 0) {
+      const order = this.order[h]!;
+      if (order > 0 && this.flags[h]! & PG_HUGETLB && this.hugetlbFree) {
+        for (let t = h; t < h + (1 << order); t++) {
+          this.flags[t] = PG_ALLOCATED | PG_UPTODATE | (this.flags[t]! & PG_MOVABLE_ZONE) | (t === h ? PG_HUGETLB : 0);
+          this.mapcount[t] = 0;
+          this.rmap.delete(t);
+        }
+        this.pincount[h] = 0;
+        this.hugetlbFree(h);
+      } else if (order === 0) this.freeFrame(h);
+      else {
+        for (let t = h; t < h + (1 << order); t++) {
+          this.order[t] = 0;
+          this.headOf[t] = 0;
+          this.freeFrame(t);
+        }
+      }
+    }
+  }
+
+  /** folio_ref_count: the folio's references, read through any of its frames. */
+  folioRefCount(f: number): number {
+    return this.refcount[this.folioHead(f)]!;
   }
 
   private freeFrame(f: number): void {
@@ -142,6 +275,7 @@ export class PhysicalMemory {
     this.contents.delete(f);
     this.rmap.delete(f);
     this.free.push(f);
+    this.nFree++;
     this.used--;
     this.sim.emit({ type: 'page-free', frame: f, node: this.node });
   }
@@ -209,16 +343,78 @@ export class PhysicalMemory {
   rmapRemove(f: number, mm: MmStruct, addr: number): void {
     if (f === ZERO_PFN) return;
     const list = this.rmap.get(f);
-    if (!list) return;
-    const i = list.findIndex((r) => r.mm === mm && r.addr === addr);
-    if (i < 0) return;
+    const i = list ? list.findIndex((r) => r.mm === mm && r.addr === addr && !r.pmd) : -1;
+    if (i < 0 || !list) {
+      // A page of a PMD mapping whose PMD the page table split on its own: the PMD item
+      // becomes per-page items (as __split_huge_pmd_locked leaves PTE mappings), this one gone.
+      const h = this.folioHead(f);
+      const pmdAddr = addr - (f - h) * PAGE_SIZE;
+      if (h !== f || this.order[h]! > 0) {
+        if (this.rmapPmdToPtes(h, mm, pmdAddr)) this.rmapRemove(f, mm, addr);
+      }
+      return;
+    }
     list.splice(i, 1);
     if (list.length === 0) this.rmap.delete(f);
     this.mapcount[f]!--;
   }
 
+  /**
+   * A PMD mapping of the large folio `head` at `addr` (page_add_anon_rmap with RMAP_COMPOUND):
+   * one rmap item on the head, and every page's mapcount up by one (page_mapcount counts
+   * the entire mapping for each page).
+   */
+  rmapAddPmd(head: number, mm: MmStruct, addr: number): void {
+    let list = this.rmap.get(head);
+    if (!list) this.rmap.set(head, (list = []));
+    list.push({ mm, addr, pmd: true });
+    const n = 1 << this.order[head]!;
+    for (let f = head; f < head + n; f++) this.mapcount[f]!++;
+  }
+
+  /** The PMD mapping goes (zap_huge_pmd): every page's mapcount down by one. */
+  rmapRemovePmd(head: number, mm: MmStruct, addr: number): boolean {
+    const list = this.rmap.get(head);
+    const i = list ? list.findIndex((r) => r.mm === mm && r.addr === addr && r.pmd) : -1;
+    if (i < 0 || !list) return false;
+    list.splice(i, 1);
+    if (list.length === 0) this.rmap.delete(head);
+    const n = 1 << this.order[head]!;
+    for (let f = head; f < head + n; f++) this.mapcount[f]!--;
+    return true;
+  }
+
+  /** __split_huge_pmd_locked's rmap side: the PMD item becomes one PTE item per page. */
+  rmapPmdToPtes(head: number, mm: MmStruct, addr: number): boolean {
+    const list = this.rmap.get(head);
+    const i = list ? list.findIndex((r) => r.mm === mm && r.addr === addr && r.pmd) : -1;
+    if (i < 0 || !list) return false;
+    list.splice(i, 1);
+    if (list.length === 0) this.rmap.delete(head);
+    const n = 1 << this.order[head]!;
+    for (let f = head; f < head + n; f++) {
+      let l = this.rmap.get(f);
+      if (!l) this.rmap.set(f, (l = []));
+      l.push({ mm, addr: addr + (f - head) * PAGE_SIZE });
+    }
+    return true;
+  }
+
+  /** Where f is mapped, per page: its PTE mappings and, for a large folio, the PMD mappings. */
   mappingsOf(f: number): readonly RmapItem[] {
-    return this.rmap.get(f) ?? [];
+    const own = this.rmap.get(f);
+    const h = this.folioHead(f);
+    if (this.order[h] === 0) return own ?? [];
+    const pmds = (this.rmap.get(h) ?? []).filter((r) => r.pmd);
+    if (pmds.length === 0) return own ?? [];
+    const out = (own ?? []).filter((r) => !r.pmd);
+    for (const r of pmds) out.push({ mm: r.mm, addr: r.addr + (f - h) * PAGE_SIZE });
+    return out;
+  }
+
+  /** The PMD mappings of a large folio (on its head). */
+  pmdMappingsOf(head: number): readonly RmapItem[] {
+    return (this.rmap.get(head) ?? []).filter((r) => r.pmd);
   }
 
   // ---- pins (rules 55, 56) ------------------------------------------------------------
@@ -229,7 +425,37 @@ export class PhysicalMemory {
    */
   maybeDmaPinned(f: number): boolean {
     if (f === ZERO_PFN || !this.pinTracking) return false;
-    if (this.order[f]! > 0) return this.pincount[f]! > 0;
-    return this.refcount[f]! >= GUP_PIN_COUNTING_BIAS;
+    const h = this.folioHead(f);
+    if (this.order[h]! > 0) return this.pincount[h]! > 0;
+    return this.refcount[h]! >= GUP_PIN_COUNTING_BIAS;
+  }
+
+  /**
+   * try_grab_folio(FOLL_PIN) (mm/gup.c, 5.7 47e29d32afba): a large folio gets one reference
+   * and one exact `_pincount`; a small one GUP_PIN_COUNTING_BIAS references (rule 55).
+   */
+  pin(f: number): void {
+    if (f === ZERO_PFN) return;
+    const h = this.folioHead(f);
+    if (this.order[h]! > 0) {
+      this.refcount[h]!++;
+      this.pincount[h]!++;
+    } else this.get(h, GUP_PIN_COUNTING_BIAS);
+  }
+
+  /** unpin_user_page / gup_put_folio(FOLL_PIN): undo `pin`. */
+  unpin(f: number): void {
+    if (f === ZERO_PFN) return;
+    const h = this.folioHead(f);
+    if (this.order[h]! > 0) {
+      this.pincount[h]!--;
+      this.put(h);
+    } else this.put(h, GUP_PIN_COUNTING_BIAS);
+  }
+
+  /** folio_maybe_dma_pinned's exact count for a large folio (0 for a small one). */
+  folioPincount(f: number): number {
+    const h = this.folioHead(f);
+    return this.order[h]! > 0 ? this.pincount[h]! : 0;
   }
 }

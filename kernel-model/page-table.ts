@@ -65,12 +65,29 @@ export class PageTable {
   private sortedKeys: number[] | null = [];
   private readonly pudLeaves = new Map<number, number>();
   private readonly pmdLeaves = new Map<number, number>();
+  /**
+   * Huge PMD leaves (a PMD-mapped THP or a hugetlb page): PMD slot (vpn / 512) -> an entry
+   * in the PTE encoding whose frame is the folio's head. One map entry per 2 MiB, never
+   * 512 PTEs: `get` and the walks derive each page's entry from it. A slot is either huge
+   * or a table of PTEs, as in Linux.
+   */
+  private readonly huge = new Map<number, number>();
+  /**
+   * Called when a PTE-level change lands under a huge PMD that its caller did not split
+   * first: the table splits it itself (no notifier). Kernel paths split with
+   * __split_huge_pmd (huge-memory.ts) before they do that; the hook lets the kernel trace it.
+   */
+  onImplicitSplit: ((pmdSlot: number) => void) | null = null;
   /** Non-zero leaf entries (present or swap): a process's RSS plus swap entries. */
   entries = 0;
   /** Bumped by every change of an entry: lets an observer (lab inspect) reuse what it read last time. */
   version = 0;
 
   get(vpn: number): number {
+    if (this.huge.size > 0) {
+      const h = this.huge.get(Math.floor(vpn / PMD_PAGES));
+      if (h !== undefined) return makePte(pteFrame(h) + (vpn % PMD_PAGES), pteFlags(h));
+    }
     const slot = this.leaves.get(Math.floor(vpn / LEAF));
     if (slot === undefined) return 0;
     return (this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array)[(slot % BLOCK_LEAVES) * LEAF + (vpn % LEAF)] as number;
@@ -87,6 +104,25 @@ export class PageTable {
   }
 
   set(vpn: number, pte: number): void {
+    if (this.huge.size > 0) {
+      const pmd = Math.floor(vpn / PMD_PAGES);
+      const h = this.huge.get(pmd);
+      if (h !== undefined) {
+        // pmd_mkyoung / pmd_mkdirty / pmdp_test_and_clear_young (touch_pmd): a change of
+        // only the accessed and dirty bits of a page lands on the huge entry itself.
+        const cur = makePte(pteFrame(h) + (vpn % PMD_PAGES), pteFlags(h));
+        if (pte !== 0 && pteFrame(pte) === pteFrame(cur) && ((pteFlags(pte) ^ pteFlags(cur)) & ~(PTE_ACCESSED | PTE_DIRTY)) === 0) {
+          const next = makePte(pteFrame(h), pteFlags(pte));
+          if (next !== h) {
+            this.huge.set(pmd, next);
+            this.version++;
+          }
+          return;
+        }
+        this.splitPmdEntries(pmd);
+        this.onImplicitSplit?.(pmd);
+      }
+    }
     const key = Math.floor(vpn / LEAF);
     let slot = this.leaves.get(key);
     if (slot === undefined) {
@@ -109,6 +145,13 @@ export class PageTable {
   }
 
   clear(vpn: number): number {
+    if (this.huge.size > 0) {
+      const pmd = Math.floor(vpn / PMD_PAGES);
+      if (this.huge.has(pmd)) {
+        this.splitPmdEntries(pmd);
+        this.onImplicitSplit?.(pmd);
+      }
+    }
     const slot = this.leaves.get(Math.floor(vpn / LEAF));
     if (slot === undefined) return 0;
     const l = this.blocks[Math.floor(slot / BLOCK_LEAVES)] as Float64Array;
@@ -122,8 +165,87 @@ export class PageTable {
     return old;
   }
 
+  // ---- huge PMD entries ---------------------------------------------------------------
+
+  /** The huge PMD entry of vpn's 2 MiB slot (frame = the folio's head), or 0. */
+  getPmd(vpn: number): number {
+    return this.huge.size > 0 ? this.huge.get(Math.floor(vpn / PMD_PAGES)) ?? 0 : 0;
+  }
+
+  /** pmd_trans_huge / pmd_leaf: is vpn's slot mapped by a huge entry? */
+  pmdHuge(vpn: number): boolean {
+    return this.huge.size > 0 && this.huge.has(Math.floor(vpn / PMD_PAGES));
+  }
+
+  /** Install (entry != 0) or remove (0) the huge entry of vpn's slot; the slot's PTEs must be none. */
+  setPmd(vpn: number, entry: number): void {
+    const pmd = Math.floor(vpn / PMD_PAGES);
+    const old = this.huge.get(pmd);
+    if (entry === 0) {
+      if (old === undefined) return;
+      this.huge.delete(pmd);
+      this.entries -= PMD_PAGES;
+      this.version++;
+      return;
+    }
+    if (old === undefined) this.entries += PMD_PAGES;
+    if (old !== entry) this.version++;
+    this.huge.set(pmd, entry);
+  }
+
+  /**
+   * __split_huge_pmd_locked's page-table side: the huge entry becomes 512 PTEs carrying its
+   * flags, each mapping its page of the folio. No notification: the caller sent it.
+   */
+  splitPmdEntries(pmdSlot: number): void {
+    const h = this.huge.get(pmdSlot);
+    if (h === undefined) return;
+    this.huge.delete(pmdSlot);
+    this.entries -= PMD_PAGES;
+    const base = pmdSlot * PMD_PAGES;
+    for (let i = 0; i < PMD_PAGES; i++) this.set(base + i, makePte(pteFrame(h) + i, pteFlags(h)));
+  }
+
+  /** Slots (vpn / 512) with a huge entry overlapping [startVpn, endVpn), ascending. */
+  hugeSlotsIn(startVpn: number, endVpn: number): number[] {
+    if (this.huge.size === 0 || endVpn <= startVpn) return [];
+    const first = Math.floor(startVpn / PMD_PAGES);
+    const last = Math.floor((endVpn - 1) / PMD_PAGES);
+    const out: number[] = [];
+    if (last - first < this.huge.size) {
+      for (let p = first; p <= last; p++) if (this.huge.has(p)) out.push(p);
+      return out;
+    }
+    for (const p of this.huge.keys()) if (p >= first && p <= last) out.push(p);
+    return out.sort((a, b) => a - b);
+  }
+
+  /** Huge entries mapped, in total. */
+  get hugeEntries(): number {
+    return this.huge.size;
+  }
+
   /** Visit every non-zero entry with startVpn <= vpn < endVpn, in address order. */
   forEach(startVpn: number, endVpn: number, fn: (vpn: number, pte: number) => void): void {
+    if (endVpn <= startVpn) return;
+    const slots = this.hugeSlotsIn(startVpn, endVpn);
+    if (slots.length === 0) return this.forEachLeaf(startVpn, endVpn, fn);
+    // Huge entries are walked as the pages they map, in order with the PTE leaves around them.
+    let cur = startVpn;
+    for (const p of slots) {
+      const hs = p * PMD_PAGES;
+      const he = hs + PMD_PAGES;
+      if (cur < hs) this.forEachLeaf(cur, hs, fn);
+      const h = this.huge.get(p) as number;
+      const from = Math.max(hs, cur);
+      const to = Math.min(he, endVpn);
+      for (let v = from; v < to; v++) fn(v, makePte(pteFrame(h) + (v - hs), pteFlags(h)));
+      cur = to;
+    }
+    if (cur < endVpn) this.forEachLeaf(cur, endVpn, fn);
+  }
+
+  private forEachLeaf(startVpn: number, endVpn: number, fn: (vpn: number, pte: number) => void): void {
     if (endVpn <= startVpn) return;
     const first = Math.floor(startVpn / LEAF);
     const last = Math.floor((endVpn - 1) / LEAF);
@@ -176,7 +298,11 @@ export class PageTable {
    * PROTECTION_VMA starts at the first populated PUD slot (rule 21h).
    */
   pudPopulated(vpn: number): boolean {
-    return (this.pudLeaves.get(Math.floor(vpn / PUD_PAGES)) ?? 0) > 0;
+    if ((this.pudLeaves.get(Math.floor(vpn / PUD_PAGES)) ?? 0) > 0) return true;
+    if (this.huge.size === 0) return false;
+    const pud = Math.floor(vpn / PUD_PAGES);
+    for (const p of this.huge.keys()) if (Math.floor(p / (PUD_PAGES / PMD_PAGES)) === pud) return true;
+    return false;
   }
 
   /**
@@ -184,6 +310,14 @@ export class PageTable {
    * walkers see pmd_none and treat the whole slot as one hole (hmm_vma_walk_hole).
    */
   pmdPopulated(vpn: number): boolean {
-    return (this.pmdLeaves.get(Math.floor(vpn / PMD_PAGES)) ?? 0) > 0;
+    return this.pmdHuge(vpn) || (this.pmdLeaves.get(Math.floor(vpn / PMD_PAGES)) ?? 0) > 0;
+  }
+
+  /**
+   * pmd_none for a fault: no huge entry and no PTE table under vpn's slot. Only then may a
+   * fault install a huge entry (do_huge_pmd_anonymous_page, hugetlb_fault).
+   */
+  pmdNone(vpn: number): boolean {
+    return !this.pmdPopulated(vpn);
   }
 }

@@ -83,6 +83,34 @@ export interface KernelProfile {
    */
   odpFault: 'gup' | 'hmm';
   /**
+   * A write to a COW-shared anonymous THP copies all 2 MiB into a new THP, with one CLEAR
+   * over the block (until 5.7); from 5.8 (3917c80280c9, "thp: change CoW semantics for
+   * anon-THP") the PMD is split and one 4 KiB page copied (huge-memory.ts).
+   */
+  thpCowCopiesHuge: boolean;
+  /**
+   * hmm_range_fault reports the CPU mapping's order (hmm_pfn_to_map_order, 5.10,
+   * 3b50a6e536d2 "mm/hmm: provide the page mapping order in hmm_range_fault()"); before it
+   * every page read as order 0.
+   */
+  hmmMapOrder: boolean;
+  /**
+   * MADV_DONTNEED on hugetlb VMAs: refused with -EINVAL before 5.18 (90e7e7f5ef3f, "mm:
+   * enable MADV_DONTNEED for hugetlb mappings"); today (madvise_dontneed_free_valid_vma)
+   * the start must be huge-page aligned and the end is rounded down, so a request shorter
+   * than a huge page frees nothing (rule 21c). 5.18 rounded the end up; the release that
+   * switched was not re-read, and no profile sits between them.
+   */
+  hugetlbDontneed: boolean;
+  /**
+   * IB_ACCESS_HUGETLB for ODP: `hugetlb-vma` (ib_umem_odp_get until 5.9: the start must lie
+   * in a hugetlb VMA, whose huge page size becomes the umem's page_shift); `hpage-shift`
+   * (5.10, 36f30e486dce, with hmm_range_fault: page_shift = HPAGE_SHIFT, any memory whose
+   * CPU mapping is at least that large when faulted, else -EINVAL from
+   * ib_umem_odp_map_dma_and_lock's hmm_order check).
+   */
+  odpHugetlb: 'hugetlb-vma' | 'hpage-shift';
+  /**
    * The proposals under study layered on this profile (kernel-model/variant.ts), absent on
    * a plain profile. Never mainline behaviour: each names its seed thread.
    */
@@ -102,6 +130,7 @@ const base: KernelProfile = {
   cowReuse: 'anon-exclusive', gupForceCowBreak: false, forkCopiesPinned: true, writeProtectSeq: true,
   anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
   umemForceWrite: false, oomReapEvent: 'CLEAR', odp: true, odpNotifier: 'interval', odpFault: 'hmm',
+  thpCowCopiesHuge: false, hmmMapOrder: true, hugetlbDontneed: true, odpHugetlb: 'hpage-shift',
 };
 
 /** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
@@ -116,9 +145,10 @@ const linux515: KernelProfile = {
     'no MM_CP_TRY_CHANGE_WRITABLE (6.0); writable long-term file pins allowed (refused from 6.5)',
     'ib_umem_get still pins with FOLL_WRITE (and FOLL_FORCE for read-only MRs) until 6.2',
     'the OOM reaper\'s non-blockable range is UNMAP (mm/oom_kill.c __oom_reap_task_mm, read in the 5.x and >= 6.3 trees)',
+    'MADV_DONTNEED on hugetlb VMAs is refused with -EINVAL (allowed from 5.18, 90e7e7f5ef3f)',
   ],
   cowReuse: 'refcount', anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false,
-  refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP',
+  refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP', hugetlbDontneed: false,
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
@@ -133,6 +163,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false, anonExclusive: false,
     unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
     odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
+    thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
@@ -146,6 +177,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     hmmRangeFault: false, follPin: false, cowReuse: 'mapcount', forkCopiesPinned: false, writeProtectSeq: false,
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpNotifier: 'ucontext', odpFault: 'gup',
+    thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
   },
   'linux-5.8': {
     ...base, name: 'linux-5.8', release: '5.8',
@@ -158,6 +190,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     cowReuse: 'mapcount', gupForceCowBreak: true, forkCopiesPinned: false, writeProtectSeq: false,
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpFault: 'gup', oomReapEvent: 'UNMAP',
+    hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
   },
   'linux-5.15': linux515,
   'linux-6.x': base,

@@ -21,7 +21,7 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import type { KernelProfile } from './profile.ts';
-import { PAGE_SIZE } from './constants.ts';
+import { PAGE_SIZE, PMD_SIZE } from './constants.ts';
 import { mmuNotifierArchInvalidateSecondaryTlbs } from './mmu-notifier.ts';
 
 /** 6.6: the TLB-flush code calls arch_invalidate_secondary_tlbs (read off the profile's release). */
@@ -52,14 +52,28 @@ export function* flushTlbPage(mm: MmStruct, addr: number): Co {
   yield* flushTlbMmRange(mm, page, page + PAGE_SIZE);
 }
 
-/** The span of PTEs a zap cleared (`struct mmu_gather`'s start/end), or null when none. */
-export type GatheredSpan = { start: number; end: number } | null;
+/**
+ * The span of PTEs a zap cleared (`struct mmu_gather`'s start/end), or null when none.
+ * `hugeEntries` counts the huge PMD entries inside it (zap_huge_pmd, hugetlb's
+ * __unmap_hugepage_range), each one entry to clear although it widens the span by 2 MiB.
+ */
+export type GatheredSpan = { start: number; end: number; hugeEntries?: number } | null;
 
 /** Widen a gathered span by one page (`tlb_remove_tlb_entry`). */
 export function gatherPage(span: GatheredSpan, addr: number): GatheredSpan {
   const end = addr + PAGE_SIZE;
   if (!span) return { start: addr, end };
-  return { start: Math.min(span.start, addr), end: Math.max(span.end, end) };
+  return { start: Math.min(span.start, addr), end: Math.max(span.end, end), hugeEntries: span.hugeEntries };
+}
+
+/**
+ * Widen a gathered span by a huge entry's 2 MiB block (`tlb_remove_pmd_tlb_entry`, or
+ * hugetlb's `tlb_remove_huge_tlb_entry`): the flush covers the block, the zap work is one
+ * entry (see tlbFinishMmu).
+ */
+export function gatherHugePmd(span: GatheredSpan, haddr: number): GatheredSpan {
+  const wide = gatherPage(gatherPage(span, haddr), haddr + PMD_SIZE - PAGE_SIZE) as { start: number; end: number; hugeEntries?: number };
+  return { ...wide, hugeEntries: (span?.hugeEntries ?? 0) + 1 };
 }
 
 /**
@@ -68,8 +82,16 @@ export function gatherPage(span: GatheredSpan, addr: number): GatheredSpan {
  * translate to goes back to the allocator.
  */
 export function* tlbFinishMmu(mm: MmStruct, span: GatheredSpan, toFree: readonly number[]): Co {
-  // zap_pte_range's work per page of the gathered span (cpu-costs.ts zapPerPageNs).
-  if (span) yield* mm.kernel.sim.cpu(((span.end - span.start) / PAGE_SIZE) * mm.kernel.cpuCosts.zapPerPageNs);
+  // zap_pte_range's work per page of the gathered span (cpu-costs.ts zapPerPageNs). A huge
+  // entry in it counts as ONE entry, not 512: zap_huge_pmd (mm/huge_memory.c) clears the
+  // PMD with one pmdp_huge_get_and_clear_full, removes one rmap (folio_remove_rmap_pmd) and
+  // gathers one folio (tlb_remove_page_size), with no per-page loop; hugetlb's
+  // __unmap_hugepage_range likewise clears one huge_ptep per huge page. The flush still
+  // covers the whole 2 MiB (tlb_remove_pmd_tlb_entry widens the range by HPAGE_PMD_SIZE).
+  if (span) {
+    const slots = (span.end - span.start) / PAGE_SIZE - (span.hugeEntries ?? 0) * (PMD_SIZE / PAGE_SIZE - 1);
+    yield* mm.kernel.sim.cpu(slots * mm.kernel.cpuCosts.zapPerPageNs);
+  }
   if (span) yield* flushTlbMmRange(mm, span.start, span.end);
   for (const f of toFree) mm.kernel.phys.put(f);
 }

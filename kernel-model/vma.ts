@@ -14,6 +14,11 @@ export const VM_IO = 0x4000;
 export const VM_DONTCOPY = 0x20000;
 export const VM_PFNMAP = 0x400;
 export const VM_LOCKED = 0x2000;
+/** hugetlbfs mapping (MAP_HUGETLB): huge pages only, never split (hugetlb.ts). */
+export const VM_HUGETLB = 0x00400000;
+/** MADV_HUGEPAGE / MADV_NOHUGEPAGE (huge-memory.ts). */
+export const VM_HUGEPAGE = 0x20000000;
+export const VM_NOHUGEPAGE = 0x40000000;
 
 /**
  * `struct vm_area_struct`: [start, end) with flags, and a file + page offset for file

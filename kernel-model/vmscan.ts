@@ -10,6 +10,7 @@ import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
 import { notifyPageChange } from './memory.ts';
 import { folioMarkDirty, writebackPage } from './filemap.ts';
+import { splitHugePage } from './huge-memory.ts';
 import { PG_DMA_PINNED, proposal } from './variant.ts';
 
 export interface ReclaimStats {
@@ -36,6 +37,21 @@ export type ReclaimOutcome = 'freed' | 'young' | 'pinned' | 'busy' | 'writeback'
  */
 export function* shrinkPage(kernel: Kernel, frame: number, stats: ReclaimStats, ignoreReferences = false): Co<ReclaimOutcome> {
   const { phys, lru, sim } = kernel;
+  if (frame !== ZERO_PFN && phys.isAllocated(frame) && phys.isLarge(phys.folioHead(frame))) {
+    // A large folio: shrink_folio_list splits it (split_folio_to_list) when it cannot go
+    // whole; the model never swaps a THP out whole, so it always splits, and a folio that
+    // cannot be split (a pin, any extra reference: can_split_folio) stays, activated.
+    // A pinned THP is 512 pages reclaim cannot touch, counted as such.
+    const head = phys.folioHead(frame);
+    const pins = phys.folioPincount(head);
+    if ((yield* splitHugePage(kernel, head)) < 0) {
+      stats.scanned++;
+      lru.rotate(head);
+      if (pins > 0) stats.keptPinned += phys.folioNrPages(head);
+      sim.emit({ type: 'reclaim', frame: head, outcome: pins > 0 ? 'pinned' : 'busy', node: kernel.node });
+      return pins > 0 ? 'pinned' : 'busy';
+    }
+  }
   const live = frame !== ZERO_PFN && phys.isAllocated(frame);
   // shrink_folio_list works on locked folios: a folio another path holds locked (a
   // migration, writeback, another reclaimer) is skipped (folio_trylock).

@@ -9,6 +9,7 @@ import { odpSwapStorm } from './odp-swap-storm.ts';
 import { oomReaperNonblockable } from './oom-reaper-nonblockable.ts';
 import { REVOCATION_SCENARIOS } from './revocation.ts';
 import { ksmMergesMr } from './ksm-merges-mr.ts';
+import { thpSplitZapRuns } from './thp-split-zap-runs.ts';
 import { RCACHE_STALE_HIT_SCENARIOS } from './rcache-stale-hit.ts';
 
 /** Every runnable story, in the order `lab list` and `npm start` show them (the seeds' order). */
@@ -25,6 +26,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
   oomReaperNonblockable,
   ...REVOCATION_SCENARIOS,
   ksmMergesMr,
+  thpSplitZapRuns,
   ...RCACHE_STALE_HIT_SCENARIOS,
 ];
 

@@ -58,6 +58,8 @@ export type TraceBody =
   | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
   /** mmu_interval_check_retry (rule 29): its answer, a hint only (whether the declared lock was held). */
   | { type: 'check-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
+  /** A large-folio step (huge-memory.ts, hugetlb.ts): a THP faulted, a PMD split, a collapse, a COW copy, a folio split. */
+  | { type: 'thp'; op: string; mm: number; addr: number; frame: number; node: string }
   /**
    * A step only a kernel variant under study takes (kernel-model/variant.ts): the flag set,
    * a page kept because flagged, a DMA-idle wait begun or ended, writeback skipping a

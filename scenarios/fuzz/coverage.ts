@@ -93,6 +93,7 @@ export const NOT_EXPECTED_TRACE: Readonly<Record<string, string>> = {
   'real-timer': 'wall-clock timers: not used by fuzz runs',
   limit: 'a run hit its event or time bound: not in a sound run',
   proposal: 'a step of a kernel variant under study (kernel-model/variant.ts): fuzz runs use the stock profiles',
+  thp: 'a large-folio step (huge-memory.ts, hugetlb.ts): the fuzz world maps 4 KiB pages only (no THP or hugetlb mapping among its commands)',
 };
 
 /** Spec rules cited by tests, each with the fact that reaches it. */

@@ -30,8 +30,6 @@ test.serial('step 3: in odp-swap-storm fault-around is clean and takes fewer NIC
   t.true(mine.outcome.ok, mine.outcome.failure);
   t.is(mine.driver, 'fault-around');
   t.is(mine.driverModule?.stands, 'odp');
-  // Since do_swap_page waits for the folio lock reclaim holds (kernel-model/swap.ts), the
-  // reference's refaults and reclaim interleave differently from fault-around's.
   t.is(ref.extra['MR invalidations (CLEAR by reclaim)'], 1032);
   t.is(mine.extra['MR invalidations (CLEAR by reclaim)'], 645);
   t.is(ref.extra['NIC faults'], 37);
