@@ -84,7 +84,10 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
     const r = yield* pageMkwrite(mm, vma, f);
     if (r === -EAGAIN) return 0;
     if (r < 0) return r;
-    if (file.pageCache.get(index) !== f || mm.pageTable.get(v) !== 0) return 0;
+    if (file.pageCache.get(index) !== f || mm.pageTable.get(v) !== 0) {
+      kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'do_shared_fault', what: 'page-changed', frame: f });
+      return 0;
+    }
     phys.get(f);
     phys.rmapAdd(f, mm, page);
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
@@ -100,9 +103,14 @@ export function* filemapFault(mm: MmStruct, vma: Vma, page: number, write: boole
 /** How often a task waiting for a folio lock looks again (virtual ns; the model has no per-folio wait queue). */
 const FOLIO_LOCK_POLL_NS = 500;
 
-/** folio_lock: sleep until PG_LOCKED is clear, then set it. Pair with `folioUnlock`. */
-export function* folioLock(kernel: Kernel, frame: number): Co {
+/**
+ * folio_lock: sleep until PG_LOCKED is clear, then set it. Pair with `folioUnlock`. A wait
+ * is traced (a race-guard record naming `fn`, the caller): the interleavings the folio lock
+ * orders (writeback against page_mkwrite, reclaim against a swap-in) show there.
+ */
+export function* folioLock(kernel: Kernel, frame: number, fn = 'folio_lock'): Co {
   const { phys, sim } = kernel;
+  if (phys.has(frame, PG_LOCKED)) sim.emit({ type: 'race-guard', node: kernel.node, fn, what: 'folio-lock-wait', frame });
   while (phys.has(frame, PG_LOCKED)) yield* sim.sleep(FOLIO_LOCK_POLL_NS);
   phys.set(frame, PG_LOCKED);
 }
@@ -121,10 +129,11 @@ export function* pageMkwrite(mm: MmStruct, _vma: Vma, frame: number): Co<number>
   const { kernel } = mm;
   const { phys } = kernel;
   const generation = phys.generation[frame];
-  yield* folioLock(kernel, frame);
+  yield* folioLock(kernel, frame, 'do_page_mkwrite');
   // Truncated, reclaimed or freed while this fault slept on the lock (the kernel's
   // `folio->mapping` check): -EAGAIN, and the fault is retried.
   if (!phys.isAllocated(frame) || phys.generation[frame] !== generation || phys.mappingFile[frame]! < 0) {
+    kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'do_page_mkwrite', what: 'folio-gone', frame });
     folioUnlock(kernel, frame);
     return -EAGAIN;
   }
@@ -162,6 +171,7 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
   // the live mapping set again after each page (the kernel holds i_mmap_rwsem across the
   // rmap walk, which splits take too), visiting each (mm, address) once.
   const visited = new Set<string>();
+  const atStart = new Set(file.mappings);
   for (;;) {
     const vma = [...file.mappings].find((v) => {
       if (!v.shared) return false;
@@ -174,11 +184,15 @@ export function* folioMkclean(kernel: Kernel, file: File, index: number, frame: 
     const mm = vma.mm;
     const pte = mm.pageTable.get(vpn(addr));
     if (!ptePresent(pte) || pteFrame(pte) !== frame) continue;
+    if (!atStart.has(vma)) kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'folio_mkclean', what: 'vma-split-during-walk', frame });
     yield* notifyPageChange(mm, MmuNotifyEvent.PROTECTION_PAGE, addr, () => {
       const cur = mm.pageTable.get(vpn(addr));
       // The callbacks may sleep: a concurrent munmap or fault may have changed the PTE
       // meanwhile (the kernel re-walks under the PTE lock, page_vma_mkclean_one).
-      if (!ptePresent(cur) || pteFrame(cur) !== frame) return;
+      if (!ptePresent(cur) || pteFrame(cur) !== frame) {
+        kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'page_vma_mkclean_one', what: 'pte-changed', frame });
+        return;
+      }
       if (pteHas(cur, PTE_DIRTY)) dirty = true;
       mm.pageTable.set(vpn(addr), makePte(frame, pteFlags(cur) & ~(PTE_WRITE | PTE_DIRTY)));
     });
@@ -207,7 +221,7 @@ export function* writebackPage(kernel: Kernel, file: File, index: number, dropBu
   }
   // folio_lock around clear_page_dirty_for_io: a page_mkwrite racing the clean waits, so a
   // PTE made writable again always belongs to a page that is dirty again.
-  if (!locked) yield* folioLock(kernel, frame);
+  if (!locked) yield* folioLock(kernel, frame, 'folio_clear_dirty_for_io');
   if (!phys.has(frame, PG_DIRTY) || file.pageCache.get(index) !== frame) {
     if (!locked) folioUnlock(kernel, frame);
     return false;
@@ -271,6 +285,7 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
   // the live mapping set again after each VMA (the kernel holds i_mmap_rwsem across
   // unmap_mapping_range, which splits take too), visiting each VMA piece once.
   const visited = new Set<Vma>();
+  const atStart = new Set(file.mappings);
   for (;;) {
     const vma = [...file.mappings].find((v) => !visited.has(v));
     if (!vma) break;
@@ -278,6 +293,7 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
     const s = Math.max(vma.start, vma.addrOfIndex(first));
     const e = Math.min(vma.end, vma.addrOfIndex(last + 1));
     if (s >= e) continue;
+    if (!atStart.has(vma)) kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'unmap_mapping_range', what: 'vma-split-during-walk', frame: -1 });
     const mm = vma.mm;
     const range = mmuNotifierRangeInit(mm, MmuNotifyEvent.CLEAR, s, e);
     yield* mmuNotifierInvalidateRangeStart(range);

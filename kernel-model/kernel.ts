@@ -104,7 +104,12 @@ export class Kernel {
     this.swap = new SwapArea((f) => {
       this.phys.clear(f, PG_SWAPCACHE);
       this.phys.put(f);
-    }, (f) => !this.phys.has(f, PG_LOCKED));
+    }, (f) => {
+      if (!this.phys.has(f, PG_LOCKED)) return true;
+      // free_swap_and_cache (mm/swapfile.c): folio_trylock failed, the holder removes it.
+      this.sim.emit({ type: 'race-guard', node: this.node, fn: 'free_swap_and_cache', what: 'folio-locked', frame: f });
+      return false;
+    });
   }
 
   newMm(): MmStruct {

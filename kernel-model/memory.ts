@@ -8,7 +8,7 @@ import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
   isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_PRIVATE, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
 import type { Kernel } from './kernel.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidatePage, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
@@ -123,6 +123,12 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     // pte_modify keeps the dirty bit, pte_mkyoung; a write through a writable PTE dirties it.
     const dirty = pteHas(pte, PTE_DIRTY) || (w && write) ? PTE_DIRTY : 0;
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_ACCESSED | (w ? PTE_WRITE : 0) | dirty));
+    if (write && !w && vma.shared && vma.file && !vma.file.shmem && (vma.flags & VM_WRITE) && !dirty) {
+      // A clean PTE of a shared file page stays read-only (numaRestoreWritable): the write
+      // goes through do_wp_page and page_mkwrite, needed most after writeback dropped the buffers.
+      const what = kernel.phys.has(f, PG_PRIVATE) ? 'hint-kept-readonly' : 'hint-kept-readonly-no-buffers';
+      sim.emit({ type: 'race-guard', node: kernel.node, fn: 'do_numa_page', what, frame: f });
+    }
     if (write && !w) ret = yield* doWpPage(mm, vma, page, false);
   } else if (write && !pteHas(pte, PTE_WRITE)) {
     kind = 'wp';
@@ -184,7 +190,11 @@ function* doWpPage(mm: MmStruct, vma: Vma, page: number, unshare: boolean): Co<n
     const r = yield* pageMkwrite(mm, vma, f);
     // page_mkwrite may sleep on the folio lock: if the page went, or the PTE changed
     // meanwhile (reclaim, truncate), leave it and let the fault be retried (pte_same).
-    if (r === -EAGAIN || (r === 0 && mm.pageTable.get(v) !== pte)) return 0;
+    if (r === 0 && mm.pageTable.get(v) !== pte) {
+      mm.kernel.sim.emit({ type: 'race-guard', node: mm.kernel.node, fn: 'do_wp_page', what: 'pte-changed', frame: f });
+      return 0;
+    }
+    if (r === -EAGAIN) return 0;
     if (r < 0) return r;
     mm.pageTable.set(v, makePte(f, PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY));
     return 0;

@@ -147,7 +147,11 @@ function* migrateLockedPage(kernel: Kernel, frame: number, reason: MigrateReason
       }
       const v = vpn(addr);
       const pte = mm.pageTable.get(v);
-      if (!ptePresent(pte) || pteFrame(pte) !== frame) return;
+      if (!ptePresent(pte) || pteFrame(pte) !== frame) {
+        // Zapped while the callbacks ran (munmap, MAP_FIXED): the isolation reference holds the folio.
+        sim.emit({ type: 'race-guard', node: kernel.node, fn: 'try_to_migrate_one', what: 'pte-gone', frame });
+        return;
+      }
       // The dirty bit moves to the folio now that the PTE goes (folio_mark_dirty).
       if (pteHas(pte, PTE_DIRTY)) {
         if (phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'try_to_migrate_one');
@@ -170,6 +174,7 @@ function* migrateLockedPage(kernel: Kernel, frame: number, reason: MigrateReason
   if (ret === 0 && phys.refcount[frame] !== expected) ret = -EAGAIN;
   if (ret === 0 && entries.length === 0 && file < 0 && phys.refcount[frame] === 1) {
     // Unmapped and freed by its owner while the CLEARs ran: nothing left to move.
+    sim.emit({ type: 'race-guard', node: kernel.node, fn: 'migrate_pages', what: 'freed-by-owner', frame });
     lru.remove(frame);
     phys.put(frame);
     sim.emit({ type: 'migrate', frame, to: -1, reason, ret: 0, node: kernel.node });

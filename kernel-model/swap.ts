@@ -119,9 +119,10 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // a swap-in during reclaim's CLEAR (the callbacks take time) took the page out of
     // the swap cache, and reclaim, seeing one reference, freed the page just mapped.
     phys.get(f);
-    yield* folioLock(mm.kernel, f);
+    yield* folioLock(mm.kernel, f, 'do_swap_page');
     locked = true;
     if (!phys.has(f, PG_SWAPCACHE) || swap.cachedFrame(slot) !== f || mm.pageTable.get(v) !== pte) {
+      mm.kernel.sim.emit({ type: 'race-guard', node: mm.kernel.node, fn: 'do_swap_page', what: 'swap-cache-changed', frame: f });
       folioUnlock(mm.kernel, f);
       phys.put(f);
       return 0;
@@ -133,7 +134,11 @@ export function* swapIn(mm: MmStruct, vma: Vma, page: number, write: boolean): C
     // write goes to do_wp_page, which copies), nor if other PTEs still map it (its swap PTE
     // was not marked exclusive: try_to_unmap_one sets pte_swp_exclusive only for a
     // PageAnonExclusive page, and the folio's refcount is above one).
-    if (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0) exclusive = false;
+    if (exclusive && (phys.has(f, PG_KSM) || phys.mapcount[f]! > 0)) {
+      exclusive = false;
+      const what = phys.has(f, PG_KSM) ? 'ksm-not-exclusive' : 'mapped-not-exclusive';
+      mm.kernel.sim.emit({ type: 'race-guard', node: mm.kernel.node, fn: 'do_swap_page', what, frame: f });
+    }
     if (exclusive) {
       swap.setCachedFrame(slot, -1);
       phys.clear(f, PG_SWAPCACHE);

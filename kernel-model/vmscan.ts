@@ -4,7 +4,7 @@ import type { MmStruct } from './mm.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import {
-  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
+  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
 } from './page-frames.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
@@ -210,6 +210,9 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
     // that was written again (a dirty PTE, or a secondary MMU's set_page_dirty from its
     // callback, rdma C8) is not discarded; it stays mapped and becomes swap-backed again.
     if (slot < 0 && phys.has(frame, PG_ANON) && phys.has(frame, PG_LAZYFREE) && (phys.has(frame, PG_DIRTY) || pteHas(pte, PTE_DIRTY))) {
+      // Clean when reclaim chose to discard it; dirtied since (PG_DIRTY: a callback's set_page_dirty).
+      const what = phys.has(frame, PG_DIRTY) ? 'lazyfree-folio-redirtied' : 'lazyfree-pte-dirty';
+      kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'try_to_unmap_one', what, frame });
       phys.clear(frame, PG_LAZYFREE);
       phys.set(frame, PG_DIRTY);
       ok = false;
@@ -264,7 +267,12 @@ export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
   for (const [, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
     if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
     const frame = pteFrame(pte);
-    if (frame === ZERO_PFN || !phys.isAllocated(frame) || mappedShared(mm.kernel, frame)) continue;
+    if (frame === ZERO_PFN || !phys.isAllocated(frame)) continue;
+    if (mappedShared(mm.kernel, frame)) {
+      const what = phys.has(frame, PG_KSM) ? 'ksm-mapped-shared' : 'mapped-shared';
+      mm.kernel.sim.emit({ type: 'race-guard', node: mm.kernel.node, fn: 'madvise_cold_or_pageout_pte_range', what, frame });
+      continue;
+    }
     yield* shrinkPage(mm.kernel, frame, stats, true);
   }
 }

@@ -36,7 +36,7 @@ export interface DecisionRecord {
  */
 export function recordFootprint(r: TraceRecord): string[] {
   switch (r.type) {
-    case 'task-switch': case 'preempt': case 'task-exit': case 'might-sleep': case 'note': case 'limit':
+    case 'task-switch': case 'preempt': case 'task-exit': case 'might-sleep': case 'note': case 'limit': case 'race-guard':
       return [];
     case 'task-spawn':
       return [`task:${r.id}`];

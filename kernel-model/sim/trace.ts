@@ -41,6 +41,13 @@ export type TraceBody =
   | { type: 'limit'; reason: string }
   /** A batching worker is about to issue the device sync that fences these tasks' sync requests. */
   | { type: 'sync-batch'; nic: string; requesters: number[] }
+  /**
+   * A check the model makes against a race took its racy branch (each check was added when
+   * the fuzzer found that race): `fn` names the kernel function whose check it models,
+   * `what` what it met, `frame` the page (-1: none). The fuzz regression corpus's witnesses
+   * look for these (test/fuzz/corpus-witnesses.ts): an entry must still reach its race.
+   */
+  | { type: 'race-guard'; node: string; fn: string; what: string; frame: number }
   // ---- for the sanitizer (appended): facts the other records do not carry -------------
   /** A CPU store put `length` bytes (within one page) at `addr` of mm `mm`; they are now in `frame`. */
   | { type: 'cpu-store'; node: string; mm: number; addr: number; frame: number; offset: number; length: number }
