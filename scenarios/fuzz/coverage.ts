@@ -79,6 +79,7 @@ const TRACE_ITEMS: CoverageItem[] = [
   trace('interval-remove', 'mmu_interval_notifier_remove'),
   trace('read-retry', 'mmu_interval_read_retry'),
   trace('check-retry', 'mmu_interval_check_retry (hmm_range_fault calls it)'),
+  trace('race-guard', "a model check against a race taking its racy branch (free_swap_and_cache's trylock, do_swap_page, folio_lock waits, ...)"),
 ];
 
 /** Trace kinds a clean reference run on linux-6.x does not emit, and why. */

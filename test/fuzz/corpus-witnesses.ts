@@ -115,7 +115,7 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
     ...numaHintAfterWriteback,
     lostRace: "on the calibrated timeline node 0's reclaim (24 pages, its invalidations stall node 0's NIC) holds the remote write back " +
       "until after node 1's mmap replaced the file mapping, and node 1's reclaim takes the page first; shifting the write, the writeback, " +
-      'the mmap and both reclaims (about 1,900 variants) and 250 other simSeeds never made a device write fault meet a NUMA hint of the ' +
+      'the mmap and both reclaims (about 1,500 variants) and 250 other simSeeds with jittered times never made a device write fault meet a NUMA hint of the ' +
       'cleaned page. holdoff-numa-hint-after-writeback.json still reaches the same race (witness true)',
   },
   'holdoff-pageout-shared-ksm-page.json': pageoutSharedKsm,
