@@ -6,7 +6,8 @@ import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
 import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isDevicePrivateEntry, isMigrationEntry, makeDevicePrivateEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { devicePageGet, devicePageRmapAdd, pagePgmap } from './memremap.ts';
 import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, copyHugePmd, setFolioFlags } from './huge-memory.ts';
@@ -73,6 +74,21 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
         parent.pageTable.set(v, entry);
         child.pageTable.set(v, entry);
         migrationEntryAdded(parent.kernel, pteFrame(pte), child, addr);
+        continue;
+      }
+      if (isDevicePrivateEntry(pte)) {
+        // copy_nonpresent_pte (mm/memory.c): the child shares the device page (a reference
+        // and an rmap; folio_try_dup_anon_rmap_pte cannot fail, device pages are never
+        // pinned, and the page is no longer exclusive); in a COW mapping a writable entry
+        // becomes readable in both, so the first CPU write migrates it back and copies.
+        const dpfn = pteFrame(pte);
+        devicePageGet(parent.kernel, dpfn);
+        devicePageRmapAdd(parent.kernel, dpfn, child, addr);
+        const m = pagePgmap(parent.kernel, dpfn);
+        if (m) m.anonExclusive[m.index(dpfn)] = 0;
+        const entry = cow && pteHas(pte, PTE_WRITE) ? makeDevicePrivateEntry(dpfn, false) : pte;
+        parent.pageTable.set(v, entry);
+        child.pageTable.set(v, entry);
         continue;
       }
       const f = pteFrame(pte);

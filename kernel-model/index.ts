@@ -17,6 +17,7 @@ export {
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
   pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
+  PTE_DEVICE_PRIVATE, isDevicePrivateEntry, makeDevicePrivateEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
 export {
@@ -93,3 +94,14 @@ export {
   type KernelVariant, type AppliedVariant, type ProposalSwitches, type ProfilePatch, type OutcomeLabel, type VariantExpectation,
 } from './variant.ts';
 export { DIRTY_EXPIRE_INTERVAL_NS, DIRTY_WRITEBACK_INTERVAL_NS } from './writeback.ts';
+export {
+  MemoryType, DEVICE_PFN_BASE, DevPagemap, memremapPages, isDevicePfn, pagePgmap, zoneDevicePageInit,
+  devicePageGet, devicePagePut, devicePageRefcount, devicePageLocked, devicePageTrylock, devicePageUnlock, devicePageMappings,
+  type DevPagemapOps, type DevPagemapInit, type VmFault,
+} from './memremap.ts';
+export {
+  MIGRATE_VMA_SELECT_SYSTEM, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, MIGRATE_VMA_SELECT_DEVICE_COHERENT,
+  MIGRATE_PFN_VALID, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_PFN_SHIFT,
+  migratePfn, migratePfnToPage, migratePfnFlags, migrateVmaInit, migrateVmaSetup, migrateVmaPages, migrateVmaFinalize,
+  type MigrateVma,
+} from './migrate-device.ts';

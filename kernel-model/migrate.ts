@@ -17,6 +17,7 @@ import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { splitHugePage } from './huge-memory.ts';
 import { notifyPageChange } from './memory.ts';
 import { folioMarkDirty } from './filemap.ts';
+import { devicePageLocked, isDevicePfn } from './memremap.ts';
 
 export type MigrateReason = 'numa' | 'compaction' | 'longterm-pin' | 'test';
 
@@ -70,13 +71,34 @@ export function* migrationEntryWait(mm: MmStruct, v: number): Co {
   if (!isMigrationEntry(pte)) return;
   const frame = pteFrame(pte);
   const generation = kernel.phys.generation[frame];
-  const locked = () => kernel.phys.isAllocated(frame) && kernel.phys.generation[frame] === generation && kernel.phys.has(frame, PG_LOCKED);
+  const locked = () => isDevicePfn(frame)
+    ? devicePageLocked(kernel, frame)
+    : kernel.phys.isAllocated(frame) && kernel.phys.generation[frame] === generation && kernel.phys.has(frame, PG_LOCKED);
   yield* stateOf(kernel).unlocked.waitEvent(() => mm.pageTable.get(v) !== pte || !locked());
   if (mm.pageTable.get(v) === pte) {
     // remove_migration_ptes restores every entry before folio_unlock: one left behind is a
     // model bug, and a real kernel would spin on it forever.
     throw new Error(`migration entry for frame ${frame} left at ${v * PAGE_SIZE} in mm${mm.id} after the migration ended`);
   }
+}
+
+/**
+ * migrate_vma (migrate-device.ts) tracks its migration entries here too, so faults wait
+ * on them, zaps drop them and fork copies them exactly as for migrate_pages: start a
+ * folio's list (the caller holds the folio lock) ...
+ */
+export function migrationEntriesBegin(kernel: Kernel, frame: number): RmapItem[] {
+  const s = stateOf(kernel);
+  let list = s.entries.get(frame);
+  if (!list) s.entries.set(frame, (list = []));
+  return list;
+}
+
+/** ... and end it once the entries are restored and the folio is unlocked: waiters retry. */
+export function migrationEntriesEnd(kernel: Kernel, frame: number): void {
+  const s = stateOf(kernel);
+  s.entries.delete(frame);
+  s.unlocked.wakeUpAll();
 }
 
 /** Releases from 5.14 unmap for migration with try_to_migrate(); earlier ones with try_to_unmap(TTU_MIGRATION). */
