@@ -4,7 +4,7 @@ import {
   EBUSY, EFAULT, EINVAL, ENOENT, PAGE_SIZE, TASK_SIZE, MmuNotifyEvent, mmuNotifierRangeBlockable,
   HMM_PFN_ERROR, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS,
   MIGRATE_PFN_MIGRATE, MIGRATE_PFN_VALID, MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, MIGRATE_VMA_SELECT_SYSTEM,
-  VM_READ, VM_WRITE, ZERO_PFN, hmmRangeFault, hmmRangeInit, isDevicePfn, mmput,
+  EPERM, PG_LOCKED, VM_READ, VM_WRITE, ZERO_PFN, hmmRangeFault, makeDeviceExclusive, hmmRangeInit, isDevicePfn, mmput,
   migratePfn, migratePfnFlags, migratePfnToPage, migrateVmaFinalize, migrateVmaInit, migrateVmaPages, migrateVmaSetup, pagePgmap,
   mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry, mmuIntervalSetSeq,
   MmuIntervalNotifier, type HmmRange, type Kernel, type MigrateVma, type MmStruct, type MmuNotifierRange, type Vma,
@@ -37,6 +37,8 @@ export interface DmirrorCmd {
 export interface MirrorEntry {
   frame: number;
   write: boolean;
+  /** DPT_XA_TAG_ATOMIC: mapped by make_device_exclusive (writable too: the tag has the WRITE bits). */
+  atomic?: boolean;
 }
 
 /**
@@ -451,6 +453,64 @@ export class Dmirror {
     if (order === 9) perm |= HMM_DMIRROR_PROT_PMD;
     else if (order === 18) perm |= HMM_DMIRROR_PROT_PUD;
     return perm;
+  }
+
+  /**
+   * HMM_DMIRROR_EXCLUSIVE (dmirror_exclusive, 6.15+): under the mmap read lock, per page,
+   * make_device_exclusive with owner NULL (so this mirror's own EXCLUSIVE invalidation drops
+   * any old entry first), then store an atomic entry for the page (dmirror_atomic_map) and
+   * unlock and put the folio. Then read the range back through the mirror; `cmd.cpages` =
+   * pages read. Returns the data or -errno (the first page that failed stops the loop).
+   */
+  *exclusive(addr: number, npages: number): Co<Uint8Array | number> {
+    this.cmd = { cpages: 0, faults: 0 };
+    const bad = this.cmdCheck(addr, npages);
+    if (bad < 0) return bad;
+    const end = addr + npages * PAGE_SIZE;
+    if (!this.mm.mmgetNotZero()) return -EINVAL;
+    const { phys } = this.kernel;
+    yield* this.mm.mmapLock.downRead();
+    let ret = 0;
+    for (let a = addr; ret === 0 && a < end; a += PAGE_SIZE) {
+      const r = yield* makeDeviceExclusive(this.mm, a, null);
+      if (typeof r === 'number') {
+        ret = r;
+        break;
+      }
+      yield* this.mutex.lock();
+      this.pt.set(a / PAGE_SIZE, { frame: r.folio, write: true, atomic: true });
+      this.mutex.unlock();
+      phys.clear(r.folio, PG_LOCKED);
+      phys.put(r.folio);
+    }
+    this.mm.mmapLock.upRead();
+    yield* mmput(this.mm);
+    if (ret < 0) return ret;
+    const out = new Uint8Array(npages * PAGE_SIZE);
+    yield* this.mutex.lock();
+    for (let i = 0; i < npages; i++) {
+      const e = this.pt.get(addr / PAGE_SIZE + i);
+      if (!e) {
+        ret = -ENOENT;
+        break;
+      }
+      out.set(this.kernel.dmaBus.read(e.frame, 0, PAGE_SIZE), i * PAGE_SIZE);
+      this.cmd.cpages++;
+    }
+    this.mutex.unlock();
+    return ret < 0 ? ret : out;
+  }
+
+  /** HMM_DMIRROR_CHECK_EXCLUSIVE (dmirror_check_atomic): -EPERM while any atomic entry of the range remains. */
+  *checkExclusive(addr: number, npages: number): Co<number> {
+    this.cmd = { cpages: 0, faults: 0 };
+    const bad = this.cmdCheck(addr, npages);
+    if (bad < 0) return bad;
+    yield* this.mutex.lock();
+    let ret = 0;
+    for (let i = 0; i < npages; i++) if (this.pt.get(addr / PAGE_SIZE + i)?.atomic) ret = -EPERM;
+    this.mutex.unlock();
+    return ret;
   }
 
   /** Close the device: remove the subscription (rule 30; may sleep). */

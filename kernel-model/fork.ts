@@ -6,8 +6,9 @@ import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
 import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isDevicePrivateEntry, isMigrationEntry, makeDevicePrivateEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, makeDevicePrivateEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
 import { devicePageGet, devicePageRmapAdd, pagePgmap } from './memremap.ts';
+import { restoreExclusivePteForFork } from './device-exclusive.ts';
 import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, copyHugePmd, setFolioFlags } from './huge-memory.ts';
@@ -58,7 +59,10 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
     for (let idx = 0; idx < slots.length; idx++) {
       const v = slots[idx] as number;
       if (parent.pageTable.pmdHuge(v)) continue; // copied whole above
-      const pte = parent.pageTable.get(v);
+      let pte = parent.pageTable.get(v);
+      // copy_nonpresent_pte: a device-exclusive entry is restored first, then copied as the
+      // present PTE it was (the device loses its exclusive access when it next faults).
+      if (isDeviceExclusiveEntry(pte)) pte = restoreExclusivePteForFork(parent, vma, v * PAGE_SIZE, pte);
       if (pte === 0) continue;
       const addr = v * PAGE_SIZE;
       if (pteHas(pte, PTE_SWAP)) {

@@ -17,7 +17,7 @@ export {
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
   pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
-  PTE_DEVICE_PRIVATE, isDevicePrivateEntry, makeDevicePrivateEntry,
+  PTE_DEVICE_PRIVATE, isDevicePrivateEntry, makeDevicePrivateEntry, PTE_DEVICE_EXCLUSIVE, isDeviceExclusiveEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
 export {
@@ -105,3 +105,4 @@ export {
   migratePfn, migratePfnToPage, migratePfnFlags, migrateVmaInit, migrateVmaSetup, migrateVmaPages, migrateVmaFinalize,
   type MigrateVma,
 } from './migrate-device.ts';
+export { makeDeviceExclusive, removeDeviceExclusiveEntry, type DeviceExclusiveResult } from './device-exclusive.ts';

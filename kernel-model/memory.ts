@@ -6,7 +6,7 @@ import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PMD_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
-  isDevicePrivateEntry, isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
+  isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
 import type { Kernel } from './kernel.ts';
@@ -21,6 +21,7 @@ import { numaHintingFault } from './numa-balancing.ts';
 import { VM_FAULT_FALLBACK, doHugePmdAnonymousPage, hugePmdFault, thpVmaAllowable, zapHugePmd } from './huge-memory.ts';
 import { hugetlbFault, isVmHugetlbPage } from './hugetlb.ts';
 import { canChangePteWritable } from './mprotect.ts';
+import { removeDeviceExclusiveEntry } from './device-exclusive.ts';
 import { devicePageGet, devicePagePut, devicePageRmapRemove, devicePageTrylock, devicePageUnlock, pagePgmap } from './memremap.ts';
 
 export const FAULT_FLAG_WRITE = 1;
@@ -79,6 +80,13 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     return yield* handleMmFault(mm, vma, addr, flags);
   }
 
+  if (isDeviceExclusiveEntry(pte)) {
+    // do_swap_page's is_device_exclusive_entry branch: restore the PTE (device-exclusive.ts);
+    // the access is then retried.
+    ret = yield* removeDeviceExclusiveEntry(mm, vma, page, pte);
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'device-exclusive', ret, node: kernel.node });
+    return ret;
+  }
   if (isDevicePrivateEntry(pte)) {
     // do_swap_page's is_device_private_entry branch (mm/memory.c): with the entry still the
     // one the fault saw, trylock the device page, take a reference, and let its pgmap's

@@ -22,7 +22,7 @@ export enum MemoryType {
   DEVICE_COHERENT = 2,
 }
 
-/** Device pfns start here: far above any system frame, and frame * 256 stays exact in a double. */
+/** Device pfns start here: far above any system frame, and frame * 512 stays exact in a double. */
 export const DEVICE_PFN_BASE = 2 ** 36;
 
 /** `struct vm_fault` as migrate_to_ram sees it. */

@@ -6,7 +6,7 @@ import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isDevicePrivateEntry, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
+import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
 import { hugetlbSplitCheck, splitVmasAtHuge } from './mmap.ts';
 import { changeHugePmd, splitPartialHugePmds } from './huge-memory.ts';
 import { isVmHugetlbPage } from './hugetlb.ts';
@@ -111,7 +111,7 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
       if (pteHas(pte, PTE_SWAP)) continue;
       if (protNuma) {
         const f = pteFrame(pte);
-        if (isMigrationEntry(pte) || isDevicePrivateEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
+        if (isMigrationEntry(pte) || isDevicePrivateEntry(pte) || isDeviceExclusiveEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
         if (vma.cow && (phys.maybeDmaPinned(f) || phys.mapcount[f]! > 1)) continue;
         // folio_is_file_lru && folio_test_dirty: a dirty page of the file LRU (not shmem,
         // which is swap-backed and sits on the anon LRU).
@@ -121,10 +121,11 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
         updated++;
         continue;
       }
-      if (isMigrationEntry(pte) || isDevicePrivateEntry(pte)) {
+      if (isMigrationEntry(pte) || isDevicePrivateEntry(pte) || isDeviceExclusiveEntry(pte)) {
         // change_pte_range: a writable migration entry, or a writable device-private entry
         // (is_writable_device_private_entry), becomes a readable one when write permission
-        // goes; the restore then takes the VMA's new protection.
+        // goes; the restore then takes the VMA's new protection (a device-exclusive entry
+        // is restored with the VMA's protection too, restore_exclusive_pte).
         if (!(want & VM_WRITE) && pteHas(pte, PTE_WRITE)) mm.pageTable.set(v, makePte(pteFrame(pte), pteFlags(pte) & ~PTE_WRITE));
         continue;
       }

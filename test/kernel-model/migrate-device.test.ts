@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import {
-  EINVAL, ENOENT, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MemoryType, MmuNotifyEvent, PROT_NONE, PROT_READ, PROT_WRITE,
+  EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EPERM, PG_LOCKED, isDeviceExclusiveEntry, makeDeviceExclusive, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MemoryType, MmuNotifyEvent, PROT_NONE, PROT_READ, PROT_WRITE,
   MIGRATE_PFN_MIGRATE, MIGRATE_VMA_SELECT_SYSTEM, FOLL_LONGTERM, FOLL_WRITE, ZERO_PFN,
   isDevicePfn, isDevicePrivateEntry, isMigrationEntry, memremapPages, migratePfn, migratePfnFlags, migrateVmaFinalize,
   migrateVmaInit, migrateVmaPages, migrateVmaSetup, pinUserPages, ptePresent, pteFrame, pteWrite, unpinUserPages, vpn,
@@ -364,3 +364,107 @@ for (const [profile, api, release] of [
     t.regex(notes[0]!, new RegExp(`${api}.*${profile}.*${release.replace('.', '\\.')}`));
   });
 }
+
+// ---- make_device_exclusive (rule 53) ----------------------------------------------------
+
+test('rule 53 (hmm-tests hmm_exclusive; mm/rmap.c make_device_exclusive, lib/test_hmm.c dmirror_exclusive/dmirror_check_atomic): pages become device-exclusive entries under an EXCLUSIVE invalidation; the device reads them; a CPU access restores each PTE with an EXCLUSIVE invalidation (no owner) that revokes the device\'s atomic access', (t) => {
+  const r = rig();
+  const { p, events } = r;
+  const n = 4;
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0, n * P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, pattern(n)), 'initialise');
+    const got = yield* d.exclusive(a, n);
+    t.deepEqual(bytes(got, 'exclusive'), pattern(n), 'the device read what the CPU wrote');
+    t.is(d.cmd.cpages, n);
+    for (let i = 0; i < n; i++) t.true(isDeviceExclusiveEntry(p.mm.pageTable.get(vpn(a + i * P))), `page ${i}: a device-exclusive entry`);
+    const excl = events.filter((e) => e.phase === 'start' && e.range.event === MmuNotifyEvent.EXCLUSIVE);
+    t.is(excl.length, n, 'one EXCLUSIVE invalidation per page');
+    t.true(excl.every((e) => e.range.owner === null), 'test_hmm passes a NULL owner');
+    t.is(yield* d.checkExclusive(a, n), -EPERM, 'atomic entries present');
+    // "Fault pages back to system memory and check them."
+    t.deepEqual(bytes(yield* p.load(a, n * P), 'CPU read'), pattern(n));
+    for (let i = 0; i < n; i++) t.true(ptePresent(p.mm.pageTable.get(vpn(a + i * P))), `page ${i} restored`);
+    t.is(events.filter((e) => e.phase === 'start' && e.range.event === MmuNotifyEvent.EXCLUSIVE).length, 2 * n, 'remove_device_exclusive_entry sent one EXCLUSIVE per page');
+    t.is(yield* d.checkExclusive(a, n), 0, 'atomic access revoked');
+    ok(yield* p.store(a, new Uint8Array([0x55])), 'CPU write');
+    t.is(bytes(yield* p.load(a, 1), 'read')[0], 0x55);
+  });
+});
+
+test('rule 53 (hmm-tests hmm_exclusive_mprotect; mm/mprotect.c change_pte_range, mm/hmm.c -EPERM): after mprotect(PROT_READ) the device loses its exclusive entries and a device write is -EPERM', (t) => {
+  const r = rig();
+  const { p } = r;
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, pattern(2)), 'initialise');
+    bytes(yield* d.exclusive(a, 2), 'exclusive');
+    ok(yield* p.mprotect(a, 2 * P, PROT_READ), 'mprotect');
+    t.is(yield* d.write(a, new Uint8Array(2 * P)), -EPERM);
+    t.deepEqual(bytes(yield* p.load(a, 2 * P), 'read'), pattern(2), 'the restore took the read-only protection, data intact');
+    t.false(pteWrite(p.mm.pageTable.get(vpn(a))));
+  });
+});
+
+test('rule 53 (hmm-tests hmm_exclusive_cow; mm/memory.c copy_nonpresent_pte restores device-exclusive entries before copying): fork after make_device_exclusive gives both processes the page, and the parent\'s write does not reach the child', (t) => {
+  const r = rig();
+  const { p } = r;
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, pattern(1)), 'initialise');
+    bytes(yield* d.exclusive(a, 1), 'exclusive');
+    const child = yield* p.fork();
+    if (typeof child === 'number') throw new Error(`fork failed with ${child}`);
+    t.false(isDeviceExclusiveEntry(p.mm.pageTable.get(vpn(a))), 'the parent\'s entry was restored by fork');
+    ok(yield* p.store(a, new Uint8Array([0x99])), 'parent write (COW)');
+    let childSaw = -1;
+    const task = child.spawnThread('child', function* () {
+      childSaw = bytes(yield* child.load(a, 1), 'child read')[0]!;
+    });
+    while (!task.done) yield* r.k.sim.sleep(1000);
+    t.is(childSaw, 1, 'the child keeps the original data');
+    t.is(bytes(yield* p.load(a, 1), 'parent read')[0], 0x99);
+  });
+});
+
+test('rule 53 bad input (mm/rmap.c make_device_exclusive): a shared (non-anonymous) page is -EOPNOTSUPP, an unmapped address -EFAULT; the owner given is the EXCLUSIVE invalidation\'s owner', (t) => {
+  const r = rig();
+  const { k, p, events } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS), 'mmap shared');
+    const b = ok(yield* p.mmap(0, P, RW, ANON), 'mmap private');
+    ok(yield* p.store(b, pattern(1)), 'initialise');
+    yield* p.mm.mmapLock.downRead();
+    t.is(yield* makeDeviceExclusive(p.mm, a, null), -EOPNOTSUPP);
+    t.is(yield* makeDeviceExclusive(p.mm, b + 64 * P, null), -EFAULT);
+    const owner = { name: 'gpu' };
+    const res = yield* makeDeviceExclusive(p.mm, b, owner);
+    p.mm.mmapLock.upRead();
+    if (typeof res === 'number') throw new Error(`make_device_exclusive failed with ${res}`);
+    t.true(k.phys.has(res.folio, PG_LOCKED), 'returned locked');
+    k.phys.clear(res.folio, PG_LOCKED);
+    k.phys.put(res.folio);
+    const e = events.find((x) => x.phase === 'start' && x.range.event === MmuNotifyEvent.EXCLUSIVE);
+    t.is(e?.range.owner, owner);
+  });
+});
+
+test('profile gating (linux-5.8): make_device_exclusive is refused with -EINVAL, naming Linux 5.14', (t) => {
+  const r = rigOn('linux-5.8');
+  const trace = traceOf(r.k);
+  const { p } = r;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, pattern(1)), 'initialise');
+    yield* p.mm.mmapLock.downRead();
+    t.is(yield* makeDeviceExclusive(p.mm, a, null), -EINVAL);
+    p.mm.mmapLock.upRead();
+    t.true(ptePresent(p.mm.pageTable.get(vpn(a))));
+  });
+  const notes = trace.of('note').map((n) => n.text).filter((s) => s.includes('does not exist in'));
+  t.is(notes.length, 1);
+  t.regex(notes[0]!, /make_device_exclusive.*linux-5\.8.*5\.14/);
+});
