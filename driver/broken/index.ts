@@ -28,6 +28,7 @@ import { mmputUnderMutexStrategy } from './mmput-under-mutex.ts';
 import { ignoreProtectionVmaStrategy } from './ignore-protection-vma.ts';
 import { noClampStrategy } from './no-clamp.ts';
 import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
+import { skipEveryMigrateStrategy } from './skip-every-migrate.ts';
 
 /** Parameters a strategy factory may need (the fuzzer's choices; defaults in `DEFAULT_BROKEN_PARAMS`). */
 export interface BrokenParams {
@@ -188,4 +189,6 @@ export {
   noSetSeqStrategy, readRetryUnlockedStrategy, installAfterUnlockStrategy, deferredInvalidationStrategy, zapWithoutSyncStrategy,
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
   mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
+  // Not in BROKEN_DRIVERS yet: the fuzzer has no command that migrates memory to a device.
+  skipEveryMigrateStrategy,
 };
