@@ -1,7 +1,7 @@
 import type { Co } from '../kernel-model/sim/index.ts';
 import {
   EFAULT, GFP_HIGHUSER_MOVABLE, GFP_USER, MemoryType, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
-  PAGE_SIZE, PG_LOCKED, allocPages, memremapPages, migratePfn, migratePfnFlags, migratePfnToPage, migrateVmaFinalize,
+  PAGE_SIZE, PG_LOCKED, allocPages, memremapPages, migrateDeviceFinalize, migrateDevicePages, migrateDeviceRange, migratePfn, migratePfnFlags, migratePfnToPage, migrateVmaFinalize,
   migrateVmaInit, migrateVmaPages, migrateVmaSetup, pagePgmap, zoneDevicePageInit,
   type DevPagemap, type Kernel, type MigrateVma, type VmFault,
 } from '../kernel-model/index.ts';
@@ -126,5 +126,36 @@ export class DmirrorDevice {
       else phys.zeroPage(dpage);
       args.dst[i] = migratePfn(dpage) + (migratePfnFlags(src) & MIGRATE_PFN_WRITE);
     }
+  }
+
+  /**
+   * dmirror_device_evict_chunk for every chunk (HMM_DMIRROR_RELEASE): migrate_device_range
+   * over the chunk's pfns, a new system page for each page still in use (GFP_HIGHUSER_MOVABLE;
+   * __GFP_NOFAIL in the source, a skipped page here when memory runs out), copied from its
+   * backing page, then migrate_device_pages and migrate_device_finalize. The chunks stay
+   * registered (the source then unmaps them, memunmap_pages). Returns 0 or -errno.
+   */
+  *evictAll(): Co<number> {
+    const { phys } = this.kernel;
+    for (const chunk of this.chunks) {
+      const src = new Float64Array(chunk.npages);
+      const dst = new Float64Array(chunk.npages);
+      const r = yield* migrateDeviceRange(this.kernel, src, chunk.firstPfn, chunk.npages);
+      if (r < 0) return r;
+      for (let i = 0; i < chunk.npages; i++) {
+        const spage = migratePfnToPage(src[i] as number);
+        if (spage < 0 || !(migratePfnFlags(src[i] as number) & MIGRATE_PFN_MIGRATE)) continue;
+        const rpage = this.backingPage(spage);
+        const dpage = yield* allocPages(this.kernel, GFP_HIGHUSER_MOVABLE);
+        if (dpage < 0) continue;
+        phys.set(dpage, PG_LOCKED);
+        if (rpage >= 0) phys.copyPage(dpage, rpage);
+        else phys.zeroPage(dpage);
+        dst[i] = migratePfn(dpage) + (migratePfnFlags(src[i] as number) & MIGRATE_PFN_WRITE);
+      }
+      yield* migrateDevicePages(this.kernel, src, dst, chunk.npages);
+      yield* migrateDeviceFinalize(this.kernel, src, dst, chunk.npages);
+    }
+    return 0;
   }
 }

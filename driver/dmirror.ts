@@ -273,12 +273,13 @@ export class Dmirror {
     this.mm.mmapLock.upRead();
     yield* mmput(this.mm);
     if (ret < 0) return ret;
-    // "Return the migrated data for verification. Only for pages in device zone."
+    // "Return the migrated data for verification" (dmirror_do_read over the mirror: any
+    // entry counts, a missing one is -ENOENT).
     const out = new Uint8Array(npages * PAGE_SIZE);
     yield* this.mutex.lock();
     for (let i = 0; i < npages; i++) {
       const e = this.pt.get(addr / PAGE_SIZE + i);
-      if (!e || !this.isDeviceBacked(e.frame)) {
+      if (!e) {
         ret = -ENOENT;
         break;
       }
@@ -287,10 +288,6 @@ export class Dmirror {
     }
     this.mutex.unlock();
     return ret < 0 ? ret : out;
-  }
-
-  private isDeviceBacked(frame: number): boolean {
-    return this.device.users.has(frame);
   }
 
   /** dmirror_migrate_alloc_and_copy. */
@@ -511,6 +508,16 @@ export class Dmirror {
     for (let i = 0; i < npages; i++) if (this.pt.get(addr / PAGE_SIZE + i)?.atomic) ret = -EPERM;
     this.mutex.unlock();
     return ret;
+  }
+
+  /**
+   * HMM_DMIRROR_RELEASE (dmirror_device_remove_chunks): evict all of this device's memory
+   * back to system memory with migrate_device_range (DmirrorDevice.evictAll). The CLEAR
+   * invalidations of its try_to_migrate drop the mirror's entries. Returns 0 or -errno.
+   */
+  *release(): Co<number> {
+    this.cmd = { cpages: 0, faults: 0 };
+    return yield* this.device.evictAll();
   }
 
   /** Close the device: remove the subscription (rule 30; may sleep). */

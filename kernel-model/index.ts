@@ -103,6 +103,7 @@ export {
   MIGRATE_VMA_SELECT_SYSTEM, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, MIGRATE_VMA_SELECT_DEVICE_COHERENT,
   MIGRATE_PFN_VALID, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_PFN_SHIFT,
   migratePfn, migratePfnToPage, migratePfnFlags, migrateVmaInit, migrateVmaSetup, migrateVmaPages, migrateVmaFinalize,
+  migrateDeviceRange, migrateDevicePages, migrateDeviceFinalize,
   type MigrateVma,
 } from './migrate-device.ts';
 export { makeDeviceExclusive, removeDeviceExclusiveEntry, type DeviceExclusiveResult } from './device-exclusive.ts';

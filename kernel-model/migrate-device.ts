@@ -363,26 +363,39 @@ function removeMigrationPtes(kernel: Kernel, src: number, dst: number): void {
 export function* migrateVmaPages(args: MigrateVma): Co {
   const vma = args.vma;
   if (!vma) return;
-  const mm = vma.mm;
-  const { kernel } = mm;
+  yield* migrateDevicePagesCore(vma.mm.kernel, args.src, args.dst, args.npages, args);
+}
+
+/**
+ * migrate_device_pages: migrate_vma_pages for pages collected by migrate_device_range
+ * (no VMA: every entry has a source page).
+ */
+export function* migrateDevicePages(kernel: Kernel, src: Float64Array, dst: Float64Array, npages: number): Co {
+  yield* migrateDevicePagesCore(kernel, src, dst, Math.min(npages, src.length, dst.length), null);
+}
+
+function* migrateDevicePagesCore(kernel: Kernel, src: Float64Array, dst: Float64Array, npages: number, args: MigrateVma | null): Co {
   const { phys } = kernel;
+  const faultPage = args ? args.faultPage : -1;
   let range: ReturnType<typeof mmuNotifierRangeInit> | null = null;
-  for (let i = 0; i < args.npages; i++) {
-    const newpage = migratePfnToPage(args.dst[i] as number);
-    const page = migratePfnToPage(args.src[i] as number);
+  for (let i = 0; i < npages; i++) {
+    const newpage = migratePfnToPage(dst[i] as number);
+    const page = migratePfnToPage(src[i] as number);
     if (newpage < 0) {
-      args.src[i] = withoutFlag(args.src[i] as number, MIGRATE_PFN_MIGRATE);
+      src[i] = withoutFlag(src[i] as number, MIGRATE_PFN_MIGRATE);
       continue;
     }
     if (page < 0) {
-      if (!(migratePfnFlags(args.src[i] as number) & MIGRATE_PFN_MIGRATE)) continue;
+      if (!(migratePfnFlags(src[i] as number) & MIGRATE_PFN_MIGRATE)) continue;
+      if (!args || !args.vma) continue; // VM_BUG_ON(!migrate): a device range has no holes
+      const vma = args.vma;
       const addr = args.start + i * PAGE_SIZE;
       if (!range) {
-        range = mmuNotifierRangeInit(mm, MmuNotifyEvent.MIGRATE, addr, args.end, { owner: args.pgmapOwner });
+        range = mmuNotifierRangeInit(vma.mm, MmuNotifyEvent.MIGRATE, addr, args.end, { owner: args.pgmapOwner });
         yield* mmuNotifierInvalidateRangeStart(range);
       }
       const flushed = migrateVmaInsertPage(args, vma, addr, newpage, i);
-      if (flushed) yield* flushTlbPage(mm, addr);
+      if (flushed) yield* flushTlbPage(vma.mm, addr);
       continue;
     }
     const newIsDevice = isDevicePfn(newpage);
@@ -390,21 +403,22 @@ export function* migrateVmaPages(args: MigrateVma): Co {
       // Only anonymous memory moves to device memory; a swap-cache page would need
       // folio_free_swap (not modelled: it stays).
       if (isDevicePfn(page) || !phys.has(page, PG_ANON) || phys.has(page, PG_SWAPCACHE)) {
-        args.src[i] = withoutFlag(args.src[i] as number, MIGRATE_PFN_MIGRATE);
+        src[i] = withoutFlag(src[i] as number, MIGRATE_PFN_MIGRATE);
         continue;
       }
     }
     // folio_migrate_mapping for an anonymous folio: exactly the reference migration holds
     // (plus the fault's for the fault page), or -EAGAIN.
-    const expected = 1 + (page === args.faultPage ? 1 : 0);
+    const expected = 1 + (page === faultPage ? 1 : 0);
     const refs = isDevicePfn(page) ? devicePageRefcount(kernel, page) : phys.refcount[page]!;
     if (refs !== expected) {
-      args.src[i] = withoutFlag(args.src[i] as number, MIGRATE_PFN_MIGRATE);
+      src[i] = withoutFlag(src[i] as number, MIGRATE_PFN_MIGRATE);
       continue;
     }
     // folio_migrate_flags: a system destination becomes an anonymous page like the source.
     if (!newIsDevice) {
-      const exclusive = isDevicePfn(page) ? pagePgmap(kernel, page)!.anonExclusive[pagePgmap(kernel, page)!.index(page)] === 1 : phys.has(page, PG_ANON_EXCLUSIVE);
+      const m = isDevicePfn(page) ? pagePgmap(kernel, page) : null;
+      const exclusive = m ? m.anonExclusive[m.index(page)] === 1 : phys.has(page, PG_ANON_EXCLUSIVE);
       phys.set(newpage, PG_ANON | PG_SWAPBACKED | PG_UPTODATE | PG_DIRTY | (exclusive ? PG_ANON_EXCLUSIVE : 0));
     } else {
       const m = pagePgmap(kernel, newpage)!;
@@ -470,11 +484,17 @@ function migrateVmaInsertPage(args: MigrateVma, vma: Vma, addr: number, page: nu
 export function* migrateVmaFinalize(args: MigrateVma): Co {
   const kernel = args.vma?.mm.kernel;
   if (!kernel) return;
-  migrateDeviceFinalize(kernel, args.src, args.dst, args.npages, args.faultPage);
+  finalizeCore(kernel, args.src, args.dst, args.npages, args.faultPage);
   yield* kernel.sim.preemptPoint('migrate_vma_finalize');
 }
 
-function migrateDeviceFinalize(kernel: Kernel, src: Float64Array, dst: Float64Array, npages: number, faultPage: number): void {
+/** migrate_device_finalize: migrate_vma_finalize for pages collected by migrate_device_range. */
+export function* migrateDeviceFinalize(kernel: Kernel, src: Float64Array, dst: Float64Array, npages: number): Co {
+  finalizeCore(kernel, src, dst, Math.min(npages, src.length, dst.length), -1);
+  yield* kernel.sim.preemptPoint('migrate_device_finalize');
+}
+
+function finalizeCore(kernel: Kernel, src: Float64Array, dst: Float64Array, npages: number, faultPage: number): void {
   const { lru } = kernel;
   for (let i = 0; i < npages; i++) {
     let newpage = migratePfnToPage(dst[i] as number);
@@ -507,4 +527,36 @@ function migrateDeviceFinalize(kernel: Kernel, src: Float64Array, dst: Float64Ar
       pagePut(kernel, page);
     }
   }
+}
+
+// ---- migrate_device_range ------------------------------------------------------------
+
+/**
+ * migrate_device_range (mm/migrate_device.c): collect device pages by pfn rather than by
+ * address, for a driver evicting its memory (unbind, unload, test_hmm's RELEASE). Each pfn
+ * whose page is in use (folio_get_nontail_page: a non-zero refcount) is referenced and
+ * trylocked (migrate_device_pfn_lock) and offered with MIGRATE; then migrate_device_unmap
+ * replaces its mappings by migration entries (try_to_migrate: a CLEAR per mapping) and
+ * drops pages with extra references. The driver then allocates and copies, and calls
+ * migrate_device_pages / migrate_device_finalize. Returns 0; -EINVAL when `src` cannot hold
+ * npages entries or the range is not one pgmap's (the model's guard: the kernel trusts
+ * its caller).
+ */
+export function* migrateDeviceRange(kernel: Kernel, src: Float64Array, start: number, npages: number): Co<number> {
+  if (!Number.isInteger(npages) || npages <= 0 || src.length < npages) return -EINVAL;
+  const pgmap = pagePgmap(kernel, start);
+  if (!pgmap || !pgmap.contains(start + npages - 1)) return -EINVAL;
+  for (let i = 0; i < npages; i++) {
+    const pfn = start + i;
+    src[i] = 0;
+    if (devicePageRefcount(kernel, pfn) === 0) continue;
+    devicePageGet(kernel, pfn);
+    if (!devicePageTrylock(kernel, pfn)) {
+      devicePagePut(kernel, pfn);
+      continue;
+    }
+    src[i] = migratePfn(pfn) + MIGRATE_PFN_MIGRATE;
+  }
+  yield* migrateDeviceUnmap(kernel, src, npages, -1);
+  return 0;
 }

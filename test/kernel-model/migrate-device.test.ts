@@ -10,7 +10,7 @@ import {
   EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EPERM, PG_LOCKED, isDeviceExclusiveEntry, makeDeviceExclusive, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MemoryType, MmuNotifyEvent, PROT_NONE, PROT_READ, PROT_WRITE,
   MIGRATE_PFN_MIGRATE, MIGRATE_VMA_SELECT_SYSTEM, FOLL_LONGTERM, FOLL_WRITE, ZERO_PFN,
   isDevicePfn, isDevicePrivateEntry, isMigrationEntry, memremapPages, migratePfn, migratePfnFlags, migrateVmaFinalize,
-  migrateVmaInit, migrateVmaPages, migrateVmaSetup, pinUserPages, ptePresent, pteFrame, pteWrite, unpinUserPages, vpn,
+  migrateDeviceRange, migrateVmaInit, migrateVmaPages, migrateVmaSetup, pinUserPages, ptePresent, pteFrame, pteWrite, unpinUserPages, vpn,
   type MmStruct, type NotifierStreamEvent,
 } from '../../kernel-model/index.ts';
 import {
@@ -467,4 +467,38 @@ test('profile gating (linux-5.8): make_device_exclusive is refused with -EINVAL,
   const notes = trace.of('note').map((n) => n.text).filter((s) => s.includes('does not exist in'));
   t.is(notes.length, 1);
   t.regex(notes[0]!, /make_device_exclusive.*linux-5\.8.*5\.14/);
+});
+
+test('rule 52 (hmm-tests migrate_release; mm/migrate_device.c migrate_device_range, lib/test_hmm.c dmirror_device_evict_chunk): RELEASE evicts every device page back to system memory by pfn, with a CLEAR per mapping (try_to_migrate), and the data survives', (t) => {
+  const r = rig();
+  const { p, events } = r;
+  const n = 6;
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0, n * P, RW, ANON), 'mmap');
+    ok(yield* p.store(a, pattern(n)), 'initialise');
+    bytes(yield* d.migrateToDevice(a, n), 'migrate');
+    const before = events.length;
+    t.is(yield* d.release(), 0);
+    for (let i = 0; i < n; i++) t.true(ptePresent(p.mm.pageTable.get(vpn(a + i * P))), `page ${i} back in system memory`);
+    const clears = events.slice(before).filter((e) => e.phase === 'start' && e.range.event === MmuNotifyEvent.CLEAR);
+    t.is(clears.length, n, 'one CLEAR per mapping (try_to_migrate_one)');
+    t.is(d.pt.size, 0, 'the CLEARs dropped the mirror entries');
+    t.is(d.device.cfree, n);
+    t.deepEqual(bytes(yield* p.load(a, n * P), 'read'), pattern(n));
+    t.is(yield* d.release(), 0, 'nothing left: still 0');
+  });
+});
+
+test('bad input (mm/migrate_device.c migrate_device_range): no pages, a pfn range outside every pgmap, or too small a src array is -EINVAL (the model\'s guard: the kernel trusts its caller)', (t) => {
+  const r = rig();
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, r.p.mm);
+    const dpage = yield* d.device.allocPage();
+    t.true(isDevicePfn(dpage));
+    t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), dpage, 0), -EINVAL);
+    t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), 5, 1), -EINVAL, 'a system frame');
+    t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), dpage, 2), -EINVAL, 'src too small');
+    t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), dpage + d.device.chunkPages, 1), -EINVAL, 'past the chunk');
+  });
 });
