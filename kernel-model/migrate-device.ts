@@ -295,7 +295,8 @@ function* migrateDeviceUnmap(kernel: Kernel, src: Float64Array, npages: number, 
     if (!isDevicePfn(pfn)) lru.remove(pfn); // folio_isolate_lru (its reference replaces collect's)
     const entries = migrationEntriesBegin(kernel, pfn);
     for (const { mm, addr } of [...pageMappings(kernel, pfn)]) {
-      // try_to_migrate -> try_to_migrate_one: one CLEAR per remaining mapping.
+      // try_to_migrate -> try_to_migrate_one (mm/rmap.c): one CLEAR per remaining mapping,
+      // device-private folios included (mmu_notifier_range_init(MMU_NOTIFY_CLEAR), no owner).
       yield* notifyPageChange(mm, MmuNotifyEvent.CLEAR, addr, () => {
         installMigrationEntry(kernel, pfn, mm, addr, entries);
       });
