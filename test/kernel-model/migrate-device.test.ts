@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import {
-  EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EPERM, PG_LOCKED, isDeviceExclusiveEntry, makeDeviceExclusive, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MemoryType, MmuNotifyEvent, PROT_NONE, PROT_READ, PROT_WRITE,
+  EFAULT, EINVAL, ENOENT, EOPNOTSUPP, EPERM, MAP_FIXED, PG_LOCKED, PMD_SIZE, isDeviceExclusiveEntry, makeDeviceExclusive, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MemoryType, MmuNotifyEvent, PROT_NONE, PROT_READ, PROT_WRITE,
   MIGRATE_PFN_MIGRATE, MIGRATE_VMA_SELECT_SYSTEM, FOLL_LONGTERM, FOLL_WRITE, ZERO_PFN,
   isDevicePfn, isDevicePrivateEntry, isMigrationEntry, memremapPages, migratePfn, migratePfnFlags, migrateVmaFinalize,
   migrateDeviceRange, migrateVmaInit, migrateVmaPages, migrateVmaSetup, pinUserPages, ptePresent, pteFrame, pteWrite, unpinUserPages, vpn,
@@ -15,7 +15,7 @@ import {
 } from '../../kernel-model/index.ts';
 import {
   Dmirror, DmirrorDevice,
-  HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL, HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_NONE, HMM_DMIRROR_PROT_READ,
+  HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL, HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_NONE, HMM_DMIRROR_PROT_PMD, HMM_DMIRROR_PROT_READ,
   HMM_DMIRROR_PROT_WRITE, HMM_DMIRROR_PROT_ZERO,
 } from '../../driver/index.ts';
 import { P, bytes, ok, rig, runMain, type Rig } from './_helpers.ts';
@@ -500,5 +500,19 @@ test('bad input (mm/migrate_device.c migrate_device_range): no pages, a pfn rang
     t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), 5, 1), -EINVAL, 'a system frame');
     t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), dpage, 2), -EINVAL, 'src too small');
     t.is(yield* migrateDeviceRange(r.k, new Float64Array(1), dpage + d.device.chunkPages, 1), -EINVAL, 'past the chunk');
+  });
+});
+
+test('HMM_DMIRROR_SNAPSHOT of a PMD-mapped THP (hmm-tests compound shape; lib/test_hmm.c dmirror_mkentry, mm/hmm.c hmm_vma_handle_pmd): every page reads WRITE | PMD', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  k.transparentHugepage.enabled = 'always';
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0x40000000, PMD_SIZE, RW, ANON | MAP_FIXED), 'mmap 2 MiB aligned');
+    ok(yield* p.store(a, new Uint8Array([1])), 'a THP fault');
+    t.true(p.mm.pageTable.pmdHuge(vpn(a)), 'mapped by a huge PMD');
+    const m = bytes(yield* d.snapshot(a, 3), 'snapshot');
+    t.deepEqual([...m], new Array(3).fill(HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD));
   });
 });
