@@ -17,6 +17,7 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { flushTlbMmRange, flushTlbPage, gatherPage, type GatheredSpan } from './tlb.ts';
 import { isVmHugetlbPage } from './hugetlb.ts';
+import { splitHugePage } from './huge-memory.ts';
 import { notifyPageChange } from './memory.ts';
 import { migrationEntriesBegin, migrationEntriesEnd } from './migrate.ts';
 import { requireInterface } from './profile.ts';
@@ -153,8 +154,8 @@ function installMigrationEntry(kernel: Kernel, pfn: number, mm: MmStruct, addr: 
  * present PTEs cleared. Then migrate_device_unmap: pages still mapped elsewhere go through
  * try_to_migrate (a CLEAR per mapping, as rmap.c's try_to_migrate_one sends), and a page
  * with references beyond the expected ones (migrate_vma_check_page: a pin, a GUP
- * reference) is restored and dropped from the set. Huge PMDs in the range are skipped
- * (the kernel splits the folio first; the model does not yet).
+ * reference) is restored and dropped from the set. A THP in the range is split first
+ * (split_folio); one that cannot be split is skipped.
  * Returns 0 (args.cpages says how many pages can move) or -EINVAL.
  */
 export function* migrateVmaSetup(args: MigrateVma): Co<number> {
@@ -202,7 +203,20 @@ function* migrateVmaCollect(args: MigrateVma, vma: Vma): Co {
     args.dst[i] = 0;
     args.src[i] = 0;
     const v = vpn(addr);
-    if (mm.pageTable.pmdHuge(v)) continue; // migrate_vma_collect_skip (the kernel splits first)
+    // A THP, PMD-mapped or a large folio mapped by PTEs, is split first (split_folio in
+    // migrate_vma_collect_pmd / migrate_vma_split_folio: "FIXME support THP"); when it
+    // cannot be split the page is skipped. The split sleeps: the PTE is read after it.
+    const large = (): number => {
+      const pmd = mm.pageTable.getPmd(v);
+      if (pmd !== 0) return pteFrame(pmd);
+      const p0 = mm.pageTable.get(v);
+      return ptePresent(p0) && pteFrame(p0) !== ZERO_PFN && phys.isLarge(phys.folioHead(pteFrame(p0))) ? pteFrame(p0) : -1;
+    };
+    const lf = large();
+    if (lf >= 0) {
+      if (phys.has(phys.folioHead(lf), PG_LOCKED) || (yield* splitHugePage(kernel, phys.folioHead(lf))) < 0) continue;
+      if (large() >= 0) continue;
+    }
     const pte = mm.pageTable.get(v);
     if (pte === 0) {
       if (anon) {
@@ -230,7 +244,7 @@ function* migrateVmaCollect(args: MigrateVma, vma: Vma): Co {
         continue;
       }
       if (!(args.flags & MIGRATE_VMA_SELECT_SYSTEM)) continue;
-      // "FIXME support THP": a page of a large folio is not collected.
+      // "FIXME support THP": a page of a large folio (not split above) is not collected.
       if (phys.isLarge(phys.folioHead(pfn))) continue;
       // !page->mapping: a page neither anonymous nor in a page cache is not collected.
       if (!phys.has(pfn, PG_ANON) && phys.mappingFile[pfn]! < 0) continue;

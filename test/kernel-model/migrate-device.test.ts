@@ -516,3 +516,21 @@ test('HMM_DMIRROR_SNAPSHOT of a PMD-mapped THP (hmm-tests compound shape; lib/te
     t.deepEqual([...m], new Array(3).fill(HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD));
   });
 });
+
+test('rule 52 (mm/migrate_device.c migrate_vma_collect_pmd: split_folio before collecting, "FIXME support THP"): a PMD-mapped THP is split and every page of it migrates to the device', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  k.transparentHugepage.enabled = 'always';
+  const n = PMD_SIZE / P;
+  runMain(t, r, function* () {
+    const d = yield* mirror(r, p.mm);
+    const a = ok(yield* p.mmap(0x40000000, PMD_SIZE, RW, ANON | MAP_FIXED), 'mmap 2 MiB aligned');
+    ok(yield* p.store(a, pattern(n)), 'a THP, written');
+    t.true(p.mm.pageTable.pmdHuge(vpn(a)));
+    t.deepEqual(bytes(yield* d.migrateToDevice(a, n), 'migrate'), pattern(n));
+    t.is(d.cmd.cpages, n);
+    t.false(p.mm.pageTable.pmdHuge(vpn(a)), 'split');
+    t.true(isDevicePrivateEntry(p.mm.pageTable.get(vpn(a + 100 * P))));
+    t.deepEqual(bytes(yield* p.load(a + 7 * P, P), 'CPU read back'), pattern(n).subarray(7 * P, 8 * P));
+  });
+});
