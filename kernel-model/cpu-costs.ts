@@ -22,6 +22,12 @@
  *
  * All times are virtual nanoseconds.
  *
+ * A charge yields: other tasks run while the CPU time passes. The model has no page-table
+ * lock, so a charge must never sit between a check of a PTE (or PMD, or a page's state)
+ * and the change it guards, where the kernel holds the PTL or the folio lock: settle the
+ * change, then charge (memory.ts wpPageCopy, ksm.ts writeProtectPage, huge-memory paths),
+ * or re-check after the charge (swap.ts swapIn after the swap read).
+ *
  * @example
  *   new Kernel({ cpuCosts: { pageFaultNs: 2_000 } }); // everything else default
  */

@@ -1,7 +1,7 @@
 import { Subject, type Observable } from 'rxjs';
 import { Simulation, type SimulationOptions } from './sim/index.ts';
 import { PROFILES, type KernelProfile } from './profile.ts';
-import { PhysicalMemory, PG_SWAPCACHE } from './page-frames.ts';
+import { PhysicalMemory, PG_LOCKED, PG_SWAPCACHE } from './page-frames.ts';
 import { MmStruct } from './mm.ts';
 import { MMAP_BASE, MMAP_RND_PAGES, PAGE_SIZE } from './constants.ts';
 import type { MmuNotifierRange } from './mmu-notifier-range.ts';
@@ -104,7 +104,7 @@ export class Kernel {
     this.swap = new SwapArea((f) => {
       this.phys.clear(f, PG_SWAPCACHE);
       this.phys.put(f);
-    });
+    }, (f) => !this.phys.has(f, PG_LOCKED));
   }
 
   newMm(): MmStruct {

@@ -254,7 +254,16 @@ export function mmuIntervalReadRetry(sub: MmuIntervalNotifier, seq: number): boo
  * a false proves nothing.
  */
 export function mmuIntervalCheckRetry(sub: MmuIntervalNotifier, seq: number): boolean {
-  return sub.invalidateSeq !== seq;
+  const retry = sub.invalidateSeq !== seq;
+  // Recorded for the sanitizer: a "no retry" here is a hint, never leave to install (rule 29).
+  if (sub.inserted) {
+    const { kernel } = sub.mm;
+    kernel.sim.emit({
+      type: 'check-retry', node: kernel.node, sub: sub.name, mm: sub.mm.id, notifierSeq: seq, retry,
+      lock: sub.lock?.name ?? null, locked: sub.lock?.heldByCurrent() ?? false,
+    });
+  }
+  return retry;
 }
 
 /**

@@ -372,13 +372,19 @@ export class PhysicalMemory {
     for (let f = head; f < head + n; f++) this.mapcount[f]!++;
   }
 
-  /** The PMD mapping goes (zap_huge_pmd): every page's mapcount down by one. */
-  rmapRemovePmd(head: number, mm: MmStruct, addr: number): boolean {
+  /** Take `mm`'s PMD rmap item at `addr` off the head page's list; false when there is none. */
+  private removePmdItem(head: number, mm: MmStruct, addr: number): boolean {
     const list = this.rmap.get(head);
     const i = list ? list.findIndex((r) => r.mm === mm && r.addr === addr && r.pmd) : -1;
     if (i < 0 || !list) return false;
     list.splice(i, 1);
     if (list.length === 0) this.rmap.delete(head);
+    return true;
+  }
+
+  /** The PMD mapping goes (zap_huge_pmd): every page's mapcount down by one. */
+  rmapRemovePmd(head: number, mm: MmStruct, addr: number): boolean {
+    if (!this.removePmdItem(head, mm, addr)) return false;
     const n = 1 << this.order[head]!;
     for (let f = head; f < head + n; f++) this.mapcount[f]!--;
     return true;
@@ -386,11 +392,7 @@ export class PhysicalMemory {
 
   /** __split_huge_pmd_locked's rmap side: the PMD item becomes one PTE item per page. */
   rmapPmdToPtes(head: number, mm: MmStruct, addr: number): boolean {
-    const list = this.rmap.get(head);
-    const i = list ? list.findIndex((r) => r.mm === mm && r.addr === addr && r.pmd) : -1;
-    if (i < 0 || !list) return false;
-    list.splice(i, 1);
-    if (list.length === 0) this.rmap.delete(head);
+    if (!this.removePmdItem(head, mm, addr)) return false;
     const n = 1 << this.order[head]!;
     for (let f = head; f < head + n; f++) {
       let l = this.rmap.get(f);

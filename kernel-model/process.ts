@@ -1,4 +1,4 @@
-import type { Co, Task } from './sim/index.ts';
+import { Mutex, type Co, type Task } from './sim/index.ts';
 import type { Kernel } from './kernel.ts';
 import type { MmStruct } from './mm.ts';
 import type { File } from './file.ts';
@@ -242,27 +242,43 @@ export class Process {
     return out;
   }
 
-  /** ftruncate(2): shrinking unmaps and drops the pages past the new size (rule 21c). */
+  /**
+   * ftruncate(2): shrinking unmaps and drops the pages past the new size (rule 21c). Under
+   * the inode lock (do_truncate, fs/open.c: inode_lock): a second truncate, an extension
+   * included, waits until the first has zapped the mappings and dropped the pages, so a
+   * fault cannot find an old page inside the new size while it is being truncated.
+   */
   *ftruncate(file: File, size: number): Co<number> {
     return yield* this.syscall('ftruncate', `${file.name}, ${size}`, function* (this: Process) {
       if (size < 0) return -EINVAL;
-      const oldPages = file.pages;
-      file.size = size;
-      const firstGone = Math.ceil(size / PAGE_SIZE);
-      // truncate_pagecache: unmap_mapping_range(holebegin, 0, even_cows = 1), i.e. to the
-      // end of every VMA, private COW copies included.
-      if (firstGone < oldPages) yield* truncatePages(this.kernel, file, firstGone, Infinity, true);
-      // Zero the tail of a partial last page, as truncate_inode_pages_range does.
-      if (size % PAGE_SIZE) {
-        const idx = Math.floor(size / PAGE_SIZE);
-        const f = file.pageCache.get(idx);
-        const off = size % PAGE_SIZE;
-        if (f !== undefined) this.kernel.phys.write(f, off, new Uint8Array(PAGE_SIZE - off));
-        const d = file.disk.get(idx);
-        if (d) d.fill(0, off);
+      const lock = inodeLock(this.kernel, file);
+      yield* lock.lock();
+      try {
+        return yield* this.truncateLocked(file, size);
+      } finally {
+        lock.unlock();
       }
-      return 0;
     }.bind(this));
+  }
+
+  /** truncate_pagecache and the tail zeroing, under the inode lock. */
+  private *truncateLocked(file: File, size: number): Co<number> {
+    const oldPages = file.pages;
+    file.size = size;
+    const firstGone = Math.ceil(size / PAGE_SIZE);
+    // truncate_pagecache: unmap_mapping_range(holebegin, 0, even_cows = 1), i.e. to the
+    // end of every VMA, private COW copies included.
+    if (firstGone < oldPages) yield* truncatePages(this.kernel, file, firstGone, Infinity, true);
+    // Zero the tail of a partial last page, as truncate_inode_pages_range does.
+    if (size % PAGE_SIZE) {
+      const idx = Math.floor(size / PAGE_SIZE);
+      const f = file.pageCache.get(idx);
+      const off = size % PAGE_SIZE;
+      if (f !== undefined) this.kernel.phys.write(f, off, new Uint8Array(PAGE_SIZE - off));
+      const d = file.disk.get(idx);
+      if (d) d.fill(0, off);
+    }
+    return 0;
   }
 
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over whole pages. */
@@ -282,3 +298,12 @@ function hx(n: number): string {
 }
 
 export { EFAULT };
+
+/** Per file: the inode's i_rwsem, as truncation takes it (inode_lock). */
+const inodeLocks = new WeakMap<File, Mutex>();
+
+function inodeLock(kernel: Kernel, file: File): Mutex {
+  let m = inodeLocks.get(file);
+  if (!m) inodeLocks.set(file, (m = new Mutex(kernel.sim, `${file.name}.i_rwsem`, 'inode->i_rwsem')));
+  return m;
+}

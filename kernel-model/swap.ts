@@ -17,8 +17,17 @@ export class SwapArea {
   private readonly byFrame = new Map<number, number>();
   private nextSlot = 1;
 
-  /** `dropCached` releases a frame still held by the swap cache when its slot goes. */
-  constructor(private readonly dropCached: (frame: number) => void = () => undefined) {}
+  /**
+   * @param dropCached releases a frame still held by the swap cache when its slot goes.
+   * @param mayDrop whether that frame may be dropped now: free_swap_and_cache (mm/swapfile.c)
+   *   frees the swap-cache folio only if folio_trylock succeeds; a folio someone holds
+   *   locked (reclaim between try_to_unmap and __remove_mapping, a swap-in) stays in the
+   *   swap cache, its slot kept for the cache alone, and the lock holder removes it.
+   */
+  constructor(
+    private readonly dropCached: (frame: number) => void = () => undefined,
+    private readonly mayDrop: (frame: number) => boolean = () => true,
+  ) {}
 
   /** Store a page's bytes (undefined for an all-zero page); returns the slot. */
   store(bytes: Uint8Array | undefined, refs: number): number {
@@ -38,13 +47,17 @@ export class SwapArea {
     return this.slots.get(slot)?.frame ?? -1;
   }
 
-  /** Put a frame in the swap cache for `slot` (frame -1 removes it). */
+  /**
+   * Put a frame in the swap cache for `slot` (frame -1 removes it). A slot no PTE refers
+   * to any more goes with its cache (put_swap_folio: the cache's hold was the last).
+   */
   setCachedFrame(slot: number, frame: number): void {
     const s = this.slots.get(slot);
     if (!s) return;
     if (s.frame >= 0) this.byFrame.delete(s.frame);
     s.frame = frame;
     if (frame >= 0) this.byFrame.set(frame, slot);
+    else if (s.refs <= 0) this.slots.delete(slot);
   }
 
   /** The slot whose swap cache holds this frame, or -1. */
@@ -68,6 +81,7 @@ export class SwapArea {
   free(slot: number): void {
     const s = this.slots.get(slot);
     if (s && --s.refs <= 0) {
+      if (s.frame >= 0 && !this.mayDrop(s.frame)) return;
       this.slots.delete(slot);
       if (s.frame >= 0) {
         this.byFrame.delete(s.frame);

@@ -250,13 +250,32 @@ export function newReclaimStats(): ReclaimStats {
   return { scanned: 0, reclaimed: 0, swappedOut: 0, keptPinned: 0, keptYoung: 0, writtenBack: 0 };
 }
 
-/** MADV_PAGEOUT: reclaim the pages mapped in [start, end) now, references ignored. */
+/**
+ * MADV_PAGEOUT: reclaim the pages mapped in [start, end) now, references ignored. A folio
+ * another mapping also maps is left alone: mm/madvise.c madvise_cold_or_pageout_pte_range
+ * skips it ("Do not interfere with other mappings of this folio": `page_mapcount != 1` in
+ * 5.4, `folio_mapcount != folio_nr_pages` in 6.x, `folio_maybe_mapped_shared` for a large
+ * folio), and so does the zero page (vm_normal_folio). Paging out a page a KSM merge or a
+ * fork shares would take it from processes that never asked.
+ */
 export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
   const stats = newReclaimStats();
+  const { phys } = mm.kernel;
   for (const [, pte] of mm.pageTable.entriesIn(vpn(start), vpn(end))) {
     if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
-    yield* shrinkPage(mm.kernel, pteFrame(pte), stats, true);
+    const frame = pteFrame(pte);
+    if (frame === ZERO_PFN || !phys.isAllocated(frame) || mappedShared(mm.kernel, frame)) continue;
+    yield* shrinkPage(mm.kernel, frame, stats, true);
   }
+}
+
+/** Whether any page of `frame`'s folio is mapped more than once (folio_maybe_mapped_shared). */
+function mappedShared(kernel: Kernel, frame: number): boolean {
+  const { phys } = kernel;
+  const head = phys.folioHead(frame);
+  const n = phys.folioNrPages(head);
+  for (let f = head; f < head + n; f++) if (phys.mapcount[f]! > 1) return true;
+  return false;
 }
 
 export interface KswapdOptions {

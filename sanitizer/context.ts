@@ -147,6 +147,13 @@ export interface InvalidationPhase { phase: 'start' | 'end' | 'eagain'; inv: Inv
 export interface CallbackPhase { phase: 'start' | 'return'; cb: CallbackInfo; ordinal: number }
 export interface BindingPhase { event: 'reg' | 'dereg'; binding: LiveBinding; ordinal: number }
 export interface TaskInfo { id: number; name: string; kind: string; pid: number | null }
+/** An interval subscriber's life, for trails: inserted, and removed when it was. */
+export interface SubEvent { sub: string; start: number; last: number; inserted: number; insertTask: number | null; removed?: number; removeTask?: number | null }
+
+/** Ended invalidations kept per mm for trails. */
+const KEEP_ENDED_INVALIDATIONS = 8;
+/** Subscriber lives kept per mm for trails. */
+const KEEP_SUB_EVENTS = 64;
 
 /** A checker: it subscribes to the context's streams when built and may check at the end. */
 export interface Checker {
@@ -206,6 +213,10 @@ export class SanitizerContext {
   private readonly pendingStart = new Map<number | null, TraceOf<'invalidate-start'>>();
   private readonly cbStack = new Map<number | null, CallbackInfo[]>();
   private readonly intervalSubs = new Map<string, SubInfo[]>();
+  /** Per "kernel:mm": every interval subscriber ever inserted, with its removal (for trails). */
+  private readonly subHistory = new Map<string, SubEvent[]>();
+  /** Per "kernel:mm": the last invalidations that ended (for trails: their callbacks' returns). */
+  private readonly endedInv = new Map<string, InvalidationInfo[]>();
   /** Per NIC name: MR key -> live binding (two levels: no string built per access). */
   private readonly bindingsByKey = new Map<string, Map<number, LiveBinding>>();
   private readonly bindingsByMm = new Map<string, Set<LiveBinding>>();
@@ -296,6 +307,16 @@ export class SanitizerContext {
     let list = f.byType.get(type);
     if (!list) f.byType.set(type, (list = f.all.filter((h) => h.types === null || h.types.has(type))));
     return list;
+  }
+
+  /**
+   * Subscribe a checker to a model stream the context does not re-publish (a NIC's DMA
+   * activity, say): errors stay here, and `stop` unsubscribes it with the rest.
+   */
+  watch<T>(source: Observable<T>, who: string, handler: (value: T) => void): void {
+    this.subscriptions.push(source.subscribe((v) => {
+      if (!this.stopped) this.guard(who, () => handler(v));
+    }));
   }
 
   guard(who: string, fn: () => void): void {
@@ -545,6 +566,38 @@ export class SanitizerContext {
     return { time: cb.returnTime, kind: 'callback', task: cb.task, text: `${cb.op} of ${cb.sub} returned ${cb.ret} (${cb.event} [${hex(cb.start)}, ${hex(cb.end)}))` };
   }
 
+  /**
+   * The MR's story around `va` (issue 19: trails name the cause): its registration and
+   * deregistration, revocation when the MR is revoked now, the insertion and removal of the
+   * interval notifiers of its mm that cover `va` (an implicit MR's children created and
+   * reaped among them), and the callbacks, with what they returned, of the last
+   * invalidation of `va` that ended.
+   */
+  trailMr(b: LiveBinding | undefined, va: number | undefined, mr?: MemoryRegion): TrailEntry[] {
+    if (!b) return [];
+    const out: TrailEntry[] = [];
+    const span = b.length >= ULONG_MAX ? 'the whole address space (implicit)' : `[${hex(b.addr)}, ${hex(b.addr + b.length)})`;
+    out.push({ time: b.regTime, kind: 'mr-reg', text: `${b.nic} key ${hex(b.key)} registered over ${span} of mm${b.mmId} (${b.strategy})` });
+    if (b.deregTime !== undefined) out.push({ time: b.deregTime, kind: 'mr-dereg', text: `${b.nic} key ${hex(b.key)} deregistered (ibv_dereg_mr returned)` });
+    if (mr && mr.state === 'revoked') out.push({ time: this.sim.now(), kind: 'mr-revoked', text: `${b.nic} key ${hex(b.key)} is revoked (the device refuses it)` });
+    if (!b.kernel || b.mmId === null || va === undefined) return out;
+    const key = `${this.kernelIndex(b.kernel)}:${b.mmId}`;
+    const subs = (this.subHistory.get(key) ?? []).filter((x) => x.start <= va && va <= x.last).slice(-3);
+    for (const x of subs) {
+      out.push({ time: x.inserted, kind: 'notifier-insert', task: x.insertTask, text: `${x.sub} inserted over [${hex(x.start)}, ${hex(x.last + 1)})${x.sub.includes('/child(') ? ' (implicit child created)' : ''} [${this.taskName(x.insertTask)}]` });
+      if (x.removed !== undefined) out.push({ time: x.removed, kind: 'notifier-remove', task: x.removeTask ?? null, text: `${x.sub} removed${x.sub.includes('/child(') ? ' (implicit child reaped)' : ''} [${this.taskName(x.removeTask ?? null)}]` });
+    }
+    const ended = this.endedInv.get(key) ?? [];
+    for (let i = ended.length - 1; i >= 0; i--) {
+      const inv = ended[i] as InvalidationInfo;
+      if (inv.start <= va && va < inv.end) {
+        for (const cb of inv.callbacks) if (cb.returnTime !== undefined) out.push(this.trailCallback(cb));
+        break;
+      }
+    }
+    return out;
+  }
+
   trailInstall(i: InstallInfo | undefined, b?: MrBinding, mr?: MemoryRegion): TrailEntry | null {
     if (!i) return null;
     const va = b && mr ? ` (va ${hex(this.vaOfIndex(b, mr, i.index))})` : '';
@@ -634,6 +687,10 @@ export class SanitizerContext {
           let list = this.intervalSubs.get(key);
           if (!list) this.intervalSubs.set(key, (list = []));
           list.push({ kernel: k, sub: r.sub, mm: r.mm, start: r.start, last: r.last, lock: r.lock, ordinal: this.ordinal });
+          let h = this.subHistory.get(key);
+          if (!h) this.subHistory.set(key, (h = []));
+          h.push({ sub: r.sub, start: r.start, last: r.last, inserted: r.t, insertTask: r.task });
+          if (h.length > KEEP_SUB_EVENTS) h.shift();
         }
         break;
       }
@@ -643,6 +700,12 @@ export class SanitizerContext {
           const list = this.intervalSubs.get(`${this.kernelIndex(k)}:${r.mm}`);
           const i = list ? list.findIndex((s) => s.sub === r.sub && s.start === r.start && s.last === r.last) : -1;
           if (list && i >= 0) list.splice(i, 1);
+          const h = this.subHistory.get(`${this.kernelIndex(k)}:${r.mm}`);
+          const ev = h?.find((x) => x.sub === r.sub && x.start === r.start && x.last === r.last && x.removed === undefined);
+          if (ev) {
+            ev.removed = r.t;
+            ev.removeTask = r.task;
+          }
         }
         break;
       }
@@ -703,6 +766,11 @@ export class SanitizerContext {
     const open = this.openInv.get(k)?.get(e.mm);
     const j = open ? open.indexOf(inv) : -1;
     if (open && j >= 0) open.splice(j, 1);
+    const ek = `${this.kernelIndex(k)}:${e.mm}`;
+    let ended = this.endedInv.get(ek);
+    if (!ended) this.endedInv.set(ek, (ended = []));
+    ended.push(inv);
+    if (ended.length > KEEP_ENDED_INVALIDATIONS) ended.shift();
     this.publish(this.invalidation$, { phase: e.phase, inv, ordinal });
   }
 

@@ -24,13 +24,13 @@ import { hex, violation } from './violation.ts';
 export function createDmaToFreedPage(ctx: SanitizerContext): Checker {
   const id = 'dma-to-freed-page';
   const reported = new Set<string>();
-  /** Last page-free per frame number (the trace does not say which kernel: trail only). */
-  const lastFree = new Map<number, { r: TraceOf<'page-free'>; syscall: string | null }>();
+  /** Last page-free per node and frame number. */
+  const lastFree = new Map<string, { r: TraceOf<'page-free'>; syscall: string | null }>();
 
   ctx.onRecords(['page-free'], id, (r) => {
     if (r.type !== 'page-free') return;
     const s = ctx.syscallOf(r.task);
-    lastFree.set(r.frame, { r, syscall: s ? `${s.name}(${s.args})` : null });
+    lastFree.set(`${r.node}:${r.frame}`, { r, syscall: s ? `${s.name}(${s.args})` : null });
   });
 
   ctx.on(ctx.access$, id, (e) => {
@@ -45,14 +45,16 @@ export function createDmaToFreedPage(ctx: SanitizerContext): Checker {
     const dedupe = `${a.nic}:${a.generation}`;
     if (reported.has(dedupe)) return;
     reported.add(dedupe);
-    const free = lastFree.get(a.frame);
-    const freeStep: TrailEntry | null = free && free.r.t >= a.installedAt
-      ? { time: free.r.t, kind: 'page-free', task: free.r.task, text: `frame ${a.frame} freed${free.syscall ? ` during ${free.syscall}` : ''} [${ctx.taskName(free.r.task)}]` }
+    const free = lastFree.get(`${k.node}:${a.frame}`);
+    // The last free of the frame, also when it came before the install (issue 19): a
+    // translation installed for a page already freed is the cause, not a detail.
+    const freeStep: TrailEntry | null = free
+      ? { time: free.r.t, kind: 'page-free', task: free.r.task, text: `frame ${a.frame} freed${free.syscall ? ` during ${free.syscall}` : ''}${free.r.t < a.installedAt ? ' (before the translation was installed)' : ''} [${ctx.taskName(free.r.task)}]` }
       : null;
     const where = e.va !== undefined ? ` (va ${hex(e.va)})` : '';
     const message = `${a.nic} ${a.write ? 'wrote' : 'read'} ${a.length} bytes of frame ${a.frame} at iova ${hex(a.iova)}${where}, ` +
       `which ${what} since the translation (generation ${a.generation}) was installed`;
-    ctx.emitViolation(violation(id, ctx.sim.now(), message, [ctx.trailInstall(inst, e.binding, e.mr), freeStep, ctx.trailAccess(e)]));
+    ctx.emitViolation(violation(id, ctx.sim.now(), message, [...ctx.trailMr(e.binding, e.va, e.mr), ctx.trailInstall(inst, e.binding, e.mr), freeStep, ctx.trailAccess(e)]));
   });
 
   return { id };

@@ -19,6 +19,8 @@ export interface GupRef {
 
 export class PinLedger {
   private readonly byFrame = new Map<string, GupRef[]>();
+  /** Per node and pid: the mm its tasks pinned from (the process may be gone at release). */
+  private readonly mmOfPid = new Map<string, number>();
 
   constructor(private readonly ctx: SanitizerContext) {}
 
@@ -29,6 +31,8 @@ export class PinLedger {
   take(r: TraceOf<'gup'>): void {
     const k = this.ctx.kernelByNode(r.node);
     if (!k) return;
+    const pid = this.ctx.taskInfo(r.task)?.pid;
+    if (pid != null) this.mmOfPid.set(`${r.node}:${pid}`, r.mm);
     r.frames.forEach((frame, i) => {
       if (frame === ZERO_PFN) return; // never counted (rule 55)
       const key = this.key(k, frame);
@@ -41,13 +45,20 @@ export class PinLedger {
   release(r: TraceOf<'gup-release'>): void {
     const k = this.ctx.kernelByNode(r.node);
     if (!k) return;
+    const pid = this.ctx.taskInfo(r.task)?.pid;
+    const mine = pid != null ? (this.mmOfPid.get(`${r.node}:${pid}`) ?? -1) : -1;
     for (const frame of r.frames) {
       if (frame === ZERO_PFN) continue;
       const key = this.key(k, frame);
       const list = this.byFrame.get(key);
       if (!list) continue;
-      const i = list.findIndex((g) => g.pin === r.pin);
-      if (i >= 0) list.splice(i, 1);
+      // unpin_user_pages names frames, not the mm: two processes pinning one page-cache
+      // page hold two references on one frame. Give the release to a reference of the
+      // releasing task's own mm first (ib_umem_release runs in the owner's context), else
+      // to the oldest (a worker's release).
+      const i = mine >= 0 ? list.findIndex((g) => g.pin === r.pin && g.mm === mine) : -1;
+      const j = i >= 0 ? i : list.findIndex((g) => g.pin === r.pin);
+      if (j >= 0) list.splice(j, 1);
       if (list.length === 0) this.byFrame.delete(key);
     }
   }

@@ -18,6 +18,7 @@ export function renderText(violations: readonly Violation[], opts: { maxTrail?: 
     const steps = v.trail.length > max ? [...v.trail.slice(0, max - 1), v.trail[v.trail.length - 1]!] : v.trail;
     for (const e of steps) out += `    ${formatNs(e.time).padStart(14)}  ${e.kind.padEnd(17)} ${e.text}\n`;
     if (v.trail.length > max) out += `    (${v.trail.length - max} more steps)\n`;
+    if (v.cause) out += `    ${v.cause}\n`;
   }
   return out;
 }

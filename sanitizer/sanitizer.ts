@@ -25,6 +25,9 @@ import { createDeadlock } from './deadlock.ts';
 import { createPinLeak } from './pin-leak.ts';
 import { createFaultRetryStorm } from './fault-retry-storm.ts';
 import { createBlockedMigration } from './blocked-migration.ts';
+import { createSharedPageWrite } from './shared-page-write.ts';
+import { createTeardownOrder } from './teardown-order.ts';
+import { createHoldoffLiveness } from './holdoff-liveness.ts';
 import { createStaleRegistration } from './stale-registration.ts';
 import { renderJson, renderText } from './render.ts';
 import { VIOLATION_IDS, type Violation, type ViolationId } from './violation.ts';
@@ -43,6 +46,9 @@ export const CHECKERS = {
   'pin-leak': createPinLeak,
   'fault-retry-storm': createFaultRetryStorm,
   'blocked-migration': createBlockedMigration,
+  'shared-page-write': createSharedPageWrite,
+  'teardown-order': createTeardownOrder,
+  'holdoff-liveness': createHoldoffLiveness,
   'stale-registration': createStaleRegistration,
 } as const satisfies Record<string, (ctx: SanitizerContext) => Checker>;
 

@@ -38,7 +38,7 @@ export function createStaleTranslation(ctx: SanitizerContext): Checker {
     reported.add(dedupe);
     const va = ctx.vaOfIndex(b, mr, index);
     const message = `${b.nic} key ${hex(b.key)} (${b.strategy}) page ${index} at ${hex(va)} of mm${b.mmId}: ${how}, but ${why}`;
-    ctx.emitViolation(violation(id, ctx.sim.now(), message, steps));
+    ctx.emitViolation(violation(id, ctx.sim.now(), message, [...ctx.trailMr(b, va, mr), ...steps]));
   }
 
   /** Check the present entries of `b` over [start, end) of its mm (outside open windows). */
@@ -74,7 +74,7 @@ export function createStaleTranslation(ctx: SanitizerContext): Checker {
 
   ctx.on(ctx.invalidation$, id, ({ phase, inv }) => {
     if (phase !== 'end') return;
-    const steps = ctx.trailInvalidation(inv, true);
+    const steps = ctx.trailInvalidation(inv, true, inv.callbacks);
     for (const b of ctx.bindingsOfMm(inv.kernel, inv.mm.id)) {
       if (b.kind === 'mirrored') checkRange(b, inv.start, inv.end, steps, inv);
     }

@@ -211,6 +211,7 @@ export function createUseAfterInvalidate(ctx: SanitizerContext): Checker {
       `[${hex(span.start)}, ${hex(span.end)}) was acknowledged (${subs} returned at ${formatNs(span.time)})` +
       `${a.stale ? '; the translation came from the translation cache after a zap (no sync)' : ''}`;
     ctx.emitViolation(violation(id, ctx.sim.now(), message, [
+      ...ctx.trailMr(b, e.va, e.mr).filter((x) => x.kind !== 'callback'),
       ctx.trailInstall(inst, b, e.mr),
       ...ctx.trailInvalidation(inv, true, span.returns),
       ctx.trailAccess(e),

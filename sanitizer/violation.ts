@@ -20,6 +20,9 @@ export const VIOLATION_IDS = [
   'pin-leak',
   'fault-retry-storm',
   'blocked-migration',
+  'shared-page-write',
+  'teardown-order',
+  'holdoff-liveness',
   'stale-registration',
 ] as const;
 
@@ -46,6 +49,8 @@ export interface Violation {
   message: string;
   /** The causal chain, oldest first. */
   trail: TrailEntry[];
+  /** One line after the trail: the likely strategy step (set by the fuzzer, which knows the strategy). */
+  cause?: string;
 }
 
 /** The severity each id carries (warnings are hazards or legal-but-costly behaviour). */
@@ -64,6 +69,9 @@ export const SEVERITY: Readonly<Record<ViolationId, Severity>> = {
   'pin-leak': 'error',
   'fault-retry-storm': 'warning',
   'blocked-migration': 'warning',
+  'shared-page-write': 'error',
+  'teardown-order': 'error',
+  'holdoff-liveness': 'error',
   'stale-registration': 'error',
 };
 

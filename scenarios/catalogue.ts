@@ -11,6 +11,7 @@ import { REVOCATION_SCENARIOS } from './revocation.ts';
 import { ksmMergesMr } from './ksm-merges-mr.ts';
 import { thpSplitZapRuns } from './thp-split-zap-runs.ts';
 import { RCACHE_STALE_HIT_SCENARIOS } from './rcache-stale-hit.ts';
+import { workloadNodeGc } from './workload-node-gc.ts';
 
 /** Every runnable story, in the order `lab list` and `npm start` show them (the seeds' order). */
 export const SCENARIOS: readonly ScenarioDefinition[] = [
@@ -28,6 +29,7 @@ export const SCENARIOS: readonly ScenarioDefinition[] = [
   ksmMergesMr,
   thpSplitZapRuns,
   ...RCACHE_STALE_HIT_SCENARIOS,
+  workloadNodeGc,
 ];
 
 export function scenarioByName(name: string): ScenarioDefinition | undefined {

@@ -104,7 +104,7 @@ const WRITEBACK_ROWS: Readonly<Record<string, VariantExpectation>> = {
   'dirty-at-gup': {
     violations: ['dma-write-clean-page', 'lost-write'], outcome: ['data lost', 'incoherence'],
     costs: { releasesNotDirtied: '>0', cleanedWhilePinned: '>0' },
-    reading: 'seed 002, Chinner: "what prevents background writeback from cleaning the dirty page ~30s into a long term pin?": nothing: cleaned at 30 s, then written by the NIC while clean; no crash at release, records lost',
+    reading: 'seed 002, Chinner: "what prevents background writeback from cleaning the dirty page ~30s into a long term pin?": nothing: cleaned about 30 s in (35 s: dirty_expire_interval and the next flusher pass), then written by the NIC while clean; no crash at release, records lost',
   },
 };
 

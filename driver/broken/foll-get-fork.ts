@@ -18,8 +18,9 @@
  * on a kernel that offers the fix.
  *
  * Caught by: pinned-incoherence (a warning) whose trail shows the process's own COW break
- * after the fork (the write fault, or the one-page CLEAR it sends), which the reference
- * strategy never produces on linux-6.x.
+ * after the fork: the one-page CLEAR of the write fault's wp_page_copy, and the MR's frame, an
+ * anonymous page fork left not exclusive, copied away (not an unshare, a NUMA migration or a
+ * fault after MADV_DONTNEED), which the reference strategy never produces on linux-6.x.
  *
  * The change: the `UmemGup` seam of the reference with `how` = get and the flags without
  * FOLL_LONGTERM.

@@ -29,6 +29,10 @@ import { ignoreProtectionVmaStrategy } from './ignore-protection-vma.ts';
 import { noClampStrategy } from './no-clamp.ts';
 import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
 import { skipEveryMigrateStrategy } from './skip-every-migrate.ts';
+import { checkRetryInstallStrategy } from './check-retry-install.ts';
+import { removeBeforeFenceStrategy } from './remove-before-fence.ts';
+import { holdoffNoWaitStrategy } from './holdoff-no-wait.ts';
+import { pinWithoutWriteStrategy } from './pin-without-write.ts';
 
 /** Parameters a strategy factory may need (the fuzzer's choices; defaults in `DEFAULT_BROKEN_PARAMS`). */
 export interface BrokenParams {
@@ -124,10 +128,7 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     strategy: () => noDirtyAtUnmapStrategy(),
     bug: 'pages mapped writable are not marked dirty when the mirror drops them',
     realWorld: 'rdma C8 (ib_umem_odp_unmap_dma_pages dirties written pages)',
-    expectedChecker: 'lost-write', detection: 'directed', file: 'driver/broken/no-dirty-at-unmap.ts',
-    whyDirected: 'the loss needs three ordered steps on one page with no CPU write between them: MADV_FREE of a registered page, ' +
-      'a device write into it (its refault finds the PTE writable, so nothing dirties the page), then reclaim of that page; ' +
-      'random episodes put the three together in well under 1% of runs (0 of 300 measured)',
+    expectedChecker: 'lost-write', detection: 'fuzz', file: 'driver/broken/no-dirty-at-unmap.ts',
   },
   {
     name: 'foll-get-fork', base: 'pinned', nic: 'non-faultable', profile: 'linux-6.x',
@@ -152,9 +153,7 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
     strategy: () => mmputUnderMutexStrategy(),
     bug: 'the fault path drops the mm reference while holding the umem mutex',
     realWorld: 'CVE-2022-48675, "IB/core: Fix a nested dead lock as part of ODP flow" (rdma C10)',
-    expectedChecker: 'deadlock', detection: 'directed', file: 'driver/broken/mmput-under-mutex.ts',
-    whyDirected: 'the process\'s last exit must land inside the few microseconds a NIC fault on its ODP MR holds an mm reference ' +
-      '(between mmget_not_zero and the device update); random exits hit that window in about 1% of runs',
+    expectedChecker: 'deadlock', detection: 'fuzz', file: 'driver/broken/mmput-under-mutex.ts',
   },
   {
     name: 'ignore-protection-vma', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
@@ -178,6 +177,35 @@ export const BROKEN_DRIVERS: readonly BrokenDriver[] = [
       'annotation in ib_init_umem_odp (3f5f6321); direct reclaim invalidates and the callback takes the mutex again',
     expectedChecker: 'lock-order', detection: 'fuzz', file: 'driver/broken/alloc-under-umem-mutex.ts',
   },
+  {
+    name: 'check-retry-install', base: 'odp', nic: 'faultable', profile: 'linux-6.x',
+    strategy: () => checkRetryInstallStrategy(),
+    bug: 'the fault path trusts mmu_interval_check_retry outside the lock and installs without read_retry',
+    realWorld: 'kernel rule 29: mmu_interval_check_retry is a lockless hint; only read_retry under the driver lock may let entries in (H2)',
+    expectedChecker: 'notifier-contract', detection: 'fuzz', file: 'driver/broken/check-retry-install.ts',
+  },
+  {
+    name: 'remove-before-fence', base: 'holdoff', nic: 'non-faultable', profile: 'linux-6.x',
+    strategy: (p) => removeBeforeFenceStrategy({ holdoffTimeoutNs: p.holdoffTimeoutNs }),
+    bug: 'deregistration removes the interval notifier before it fences the device',
+    realWorld: 'rdma C9 (ib_umem_odp_release: stop the device, then remove the notifier); the notifier must outlive every device use',
+    expectedChecker: 'teardown-order', detection: 'fuzz', file: 'driver/broken/remove-before-fence.ts',
+  },
+  {
+    name: 'holdoff-no-wait', base: 'holdoff', nic: 'non-faultable', profile: 'linux-6.x',
+    strategy: (p) => holdoffNoWaitStrategy({ holdoffTimeoutNs: p.holdoffTimeoutNs }),
+    bug: 'the invalidation zaps at once instead of holding off for DMA in progress',
+    realWorld: 'the holdoff design of seed 000 (rdma H3): pending operations are to complete, not to fail',
+    expectedChecker: 'holdoff-liveness', detection: 'fuzz', file: 'driver/broken/holdoff-no-wait.ts',
+  },
+  {
+    // linux-5.8: GUP does not unshare a page pinned for read (rule 61 came with 5.19).
+    name: 'pin-without-write', base: 'pinned', nic: 'non-faultable', profile: 'linux-5.8',
+    strategy: () => pinWithoutWriteStrategy(),
+    bug: 'a writable MR is pinned without FOLL_WRITE, so the zero page or a COW-shared page is pinned',
+    realWorld: 'ib_umem_get\'s FOLL_WRITE (and FOLL_FORCE) before 6.2, kernel rules 54, 58, 61: a read pin takes the zero page or a page shared with a child',
+    expectedChecker: 'shared-page-write', detection: 'fuzz', file: 'driver/broken/pin-without-write.ts',
+  },
 ];
 
 /** A broken driver by name. */
@@ -189,6 +217,7 @@ export {
   noSetSeqStrategy, readRetryUnlockedStrategy, installAfterUnlockStrategy, deferredInvalidationStrategy, zapWithoutSyncStrategy,
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
   mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
+  checkRetryInstallStrategy, removeBeforeFenceStrategy, holdoffNoWaitStrategy, pinWithoutWriteStrategy,
   // Not in BROKEN_DRIVERS yet: the fuzzer has no command that migrates memory to a device.
   skipEveryMigrateStrategy,
 };

@@ -56,6 +56,8 @@ export type TraceBody =
   | { type: 'interval-remove'; node: string; sub: string; mm: number; start: number; last: number }
   /** mmu_interval_read_retry: its answer, and whether the lock declared at insert was held. */
   | { type: 'read-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
+  /** mmu_interval_check_retry (rule 29): its answer, a hint only (whether the declared lock was held). */
+  | { type: 'check-retry'; node: string; sub: string; mm: number; notifierSeq: number; retry: boolean; lock: string | null; locked: boolean }
   /** A large-folio step (huge-memory.ts, hugetlb.ts): a THP faulted, a PMD split, a collapse, a COW copy, a folio split. */
   | { type: 'thp'; op: string; mm: number; addr: number; frame: number; node: string }
   /**

@@ -13,7 +13,7 @@
  * - `race:NAME`: the named teardown races of races.ts.
  * Warnings are listed per row; they never fail a check.
  */
-import { ZERO_CPU_COSTS, type ProfileName, type Simulation } from '../../kernel-model/index.ts';
+import { type ProfileName, type Simulation } from '../../kernel-model/index.ts';
 import type { UmemStrategy } from '../../driver/index.ts';
 import { SEVERITY, renderText, type Violation, type ViolationId } from '../../sanitizer/index.ts';
 import { DEFAULT_RUN_CONFIG, runCommands, type RunResult } from '../fuzz/run.ts';
@@ -192,18 +192,6 @@ function fuzzRow(subject: CheckSubject, opts: CheckOptions, replay: string): Che
 }
 
 /** One teardown race at every offset and seed; the first run with an error or a failure decides. */
-/**
- * The teardown races run on the timeline of order alone: no kernel CPU time (ZERO_CPU_COSTS),
- * the device's costs as calibrated. Rule C9 is one of order (revoke, sync, then release),
- * and with the calibrated charges the kernel's own free (munmap's zap_pte_range and
- * tlb_finish_mmu's flush, over 2 µs) outlasts the at most one page of DMA an unfenced
- * dereg leaves in flight (under 1 µs): no offset would let the free land under it, and an
- * unfenced dereg would pass. Each node's kernel gets the zero costs before anything runs.
- */
-function orderOnly(_sim: Simulation, nodes: readonly { kernel: { cpuCosts: object } }[]): void {
-  for (const n of nodes) Object.assign(n.kernel.cpuCosts, ZERO_CPU_COSTS);
-}
-
 export function runRace(subject: Pick<CheckSubject, 'name' | 'nic' | 'strategy'>, race: TeardownRace): { result: RunResult; d: number; seed: number; runs: number; warnings: string[] } {
   const warnings = new Set<string>();
   let runs = 0;
@@ -212,7 +200,7 @@ export function runRace(subject: Pick<CheckSubject, 'name' | 'nic' | 'strategy'>
     for (const seed of RACE_SEEDS) {
       runs++;
       const result = runCommands({ name: subject.name, nic: subject.nic, strategy: subject.strategy }, race.commands(d), {
-        ...DEFAULT_RUN_CONFIG, seed, profile: FUZZ_PROFILE, observe: orderOnly,
+        ...DEFAULT_RUN_CONFIG, seed, profile: FUZZ_PROFILE,
       });
       for (const id of warningIds(result.violations)) warnings.add(id);
       last = { result, d, seed };

@@ -3,8 +3,10 @@
  * while the device still works on the MR. Each is a short command list in the fuzzer's
  * language (scenarios/fuzz/commands.ts), run in its world (two nodes, preemption on) at a
  * few offsets between the work and the teardown and at a few simulation seeds, so the
- * teardown hits the work early, in the middle and late, on the timeline of order alone (no
- * kernel CPU time: check.ts `orderOnly` says why). Rules at stake: rdma C9 (dereg
+ * teardown hits the work early, in the middle and late. With the calibrated CPU costs the
+ * kernel's own free (zap and flush, over 2 µs) outlasts the at most one page of DMA an
+ * unfenced dereg leaves in flight, so such a dereg is caught by teardown-order (the device
+ * used the MR after its notifier went) rather than by the freed page. Rules at stake: rdma C9 (dereg
  * stops the hardware before the memory goes: revoke, sync, then release) and kernel rule 11
  * (once a callback or a dereg returns, the pages may be reused).
  *

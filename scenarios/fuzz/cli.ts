@@ -2,6 +2,7 @@
  * The fuzzer's commands for `lab`:
  *
  *   lab fuzz --list
+ *   lab fuzz --coverage [--runs N] [--seed S]
  *   lab fuzz --driver <name | ./file.ts[#export]> --runs N --seed S [--profile P] [--set k=v]... [--out file.json] [--shrink-budget N] [--schedule pct:d=D,k=K]
  *   lab replay <file.json>
  *
@@ -18,9 +19,10 @@ import { PROFILE_NAMES, PctPolicy, parseScheduleSpec, profileByName, type Profil
 import { renderText } from '../../sanitizer/index.ts';
 import { commandSchema, describeCommand } from './commands.ts';
 import {
-  DEFAULT_SHRINK_BUDGET, failingPart, formatFinding, fuzz, replayReproducer, reproducerCommandLines, type Reproducer,
+  DEFAULT_SHRINK_BUDGET, failingPart, formatFinding, fuzz, replayReproducer, reproducerCommandLines, type FuzzReport, type Reproducer,
 } from './fuzz.ts';
 import { FUZZ_TARGETS, fuzzTarget, type FuzzTarget } from './targets.ts';
+import { DEFAULT_COVERAGE_RUNS, formatCoverage, runCoverage } from './coverage.ts';
 import type { Simulation } from '../../kernel-model/index.ts';
 import type { IbUmem, StrategyDefinition, UmemStrategy } from '../../driver/index.ts';
 import { batchingFromParams, checkBatching, moduleParamDocs, moduleParams, parseSets, shellQuote, type ParamValues } from '../params.ts';
@@ -64,6 +66,23 @@ function parseProfile(v: string): ProfileName {
   const p = profileByName(v);
   if ('error' in p) throw new InvalidArgumentError(p.error);
   return p.name;
+}
+
+/**
+ * The end of a campaign that found nothing: for a reference, the warnings its design
+ * allows; for a broken driver, that its checker did not catch it, and every other
+ * violation its runs showed (findings, never hidden as "allowed").
+ */
+export function notFoundLine(report: FuzzReport): string {
+  const t = report.target;
+  const fmt = (ids: string[]) => ids.map((id) => `${id} in ${report.seen[id]} run${report.seen[id] === 1 ? '' : 's'}`).join(', ');
+  const ids = Object.keys(report.seen);
+  const allowed = ids.filter((id) => (t.allowed as readonly string[]).includes(id));
+  const findings = ids.filter((id) => !(t.allowed as readonly string[]).includes(id));
+  if (t.kind === 'broken') {
+    return `not caught by ${t.expectedChecker} in ${report.runs} runs${findings.length ? `; findings: ${fmt(findings)}` : ''}`;
+  }
+  return `nothing found in ${report.runs} runs${allowed.length ? ` (allowed: ${fmt(allowed)})` : ''}${findings.length ? `; findings: ${fmt(findings)}` : ''}`;
 }
 
 /** One line per target: name, kind, the checker expected to catch it (or what a reference may show). */
@@ -170,7 +189,7 @@ export function userFuzzTarget(m: LoadedStrategy, values: ParamValues, sets: rea
   if ('error' in p) throw new UsageError(p.error);
   const def = m.def as StrategyDefinition<unknown>;
   return {
-    name: def.name, kind: 'reference', nic: def.nic, profile, allowed: [], file: displayPath(m.file),
+    name: def.name, kind: 'reference', role: def.like, nic: def.nic, profile, allowed: [], file: displayPath(m.file),
     module: { ref: m.ref, file: m.file, exportName: m.exportName, sha256: m.sha256 }, sets: [...sets],
     strategy: (sim?: Simulation) => {
       try {
@@ -261,20 +280,29 @@ export function registerFuzzCommands(
     .command('fuzz')
     .description('fuzz a strategy, a broken driver or your own (./file.ts#name) with random interleavings (fast-check, shrinking); --list names them')
     .option('--list', 'list every strategy and broken driver with the checker expected to catch it')
+    .option('--coverage', `run the coverage campaign (--runs split among the reference strategies, default ${DEFAULT_COVERAGE_RUNS}) and report how many runs reached each item of the committed list (scenarios/fuzz/coverage.ts); exit 1 if any is unreached`)
     .option('--driver <name>', 'the strategy or broken driver to fuzz (see --list), or ./file.ts[#export] (defineStrategy)')
-    .option('--runs <n>', 'random command lists to try', parseCount('--runs', 1_000_000), 100)
+    .option('--runs <n>', 'random command lists to try (default 100; 200 with --coverage)', parseCount('--runs', 1_000_000))
     .option('--seed <n>', "fast-check's seed (it draws the command lists and every simulation seed)", parseSeed, 1)
     .option('--profile <name>', `kernel profile (default: the driver's): ${PROFILE_NAMES.join(', ')}`, parseProfile)
     .option('--set <key=value>', "a user strategy's parameter (strategy.KEY) or its batching (batching.*); repeatable", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--out <file>', 'where to write the reproducer of a finding (default fuzz-<driver>-seed<seed>.json)')
     .option('--shrink-budget <n>', `simulations spent shrinking a finding (default ${DEFAULT_SHRINK_BUDGET})`, parseCount('--shrink-budget', 100_000))
     .option('--schedule <mode>', 'scheduling instead of the default jitter: plain, jitter[:p=P,max=NS], or pct[:d=D,k=K] (probabilistic concurrency testing)', parseSchedule)
-    .action(async (opts: { list?: boolean; driver?: string; runs: number; seed: number; profile?: ProfileName; set: string[]; out?: string; shrinkBudget?: number; schedule?: ScheduleOption }) => {
+    .action(async (opts: { list?: boolean; coverage?: boolean; driver?: string; runs?: number; seed: number; profile?: ProfileName; set: string[]; out?: string; shrinkBudget?: number; schedule?: ScheduleOption }) => {
       if (opts.list) {
         write(listLines().join('\n'));
         setExit(0);
         return;
       }
+      if (opts.coverage) {
+        if (opts.driver) throw new UsageError('--coverage runs the reference strategies; it takes no --driver (accepted with it: --runs, --seed)');
+        const c = runCoverage({ runs: opts.runs ?? DEFAULT_COVERAGE_RUNS, seed: opts.seed });
+        write(formatCoverage(c).join('\n'));
+        setExit(c.unreached.length > 0 || c.failures.length > 0 ? 1 : 0);
+        return;
+      }
+      const runs = opts.runs ?? 100;
       if (!opts.driver) throw new UsageError(`--driver is required (or --list); valid drivers: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}, or ./file.ts#export`);
       let target: FuzzTarget;
       if (isModuleRef(opts.driver)) {
@@ -291,13 +319,13 @@ export function registerFuzzCommands(
       const file = opts.out ?? `fuzz-${target.name}-seed${opts.seed}.json`;
       checkOutputFile(file, '--out');
       // The heading is part of the result: printed once the campaign is over (nothing on stdout for bad input).
-      const heading = `fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${opts.runs} runs, seed ${opts.seed}, profile ${profile}`;
+      const heading = `fuzz ${target.name}${target.module ? ` (${target.file})` : ''} (${target.kind}), ${runs} runs, seed ${opts.seed}, profile ${profile}`;
       const count = { registered: 0 };
       const counted: FuzzTarget = { ...target, strategy: (sim?: Simulation) => counting(target.strategy(sim), count) };
       // PCT: the largest task and step counts over the campaign's runs, for its guarantee.
       const pct = { tasks: 0, steps: 0, last: null as PctPolicy | null };
       const report = fuzz(counted, {
-        runs: opts.runs, seed: opts.seed, profile,
+        runs, seed: opts.seed, profile,
         ...(opts.shrinkBudget !== undefined ? { shrinkBudget: opts.shrinkBudget } : {}),
         ...(opts.schedule ? {
           config: { schedule: opts.schedule, observe: (sim: Simulation) => { pct.last = sim.schedulePolicy instanceof PctPolicy ? sim.schedulePolicy : null; } },
@@ -316,8 +344,7 @@ export function registerFuzzCommands(
         }
         write(heading);
         if (pctLine) write(pctLine);
-        const seen = Object.entries(report.seen).map(([id, n]) => `${id} in ${n} run${n === 1 ? '' : 's'}`).join(', ');
-        write(`nothing found in ${report.runs} runs${seen ? ` (allowed: ${seen})` : ''}`);
+        write(notFoundLine(report));
         setExit(0);
         return;
       }

@@ -70,7 +70,12 @@ export type UserCommand = User & (
   | { op: 'exit' }
   | { op: 'pwrite'; page: number; byte: number }
   | { op: 'truncate'; pages: number }
-  | { op: 'reg'; mr: number; slot: number; first: number; pages: number; write: boolean }
+  /**
+   * Register MR handle `mr` over `pages` pages of the slot from page `first` (a slot of
+   * another handle makes overlapping MRs). `implicit`: on an ODP NIC, an implicit ODP MR
+   * (addr 0, length SIZE_MAX, rdma A7) instead, whose posts and prefetches use that span.
+   */
+  | { op: 'reg'; mr: number; slot: number; first: number; pages: number; write: boolean; implicit?: boolean }
   | { op: 'dereg'; mr: number }
   | { op: 'post'; verb: Verb; mr: number; peerMr: number; page: number; pages: number }
   | { op: 'prefetch'; mr: number }
@@ -138,13 +143,18 @@ const thread = int(0, THREADS - 1);
 /** What an episode step does to its focus. */
 export type StepKind =
   | 'store' | 'load' | 'local-post' | 'remote-post' | 'munmap' | 'remap' | 'mremap' | 'mprotect' | 'madvise' | 'fork' | 'exit'
-  | 'reg' | 'dereg' | 'prefetch' | 'pwrite' | 'truncate' | 'migrate' | 'reclaim' | 'writeback' | 'oom' | 'dmabuf-move'
-  | 'ksm' | 'numa' | 'pressure';
+  | 'reg' | 'reg-implicit' | 'dereg' | 'prefetch' | 'pwrite' | 'truncate' | 'migrate' | 'reclaim' | 'writeback' | 'oom' | 'dmabuf-move'
+  | 'ksm' | 'numa' | 'pressure' | 'exit-during-fault' | 'lazyfree-write-pageout';
 
+/**
+ * Registration and deregistration weigh as much as a post (issue 19): a run has on average
+ * about 13 steps, so most runs deregister or re-register an MR within a few µs of traffic,
+ * a fault or an invalidation on it (the teardown races).
+ */
 export const DEFAULT_STEP_WEIGHTS: Record<StepKind, number> = {
   store: 7, load: 1, 'local-post': 6, 'remote-post': 8, munmap: 3, remap: 3, mremap: 1, mprotect: 4, madvise: 4, fork: 4,
-  exit: 1, reg: 2, dereg: 1, prefetch: 1, pwrite: 1, truncate: 1, migrate: 3, reclaim: 2, writeback: 2, oom: 1, 'dmabuf-move': 1,
-  ksm: 2, numa: 1, pressure: 2,
+  exit: 1, reg: 4, 'reg-implicit': 2, dereg: 5, prefetch: 2, pwrite: 1, truncate: 1, migrate: 3, reclaim: 2, writeback: 2, oom: 1, 'dmabuf-move': 1,
+  ksm: 2, numa: 1, pressure: 2, 'exit-during-fault': 1, 'lazyfree-write-pageout': 1,
 };
 
 interface Focus {
@@ -195,9 +205,17 @@ function stepCommand(f: Focus, st: Step, spanUs: number): Command | Command[] {
     case 'madvise': return { ...me, op: 'madvise', slot: f.slot, first: f.page, pages: f.pages, advice: st.advice };
     case 'fork': return { ...me, proc: Math.min(f.proc, 1), op: 'fork' };
     case 'exit': return { ...me, op: 'exit' };
-    case 'reg': return { ...me, proc: Math.min(f.proc, 1), op: 'reg', mr: mrOfSlot(f.slot), slot: f.slot, first: st.flag ? 0 : f.page, pages: st.flag ? SLOT_PAGES : f.pages, write: st.byte % 4 !== 0 };
-    case 'dereg': return { ...me, proc: Math.min(f.proc, 1), op: 'dereg', mr: mrOfSlot(f.slot) };
-    case 'prefetch': return { ...me, proc: Math.min(f.proc, 1), op: 'prefetch', mr: mrOfSlot(f.slot) };
+    // Re-registration of the slot's own handle, or handle 2 over it (overlapping MRs).
+    case 'reg': {
+      const mr = st.mr === 2 || st.mr === DMABUF_MR ? 2 : mrOfSlot(f.slot);
+      const c: Command = { ...me, proc: Math.min(f.proc, 1), op: 'reg', mr, slot: f.slot, first: st.flag ? 0 : f.page, pages: st.flag ? SLOT_PAGES : f.pages, write: st.byte % 4 !== 0 };
+      return c;
+    }
+    // An implicit ODP MR in handle 2, its posts and prefetches over the focus's slot: with
+    // MR 0 or 1 and their prefetches, explicit, implicit and prefetch on one mm.
+    case 'reg-implicit': return { ...me, proc: Math.min(f.proc, 1), op: 'reg', mr: 2, slot: f.slot, first: st.flag ? 0 : f.page, pages: st.flag ? SLOT_PAGES : f.pages, write: st.byte % 4 !== 0, implicit: true };
+    case 'dereg': return { ...me, proc: Math.min(f.proc, 1), op: 'dereg', mr: st.mr === 2 ? 2 : mrOfSlot(f.slot) };
+    case 'prefetch': return { ...me, proc: Math.min(f.proc, 1), op: 'prefetch', mr: st.mr === 2 ? 2 : mrOfSlot(f.slot) };
     case 'pwrite': return { ...me, op: 'pwrite', page: f.page, byte: st.byte };
     case 'truncate': return { ...me, op: 'truncate', pages: st.flag ? FILE_PAGES : f.page };
     case 'migrate': return { node: f.node, at, op: 'migrate', proc: f.proc, slot: f.slot, page: f.page };
@@ -209,6 +227,33 @@ function stepCommand(f: Focus, st: Step, spanUs: number): Command | Command[] {
     case 'ksm': return [0, 1].map((proc) => ({ ...me, proc, op: 'merge' as const, slot: f.slot }));
     case 'numa': return { node: f.node, at, op: 'numa', periodUs: 1 + (st.byte % 8) };
     case 'pressure': return { node: f.node, at, op: 'pressure', pages: 4 * f.pages, holdUs: st.byte % 16 };
+    // Two patterns whose ordering random steps almost never produce (issue 19: no broken
+    // driver caught by directed tests only). The process exits a few µs after the other
+    // node writes a page of its MR 0 that setup never touched (slot 0 page 6: a NIC fault
+    // that holds an mm reference, rdma C10); and a registered page is lazily freed, written
+    // by the device, then paged out (only the driver's dirtying at unmap keeps the bytes, C8).
+    case 'exit-during-fault': {
+      const p = Math.min(f.proc, 1);
+      return [
+        { node: 1 - f.node, proc: p, thread: st.thread, at, op: 'post', verb: 'write', mr: 0, peerMr: 0, page: SLOT_PAGES - 3, pages: 1 },
+        // The exit lands in the responder's NIC fault: on the calibrated timeline
+        // (cpu-costs.ts) it starts about 232 µs after the post (the requester first faults its
+        // own untouched source page, then the transfer is retried) and holds the mm ~13 µs;
+        // test/fuzz/broken-directed.test.ts sweeps the same span.
+        { node: f.node, proc: p, thread: 1 - st.thread, at: at + 225 + (st.byte % 24), op: 'exit' },
+      ];
+    }
+    case 'lazyfree-write-pageout': {
+      const p = Math.min(f.proc, 1);
+      const page = Math.max(1, Math.min(f.page, SLOT_PAGES - 2));
+      return [
+        { node: f.node, proc: p, thread: st.thread, at, op: 'madvise', slot: 0, first: page, pages: 1, advice: 'free' },
+        { node: 1 - f.node, proc: p, thread: st.thread, at: at + 10 + (st.byte % 16), op: 'post', verb: 'write', mr: 0, peerMr: 0, page: page - 1, pages: 1 },
+        // The pageout once the device's write landed: on the calibrated timeline (cpu-costs.ts)
+        // the responder's fault on the lazily-freed page puts the write 200-260 µs after the post.
+        { node: f.node, proc: p, thread: st.thread, at: at + 290 + (st.byte % 16), op: 'madvise', slot: 0, first: page, pages: 1, advice: 'pageout' },
+      ];
+    }
   }
 }
 
@@ -290,7 +335,7 @@ export const commandSchema: z.ZodType<Command> = z.discriminatedUnion('op', [
   z.object({ ...userShape, op: z.literal('exit') }),
   z.object({ ...userShape, op: z.literal('pwrite'), page: pagesShape, byte: z.number().int().min(0).max(255) }),
   z.object({ ...userShape, op: z.literal('truncate'), pages: pagesShape }),
-  z.object({ ...userShape, op: z.literal('reg'), mr: idx(MR_HANDLES), slot: idx(SLOTS), first: pagesShape, pages: pagesShape, write: z.boolean() }),
+  z.object({ ...userShape, op: z.literal('reg'), mr: idx(MR_HANDLES), slot: idx(SLOTS), first: pagesShape, pages: pagesShape, write: z.boolean(), implicit: z.boolean().optional() }),
   z.object({ ...userShape, op: z.literal('dereg'), mr: idx(MR_HANDLES) }),
   z.object({ ...userShape, op: z.literal('post'), verb: z.enum(['write', 'read', 'send']), mr: idx(MR_HANDLES + 1), peerMr: idx(MR_HANDLES + 1), page: pagesShape, pages: pagesShape }),
   z.object({ ...userShape, op: z.literal('prefetch'), mr: idx(MR_HANDLES) }),

@@ -21,6 +21,8 @@ import { DEFAULT_SHAPE, commandsArbitrary, describeCommand, type Command, type C
 import { DEFAULT_RUN_CONFIG, runCommands, type RunConfig, type RunResult } from './run.ts';
 import { isExpectedCatch, unexpectedViolations, type FuzzTarget } from './targets.ts';
 import { shellQuote } from '../params.ts';
+import { likelyCause } from './likely-cause.ts';
+import { describeKnobs } from './knobs.ts';
 
 export interface FuzzOptions {
   runs: number;
@@ -115,7 +117,14 @@ export function runConfigFor(t: FuzzTarget, opts: Pick<FuzzOptions, 'profile' | 
 
 /** One run of a target (the fuzzer's property body, also used by replay). */
 export function runTarget(t: FuzzTarget, commands: readonly Command[], config: RunConfig): RunResult {
-  return runCommands({ name: t.name, nic: t.nic, strategy: (sim) => t.strategy(sim) }, commands, config);
+  const r = runCommands({ name: t.name, nic: t.nic, strategy: (sim) => t.strategy(sim) }, commands, config);
+  // Each trail ends with the likely strategy step (likely-cause.ts).
+  const role = t.role ?? (t.nic === 'faultable' ? 'odp' : 'holdoff');
+  for (const v of r.violations) {
+    const c = likelyCause(v, role, t.name);
+    if (c) v.cause = c;
+  }
+  return r;
 }
 
 /** Fuzz `t`: `runs` random command lists from fast-check's `seed`, shrinking the first failure. */
@@ -207,9 +216,17 @@ export function formatFinding(r: FuzzReport, file: string, rep: Reproducer | und
   if (r.failure) out += `model failure: ${r.failure}\n\n`;
   for (const e of r.sanitizerErrors ?? []) out += `sanitizer error: ${e}\n`;
   out += renderText(r.failing ?? []);
+  // Nothing hidden (issue 19): the expected checker decides the catch; every other
+  // violation of the shrunk run is printed too, as a finding (or as a warning the
+  // reference's design allows).
   const others = (r.violations ?? []).filter((v) => !(r.failing ?? []).includes(v));
-  if (others.length > 0) out += `\nalso reported (${others.length}): ${[...new Set(others.map((v) => v.id))].join(', ')}\n`;
-  out += `\ncommands (simulation seed ${rep.simSeed}):\n`;
+  const allowed = others.filter((v) => (r.target.allowed as readonly string[]).includes(v.id));
+  const findings = others.filter((v) => !(r.target.allowed as readonly string[]).includes(v.id));
+  if (findings.length > 0) out += `\nother findings (${findings.length}):\n${renderText(findings)}`;
+  if (allowed.length > 0) out += `\nallowed by the strategy's design (${allowed.length}): ${[...new Set(allowed.map((v) => v.id))].join(', ')}\n`;
+  const before = Object.entries(r.seen).filter(([id]) => id !== r.target.expectedChecker || r.target.kind !== 'broken');
+  if (r.target.kind === 'broken' && before.length > 0) out += `violations seen in the runs up to the catch: ${before.map(([id, n]) => `${id} in ${n}`).join(', ')}\n`;
+  out += `\ncommands (simulation seed ${rep.simSeed}; ${describeKnobs(rep.simSeed)}):\n`;
   for (const c of rep.commands) out += `  ${describeCommand(c)}\n`;
   out += `\nreproduce:\n`;
   for (const l of reproducerCommandLines(rep, file, r.target.module?.ref)) out += `  ${l}\n`;

@@ -13,4 +13,10 @@ export {
   fuzz, failingPart, formatFinding, replayReproducer, reproducerCommandLines, runTarget, runConfigFor, DEFAULT_SHRINK_BUDGET,
   type FuzzOptions, type FuzzReport, type Reproducer,
 } from './fuzz.ts';
-export { registerFuzzCommands, listLines, parseReproducer, reproducerSchema } from './cli.ts';
+export { registerFuzzCommands, listLines, notFoundLine, parseReproducer, reproducerSchema } from './cli.ts';
+export { fuzzKnobs, describeKnobs, FUZZ_BATCHINGS, FUZZ_HOLDOFF_TIMEOUTS_NS, type FuzzKnobs } from './knobs.ts';
+export {
+  runCoverage, formatCoverage, COVERAGE_ITEMS, NOT_EXPECTED_TRACE, OUTSIDE_FUZZ_WORLD, DEFAULT_COVERAGE_RUNS,
+  type CoverageItem, type CoverageReport,
+} from './coverage.ts';
+export { likelyCause, type StrategyRole } from './likely-cause.ts';

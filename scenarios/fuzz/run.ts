@@ -29,7 +29,7 @@ import {
 } from '../../device/index.ts';
 import {
   IBV_ADVISE_MR_ADVICE_PREFETCH, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE, IBV_ADVISE_MR_FLAG_FLUSH, createRdmaNode, openDevice,
-  pinnedStrategy, type IbvContext, type IbvMr, type RdmaNode, type UmemStrategy,
+  SIZE_MAX, pinnedStrategy, type IbvContext, type IbvMr, type RdmaNode, type UmemStrategy,
 } from '../../driver/index.ts';
 import { attachSanitizer, type MrBinding, type Violation } from '../../sanitizer/index.ts';
 import {
@@ -96,6 +96,8 @@ interface ProcState {
   cq: CompletionQueue | null;
   qp: QueuePair | null;
   mrs: (IbvMr | null)[];
+  /** Per handle: the user span posts and prefetches use (an implicit MR's is the span it was registered for). */
+  spans: ({ addr: number; length: number } | null)[];
   dmabufMr: IbvMr | null;
 }
 
@@ -167,7 +169,7 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
       const ctx = openDevice(node.device, p);
       const pd = ctx.allocPd();
       const cq = ctx.createCq(16_384);
-      procs.push({ p, ctx, pd, cq: typeof cq === 'number' ? null : cq, qp: null, mrs: [null, null, null], dmabufMr: null });
+      procs.push({ p, ctx, pd, cq: typeof cq === 'number' ? null : cq, qp: null, mrs: [null, null, null], spans: [null, null, null], dmabufMr: null });
     }
     nodes.push({ index: i, node, k, file, dmabuf: typeof buf === 'number' ? null : buf, procs, child: null });
   }
@@ -216,15 +218,25 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
     }
   }
 
-  function* reg(ps: ProcState, handle: number, addr: number, pages: number, write: boolean): Co<void> {
+  function* reg(ps: ProcState, handle: number, addr: number, pages: number, write: boolean, implicit = false): Co<void> {
     if (!ps.ctx) return;
     const old = ps.mrs[handle];
     if (old) {
       ps.mrs[handle] = null;
+      ps.spans[handle] = null;
       yield* ps.ctx.deregMr(old);
     }
-    const mr = yield* ps.ctx.regMr(ps.pd, addr, pages * P, access(write));
-    if (typeof mr !== 'number') ps.mrs[handle] = mr;
+    // An implicit ODP MR (rdma A7) needs an ODP NIC; elsewhere the handle gets an explicit MR.
+    const mr = implicit && faultable
+      ? yield* ps.ctx.regMr(ps.pd, 0, SIZE_MAX, access(write))
+      : yield* ps.ctx.regMr(ps.pd, addr, pages * P, access(write));
+    if (typeof mr !== 'number' && !ps.mrs[handle]) {
+      ps.mrs[handle] = mr;
+      ps.spans[handle] = { addr, length: pages * P };
+    } else if (typeof mr !== 'number') {
+      // Another thread registered the handle meanwhile: the application drops this one.
+      yield* ps.ctx.deregMr(mr);
+    }
   }
 
   function connect(a: ProcState, b: ProcState, na: NodeState, nb: NodeState): void {
@@ -255,6 +267,11 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
     return handle === DMABUF_MR ? ps.dmabufMr : (ps.mrs[handle] ?? null);
   }
 
+  /** The span a post or prefetch on a handle uses: the registered span (an implicit MR's iova is its address). */
+  function spanOf(ps: ProcState, handle: number, mr: IbvMr): { addr: number; length: number } {
+    return handle === DMABUF_MR ? { addr: mr.addr, length: mr.length } : (ps.spans[handle] ?? { addr: mr.addr, length: mr.length });
+  }
+
   function* post(n: NodeState, c: Extract<UserCommand, { op: 'post' }>): Co<boolean> {
     const me = n.procs[c.proc]!;
     const peerNode = nodes[1 - n.index]!;
@@ -268,14 +285,15 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
       else connect(peer, me, peerNode, n);
       if (!me.qp || !peer.qp) return false;
     }
-    const span = (mr: IbvMr): [number, number] => {
-      const pages = Math.max(1, Math.ceil(mr.length / P));
+    const span = (ps: ProcState, handle: number, mr: IbvMr): [number, number] => {
+      const s = spanOf(ps, handle, mr);
+      const pages = Math.max(1, Math.ceil(s.length / P));
       const first = c.page % pages;
-      const len = Math.min(c.pages * P, mr.length - first * P);
-      return [mr.addr + first * P, len];
+      const len = Math.min(c.pages * P, s.length - first * P);
+      return [s.addr + first * P, len];
     };
-    const [laddr, llen] = span(lmr);
-    const [raddr, rlen] = span(rmr);
+    const [laddr, llen] = span(me, c.mr, lmr);
+    const [raddr, rlen] = span(peer, c.peerMr, rmr);
     const len = Math.min(llen, rlen);
     if (len <= 0) return false;
     const id = wrId++;
@@ -354,12 +372,13 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
         return true;
       case 'reg':
         if (!ps?.ctx) return false;
-        yield* reg(ps, c.mr, slotAddress(c.slot) + c.first * P, c.pages, c.write);
+        yield* reg(ps, c.mr, slotAddress(c.slot) + c.first * P, c.pages, c.write, c.implicit === true);
         return true;
       case 'dereg': {
         const mr = ps?.mrs[c.mr];
         if (!ps?.ctx || !mr) return false;
         ps.mrs[c.mr] = null;
+        ps.spans[c.mr] = null;
         yield* ps.ctx.deregMr(mr);
         return true;
       }
@@ -373,7 +392,8 @@ export function runCommands(target: RunTarget, commands: readonly Command[], con
         const mr = ps?.mrs[c.mr];
         if (!ps?.ctx || !mr) return false;
         const advice = mr.umem.access & IBV_ACCESS_LOCAL_WRITE ? IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE : IBV_ADVISE_MR_ADVICE_PREFETCH;
-        yield* ps.ctx.adviseMr(ps.pd, advice, IBV_ADVISE_MR_FLAG_FLUSH, [{ addr: mr.addr, length: mr.length, lkey: mr.lkey }]);
+        const s = spanOf(ps, c.mr, mr);
+        yield* ps.ctx.adviseMr(ps.pd, advice, IBV_ADVISE_MR_FLAG_FLUSH, [{ addr: s.addr, length: s.length, lkey: mr.lkey }]);
         return true;
       }
     }

@@ -106,9 +106,10 @@ test('rule 75 (corrected): a read-only, clean, shared page skips the reference c
     const a = yield* twoTwins(p);
     const child = yield* p.fork('child');
     t.true(typeof child !== 'number');
-    // Swapped out from both mms and read back by the parent: each page is shared through
-    // its swap slot, so swap-in maps it read-only, clean and not exclusive.
-    ok(yield* p.madvise(a, 2 * P, MADV_PAGEOUT), 'pageout');
+    // Swapped out from both mms by global reclaim (MADV_PAGEOUT leaves a page the child
+    // also maps alone) and read back by the parent: each page is shared through its swap
+    // slot, so swap-in maps it read-only, clean and not exclusive.
+    for (const f of [frameAt(p.mm, a), frameAt(p.mm, a + P)]) t.is(yield* shrinkPage(k, f, newReclaimStats(), true), 'freed');
     bytes(yield* p.load(a, 8), 'load');
     bytes(yield* p.load(a + P, 8), 'load');
     t.false(k.phys.has(frameAt(p.mm, a + P), PG_ANON_EXCLUSIVE));
@@ -177,5 +178,28 @@ test('mm/memory.c do_swap_page (folio_test_ksm, ksm_might_need_to_copy) + do_wp_
     t.not(frameAt(p.mm, a), kframe, 'the write got its own copy (do_wp_page never reuses a KSM page)');
     t.deepEqual(bytes(yield* p.load(a, 8), 'load'), new Uint8Array([0x77, 0x77, 0x77, 0x77, 0x5a, 0x5a, 0x5a, 0x5a]));
     t.deepEqual(bytes(yield* p.load(a + P, 100), 'load'), fill(0x5a, 100), 'the other mapping keeps its bytes');
+  });
+});
+
+test('mm/madvise.c madvise_cold_or_pageout_pte_range: MADV_PAGEOUT leaves a KSM page another process maps alone, so a lazyfree mark by one sharer cannot discard the other\'s data (fuzz 22102)', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  const q = k.createProcess('other');
+  runMain(t, r, function* () {
+    // The same bytes at the same address in two processes: ksmd merges them across mms.
+    const a = ok(yield* p.mmap(0, 2 * P, RW, ANON), 'mmap');
+    ok(yield* q.mmap(a, 2 * P, RW, ANON | 0x10 /* MAP_FIXED */), 'mmap');
+    for (const x of [p, q]) ok(yield* x.store(a, fill(0x11, 64)), 'store');
+    for (const x of [p, q]) ok(yield* x.madvise(a, 2 * P, MADV_MERGEABLE), 'madvise');
+    yield* ksmDoScan(k, 100);
+    yield* ksmDoScan(k, 100);
+    const kframe = frameAt(p.mm, a);
+    t.is(frameAt(q.mm, a), kframe, 'merged across the two mms');
+    t.is(k.phys.mapcount[kframe], 2);
+    ok(yield* p.madvise(a, P, 8 /* MADV_FREE */), 'free');
+    ok(yield* p.madvise(a, P, MADV_PAGEOUT), 'pageout');
+    t.is(frameAt(q.mm, a), kframe, 'still mapped in the other process');
+    t.true(k.phys.isAllocated(kframe));
+    t.deepEqual(bytes(yield* q.load(a, 64), 'load'), fill(0x11, 64), 'the other process keeps its bytes');
   });
 });
