@@ -1,12 +1,13 @@
 import type { Co } from '../kernel-model/sim/index.ts';
 import {
-  EFAULT, GFP_HIGHUSER_MOVABLE, GFP_USER, MemoryType, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+  EFAULT, GFP_HIGHUSER_MOVABLE, GFP_USER, MemoryType, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_COHERENT,
+  MIGRATE_VMA_SELECT_DEVICE_PRIVATE, isDevicePfn,
   PAGE_SIZE, PG_LOCKED, allocPages, memremapPages, migrateDeviceFinalize, migrateDevicePages, migrateDeviceRange, migratePfn, migratePfnFlags, migratePfnToPage, migrateVmaFinalize,
   migrateVmaInit, migrateVmaPages, migrateVmaSetup, pagePgmap, zoneDevicePageInit,
   type DevPagemap, type Kernel, type MigrateVma, type VmFault,
 } from '../kernel-model/index.ts';
 
-/** DEVMEM_CHUNK_SIZE in lib/test_hmm.c: 256 MiB of device-private pages per chunk. */
+/** DEVMEM_CHUNK_SIZE in lib/test_hmm.c: 256 MiB of device pages per chunk. */
 export const DEVMEM_CHUNK_PAGES = (256 * 1024 * 1024) / PAGE_SIZE;
 
 /** Whoever mirrors through this device: the device page's data holder points back at it. */
@@ -16,11 +17,15 @@ export interface DmirrorDeviceUser {
 }
 
 /**
- * lib/test_hmm.c's `struct dmirror_device` (mdevice): the owner of device-private memory.
- * Its chunks are pgmaps registered with memremap_pages (dmirror_allocate_chunk, owner =
- * the mdevice), its free pages a list (dmirror_devmem_alloc_page / dmirror_devmem_free).
- * Each device page is backed by a hidden system page (BACKING_PAGE, "rpage") holding its
- * data, as the test module simulates device memory with system memory.
+ * lib/test_hmm.c's `struct dmirror_device` (mdevice): the owner of device memory of one
+ * zone_device_type. Its chunks are pgmaps registered with memremap_pages
+ * (dmirror_allocate_chunk, owner = the mdevice), its free pages a list
+ * (dmirror_devmem_alloc_page / dmirror_devmem_free). A device-private page is backed by a
+ * hidden system page (BACKING_PAGE, "rpage") holding its data, as the test module
+ * simulates device memory with system memory; a device-coherent page holds its own data
+ * (BACKING_PAGE(page) is the page: the CPU reaches it directly), as /dev/hmm_dmirror2 and 3
+ * do with the spm_addr_dev0/1 ranges. `chunkPages` is the model's (the source's is 256 MiB;
+ * a coherent chunk is carved out of the rig's memory, so tests pass a small one).
  */
 export class DmirrorDevice {
   readonly chunks: DevPagemap[] = [];
@@ -33,12 +38,26 @@ export class DmirrorDevice {
   calloc = 0;
   cfree = 0;
 
-  constructor(readonly kernel: Kernel, readonly name = 'dmirror_device', readonly chunkPages = DEVMEM_CHUNK_PAGES) {}
+  constructor(
+    readonly kernel: Kernel,
+    readonly name = 'dmirror_device',
+    readonly chunkPages = DEVMEM_CHUNK_PAGES,
+    /** mdevice->zone_device_type (HMM_DMIRROR_MEMORY_DEVICE_PRIVATE or _COHERENT). */
+    readonly zoneDeviceType: MemoryType = MemoryType.DEVICE_PRIVATE,
+  ) {}
+
+  /**
+   * dmirror_select_device: the migrate_vma_setup selection that finds this device's pages
+   * (SELECT_DEVICE_PRIVATE or SELECT_DEVICE_COHERENT).
+   */
+  get selectFlags(): number {
+    return this.zoneDeviceType === MemoryType.DEVICE_PRIVATE ? MIGRATE_VMA_SELECT_DEVICE_PRIVATE : MIGRATE_VMA_SELECT_DEVICE_COHERENT;
+  }
 
   /** dmirror_allocate_chunk: a new pgmap; -errno when memremap_pages refuses (e.g. an old profile). */
   private allocateChunk(): number {
     const map = memremapPages(this.kernel, {
-      type: MemoryType.DEVICE_PRIVATE,
+      type: this.zoneDeviceType,
       owner: this,
       npages: this.chunkPages,
       ops: {
@@ -53,14 +72,21 @@ export class DmirrorDevice {
   }
 
   /**
-   * dmirror_devmem_alloc_page: a free device page (a new chunk when none is left) with a
-   * fresh backing page (alloc_page(GFP_HIGHUSER)), taken into use by zone_device_page_init
-   * (one reference, locked). -errno when memory or a chunk cannot be had.
+   * dmirror_devmem_alloc_page: a free device page (a new chunk when none is left), for
+   * device-private memory with a fresh backing page (alloc_page(GFP_HIGHUSER)), taken into
+   * use by zone_device_page_init (one reference, locked). -errno when memory or a chunk
+   * cannot be had.
    */
   *allocPage(): Co<number> {
     if (this.free.length === 0) {
       const r = this.allocateChunk();
       if (r < 0) return r;
+    }
+    if (this.zoneDeviceType !== MemoryType.DEVICE_PRIVATE) {
+      const dpage = this.free.pop() as number;
+      zoneDevicePageInit(this.kernel, dpage);
+      this.calloc++;
+      return dpage;
     }
     const rpage = yield* allocPages(this.kernel, GFP_USER);
     if (rpage < 0) return rpage;
@@ -71,13 +97,18 @@ export class DmirrorDevice {
     return dpage;
   }
 
-  /** BACKING_PAGE(dpage). */
+  /** BACKING_PAGE(dpage): the hidden page of a device-private page; a device-coherent page itself. */
   backingPage(dpage: number): number {
+    if (!isDevicePfn(dpage)) return dpage;
     return this.backing.get(dpage) ?? -1;
   }
 
-  /** dmirror_devmem_free (the pgmap's page_free): free the backing page, return the page to the list. */
+  /**
+   * dmirror_devmem_free (the pgmap's page_free): free the backing page ("if (rpage !=
+   * page)": a device-coherent page has none), return the page to the list.
+   */
   private devmemFree(pfn: number): void {
+    if (!isDevicePfn(pfn)) this.users.delete(pfn);
     const rpage = this.backing.get(pfn);
     if (rpage !== undefined) {
       this.users.delete(rpage);

@@ -5,6 +5,7 @@ import {
   HMM_PFN_ERROR, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS,
   MIGRATE_PFN_MIGRATE, MIGRATE_PFN_VALID, MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, MIGRATE_VMA_SELECT_SYSTEM,
   EPERM, PG_LOCKED, VM_READ, VM_WRITE, ZERO_PFN, hmmRangeFault, makeDeviceExclusive, hmmRangeInit, isDevicePfn, mmput,
+  isDeviceCoherentPage, isZoneDevicePage,
   migratePfn, migratePfnFlags, migratePfnToPage, migrateVmaFinalize, migrateVmaInit, migrateVmaPages, migrateVmaSetup, pagePgmap,
   mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry, mmuIntervalSetSeq,
   MmuIntervalNotifier, type HmmRange, type Kernel, type MigrateVma, type MmStruct, type MmuNotifierRange, type Vma,
@@ -297,7 +298,7 @@ export class Dmirror {
       const src = args.src[i] as number;
       if (!(migratePfnFlags(src) & MIGRATE_PFN_MIGRATE)) continue;
       const spage = migratePfnToPage(src);
-      if (spage >= 0 && isDevicePfn(spage)) continue; // WARN: "page already in device"
+      if (spage >= 0 && isZoneDevicePage(this.kernel, spage)) continue; // WARN: "page already in device"
       const dpage = yield* this.device.allocPage();
       if (dpage < 0) continue;
       const rpage = this.device.backingPage(dpage);
@@ -329,8 +330,10 @@ export class Dmirror {
 
   /**
    * HMM_DMIRROR_MIGRATE_TO_SYS (dmirror_migrate_to_system): for each chunk within one VMA
-   * (a missing VMA, or one not readable, is -EINVAL), migrate_vma_setup with
-   * SELECT_DEVICE_PRIVATE and this device as owner, copy each collected page back into a
+   * (a missing VMA, or one not readable, is -EINVAL), migrate_vma_setup with this
+   * device's selection (dmirror_select_device: SELECT_DEVICE_PRIVATE, or
+   * SELECT_DEVICE_COHERENT for a coherent device) and this device as owner, copy each
+   * collected page back into a
    * new system page (the same alloc_and_copy as migrate_to_ram), migrate_vma_pages,
    * finalize. `cmd.cpages` = the pages that migrated (dmirror_successful_migrated_pages).
    */
@@ -349,7 +352,7 @@ export class Dmirror {
         break;
       }
       next = Math.min(end, a + this.migrateChunkPages * PAGE_SIZE, vma.end);
-      const args = migrateVmaInit(vma, a, next, this.device, MIGRATE_VMA_SELECT_DEVICE_PRIVATE);
+      const args = migrateVmaInit(vma, a, next, this.device, this.device.selectFlags); // dmirror_select_device
       ret = yield* migrateVmaSetup(args);
       if (ret) break;
       yield* this.device.allocAndCopyToSystem(args);
@@ -370,7 +373,9 @@ export class Dmirror {
    * chunk, a temporary interval subscription on exactly that chunk whose invalidate only
    * sets the sequence (under the mutex), the rule-31 loop around hmm_range_fault with no
    * fault requested and this device as dev_private_owner, and one permission byte per
-   * page: ERROR; NONE when not valid; else DEV_PRIVATE_LOCAL/REMOTE, ZERO or NONE, plus
+   * page: ERROR; NONE when not valid; else DEV_PRIVATE_LOCAL/REMOTE, DEV_COHERENT_LOCAL/REMOTE
+   * (a device-coherent page is a present page hmm_range_fault reports like any other), ZERO
+   * or NONE, plus
    * WRITE or READ, plus PMD/PUD for the CPU mapping's order. `cmd.cpages` = pages reported.
    */
   *snapshot(addr: number, npages: number): Co<Uint8Array | number> {
@@ -444,6 +449,9 @@ export class Dmirror {
     let perm = HMM_DMIRROR_PROT_NONE;
     if (isDevicePfn(pfn)) {
       perm = pagePgmap(this.kernel, pfn)?.owner === this.device ? HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL : HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE;
+    } else if (isDeviceCoherentPage(this.kernel, pfn)) {
+      // "Is the page migrated to this device or some other?" (dmirror_page_to_device).
+      perm = pagePgmap(this.kernel, pfn)?.owner === this.device ? HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL : HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE;
     } else if (pfn === ZERO_PFN) perm = HMM_DMIRROR_PROT_ZERO;
     perm |= flags & HMM_PFN_WRITE ? HMM_DMIRROR_PROT_WRITE : HMM_DMIRROR_PROT_READ;
     const order = range.order[i] as number;

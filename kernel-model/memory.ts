@@ -96,7 +96,8 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     kind = 'device-private';
     const dpfn = pteFrame(pte);
     const pgmap = pagePgmap(kernel, dpfn);
-    if (!pgmap) ret = -EFAULT;
+    // (memremap_pages refuses a device-private pgmap without migrate_to_ram.)
+    if (!pgmap || !pgmap.ops.migrateToRam) ret = -EFAULT;
     else if (devicePageTrylock(kernel, dpfn)) {
       devicePageGet(kernel, dpfn);
       ret = yield* pgmap.ops.migrateToRam({ mm, vma, address: page, page: dpfn, flags });

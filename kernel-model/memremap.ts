@@ -4,21 +4,33 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import type { RmapItem } from './page-frames.ts';
 import { EINVAL } from './errno.ts';
+import { PG_ZONE_DEVICE } from './page-frames.ts';
 import { requireInterface } from './profile.ts';
 
 /**
  * ZONE_DEVICE memory a driver registers with memremap_pages (mm/memremap.c,
  * include/linux/memremap.h): a `struct dev_pagemap` with a type, an owner and ops.
  *
- * Device pages are not system frames: they have no bytes the CPU can reach (a
- * device-private page's data lives on the device, here wherever the driver keeps it), so
- * their pfns live above every system frame (DEVICE_PFN_BASE) and their struct-page state
- * (refcount, lock, mappings, zone_device_data) lives in the pgmap, not in PageFrames.
+ * Device-private pages are not system frames: they have no bytes the CPU can reach (their
+ * data lives on the device, here wherever the driver keeps it), so their pfns live above
+ * every system frame (DEVICE_PFN_BASE) and their struct-page state (refcount, lock,
+ * mappings, zone_device_data) lives in the pgmap, not in PageFrames.
+ *
+ * Device-coherent pages (6.0) are the opposite: the CPU reads and writes them like RAM
+ * (arch_add_memory gives them a linear mapping, mm/memremap.c pagemap_range), ordinary
+ * present PTEs map them, and they take part in the rmap and refcounting like any page. So
+ * they are PageFrames frames (with their bytes), flagged PG_ZONE_DEVICE, carved out of the
+ * allocator when the pgmap is registered; the pgmap only records which frames are its.
  */
 export enum MemoryType {
   /** MEMORY_DEVICE_PRIVATE: CPU-inaccessible; mapped by device-private swap entries. */
   DEVICE_PRIVATE = 1,
-  /** MEMORY_DEVICE_COHERENT (6.0): CPU-accessible device memory. Not modelled yet. */
+  /**
+   * MEMORY_DEVICE_COHERENT (6.0, f25cbb7a95a2 "mm: add zone device coherent type memory
+   * support"): CPU-accessible device memory, mapped by present PTEs; never long-term
+   * pinnable (folio_is_longterm_pinnable, include/linux/mm.h: "Coherent device memory
+   * must always allow eviction").
+   */
   DEVICE_COHERENT = 2,
 }
 
@@ -42,9 +54,10 @@ export interface DevPagemapOps {
   /**
    * Migrate the faulting device page back to system memory (do_swap_page calls it with the
    * page locked and referenced, mmap lock held for read). 0, or -EFAULT standing for
-   * VM_FAULT_SIGBUS, -ENOMEM for VM_FAULT_OOM.
+   * VM_FAULT_SIGBUS, -ENOMEM for VM_FAULT_OOM. Required for device-private memory only:
+   * the CPU never faults on a device-coherent page.
    */
-  migrateToRam(vmf: VmFault): Co<number>;
+  migrateToRam?(vmf: VmFault): Co<number>;
   /** The page's last reference went (free_zone_device_folio -> page_free). */
   pageFree(pfn: number): void;
 }
@@ -112,36 +125,62 @@ function registry(kernel: Kernel): PagemapRegistry {
 }
 
 /**
- * memremap_pages (mm/memremap.c): register device memory. A device-private pgmap needs
- * both ops and an owner ("Missing owner", "Missing migrate_to_ram method", "Missing
- * page_free method": -EINVAL); an empty range is -EINVAL. Device-coherent memory is not
- * modelled yet (-EOPNOTSUPP would be wrong: the kernel has it since 6.0; the model
- * refuses it with -EINVAL and a note). Refused on profiles before device-private memory.
+ * memremap_pages (mm/memremap.c): register device memory. Its per-type checks, each
+ * WARN and -EINVAL: a device-private pgmap needs migrate_to_ram, page_free and an owner;
+ * a device-coherent one page_free and an owner ("Missing page_free method", "Missing
+ * owner"); any other type is not modelled (-EINVAL with a note). An empty range is
+ * -EINVAL. A device-coherent range is carved out of system memory (PhysicalMemory
+ * reserveZoneDevice; -ENOMEM when no contiguous run is free: the model's, assumed).
+ * Refused on profiles before device-private memory (4.14), and device-coherent memory on
+ * profiles before 6.0.
  */
 export function memremapPages(kernel: Kernel, init: DevPagemapInit): DevPagemap | number {
-  if (requireInterface(kernel.profile, 'devicePrivate', 'memremap_pages(MEMORY_DEVICE_PRIVATE)', (m) => kernel.sim.emit({ type: 'note', text: m })) < 0) return -EINVAL;
-  if (init.type !== MemoryType.DEVICE_PRIVATE) {
-    kernel.sim.emit({ type: 'note', text: 'memremap_pages: only MEMORY_DEVICE_PRIVATE is modelled (device-coherent memory is not)' });
+  const note = (m: string) => kernel.sim.emit({ type: 'note', text: m });
+  if (requireInterface(kernel.profile, 'devicePrivate', 'memremap_pages(MEMORY_DEVICE_PRIVATE)', note) < 0) return -EINVAL;
+  const coherent = init.type === MemoryType.DEVICE_COHERENT;
+  if (coherent && requireInterface(kernel.profile, 'deviceCoherent', 'memremap_pages(MEMORY_DEVICE_COHERENT)', note) < 0) return -EINVAL;
+  if (init.type !== MemoryType.DEVICE_PRIVATE && !coherent) {
+    note('memremap_pages: only MEMORY_DEVICE_PRIVATE and MEMORY_DEVICE_COHERENT are modelled');
     return -EINVAL;
   }
   if (!Number.isInteger(init.npages) || init.npages <= 0) return -EINVAL;
-  if (init.owner === null || init.owner === undefined) return -EINVAL;
-  if (typeof init.ops?.migrateToRam !== 'function' || typeof init.ops?.pageFree !== 'function') return -EINVAL;
+  if (!coherent && typeof init.ops?.migrateToRam !== 'function') return -EINVAL; // "Missing migrate_to_ram method"
+  if (typeof init.ops?.pageFree !== 'function') return -EINVAL; // "Missing page_free method"
+  if (init.owner === null || init.owner === undefined) return -EINVAL; // "Missing owner"
   const reg = registry(kernel);
-  const map = new DevPagemap(init, reg.next);
-  reg.next += init.npages;
+  let first: number;
+  if (coherent) {
+    first = kernel.phys.reserveZoneDevice(init.npages);
+    if (first < 0) return first;
+    // free_zone_device_folio -> pgmap->ops->page_free for every coherent pgmap of this kernel.
+    kernel.phys.zoneDeviceFree = (f) => pagePgmap(kernel, f)?.ops.pageFree(f);
+  } else {
+    first = reg.next;
+    reg.next += init.npages;
+  }
+  const map = new DevPagemap(init, first);
   reg.maps.push(map);
   return map;
 }
 
-/** pfn_valid for a device pfn: is it any pgmap's? */
+/** pfn_valid for a device-private pfn: one above every system frame (device-coherent pages are system frames). */
 export function isDevicePfn(pfn: number): boolean {
   return pfn >= DEVICE_PFN_BASE;
 }
 
+/** is_zone_device_page: a device-private pfn, or a system frame a device-coherent pgmap holds. */
+export function isZoneDevicePage(kernel: Kernel, pfn: number): boolean {
+  return isDevicePfn(pfn) || (pfn > 0 && pfn < kernel.phys.frames && kernel.phys.has(pfn, PG_ZONE_DEVICE));
+}
+
+/** is_device_coherent_page (include/linux/memremap.h): a zone-device page of a MEMORY_DEVICE_COHERENT pgmap. */
+export function isDeviceCoherentPage(kernel: Kernel, pfn: number): boolean {
+  return !isDevicePfn(pfn) && isZoneDevicePage(kernel, pfn) && pagePgmap(kernel, pfn)?.type === MemoryType.DEVICE_COHERENT;
+}
+
 /** page_pgmap(pfn_to_page(pfn)), or null when no pgmap holds the pfn. */
 export function pagePgmap(kernel: Kernel, pfn: number): DevPagemap | null {
-  if (!isDevicePfn(pfn)) return null;
+  if (!isZoneDevicePage(kernel, pfn)) return null;
   for (const m of registry(kernel).maps) if (m.contains(pfn)) return m;
   return null;
 }
@@ -159,6 +198,10 @@ function pgmapOrThrow(kernel: Kernel, pfn: number): DevPagemap {
  */
 export function zoneDevicePageInit(kernel: Kernel, pfn: number): void {
   const m = pgmapOrThrow(kernel, pfn);
+  if (m.type === MemoryType.DEVICE_COHERENT) {
+    kernel.phys.zoneDevicePageInit(pfn);
+    return;
+  }
   const i = m.index(pfn);
   m.refcount[i] = 1;
   m.locked[i] = 1;

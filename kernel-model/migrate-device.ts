@@ -3,15 +3,16 @@ import type { MmStruct } from './mm.ts';
 import type { Vma } from './vma.ts';
 import type { Kernel } from './kernel.ts';
 import type { RmapItem } from './page-frames.ts';
-import { EINVAL } from './errno.ts';
+import { EBUSY, EINVAL } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE,
   isDevicePrivateEntry, isMigrationEntry, makeDevicePrivateEntry, makeMigrationEntry, makePte, pteFlags, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import {
-  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_SWAPBACKED, PG_SWAPCACHE, PG_UPTODATE, ZERO_PFN,
+  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_SWAPBACKED, PG_SWAPCACHE, PG_UPTODATE, PG_ZONE_DEVICE, ZERO_PFN,
 } from './page-frames.ts';
+import { GFP_USER, allocPages } from './page-alloc.ts';
 import { VM_EXEC, VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from './vma.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
@@ -23,13 +24,16 @@ import { migrationEntriesBegin, migrationEntriesEnd } from './migrate.ts';
 import { requireInterface } from './profile.ts';
 import {
   MemoryType, devicePageGet, devicePageLocked, devicePageMappings, devicePagePut, devicePageRefcount,
-  devicePageRmapAdd, devicePageRmapRemove, devicePageTrylock, devicePageUnlock, isDevicePfn, pagePgmap,
+  devicePageRmapAdd, devicePageRmapRemove, devicePageTrylock, devicePageUnlock, isDeviceCoherentPage, isDevicePfn,
+  isZoneDevicePage, pagePgmap,
 } from './memremap.ts';
 
 /**
  * Device memory migration (mm/migrate_device.c): migrate_vma_setup / migrate_vma_pages /
  * migrate_vma_finalize, the three steps a driver takes to move a range of anonymous memory
- * between system pages and its device-private pages (spec/kernel.md rules 51, 52).
+ * between system pages and its device pages, device-private or device-coherent (spec/kernel.md
+ * rules 51, 52), and migrate_device_range / migrate_device_coherent_folio, which move device
+ * pages back to system memory by pfn.
  */
 
 /** enum migrate_vma_direction (include/linux/migrate.h). */
@@ -243,7 +247,13 @@ function* migrateVmaCollect(args: MigrateVma, vma: Vma): Co {
         }
         continue;
       }
-      if (!(args.flags & MIGRATE_VMA_SELECT_SYSTEM)) continue;
+      // vm_normal_page: a system page needs SELECT_SYSTEM; a device-coherent page (mapped by
+      // a present PTE like any page) needs SELECT_DEVICE_COHERENT and this caller's owner
+      // (is_device_coherent_page, pgmap->owner != migrate->pgmap_owner), whatever
+      // SELECT_SYSTEM says.
+      if (isDeviceCoherentPage(kernel, pfn)) {
+        if (!(args.flags & MIGRATE_VMA_SELECT_DEVICE_COHERENT) || pagePgmap(kernel, pfn)?.owner !== args.pgmapOwner) continue;
+      } else if (!(args.flags & MIGRATE_VMA_SELECT_SYSTEM)) continue;
       // "FIXME support THP": a page of a large folio (not split above) is not collected.
       if (phys.isLarge(phys.folioHead(pfn))) continue;
       // !page->mapping: a page neither anonymous nor in a page cache is not collected.
@@ -287,6 +297,8 @@ function checkPage(kernel: Kernel, pfn: number, faultPage: number): boolean {
     return devicePageRefcount(kernel, pfn) - extra <= devicePageMappings(kernel, pfn).length;
   }
   if (phys.isLarge(phys.folioHead(pfn))) return false;
+  // "Page from ZONE_DEVICE have one extra reference" (a device-coherent frame).
+  if (phys.has(pfn, PG_ZONE_DEVICE)) extra++;
   if (phys.mappingFile[pfn]! >= 0) extra++;
   return phys.refcount[pfn]! - extra <= phys.mapcount[pfn]!;
 }
@@ -306,7 +318,9 @@ function* migrateDeviceUnmap(kernel: Kernel, src: Float64Array, npages: number, 
       if (migratePfnFlags(src[i] as number) & MIGRATE_PFN_MIGRATE) unmapped++;
       continue;
     }
-    if (!isDevicePfn(pfn)) lru.remove(pfn); // folio_isolate_lru (its reference replaces collect's)
+    // ZONE_DEVICE folios are not on the LRU: a device page (private or coherent) keeps
+    // collect's reference; a system page is isolated (its reference replaces collect's).
+    if (!isZoneDevicePage(kernel, pfn)) lru.remove(pfn);
     const entries = migrationEntriesBegin(kernel, pfn);
     for (const { mm, addr } of [...pageMappings(kernel, pfn)]) {
       // try_to_migrate -> try_to_migrate_one (mm/rmap.c): one CLEAR per remaining mapping,
@@ -326,7 +340,7 @@ function* migrateDeviceUnmap(kernel: Kernel, src: Float64Array, npages: number, 
     const pfn = migratePfnToPage(src[i] as number);
     removeMigrationPtes(kernel, pfn, pfn);
     src[i] = 0;
-    if (!isDevicePfn(pfn)) lru.add(pfn);
+    if (!isZoneDevicePage(kernel, pfn)) lru.add(pfn);
     if (pfn !== faultPage) pageUnlock(kernel, pfn);
     migrationEntriesEnd(kernel, pfn);
     pagePut(kernel, pfn);
@@ -413,10 +427,12 @@ function* migrateDevicePagesCore(kernel: Kernel, src: Float64Array, dst: Float64
       if (flushed) yield* flushTlbPage(vma.mm, addr);
       continue;
     }
-    const newIsDevice = isDevicePfn(newpage);
+    // folio_is_device_private(newfolio) || folio_is_device_coherent(newfolio).
+    const newIsDevice = isZoneDevicePage(kernel, newpage);
     if (newIsDevice) {
       // Only anonymous memory moves to device memory; a swap-cache page would need
-      // folio_free_swap (not modelled: it stays).
+      // folio_free_swap (not modelled: it stays). A device-coherent source (a system
+      // frame) is anonymous memory like any other and may move to another device.
       if (isDevicePfn(page) || !phys.has(page, PG_ANON) || phys.has(page, PG_SWAPCACHE)) {
         src[i] = withoutFlag(src[i] as number, MIGRATE_PFN_MIGRATE);
         continue;
@@ -435,9 +451,12 @@ function* migrateDevicePagesCore(kernel: Kernel, src: Float64Array, dst: Float64
       const m = isDevicePfn(page) ? pagePgmap(kernel, page) : null;
       const exclusive = m ? m.anonExclusive[m.index(page)] === 1 : phys.has(page, PG_ANON_EXCLUSIVE);
       phys.set(newpage, PG_ANON | PG_SWAPBACKED | PG_UPTODATE | PG_DIRTY | (exclusive ? PG_ANON_EXCLUSIVE : 0));
-    } else {
+    } else if (isDevicePfn(newpage)) {
       const m = pagePgmap(kernel, newpage)!;
       m.anonExclusive[m.index(newpage)] = phys.has(page, PG_ANON_EXCLUSIVE) ? 1 : 0;
+    } else {
+      // A device-coherent destination is a frame: it takes the flags as a system page does.
+      phys.set(newpage, PG_ANON | PG_SWAPBACKED | PG_UPTODATE | PG_DIRTY | (phys.has(page, PG_ANON_EXCLUSIVE) ? PG_ANON_EXCLUSIVE : 0));
     }
   }
   if (range) yield* mmuNotifierInvalidateRangeEnd(range);
@@ -477,9 +496,12 @@ function migrateVmaInsertPage(args: MigrateVma, vma: Vma, addr: number, page: nu
     devicePageGet(kernel, page);
     mm.pageTable.set(v, makeDevicePrivateEntry(page, writable));
   } else {
+    // A device-coherent page is mapped by a present PTE like a system page (mk_pte), but
+    // is not put on the LRU ("if (!folio_is_zone_device(folio)) folio_add_lru_vma").
+    if (isZoneDevicePage(kernel, page) && !isDeviceCoherentPage(kernel, page)) return abort();
     phys.set(page, PG_ANON | PG_SWAPBACKED | PG_ANON_EXCLUSIVE | PG_UPTODATE);
     phys.rmapAdd(page, mm, addr);
-    kernel.lru.add(page);
+    if (!isZoneDevicePage(kernel, page)) kernel.lru.add(page);
     phys.get(page);
     mm.pageTable.set(v, makePte(page, PTE_PRESENT | (writable ? PTE_WRITE | PTE_DIRTY : 0)));
   }
@@ -528,13 +550,13 @@ function finalizeCore(kernel: Kernel, src: Float64Array, dst: Float64Array, npag
       }
       newpage = page;
     }
-    if (!isDevicePfn(newpage)) lru.add(newpage);
+    if (!isZoneDevicePage(kernel, newpage)) lru.add(newpage);
     removeMigrationPtes(kernel, page, newpage);
     if (page !== faultPage) pageUnlock(kernel, page);
     migrationEntriesEnd(kernel, page);
     if (newpage !== page) {
       // The old page: off the LRU for good, and its migration references dropped.
-      if (!isDevicePfn(page)) lru.remove(page);
+      if (!isZoneDevicePage(kernel, page)) lru.remove(page);
       pagePut(kernel, page);
       pageUnlock(kernel, newpage);
       pagePut(kernel, newpage);
@@ -564,14 +586,52 @@ export function* migrateDeviceRange(kernel: Kernel, src: Float64Array, start: nu
   for (let i = 0; i < npages; i++) {
     const pfn = start + i;
     src[i] = 0;
-    if (devicePageRefcount(kernel, pfn) === 0) continue;
-    devicePageGet(kernel, pfn);
-    if (!devicePageTrylock(kernel, pfn)) {
-      devicePagePut(kernel, pfn);
+    // folio_get_nontail_page: a free page (refcount 0) is not taken.
+    if (pageRefcount(kernel, pfn) === 0) continue;
+    pageGet(kernel, pfn);
+    if (!pageTrylock(kernel, pfn)) {
+      pagePut(kernel, pfn);
       continue;
     }
     src[i] = migratePfn(pfn) + MIGRATE_PFN_MIGRATE;
   }
   yield* migrateDeviceUnmap(kernel, src, npages, -1);
   return 0;
+}
+
+function pageRefcount(kernel: Kernel, pfn: number): number {
+  return isDevicePfn(pfn) ? devicePageRefcount(kernel, pfn) : kernel.phys.refcount[pfn]!;
+}
+
+/**
+ * migrate_device_coherent_folio (mm/migrate_device.c): move one device-coherent page back
+ * to system memory with no VMA, for a long-term pin (mm/gup.c
+ * migrate_longterm_unpinnable_folios). The caller holds a reference, which this consumes
+ * (copied to nothing: finalize drops it with the old page on success, the restore on
+ * failure). Lock the page, migrate_device_unmap it (try_to_migrate: a CLEAR per mapping),
+ * allocate a page (GFP_USER), migrate_device_pages, copy, migrate_device_finalize.
+ * Returns 0, or -EBUSY when the page could not be unmapped (extra references: another
+ * pin) or no page could be allocated. Assumed: the model trylocks where folio_lock
+ * sleeps; a page locked by someone else is -EBUSY.
+ */
+export function* migrateDeviceCoherentFolio(kernel: Kernel, folio: number): Co<number> {
+  const { phys } = kernel;
+  if (!isDeviceCoherentPage(kernel, folio)) return -EINVAL;
+  if (!pageTrylock(kernel, folio)) {
+    phys.put(folio);
+    return -EBUSY;
+  }
+  const src = new Float64Array([migratePfn(folio) + MIGRATE_PFN_MIGRATE]);
+  const dst = new Float64Array(1);
+  yield* migrateDeviceUnmap(kernel, src, 1, -1);
+  if (!(migratePfnFlags(src[0] as number) & MIGRATE_PFN_MIGRATE)) return -EBUSY;
+  const dpage = yield* allocPages(kernel, GFP_USER);
+  if (dpage >= 0) {
+    phys.set(dpage, PG_LOCKED);
+    dst[0] = migratePfn(dpage);
+  }
+  yield* migrateDevicePages(kernel, src, dst, 1);
+  if (migratePfnFlags(src[0] as number) & MIGRATE_PFN_MIGRATE) phys.copyPage(dpage, folio);
+  yield* migrateDeviceFinalize(kernel, src, dst, 1);
+  return migratePfnFlags(src[0] as number) & MIGRATE_PFN_MIGRATE ? 0 : -EBUSY;
 }

@@ -10,7 +10,7 @@ import {
   isMigrationEntry, makeMigrationEntry, makePte, pteFlags, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import {
-  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, ZERO_PFN,
+  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, PG_ZONE_DEVICE, ZERO_PFN,
 } from './page-frames.ts';
 import { VM_EXEC, VM_READ, VM_WRITE } from './vma.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
@@ -123,6 +123,10 @@ export function migrationUnmapFunction(release: string): 'try_to_migrate_one' | 
 export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReason): Co<number> {
   const { phys } = kernel;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) return -EBUSY;
+  // A device-coherent (ZONE_DEVICE) page is not on the LRU, so folio_isolate_lru fails and
+  // migrate_pages never sees it; only migrate_vma / migrate_device_* move it (3218f8712d6b
+  // "mm: handling Non-LRU pages returned by vm_normal_pages").
+  if (phys.has(frame, PG_ZONE_DEVICE)) return -EBUSY;
   if (frame !== ZERO_PFN && phys.isAllocated(frame) && phys.isLarge(phys.folioHead(frame))) {
     // A large folio: migrate_pages splits it when it cannot move whole (the model never
     // moves a THP whole); a folio that cannot be split (pinned, extra references) fails

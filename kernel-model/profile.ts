@@ -128,6 +128,15 @@ export interface KernelProfile {
   /** make_device_exclusive_range and the EXCLUSIVE event: 5.14 ("mm: device exclusive memory access"; recalled). */
   makeDeviceExclusive: boolean;
   /**
+   * Device-coherent ZONE_DEVICE memory (MEMORY_DEVICE_COHERENT, CPU-mapped by present
+   * PTEs), MIGRATE_VMA_SELECT_DEVICE_COHERENT and long-term pins migrating such pages out:
+   * 6.0 (f25cbb7a95a2 "mm: add zone device coherent type memory support", dd19e6d8ffaa
+   * "mm: add device coherent vma selection for memory migration", b05a79d4377f "mm/gup:
+   * migrate device coherent pages when pinning instead of failing"; read in the 6.0 merge
+   * log and the amdgpu-dkms compat check "v6.0 - f25cbb7a95a2").
+   */
+  deviceCoherent: boolean;
+  /**
    * The proposals under study layered on this profile (kernel-model/variant.ts), absent on
    * a plain profile. Never mainline behaviour: each names its seed thread.
    */
@@ -148,7 +157,7 @@ const base: KernelProfile = {
   anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
   umemForceWrite: false, oomReapEvent: 'CLEAR', odp: true, odpNotifier: 'interval', odpFault: 'hmm',
   thpCowCopiesHuge: false, hmmMapOrder: true, hugetlbDontneed: true, odpHugetlb: 'hpage-shift',
-  devicePrivate: true, migrateVma: true, makeDeviceExclusive: true,
+  devicePrivate: true, migrateVma: true, makeDeviceExclusive: true, deviceCoherent: true,
 };
 
 /** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
@@ -167,6 +176,7 @@ const linux515: KernelProfile = {
   ],
   cowReuse: 'refcount', anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false,
   refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP', hugetlbDontneed: false,
+  deviceCoherent: false,
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
@@ -182,7 +192,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
     odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
     thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
-    devicePrivate: false, migrateVma: false, makeDeviceExclusive: false,
+    devicePrivate: false, migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
@@ -197,7 +207,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpNotifier: 'ucontext', odpFault: 'gup',
     thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
-    migrateVma: false, makeDeviceExclusive: false,
+    migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-5.8': {
     ...base, name: 'linux-5.8', release: '5.8',
@@ -211,7 +221,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpFault: 'gup', oomReapEvent: 'UNMAP',
     hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
-    migrateVma: false, makeDeviceExclusive: false,
+    migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-5.15': linux515,
   'linux-6.x': base,
@@ -239,6 +249,7 @@ export const INTRODUCED_IN = {
   devicePrivate: '4.14',
   migrateVma: '5.9',
   makeDeviceExclusive: '5.14',
+  deviceCoherent: '6.0',
 } as const;
 
 /** What came before an interface, for the refusal's text. */
@@ -254,6 +265,7 @@ const BEFORE: Partial<Record<keyof typeof INTRODUCED_IN, string>> = {
   devicePrivate: 'before it ZONE_DEVICE only held persistent memory the CPU could map',
   migrateVma: '5.4 to 5.8 had migrate_vma_setup with a src_owner and no MIGRATE event, 4.14 to 5.3 one migrate_vma() call with callbacks',
   makeDeviceExclusive: 'before it a device wanting atomic access had to migrate the page to its memory',
+  deviceCoherent: 'before it device memory the CPU could map was FS DAX or MEMORY_DEVICE_GENERIC, which migrate_vma could not move; a GPU migrating into its memory used device-private pages',
 };
 
 /**

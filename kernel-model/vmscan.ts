@@ -4,7 +4,7 @@ import type { MmStruct } from './mm.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import {
-  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
+  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, PG_ZONE_DEVICE, ZERO_PFN,
 } from './page-frames.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
@@ -265,6 +265,8 @@ export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
     if (pteHas(pte, PTE_SWAP) || !ptePresent(pte)) continue;
     const frame = pteFrame(pte);
     if (frame === ZERO_PFN || !phys.isAllocated(frame) || mappedShared(mm.kernel, frame)) continue;
+    // A device-coherent page is not on the LRU: folio_isolate_lru fails and it is skipped.
+    if (phys.has(frame, PG_ZONE_DEVICE)) continue;
     yield* shrinkPage(mm.kernel, frame, stats, true);
   }
 }
