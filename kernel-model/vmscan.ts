@@ -253,10 +253,10 @@ export function newReclaimStats(): ReclaimStats {
 /**
  * MADV_PAGEOUT: reclaim the pages mapped in [start, end) now, references ignored. A folio
  * another mapping also maps is left alone: mm/madvise.c madvise_cold_or_pageout_pte_range
- * skips it ("Do not interfere with other mappings of this folio": `page_mapcount != 1` in
- * 5.4, `folio_mapcount != folio_nr_pages` in 6.x, `folio_maybe_mapped_shared` for a large
- * folio), and so does the zero page (vm_normal_folio). Paging out a page a KSM merge or a
- * fork shares would take it from processes that never asked.
+ * skips it ("Do not interfere with other mappings of this folio": 12e967fd8e4e "mm: do not
+ * allow MADV_PAGEOUT for CoW pages", 5.5, in 5.4 stable; `folio_maybe_mapped_shared` for a
+ * large folio today), and so does the zero page (vm_normal_folio). Paging out a page a KSM
+ * merge or a fork shares would take it from processes that never asked.
  */
 export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
   const stats = newReclaimStats();
