@@ -270,6 +270,10 @@ export function* hmmRangeFault(range: HmmRange): Co<number> {
           return r;
         }
         // pte_to_hmm_pfn_flags: a PROT_NONE / NUMA-hint PTE is present but not valid.
+        // A present PTE is reported with its pfn whatever page it maps (vm_normal_page is
+        // true for a device-coherent page, so the HMM_PFN_ERROR branch for special PTEs
+        // does not apply); dev_private_owner plays no part: a device-coherent page of any
+        // device is reported in place, never faulted or migrated back.
         const cpuFlags = pteHas(pte, PTE_PROTNONE) ? 0 : HMM_PFN_VALID | (pteWrite(pte) ? HMM_PFN_WRITE : 0);
         const need = pteNeedFault(range, i, cpuFlags);
         if (need) {

@@ -11,10 +11,10 @@
 import test from 'ava';
 import { IBV_ACCESS_ON_DEMAND, IBV_SEND_SIGNALED, IBV_WR_RDMA_WRITE, MLX5_ODP_CAPS } from '../../device/index.ts';
 import {
-  MIGRATE_VMA_SELECT_SYSTEM, MmuNotifyEvent, migrateVmaFinalize, migrateVmaInit, migrateVmaPages, migrateVmaSetup,
-  ptePresent, pteFrame, vpn, type MmStruct,
+  MIGRATE_VMA_SELECT_SYSTEM, MemoryType, MmuNotifyEvent, isDeviceCoherentPage, isZoneDevicePage, migrateVmaFinalize, migrateVmaInit,
+  migrateVmaPages, migrateVmaSetup, ptePresent, pteFrame, vpn, type MmStruct,
 } from '../../kernel-model/index.ts';
-import { Dmirror, odpStrategy, type UmemStrategy } from '../../driver/index.ts';
+import { Dmirror, DmirrorDevice, odpStrategy, type UmemStrategy } from '../../driver/index.ts';
 import { skipEveryMigrateStrategy } from '../../driver/broken/index.ts';
 import {
   ALL_ACCESS, P, completions, connectRc, load, mapAnon, must, pattern, regOk, run, statusNames, store, twoApps, type App,
@@ -109,4 +109,42 @@ test('kernel rule 22 (lib/test_hmm.c dmirror_interval_invalidate\'s skip, in the
     }
   });
   t.deepEqual(invalidations.map((n) => n > 0), [false, true], 'own owner skipped, another owner honoured');
+});
+
+test('kernel rules 22, 46 (mm/hmm.c hmm_vma_handle_pte: a device-coherent page is a present page, reported with its pfn; lib/test_hmm.c dmirror_migrate_to_system with MIGRATE_VMA_SELECT_DEVICE_COHERENT): an ODP MR over memory a GPU migrated into its device-coherent memory maps the GPU\'s pages in place (no migration back); when the GPU migrates them to system memory (MIGRATE, owner = the GPU) the NIC refaults the new pages', (t) => {
+  const { sim, a, b } = twoApps({ caps: { odp: MLX5_ODP_CAPS }, odp: odpStrategy() });
+  const accesses = watchAccesses(a);
+  const frames: number[][] = [];
+  const got: Uint8Array[] = [];
+  run(t, sim, function* () {
+    const [qa] = connectRc(a, b);
+    const src = yield* mapAnon(a, N);
+    yield* store(a, src, pattern(1, N * P));
+    const gpuDev = new DmirrorDevice(a.k, 'gpu', 16, MemoryType.DEVICE_COHERENT);
+    const gpu = yield* Dmirror.open(a.k, a.p.mm, 'gpu', gpuDev);
+    if (typeof gpu === 'number') throw new Error(`Dmirror.open: ${gpu}`);
+    t.false(typeof (yield* gpu.migrateToDevice(src, N)) === 'number', 'the GPU migrated the buffer');
+    const mr = yield* regOk(a, src, N * P, ALL_ACCESS | IBV_ACCESS_ON_DEMAND);
+    const dst = yield* mapAnon(b, N);
+    const dmr = yield* regOk(b, dst, N * P);
+    const write = function* (wrId: number) {
+      must(yield* a.ctx.postSend(qa, {
+        wrId, opcode: IBV_WR_RDMA_WRITE, sendFlags: IBV_SEND_SIGNALED,
+        sgList: [{ addr: src, length: N * P, lkey: mr.lkey }], rdma: { remoteAddr: dst, rkey: dmr.rkey },
+      }), 'post_send');
+      t.deepEqual(statusNames(yield* completions(a, 1)), ['IBV_WC_SUCCESS']);
+      frames.push(Array.from({ length: N }, (_, i) => frameAt(a.p.mm, src + i * P)));
+      got.push(yield* load(b, dst, N * P));
+    };
+    yield* write(1);
+    t.is(gpuDev.cfree, 0, 'the NIC fault moved nothing back');
+    t.is(yield* gpu.migrateToSystem(src, N), 0);
+    yield* store(a, src, pattern(2, N * P));
+    yield* write(2);
+  });
+  t.true(frames[0]!.every((f) => isDeviceCoherentPage(a.k, f)), 'first write: the CPU (and the NIC) use the device-coherent pages');
+  t.true(frames[1]!.every((f) => !isZoneDevicePage(a.k, f)), 'second write: system pages');
+  t.deepEqual(accesses.bad, [], 'every NIC access hit the frame the CPU maps');
+  t.true(accesses.checked > 0);
+  t.deepEqual(got, [pattern(1, N * P), pattern(2, N * P)]);
 });
