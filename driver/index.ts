@@ -1,5 +1,11 @@
 // The public face of the driver: the code a driver author writes or replaces.
-export { Dmirror, type MirrorEntry } from './dmirror.ts';
+export {
+  Dmirror, type MirrorEntry, type DmirrorCmd,
+  HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_NONE, HMM_DMIRROR_PROT_READ, HMM_DMIRROR_PROT_WRITE, HMM_DMIRROR_PROT_PMD,
+  HMM_DMIRROR_PROT_PUD, HMM_DMIRROR_PROT_ZERO, HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL, HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE,
+  HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL, HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE,
+} from './dmirror.ts';
+export { DmirrorDevice, DEVMEM_CHUNK_PAGES, type DmirrorDeviceUser } from './dmirror-device.ts';
 export { IbDevice, SIZE_MAX, type IbDeviceOptions, type MrBindingEvent } from './ib-device.ts';
 export { IbUcontext, type MrEvent } from './ib-ucontext.ts';
 export { newUmemCounters, type IbUmem, type UmemStrategy, type RegMrRequest, type UmemCounters, type DriverEnv } from './umem.ts';

@@ -530,8 +530,9 @@ export class UmemOdp {
 
   /**
    * Invalidation step 2: does this event concern the device at all? The reference says yes
-   * to every event (mlx5 and rxe look at none, rdma C6); kernel rule 22 allows skipping only
-   * MIGRATE (or EXCLUSIVE) events whose owner is the driver's own.
+   * to every event but a MIGRATE whose owner is its own device (mlx5 and rxe look at no
+   * event, rdma C6, and never start one); kernel rule 22 allows skipping only MIGRATE (or
+   * EXCLUSIVE) events whose owner is the driver's own.
    *
    * @example
    *   // Skip the migrations this driver started itself (rule 22):
@@ -539,8 +540,17 @@ export class UmemOdp {
    *     return !(range.event === MmuNotifyEvent.MIGRATE && range.owner === this.owner.ctx.device);
    *   }
    */
-  protected affects(_range: MmuNotifierRange): boolean {
-    return true;
+  protected affects(range: MmuNotifierRange): boolean {
+    // Rule 22's only allowed skip (lib/test_hmm.c dmirror_interval_invalidate): a MIGRATE
+    // this device started itself (migrate_vma_setup with its pgmap_owner). An RDMA NIC
+    // has no device-private memory, so in practice none arrives; a MIGRATE of any other
+    // owner (a GPU moving the MR's pages to its memory) is honoured like any event.
+    return !(range.event === MmuNotifyEvent.MIGRATE && range.owner !== null && range.owner === this.pgmapOwner);
+  }
+
+  /** The pgmap owner this driver's own device migrations would carry: its ib_device. */
+  protected get pgmapOwner(): unknown {
+    return this.owner.ctx.device;
   }
 
   /**

@@ -6,7 +6,9 @@ import { PAGE_SIZE, ULONG_MAX } from './constants.ts';
 import { flushTlbMmRange } from './tlb.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isMigrationEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { PTE_DIRTY, PTE_PRESENT, PTE_SWAP, PTE_WRITE, PTE_ACCESSED, isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, makeDevicePrivateEntry, makePte, pteFlags, pteFrame, pteHas } from './page-table.ts';
+import { devicePageGet, devicePageRmapAdd, pagePgmap } from './memremap.ts';
+import { restoreExclusivePteForFork } from './device-exclusive.ts';
 import { migrationEntryAdded } from './migrate.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, copyHugePmd, setFolioFlags } from './huge-memory.ts';
@@ -57,7 +59,10 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
     for (let idx = 0; idx < slots.length; idx++) {
       const v = slots[idx] as number;
       if (parent.pageTable.pmdHuge(v)) continue; // copied whole above
-      const pte = parent.pageTable.get(v);
+      let pte = parent.pageTable.get(v);
+      // copy_nonpresent_pte: a device-exclusive entry is restored first, then copied as the
+      // present PTE it was (the device loses its exclusive access when it next faults).
+      if (isDeviceExclusiveEntry(pte)) pte = restoreExclusivePteForFork(parent, vma, v * PAGE_SIZE, pte);
       if (pte === 0) continue;
       const addr = v * PAGE_SIZE;
       if (pteHas(pte, PTE_SWAP)) {
@@ -73,6 +78,21 @@ export function* dupMmap(parent: MmStruct, child: MmStruct): Co<number> {
         parent.pageTable.set(v, entry);
         child.pageTable.set(v, entry);
         migrationEntryAdded(parent.kernel, pteFrame(pte), child, addr);
+        continue;
+      }
+      if (isDevicePrivateEntry(pte)) {
+        // copy_nonpresent_pte (mm/memory.c): the child shares the device page (a reference
+        // and an rmap; folio_try_dup_anon_rmap_pte cannot fail, device pages are never
+        // pinned, and the page is no longer exclusive); in a COW mapping a writable entry
+        // becomes readable in both, so the first CPU write migrates it back and copies.
+        const dpfn = pteFrame(pte);
+        devicePageGet(parent.kernel, dpfn);
+        devicePageRmapAdd(parent.kernel, dpfn, child, addr);
+        const m = pagePgmap(parent.kernel, dpfn);
+        if (m) m.anonExclusive[m.index(dpfn)] = 0;
+        const entry = cow && pteHas(pte, PTE_WRITE) ? makeDevicePrivateEntry(dpfn, false) : pte;
+        parent.pageTable.set(v, entry);
+        child.pageTable.set(v, entry);
         continue;
       }
       const f = pteFrame(pte);

@@ -5,7 +5,9 @@ import { VM_IO, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHA
 import { EBUSY, EFAULT, EINTR, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, isPageAligned, vpn } from './constants.ts';
 import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, pteFrame, pteHas, ptePresent, pteWith } from './page-table.ts';
-import { GUP_PIN_COUNTING_BIAS, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, ZERO_PFN } from './page-frames.ts';
+import { GUP_PIN_COUNTING_BIAS, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_ZONE_DEVICE, ZERO_PFN } from './page-frames.ts';
+import { migrateDeviceCoherentFolio } from './migrate-device.ts';
+import { isDeviceCoherentPage } from './memremap.ts';
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_UNSHARE, FAULT_FLAG_WRITE, handleMmFault } from './memory.ts';
 import { folioMarkDirty } from './filemap.ts';
 import { migratePage } from './migrate.ts';
@@ -138,7 +140,9 @@ export function gupFastWalk(mm: MmStruct, start: number, nrPages: number, flags:
     if (!ptePresent(pte) || pteHas(pte, PTE_PROTNONE) || (write && !pteHas(pte, PTE_WRITE))) break;
     const f = pteFrame(pte);
     if (f === ZERO_PFN) break;
-    if ((flags & FOLL_LONGTERM) && phys.has(f, PG_MOVABLE_ZONE)) break;
+    // try_grab_folio_fast: a FOLL_LONGTERM page that is not long-term pinnable (ZONE_MOVABLE,
+    // device-coherent) is left to the slow path, which migrates it.
+    if ((flags & FOLL_LONGTERM) && !folioIsLongtermPinnable(kernel, f)) break;
     if ((flags & FOLL_LONGTERM) && (flags & FOLL_WRITE) && profile.refuseLongtermFileWrite && phys.mappingFile[f]! >= 0) break;
     // VM_IO/VM_PFNMAP mappings have special PTEs (pte_special): gup_fast leaves them to the slow path.
     const vma = mm.findVma(addr);
@@ -210,20 +214,48 @@ function* gupLocked(mm: MmStruct, start: number, nrPages: number, flags: number,
       pages.push(...got);
       return r;
     }
-    // Long-term pins may not stay in ZONE_MOVABLE: unpin everything, migrate the
-    // offenders, pin again (rule 62).
-    const offenders = got.filter((f) => f !== ZERO_PFN && kernel.phys.has(f, PG_MOVABLE_ZONE));
+    // Long-term pins may not stay on pages that are not long-term pinnable (ZONE_MOVABLE,
+    // device-coherent memory): unpin everything, migrate the offenders, pin again (rule
+    // 62; mm/gup.c check_and_migrate_movable_pages: collect_longterm_unpinnable_folios,
+    // migrate_longterm_unpinnable_folios, -EAGAIN and __gup_longterm_locked pins again).
+    const offenders = [...new Set(got.filter((f) => !folioIsLongtermPinnable(kernel, f)))];
     if (offenders.length === 0) {
       pages.push(...got);
       return r;
     }
+    if (attempt >= 2) {
+      unpinUserPages(kernel, got);
+      return -ENOMEM;
+    }
+    // A device-coherent folio is not on the LRU: its pin becomes a plain reference
+    // (folio_get, gup_put_folio: "Migration will fail if the folio is pinned") and
+    // migrate_device_coherent_folio moves it to a system page, consuming that reference.
+    const coherent = offenders.filter((f) => isDeviceCoherentPage(kernel, f));
+    for (const f of coherent) kernel.phys.get(f);
     unpinUserPages(kernel, got);
-    if (attempt >= 2) return -ENOMEM;
+    for (let c = 0; c < coherent.length; c++) {
+      if ((yield* migrateDeviceCoherentFolio(kernel, coherent[c]!)) < 0) {
+        for (const f of coherent.slice(c + 1)) kernel.phys.put(f);
+        return -EBUSY;
+      }
+    }
     for (const f of offenders) {
+      if (kernel.phys.has(f, PG_ZONE_DEVICE)) continue;
       const m = yield* migratePage(kernel, f, 'longterm-pin');
       if (m < 0) return m === -EBUSY ? -EBUSY : -ENOMEM;
     }
   }
+}
+
+/**
+ * folio_is_longterm_pinnable (include/linux/mm.h): the zero page may be pinned; a
+ * device-coherent folio never ("Coherent device memory must always allow eviction", 6.0);
+ * otherwise any folio outside ZONE_MOVABLE (and CMA, which the model folds into it).
+ */
+export function folioIsLongtermPinnable(kernel: Kernel, f: number): boolean {
+  if (f === ZERO_PFN) return true;
+  if (isDeviceCoherentPage(kernel, f)) return false;
+  return !kernel.phys.has(f, PG_MOVABLE_ZONE);
 }
 
 /**

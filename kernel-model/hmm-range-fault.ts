@@ -4,7 +4,8 @@ import { mmuIntervalCheckRetry } from './mmu-interval-notifier.ts';
 import { EBUSY, EFAULT, EINVAL, EPERM } from './errno.ts';
 import { PAGE_SIZE, PMD_SIZE, isPageAligned, vpn } from './constants.ts';
 import { VM_IO, VM_PFNMAP, VM_READ, VM_WRITE } from './vma.ts';
-import { PTE_PROTNONE, isMigrationEntry, pteFrame, pteHas, ptePresent, pteWrite } from './page-table.ts';
+import { PTE_PROTNONE, isDevicePrivateEntry, isMigrationEntry, pteFrame, pteHas, ptePresent, pteWrite } from './page-table.ts';
+import { pagePgmap } from './memremap.ts';
 import { HPAGE_PMD_ORDER } from './huge-memory.ts';
 import { migrationEntryWait } from './migrate.ts';
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_WRITE, handleMmFault } from './memory.ts';
@@ -238,6 +239,20 @@ export function* hmmRangeFault(range: HmmRange): Co<number> {
         const pte = mm.pageTable.get(vpn(a));
         const sticky = (range.flags[i] as number) & STICKY;
         if (!ptePresent(pte)) {
+          // hmm_vma_handle_pte: a device-private entry of the caller's own device
+          // (pgmap->owner == range->dev_private_owner) is reported, never faulted, even
+          // when a write was asked of a read-only entry: VALID, WRITE iff the entry is
+          // writable, the device page's pfn. Any other device-private entry is faulted
+          // (do_swap_page -> migrate_to_ram) when a fault is needed, else reported as 0.
+          if (isDevicePrivateEntry(pte)) {
+            const pgmap = pagePgmap(mm.kernel, pteFrame(pte));
+            if (pgmap && range.devPrivateOwner !== null && range.devPrivateOwner !== undefined && pgmap.owner === range.devPrivateOwner) {
+              range.pfns[i] = pteFrame(pte);
+              range.flags[i] = HMM_PFN_VALID | (pteWrite(pte) ? HMM_PFN_WRITE : 0) | sticky;
+              range.order[i] = 0;
+              continue;
+            }
+          }
           const need = pteNeedFault(range, i, 0);
           if (!need) {
             range.flags[i] = sticky;
@@ -255,6 +270,10 @@ export function* hmmRangeFault(range: HmmRange): Co<number> {
           return r;
         }
         // pte_to_hmm_pfn_flags: a PROT_NONE / NUMA-hint PTE is present but not valid.
+        // A present PTE is reported with its pfn whatever page it maps (vm_normal_page is
+        // true for a device-coherent page, so the HMM_PFN_ERROR branch for special PTEs
+        // does not apply); dev_private_owner plays no part: a device-coherent page of any
+        // device is reported in place, never faulted or migrated back.
         const cpuFlags = pteHas(pte, PTE_PROTNONE) ? 0 : HMM_PFN_VALID | (pteWrite(pte) ? HMM_PFN_WRITE : 0);
         const need = pteNeedFault(range, i, cpuFlags);
         if (need) {

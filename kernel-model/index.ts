@@ -12,11 +12,12 @@ export { File } from './file.ts';
 export {
   PhysicalMemory, GUP_PIN_COUNTING_BIAS, ZERO_PFN,
   PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_UPTODATE, PG_ANON, PG_SWAPBACKED, PG_ANON_EXCLUSIVE, PG_PRIVATE,
-  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, PG_HUGETLB, type RmapItem,
+  PG_LRU, PG_ACTIVE, PG_REFERENCED, PG_LAZYFREE, PG_MOVABLE_ZONE, PG_SWAPCACHE, PG_ALLOCATED, PG_KSM, PG_HUGETLB, PG_ZONE_DEVICE, type RmapItem,
 } from './page-frames.ts';
 export {
   PageTable, PTE_PRESENT, PTE_WRITE, PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, PTE_PROTNONE, PTE_MIGRATION,
   pteFrame, pteFlags, ptePresent, pteWrite, pteHas, makePte, isMigrationEntry, makeMigrationEntry,
+  PTE_DEVICE_PRIVATE, isDevicePrivateEntry, makeDevicePrivateEntry, PTE_DEVICE_EXCLUSIVE, isDeviceExclusiveEntry,
 } from './page-table.ts';
 export { DmaBus } from './dma-bus.ts';
 export {
@@ -44,7 +45,7 @@ export {
 
 export { DmaBuf, DmaBufAttachment, type DmaBufImporterOps, type DmaBufExporterOptions } from './dma-buf.ts';
 export {
-  getUserPages, getUserPagesFast, getUserPagesRemote, pinUserPages, pinUserPagesFast, putUserPages, putUserPagesDirty, unpinUserPages,
+  getUserPages, getUserPagesFast, getUserPagesRemote, pinUserPages, pinUserPagesFast, folioIsLongtermPinnable, putUserPages, putUserPagesDirty, unpinUserPages,
   unpinUserPagesDirtyLock, accountPinnedVm, unaccountPinnedVm,
   FOLL_WRITE, FOLL_GET, FOLL_FORCE, FOLL_LONGTERM, FOLL_PIN, FOLL_PCI_P2PDMA, FOLL_TOUCH, FOLL_REMOTE,
 } from './gup.ts';
@@ -93,3 +94,16 @@ export {
   type KernelVariant, type AppliedVariant, type ProposalSwitches, type ProfilePatch, type OutcomeLabel, type VariantExpectation,
 } from './variant.ts';
 export { DIRTY_EXPIRE_INTERVAL_NS, DIRTY_WRITEBACK_INTERVAL_NS } from './writeback.ts';
+export {
+  MemoryType, DEVICE_PFN_BASE, DevPagemap, memremapPages, isDevicePfn, isZoneDevicePage, isDeviceCoherentPage, pagePgmap, zoneDevicePageInit,
+  devicePageGet, devicePagePut, devicePageRefcount, devicePageLocked, devicePageTrylock, devicePageUnlock, devicePageMappings,
+  type DevPagemapOps, type DevPagemapInit, type VmFault,
+} from './memremap.ts';
+export {
+  MIGRATE_VMA_SELECT_SYSTEM, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, MIGRATE_VMA_SELECT_DEVICE_COHERENT,
+  MIGRATE_PFN_VALID, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_PFN_SHIFT,
+  migratePfn, migratePfnToPage, migratePfnFlags, migrateVmaInit, migrateVmaSetup, migrateVmaPages, migrateVmaFinalize,
+  migrateDeviceRange, migrateDevicePages, migrateDeviceFinalize, migrateDeviceCoherentFolio,
+  type MigrateVma,
+} from './migrate-device.ts';
+export { makeDeviceExclusive, removeDeviceExclusiveEntry, type DeviceExclusiveResult } from './device-exclusive.ts';

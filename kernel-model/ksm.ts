@@ -36,7 +36,7 @@ import { VM_IO, VM_PFNMAP, VM_SHARED, VM_MAYSHARE } from './vma.ts';
 import { EFAULT } from './errno.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_WRITE, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_LOCKED, PG_SWAPCACHE, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_LOCKED, PG_SWAPCACHE, PG_ZONE_DEVICE, ZERO_PFN } from './page-frames.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { FAULT_FLAG_REMOTE, FAULT_FLAG_UNSHARE, handleMmFault } from './memory.ts';
@@ -379,6 +379,8 @@ function nextCandidate(kernel: Kernel): { mm: MmStruct; addr: number } | null {
         if (!ptePresent(pte)) continue;
         const f = pteFrame(pte);
         if (f === ZERO_PFN || !kernel.phys.has(f, PG_ANON)) continue;
+        // scan_get_next_rmap_item skips ZONE_DEVICE pages (is_zone_device_page: device-coherent).
+        if (kernel.phys.has(f, PG_ZONE_DEVICE)) continue;
         s.addr = (pv + 1) * PAGE_SIZE;
         return { mm, addr: pv * PAGE_SIZE };
       }

@@ -6,7 +6,7 @@ import { EAGAIN, EFAULT, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PMD_SIZE, pageAlignDown, vpn } from './constants.ts';
 import {
   PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE,
-  isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
+  isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, makePte, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_PRIVATE, PG_SWAPBACKED, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN } from './page-frames.ts';
 import type { Kernel } from './kernel.ts';
@@ -21,6 +21,8 @@ import { numaHintingFault } from './numa-balancing.ts';
 import { VM_FAULT_FALLBACK, doHugePmdAnonymousPage, hugePmdFault, thpVmaAllowable, zapHugePmd } from './huge-memory.ts';
 import { hugetlbFault, isVmHugetlbPage } from './hugetlb.ts';
 import { canChangePteWritable } from './mprotect.ts';
+import { removeDeviceExclusiveEntry } from './device-exclusive.ts';
+import { devicePageGet, devicePagePut, devicePageRmapRemove, devicePageTrylock, devicePageUnlock, pagePgmap } from './memremap.ts';
 
 export const FAULT_FLAG_WRITE = 1;
 /** Break COW sharing without making the PTE writable (read-only pins, rule 61). */
@@ -76,6 +78,38 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     yield* migrationEntryWait(mm, v);
     sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'migration-wait', ret: 0, node: kernel.node });
     return yield* handleMmFault(mm, vma, addr, flags);
+  }
+
+  if (isDeviceExclusiveEntry(pte)) {
+    // do_swap_page's is_device_exclusive_entry branch: restore the PTE (device-exclusive.ts);
+    // the access is then retried.
+    ret = yield* removeDeviceExclusiveEntry(mm, vma, page, pte);
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'device-exclusive', ret, node: kernel.node });
+    return ret;
+  }
+  if (isDevicePrivateEntry(pte)) {
+    // do_swap_page's is_device_private_entry branch (mm/memory.c): with the entry still the
+    // one the fault saw, trylock the device page, take a reference, and let its pgmap's
+    // migrate_to_ram bring it back (it runs migrate_vma_* with the page as fault_page);
+    // a page locked by someone else (a migration under way) makes the fault return and
+    // the access retry. A failed migrate_to_ram is VM_FAULT_SIGBUS.
+    kind = 'device-private';
+    const dpfn = pteFrame(pte);
+    const pgmap = pagePgmap(kernel, dpfn);
+    // (memremap_pages refuses a device-private pgmap without migrate_to_ram.)
+    if (!pgmap || !pgmap.ops.migrateToRam) ret = -EFAULT;
+    else if (devicePageTrylock(kernel, dpfn)) {
+      devicePageGet(kernel, dpfn);
+      ret = yield* pgmap.ops.migrateToRam({ mm, vma, address: page, page: dpfn, flags });
+      devicePageUnlock(kernel, dpfn);
+      devicePagePut(kernel, dpfn);
+    } else {
+      // The access is retried once the faulting thread runs again: model that as a short
+      // sleep (1 µs, assumed) so the holder of the page lock can finish.
+      yield* kernel.sim.sleep(1000);
+    }
+    sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind, ret, node: kernel.node });
+    return ret;
   }
 
   if (pte !== 0 && pteHas(pte, PTE_SWAP)) {
@@ -350,6 +384,14 @@ export function zapPteRange(mm: MmStruct, vma: Vma, start: number, end: number, 
       // zap_nonpresent_ptes: a migration entry holds no reference and no mapcount; it just
       // goes, and remove_migration_ptes will find nothing here to restore.
       migrationEntryDropped(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE);
+      continue;
+    }
+    if (isDevicePrivateEntry(pte)) {
+      // zap_nonpresent_ptes: a device-private entry drops its rmap and its reference (no
+      // TLB entry to wait for: the CPU never mapped it); the last put frees the page to the
+      // driver (page_free).
+      devicePageRmapRemove(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE);
+      devicePagePut(mm.kernel, pteFrame(pte));
       continue;
     }
     if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);

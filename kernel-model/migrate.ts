@@ -10,13 +10,14 @@ import {
   isMigrationEntry, makeMigrationEntry, makePte, pteFlags, pteFrame, pteHas, ptePresent,
 } from './page-table.ts';
 import {
-  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, ZERO_PFN,
+  PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_LOCKED, PG_MOVABLE_ZONE, PG_PRIVATE, PG_SWAPBACKED, PG_UPTODATE, PG_ZONE_DEVICE, ZERO_PFN,
 } from './page-frames.ts';
 import { VM_EXEC, VM_READ, VM_WRITE } from './vma.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { splitHugePage } from './huge-memory.ts';
 import { notifyPageChange } from './memory.ts';
 import { folioMarkDirty } from './filemap.ts';
+import { devicePageLocked, isDevicePfn } from './memremap.ts';
 
 export type MigrateReason = 'numa' | 'compaction' | 'longterm-pin' | 'test';
 
@@ -70,13 +71,34 @@ export function* migrationEntryWait(mm: MmStruct, v: number): Co {
   if (!isMigrationEntry(pte)) return;
   const frame = pteFrame(pte);
   const generation = kernel.phys.generation[frame];
-  const locked = () => kernel.phys.isAllocated(frame) && kernel.phys.generation[frame] === generation && kernel.phys.has(frame, PG_LOCKED);
+  const locked = () => isDevicePfn(frame)
+    ? devicePageLocked(kernel, frame)
+    : kernel.phys.isAllocated(frame) && kernel.phys.generation[frame] === generation && kernel.phys.has(frame, PG_LOCKED);
   yield* stateOf(kernel).unlocked.waitEvent(() => mm.pageTable.get(v) !== pte || !locked());
   if (mm.pageTable.get(v) === pte) {
     // remove_migration_ptes restores every entry before folio_unlock: one left behind is a
     // model bug, and a real kernel would spin on it forever.
     throw new Error(`migration entry for frame ${frame} left at ${v * PAGE_SIZE} in mm${mm.id} after the migration ended`);
   }
+}
+
+/**
+ * migrate_vma (migrate-device.ts) tracks its migration entries here too, so faults wait
+ * on them, zaps drop them and fork copies them exactly as for migrate_pages: start a
+ * folio's list (the caller holds the folio lock) ...
+ */
+export function migrationEntriesBegin(kernel: Kernel, frame: number): RmapItem[] {
+  const s = stateOf(kernel);
+  let list = s.entries.get(frame);
+  if (!list) s.entries.set(frame, (list = []));
+  return list;
+}
+
+/** ... and end it once the entries are restored and the folio is unlocked: waiters retry. */
+export function migrationEntriesEnd(kernel: Kernel, frame: number): void {
+  const s = stateOf(kernel);
+  s.entries.delete(frame);
+  s.unlocked.wakeUpAll();
 }
 
 /** Releases from 5.14 unmap for migration with try_to_migrate(); earlier ones with try_to_unmap(TTU_MIGRATION). */
@@ -101,6 +123,10 @@ export function migrationUnmapFunction(release: string): 'try_to_migrate_one' | 
 export function* migratePage(kernel: Kernel, frame: number, reason: MigrateReason): Co<number> {
   const { phys } = kernel;
   if (frame === ZERO_PFN || !phys.isAllocated(frame)) return -EBUSY;
+  // A device-coherent (ZONE_DEVICE) page is not on the LRU, so folio_isolate_lru fails and
+  // migrate_pages never sees it; only migrate_vma / migrate_device_* move it (3218f8712d6b
+  // "mm: handling Non-LRU pages returned by vm_normal_pages").
+  if (phys.has(frame, PG_ZONE_DEVICE)) return -EBUSY;
   if (frame !== ZERO_PFN && phys.isAllocated(frame) && phys.isLarge(phys.folioHead(frame))) {
     // A large folio: migrate_pages splits it when it cannot move whole (the model never
     // moves a THP whole); a folio that cannot be split (pinned, extra references) fails

@@ -11,7 +11,8 @@ import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
 import { flushTlbMmRange, gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
-import { isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
+import { isDevicePrivateEntry, isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
+import { devicePageRmapMove } from './memremap.ts';
 import { migrationEntryMoved } from './migrate.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_SIZE, splitHugePmd, vmaAdjustTransHuge } from './huge-memory.ts';
 import { HUGETLB_PAGE_SIZE, hugetlbSplitReservations, hugetlbUnreserve, hugetlbVmaReserved, isVmHugetlbPage } from './hugetlb.ts';
@@ -238,6 +239,7 @@ function* moveVma(mm: MmStruct, vma: Vma, oldAddr: number, oldLen: number, newAd
     mm.pageTable.set(v + shift / PAGE_SIZE, pte);
     if (ptePresent(pte)) span = gatherPage(span, v * PAGE_SIZE);
     if (isMigrationEntry(pte)) migrationEntryMoved(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
+    else if (isDevicePrivateEntry(pte)) devicePageRmapMove(mm.kernel, pteFrame(pte), mm, v * PAGE_SIZE, v * PAGE_SIZE + shift);
     else if (!pteHas(pte, PTE_SWAP)) {
       phys.rmapRemove(pteFrame(pte), mm, v * PAGE_SIZE);
       phys.rmapAdd(pteFrame(pte), mm, v * PAGE_SIZE + shift);

@@ -1,12 +1,12 @@
 import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { VM_EXEC, VM_MAYWRITE, VM_READ, VM_WRITE, protToVmFlags, type Vma } from './vma.ts';
-import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, ZERO_PFN } from './page-frames.ts';
+import { PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_SWAPBACKED, PG_ZONE_DEVICE, ZERO_PFN } from './page-frames.ts';
 import { EACCES, EINVAL, ENOMEM } from './errno.ts';
 import { PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, isPageAligned, pageAlignUp, vpn } from './constants.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
-import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
+import { PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, isDeviceExclusiveEntry, isDevicePrivateEntry, isMigrationEntry, pteFlags, pteFrame, pteHas, PTE_SWAP, makePte } from './page-table.ts';
 import { hugetlbSplitCheck, splitVmasAtHuge } from './mmap.ts';
 import { changeHugePmd, splitPartialHugePmds } from './huge-memory.ts';
 import { isVmHugetlbPage } from './hugetlb.ts';
@@ -70,7 +70,7 @@ export function canChangePteWritable(mm: MmStruct, vma: Vma, pte: number): boole
 /**
  * change_protection over [start, end) of one VMA. With `protNuma` (MM_CP_PROT_NUMA, from
  * change_prot_numa) present PTEs become NUMA hints (PAGE_NONE) except those
- * change_pte_range skips: already PROT_NONE, the zero page and KSM pages, shared or
+ * change_pte_range skips: already PROT_NONE, the zero page, KSM and zone-device pages, shared or
  * maybe-pinned pages of COW mappings, dirty pages of the file LRU (mm/mprotect.c
  * change_pte_range, folio_is_file_lru: shmem is hinted dirty or not). Returns the PTEs changed.
  */
@@ -111,7 +111,9 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
       if (pteHas(pte, PTE_SWAP)) continue;
       if (protNuma) {
         const f = pteFrame(pte);
-        if (isMigrationEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
+        if (isMigrationEntry(pte) || isDevicePrivateEntry(pte) || isDeviceExclusiveEntry(pte) || pteHas(pte, PTE_PROTNONE) || f === ZERO_PFN || phys.has(f, PG_KSM)) continue;
+        // change_pte_range skips folio_is_zone_device folios (device-coherent pages; 3218f8712d6b).
+        if (phys.has(f, PG_ZONE_DEVICE)) continue;
         if (vma.cow && (phys.maybeDmaPinned(f) || phys.mapcount[f]! > 1)) continue;
         // folio_is_file_lru && folio_test_dirty: a dirty page of the file LRU (not shmem,
         // which is swap-backed and sits on the anon LRU).
@@ -121,9 +123,11 @@ export function* changeProtection(mm: MmStruct, vma: Vma, start: number, end: nu
         updated++;
         continue;
       }
-      if (isMigrationEntry(pte)) {
-        // change_pte_range: a writable migration entry becomes a readable one when write
-        // permission goes; the restore then takes the VMA's new protection.
+      if (isMigrationEntry(pte) || isDevicePrivateEntry(pte) || isDeviceExclusiveEntry(pte)) {
+        // change_pte_range: a writable migration entry, or a writable device-private entry
+        // (is_writable_device_private_entry), becomes a readable one when write permission
+        // goes; the restore then takes the VMA's new protection (a device-exclusive entry
+        // is restored with the VMA's protection too, restore_exclusive_pte).
         if (!(want & VM_WRITE) && pteHas(pte, PTE_WRITE)) mm.pageTable.set(v, makePte(pteFrame(pte), pteFlags(pte) & ~PTE_WRITE));
         continue;
       }

@@ -27,6 +27,13 @@ export const PG_ALLOCATED = 1 << 14;
 export const PG_KSM = 1 << 15;
 /** A hugetlb pool page (on the head): freed back to the pool, never to the allocator (hugetlb.ts). */
 export const PG_HUGETLB = 1 << 16;
+/**
+ * A ZONE_DEVICE page the CPU can address (here MEMORY_DEVICE_COHERENT, memremap.ts): a
+ * frame carved out of the allocator for a pgmap. Its last reference goes to the pgmap's
+ * page_free (free_zone_device_folio, mm/memremap.c), never to the allocator; it is never
+ * on the LRU (mm/migrate_device.c: "ZONE_DEVICE folios are not on LRU").
+ */
+export const PG_ZONE_DEVICE = 1 << 17;
 
 /** Where a frame is mapped: for reclaim, migration and writeback (the rmap). */
 export interface RmapItem {
@@ -80,6 +87,8 @@ export class PhysicalMemory {
   used = 1;
   /** free_huge_folio: where a hugetlb page goes when its last reference is dropped. */
   hugetlbFree: ((head: number) => void) | null = null;
+  /** free_zone_device_folio -> pgmap->ops->page_free: where a PG_ZONE_DEVICE page goes at refcount 0 (memremap.ts). */
+  zoneDeviceFree: ((frame: number) => void) | null = null;
   /** Free frames (frames taken by a large allocation may still sit in `free`: skipped there). */
   private nFree: number;
   /** Where the next search for a free aligned block starts (allocFolio). */
@@ -183,7 +192,7 @@ export class PhysicalMemory {
       const head = b * n;
       let free = true;
       for (let f = head; f < head + n; f++) {
-        if (this.flags[f]! & PG_ALLOCATED) {
+        if (this.flags[f]! & (PG_ALLOCATED | PG_ZONE_DEVICE)) {
           free = false;
           break;
         }
@@ -251,7 +260,8 @@ export class PhysicalMemory {
         }
         this.pincount[h] = 0;
         this.hugetlbFree(h);
-      } else if (order === 0) this.freeFrame(h);
+      } else if (order === 0 && this.flags[h]! & PG_ZONE_DEVICE) this.freeZoneDevicePage(h);
+      else if (order === 0) this.freeFrame(h);
       else {
         for (let t = h; t < h + (1 << order); t++) {
           this.order[t] = 0;
@@ -278,6 +288,80 @@ export class PhysicalMemory {
     this.nFree++;
     this.used--;
     this.sim.emit({ type: 'page-free', frame: f, node: this.node });
+  }
+
+  /**
+   * free_zone_device_folio (mm/memremap.c): the page's state is cleared (mapping, the
+   * anon-exclusive bit) and it goes to its pgmap's page_free, not to the allocator. It
+   * reads as free (not PG_ALLOCATED) until the driver takes it again (zoneDevicePageInit).
+   */
+  private freeZoneDevicePage(f: number): void {
+    this.flags[f] = PG_ZONE_DEVICE;
+    this.mappingFile[f] = -1;
+    this.mapcount[f] = 0;
+    this.pincount[f] = 0;
+    this.contents.delete(f);
+    this.rmap.delete(f);
+    this.used--;
+    this.sim.emit({ type: 'page-free', frame: f, node: this.node });
+    this.zoneDeviceFree?.(f);
+  }
+
+  /**
+   * Carve `npages` contiguous free frames out of the allocator for a device-coherent pgmap
+   * (memremap_pages of MEMORY_DEVICE_COHERENT: the range becomes ZONE_DEVICE, its struct
+   * pages start with refcount 0, memmap_init_zone_device). Assumed: the model has no
+   * separate device address range, so the device's memory is taken from the top of
+   * system memory, as lib/test_hmm.c takes a range reserved at boot (spm_addr_dev0/1).
+   * Returns the first frame, or -ENOMEM when no such run is free.
+   */
+  reserveZoneDevice(npages: number): number {
+    if (!Number.isInteger(npages) || npages <= 0 || npages > this.nFree) return -ENOMEM;
+    let run = 0;
+    let first = -1;
+    for (let f = this.frames - 1; f >= 1; f--) {
+      if (this.flags[f]! & (PG_ALLOCATED | PG_ZONE_DEVICE)) {
+        run = 0;
+        continue;
+      }
+      if (++run === npages) {
+        first = f;
+        break;
+      }
+    }
+    if (first < 0) return -ENOMEM;
+    for (let f = first; f < first + npages; f++) {
+      this.flags[f] = PG_ZONE_DEVICE;
+      this.refcount[f] = 0;
+      this.mapcount[f] = 0;
+      this.pincount[f] = 0;
+      this.mappingFile[f] = -1;
+      this.contents.delete(f);
+    }
+    // Off the free list for good (kept in order; the FIFO head restarts at 0).
+    let w = 0;
+    for (let r = this.freeHead; r < this.free.length; r++) {
+      const f = this.free[r]!;
+      if (f >= first && f < first + npages) continue;
+      this.free[w++] = f;
+    }
+    this.free.length = w;
+    this.freeHead = 0;
+    this.nFree -= npages;
+    return first;
+  }
+
+  /** zone_device_page_init on a PG_ZONE_DEVICE frame: one reference, locked, in use. */
+  zoneDevicePageInit(f: number): void {
+    this.refcount[f] = 1;
+    this.mapcount[f] = 0;
+    this.pincount[f] = 0;
+    this.flags[f] = PG_ALLOCATED | PG_ZONE_DEVICE | PG_UPTODATE | PG_LOCKED;
+    this.mappingFile[f] = -1;
+    this.index[f] = 0;
+    this.generation[f]!++;
+    this.used++;
+    this.sim.emit({ type: 'page-alloc', frame: f, node: this.node });
   }
 
   has(f: number, flag: number): boolean {

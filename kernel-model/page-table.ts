@@ -1,5 +1,5 @@
 /**
- * PTE encoding: packed numbers `frame * 128 + bits`, 0 meaning none. A swap entry keeps its
+ * PTE encoding: packed numbers `frame * 512 + bits`, 0 meaning none. A swap entry keeps its
  * slot in the frame field; a migration entry keeps the frame being migrated.
  */
 export const PTE_PRESENT = 1;
@@ -16,8 +16,22 @@ export const PTE_PROTNONE = 32;
  * writable one, PTE_ACCESSED / PTE_DIRTY the young and dirty bits it remembers.
  */
 export const PTE_MIGRATION = 64;
+/**
+ * Non-present device-private entry (include/linux/swapops.h,
+ * make_{readable,writable}_device_private_entry): the frame field is the device page's pfn
+ * (memremap.ts, above every system frame), PTE_WRITE says whether the entry is a writable
+ * one. A CPU access faults into the pgmap's migrate_to_ram (mm/memory.c do_swap_page).
+ */
+export const PTE_DEVICE_PRIVATE = 128;
+/**
+ * Non-present device-exclusive entry (mm/rmap.c make_device_exclusive,
+ * make_device_exclusive_entry): the frame field is the system page a device holds for
+ * atomic access. As since 6.15 it keeps the page's mapping (rmap) and reference; a CPU
+ * access restores the PTE (mm/memory.c remove_device_exclusive_entry).
+ */
+export const PTE_DEVICE_EXCLUSIVE = 256;
 
-const BITS = 128;
+const BITS = 512;
 
 export const pteFrame = (pte: number): number => Math.floor(pte / BITS);
 export const pteFlags = (pte: number): number => pte % BITS;
@@ -28,6 +42,10 @@ export const pteHas = (pte: number, flag: number): boolean => (pte % BITS & flag
 export const isMigrationEntry = (pte: number): boolean => (pte % BITS & PTE_MIGRATION) !== 0;
 export const makeMigrationEntry = (frame: number, flags: number): number =>
   makePte(frame, PTE_MIGRATION | (flags & (PTE_WRITE | PTE_ACCESSED | PTE_DIRTY)));
+export const isDevicePrivateEntry = (pte: number): boolean => (pte % BITS & PTE_DEVICE_PRIVATE) !== 0;
+export const isDeviceExclusiveEntry = (pte: number): boolean => (pte % BITS & PTE_DEVICE_EXCLUSIVE) !== 0;
+export const makeDevicePrivateEntry = (pfn: number, writable: boolean): number =>
+  makePte(pfn, PTE_DEVICE_PRIVATE | (writable ? PTE_WRITE : 0));
 export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 

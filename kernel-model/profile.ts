@@ -111,6 +111,32 @@ export interface KernelProfile {
    */
   odpHugetlb: 'hugetlb-vma' | 'hpage-shift';
   /**
+   * Device-private ZONE_DEVICE memory (MEMORY_DEVICE_PRIVATE, a pgmap with migrate_to_ram
+   * and page_free): 4.14, "mm/ZONE_DEVICE: new type of ZONE_DEVICE for unaddressable memory"
+   * (HMM series; recalled, the 4.19 tree's mm/migrate.c already has migrate_vma with
+   * device-private entries). The owner field came in 5.7.
+   */
+  devicePrivate: boolean;
+  /**
+   * migrate_vma_setup/pages/finalize with MIGRATE_VMA_SELECT_SYSTEM/DEVICE_PRIVATE flags and
+   * the MIGRATE invalidation carrying pgmap_owner (mmu_notifier_range_init_owner): 5.9
+   * ("mm/migrate: add a flags parameter to migrate_vma", "mm/notifier: add migration
+   * invalidation type"; recalled). 5.4 to 5.8 had migrate_vma_setup with a `src_owner` and
+   * a CLEAR invalidation; 4.14 to 5.3 a single migrate_vma() with callbacks.
+   */
+  migrateVma: boolean;
+  /** make_device_exclusive_range and the EXCLUSIVE event: 5.14 ("mm: device exclusive memory access"; recalled). */
+  makeDeviceExclusive: boolean;
+  /**
+   * Device-coherent ZONE_DEVICE memory (MEMORY_DEVICE_COHERENT, CPU-mapped by present
+   * PTEs), MIGRATE_VMA_SELECT_DEVICE_COHERENT and long-term pins migrating such pages out:
+   * 6.0 (f25cbb7a95a2 "mm: add zone device coherent type memory support", dd19e6d8ffaa
+   * "mm: add device coherent vma selection for memory migration", b05a79d4377f "mm/gup:
+   * migrate device coherent pages when pinning instead of failing"; read in the 6.0 merge
+   * log and the amdgpu-dkms compat check "v6.0 - f25cbb7a95a2").
+   */
+  deviceCoherent: boolean;
+  /**
    * The proposals under study layered on this profile (kernel-model/variant.ts), absent on
    * a plain profile. Never mainline behaviour: each names its seed thread.
    */
@@ -131,6 +157,7 @@ const base: KernelProfile = {
   anonExclusive: true, unshareAnyCow: true, mprotectTryChangeWritable: true, refuseLongtermFileWrite: true,
   umemForceWrite: false, oomReapEvent: 'CLEAR', odp: true, odpNotifier: 'interval', odpFault: 'hmm',
   thpCowCopiesHuge: false, hmmMapOrder: true, hugetlbDontneed: true, odpHugetlb: 'hpage-shift',
+  devicePrivate: true, migrateVma: true, makeDeviceExclusive: true, deviceCoherent: true,
 };
 
 /** linux-5.15 (2021): the kernel of seed 001's story after the 5.9 fixes, before PageAnonExclusive. */
@@ -149,6 +176,7 @@ const linux515: KernelProfile = {
   ],
   cowReuse: 'refcount', anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false,
   refuseLongtermFileWrite: false, umemForceWrite: true, oomReapEvent: 'UNMAP', hugetlbDontneed: false,
+  deviceCoherent: false,
 };
 
 export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
@@ -164,6 +192,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false, umemForceWrite: true,
     odp: false, odpNotifier: 'ucontext', odpFault: 'gup',
     thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
+    devicePrivate: false, migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-4.18': {
     ...base, name: 'linux-4.18', release: '4.18',
@@ -178,6 +207,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpNotifier: 'ucontext', odpFault: 'gup',
     thpCowCopiesHuge: true, hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
+    migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-5.8': {
     ...base, name: 'linux-5.8', release: '5.8',
@@ -191,6 +221,7 @@ export const PROFILES: Readonly<Record<ProfileName, KernelProfile>> = {
     anonExclusive: false, unshareAnyCow: false, mprotectTryChangeWritable: false, refuseLongtermFileWrite: false,
     umemForceWrite: true, odpFault: 'gup', oomReapEvent: 'UNMAP',
     hmmMapOrder: false, hugetlbDontneed: false, odpHugetlb: 'hugetlb-vma',
+    migrateVma: false, makeDeviceExclusive: false, deviceCoherent: false,
   },
   'linux-5.15': linux515,
   'linux-6.x': base,
@@ -215,6 +246,10 @@ export const INTRODUCED_IN = {
   follPin: '5.6',
   hmmRangeFault: '5.8',
   odp: '3.19',
+  devicePrivate: '4.14',
+  migrateVma: '5.9',
+  makeDeviceExclusive: '5.14',
+  deviceCoherent: '6.0',
 } as const;
 
 /** What came before an interface, for the refusal's text. */
@@ -227,6 +262,10 @@ const BEFORE: Partial<Record<keyof typeof INTRODUCED_IN, string>> = {
   follPin: 'before it get_user_pages(FOLL_LONGTERM) took plain references',
   hmmRangeFault: 'earlier forms took a different pfn format and flags',
   odp: 'IB_ACCESS_ON_DEMAND was an unknown access flag',
+  devicePrivate: 'before it ZONE_DEVICE only held persistent memory the CPU could map',
+  migrateVma: '5.4 to 5.8 had migrate_vma_setup with a src_owner and no MIGRATE event, 4.14 to 5.3 one migrate_vma() call with callbacks',
+  makeDeviceExclusive: 'before it a device wanting atomic access had to migrate the page to its memory',
+  deviceCoherent: 'before it device memory the CPU could map was FS DAX or MEMORY_DEVICE_GENERIC, which migrate_vma could not move; a GPU migrating into its memory used device-private pages',
 };
 
 /**

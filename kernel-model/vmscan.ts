@@ -4,7 +4,7 @@ import type { MmStruct } from './mm.ts';
 import { PAGE_SIZE, vpn } from './constants.ts';
 import { PTE_ACCESSED, PTE_DIRTY, PTE_SWAP, makePte, pteFlags, pteFrame, pteHas, ptePresent } from './page-table.ts';
 import {
-  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, ZERO_PFN,
+  PG_ACTIVE, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_KSM, PG_LAZYFREE, PG_LOCKED, PG_PRIVATE, PG_SWAPCACHE, PG_WRITEBACK, PG_ZONE_DEVICE, ZERO_PFN,
 } from './page-frames.ts';
 import { MmuNotifyEvent } from './mmu-notifier-range.ts';
 import { mmuNotifierClearFlushYoung } from './mmu-notifier.ts';
@@ -256,10 +256,10 @@ export function newReclaimStats(): ReclaimStats {
 /**
  * MADV_PAGEOUT: reclaim the pages mapped in [start, end) now, references ignored. A folio
  * another mapping also maps is left alone: mm/madvise.c madvise_cold_or_pageout_pte_range
- * skips it ("Do not interfere with other mappings of this folio": `page_mapcount != 1` in
- * 5.4, `folio_mapcount != folio_nr_pages` in 6.x, `folio_maybe_mapped_shared` for a large
- * folio), and so does the zero page (vm_normal_folio). Paging out a page a KSM merge or a
- * fork shares would take it from processes that never asked.
+ * skips it ("Do not interfere with other mappings of this folio": 12e967fd8e4e "mm: do not
+ * allow MADV_PAGEOUT for CoW pages", 5.5, in 5.4 stable; `folio_maybe_mapped_shared` for a
+ * large folio today), and so does the zero page (vm_normal_folio). Paging out a page a KSM
+ * merge or a fork shares would take it from processes that never asked.
  */
 export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
   const stats = newReclaimStats();
@@ -273,6 +273,8 @@ export function* reclaimRange(mm: MmStruct, start: number, end: number): Co {
       mm.kernel.sim.emit({ type: 'race-guard', node: mm.kernel.node, fn: 'madvise_cold_or_pageout_pte_range', what, frame });
       continue;
     }
+    // A device-coherent page is not on the LRU: folio_isolate_lru fails and it is skipped.
+    if (phys.has(frame, PG_ZONE_DEVICE)) continue;
     yield* shrinkPage(mm.kernel, frame, stats, true);
   }
 }

@@ -35,7 +35,7 @@
  */
 import { Buffer } from 'node:buffer';
 import {
-  MAP_FIXED, PAGE_SIZE, PG_DIRTY, PTE_SWAP, isMigrationEntry, pageAlignUp, pteFrame, pteHas, ptePresent,
+  MAP_FIXED, PAGE_SIZE, PG_DIRTY, PTE_SWAP, isDevicePfn, isDevicePrivateEntry, isMigrationEntry, pageAlignUp, pteFrame, pteHas, ptePresent,
   type Kernel, type MmStruct,
 } from '../kernel-model/index.ts';
 import type { AccessEvent, Checker, SanitizerContext, TraceOf } from './context.ts';
@@ -420,6 +420,8 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     if (!vma || (vma.file && vma.shared)) return null;
     const pte = mm.pageTable.get(loc.page);
     if (ptePresent(pte)) return { bytes: frameBytes(k, pteFrame(pte)), where: () => `frame ${pteFrame(pte)}, which mm${loc.mm} maps at ${hex(va)}` };
+    if (isDevicePrivateEntry(pte)) return null; // the bytes are on the device, out of the kernel's sight
+    if (isMigrationEntry(pte) && isDevicePfn(pteFrame(pte))) return null;
     if (isMigrationEntry(pte)) {
       // Mid-migration the bytes are in the folio the entry names (the copy comes later).
       return { bytes: frameBytes(k, pteFrame(pte)), where: () => `frame ${pteFrame(pte)}, under migration at ${hex(va)} in mm${loc.mm}` };

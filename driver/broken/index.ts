@@ -28,6 +28,7 @@ import { mmputUnderMutexStrategy } from './mmput-under-mutex.ts';
 import { ignoreProtectionVmaStrategy } from './ignore-protection-vma.ts';
 import { noClampStrategy } from './no-clamp.ts';
 import { allocUnderUmemMutexStrategy } from './alloc-under-umem-mutex.ts';
+import { skipEveryMigrateStrategy } from './skip-every-migrate.ts';
 import { checkRetryInstallStrategy } from './check-retry-install.ts';
 import { removeBeforeFenceStrategy } from './remove-before-fence.ts';
 import { holdoffNoWaitStrategy } from './holdoff-no-wait.ts';
@@ -217,4 +218,6 @@ export {
   holdoffEarlyReturnStrategy, sleepInNonblockableStrategy, noDirtyAtUnmapStrategy, follGetForkStrategy, unpinNoDirtyStrategy,
   mmputUnderMutexStrategy, ignoreProtectionVmaStrategy, noClampStrategy, allocUnderUmemMutexStrategy,
   checkRetryInstallStrategy, removeBeforeFenceStrategy, holdoffNoWaitStrategy, pinWithoutWriteStrategy,
+  // Not in BROKEN_DRIVERS yet: the fuzzer has no command that migrates memory to a device.
+  skipEveryMigrateStrategy,
 };

@@ -9,7 +9,7 @@ import {
   PMD_SIZE, PROFILES, PROT_READ, PROT_WRITE, TASK_SIZE, FOLL_LONGTERM, FOLL_WRITE,
   MmuIntervalNotifier, hmmPfnRecord, hmmRangeFault, hmmRangeInit, HMM_PFN_REQ_FAULT,
   mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalSetSeq, pinUserPagesFast, unpinUserPages,
-  ZERO_CPU_COSTS, vpn, type Co, type MmStruct, type Process,
+  pteFrame, ZERO_CPU_COSTS, vpn, type Co, type MmStruct, type Process,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, lines, ok, pair, rig, runMain, type Rig } from './_helpers.ts';
 
@@ -17,7 +17,7 @@ const RW = PROT_READ | PROT_WRITE;
 const HUGE = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
 const M2 = PMD_SIZE;
 
-const headAt = (mm: MmStruct, addr: number): number => Math.floor(mm.pageTable.getPmd(vpn(addr)) / 128);
+const headAt = (mm: MmStruct, addr: number): number => pteFrame(mm.pageTable.getPmd(vpn(addr)));
 
 function hugeRig(pool: number, profile: keyof typeof PROFILES = 'linux-6.x'): Rig {
   const r = rig({ profile: PROFILES[profile] });

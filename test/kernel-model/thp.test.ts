@@ -12,7 +12,7 @@ import {
   HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID, HMM_PFN_WRITE, HPAGE_PMD_NR,
   MmuIntervalNotifier, collapseHugePage, hmmPfnEncode, hmmPfnRecord, hmmRangeFault, hmmRangeInit, khugepagedScanMm,
   mmuIntervalNotifierInsert, mmuIntervalReadBegin, mmuIntervalSetSeq, pinUserPagesFast, unpinUserPages, newReclaimStats, shrinkPage, migratePage,
-  ZERO_CPU_COSTS, vpn, type Co, type HmmRange, type MmStruct, type KernelProfile, type Process, type ProfileName,
+  pteFrame, ZERO_CPU_COSTS, vpn, type Co, type HmmRange, type MmStruct, type KernelProfile, type Process, type ProfileName,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, lines, ok, pair, rig, runMain, type Rig } from './_helpers.ts';
 
@@ -31,7 +31,7 @@ function* thpBuffer(p: Process, blocks: number, advise = true): Co<number> {
 }
 
 const hugeAt = (mm: MmStruct, addr: number): boolean => mm.pageTable.pmdHuge(vpn(addr));
-const headAt = (mm: MmStruct, addr: number): number => Math.floor(mm.pageTable.getPmd(vpn(addr)) / 128);
+const headAt = (mm: MmStruct, addr: number): number => pteFrame(mm.pageTable.getPmd(vpn(addr)));
 
 function profiled(name: ProfileName, extra: Partial<KernelProfile> = {}, cpu: Partial<typeof ZERO_CPU_COSTS> = {}): Rig {
   return rig({ profile: { ...PROFILES[name], ...extra }, cpuCosts: { ...ZERO_CPU_COSTS, ...cpu } });
@@ -49,7 +49,7 @@ test('do_huge_pmd_anonymous_page (mm/huge_memory.c): under MADV_HUGEPAGE a fault
     t.is(r.k.phys.order[head], 9);
     t.is(r.k.phys.folioHead(head + 77), head);
     // Every page of the block resolves through the one entry.
-    t.is(Math.floor(r.p.mm.pageTable.get(vpn(a + 77 * P)) / 128), head + 77);
+    t.is(pteFrame(r.p.mm.pageTable.get(vpn(a + 77 * P))), head + 77);
     t.is(r.k.phys.mapcount[head + 77], 1, 'page_mapcount counts the PMD mapping for every page');
     t.is(r.k.phys.mappingsOf(head + 77)[0]?.addr, a + 77 * P, 'the rmap answers per page from the one PMD item');
     t.is(r.k.phys.folioRefCount(head + 300), 1, 'one folio reference for the PMD mapping');
@@ -222,8 +222,8 @@ test('do_huge_pmd_wp_page (mm/huge_memory.c, 5.8 3917c80280c9): after fork a wri
       if (name === 'linux-6.x') {
         t.deepEqual(mine, [...pair('CLEAR', a, a + M2), ...pair('CLEAR', a + 5 * P, a + 6 * P)]);
         t.false(hugeAt(r.p.mm, a));
-        t.not(Math.floor(r.p.mm.pageTable.get(vpn(a + 5 * P)) / 128), head + 5, 'the written page was copied');
-        t.is(Math.floor(r.p.mm.pageTable.get(vpn(a + 6 * P)) / 128), head + 6, 'its neighbours still map the shared folio');
+        t.not(pteFrame(r.p.mm.pageTable.get(vpn(a + 5 * P))), head + 5, 'the written page was copied');
+        t.is(pteFrame(r.p.mm.pageTable.get(vpn(a + 6 * P))), head + 6, 'its neighbours still map the shared folio');
       } else {
         t.deepEqual(mine, pair('CLEAR', a, a + M2));
         t.true(hugeAt(r.p.mm, a), 'a new THP');
@@ -278,7 +278,7 @@ test('no page-table lock in the model: collapse_huge_page (mm/khugepaged.c, __co
     yield* r.k.sim.join(pinner);
     t.deepEqual(lines(r.events), pair('CLEAR', a, a + M2));
     t.false(hugeAt(r.p.mm, a));
-    t.is(Math.floor(r.p.mm.pageTable.get(vpn(a + 64 * P)) / 128), pages[0] as number, 'the pinned page is the one mapped');
+    t.is(pteFrame(r.p.mm.pageTable.get(vpn(a + 64 * P))), pages[0] as number, 'the pinned page is the one mapped');
     unpinUserPages(r.k, pages);
   });
 });
@@ -343,10 +343,10 @@ test('rule 68, mm/huge_memory.c (copy_huge_pmd, 5.9 "mm/thp: Split huge pmds/pud
           `end PROTECTION_PAGE 0x${a.toString(16)}-0x${(a + M2).toString(16)}`,
         ]);
         t.false(hugeAt(r.p.mm, a), 'the parent\'s PMD was split');
-        t.is(Math.floor(r.p.mm.pageTable.get(vpn(a)) / 128), head, 'the parent keeps the pinned page, writable');
+        t.is(pteFrame(r.p.mm.pageTable.get(vpn(a))), head, 'the parent keeps the pinned page, writable');
         t.true((r.p.mm.pageTable.get(vpn(a)) & 2) !== 0);
-        t.not(Math.floor(child.mm.pageTable.get(vpn(a)) / 128), head, 'the child got a copy');
-        t.not(Math.floor(child.mm.pageTable.get(vpn(a + 300 * P)) / 128), head + 300, 'of every page of the maybe-pinned folio');
+        t.not(pteFrame(child.mm.pageTable.get(vpn(a))), head, 'the child got a copy');
+        t.not(pteFrame(child.mm.pageTable.get(vpn(a + 300 * P))), head + 300, 'of every page of the maybe-pinned folio');
       } else {
         t.deepEqual(lines(r.events, r.p.mm), pair('PROTECTION_PAGE', a, a + M2));
         t.true(hugeAt(child.mm, a));
