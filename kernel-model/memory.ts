@@ -36,8 +36,24 @@ export const FAULT_FLAG_REMOTE = 4;
  *
  * Populating an empty PTE or upgrading one in place sends no notification (rule 18);
  * replacing the page (COW, unshare) sends a one-page CLEAR around the change (rule 21d).
+ *
+ * A fault that finds the PTE changed under it returns and the access faults again (the
+ * kernel goes back to user space, which retries the instruction). That is a loop here, not
+ * a recursive call: retries can go on for as long as another thread keeps changing the
+ * PTE (a NUMA scan re-marking a page whose migration keeps failing), and nested
+ * generators would grow the stack with every one.
  */
 export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: number): Co<number> {
+  for (;;) {
+    const r = yield* handleMmFaultOnce(mm, vma, addr, flags);
+    if (r !== FAULT_AGAIN) return r;
+  }
+}
+
+/** handleMmFaultOnce's "the PTE changed: fault again" (not an errno; never escapes). */
+const FAULT_AGAIN = -0x1_0000;
+
+function* handleMmFaultOnce(mm: MmStruct, vma: Vma, addr: number, flags: number): Co<number> {
   const { kernel } = mm;
   const { phys, sim } = kernel;
   const write = (flags & FAULT_FLAG_WRITE) !== 0;
@@ -77,7 +93,7 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
     // (here at once, on whatever PTE the migration left).
     yield* migrationEntryWait(mm, v);
     sim.emit({ type: 'fault', mm: mm.id, addr: page, write, kind: 'migration-wait', ret: 0, node: kernel.node });
-    return yield* handleMmFault(mm, vma, addr, flags);
+    return FAULT_AGAIN;
   }
 
   if (isDeviceExclusiveEntry(pte)) {
@@ -151,7 +167,7 @@ export function* handleMmFault(mm: MmStruct, vma: Vma, addr: number, flags: numb
       return 0;
     }
     pte = mm.pageTable.get(v);
-    if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return yield* handleMmFault(mm, vma, addr, flags);
+    if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return FAULT_AGAIN;
     const f = pteFrame(pte);
     const w = numaRestoreWritable(mm, vma, pte, write);
     // pte_modify keeps the dirty bit, pte_mkyoung; a write through a writable PTE dirties it.

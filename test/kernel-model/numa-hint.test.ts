@@ -12,7 +12,7 @@
  */
 import test from 'ava';
 import {
-  MAP_SHARED, hex, PG_DIRTY, PG_PRIVATE, PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, PROT_READ, pteHas, vpn, writebackPage,
+  FOLL_LONGTERM, MAP_SHARED, hex, PG_DIRTY, pinUserPagesFast, startNumaBalancing, PG_PRIVATE, PTE_DIRTY, PTE_PROTNONE, PTE_WRITE, PROT_READ, pteHas, vpn, writebackPage,
   type MmStruct, type ProfileName,
 } from '../../kernel-model/index.ts';
 import { changeProtection } from '../../kernel-model/mprotect.ts';
@@ -79,4 +79,38 @@ test('rule 21h (linux-6.x, mm/memory.c do_numa_page -> can_change_pte_writable, 
     ok((yield* p.load(anon, 1)) instanceof Uint8Array ? 0 : -1, 'load');
     t.false(pteHas(p.mm.pageTable.get(vpn(anon)), PTE_WRITE));
   });
+});
+
+test('mm/memory.c do_numa_page: a hinting fault whose migration fails and whose PTE changed returns, and the access faults again (a loop, not a recursion): thousands of retries while a fast NUMA scan keeps re-hinting a pinned shared page cost no stack (fuzz pinned 22202)', (t) => {
+  const r = rigOn('linux-6.x');
+  const { k, p } = r;
+  const trace = traceOf(k);
+  const file = k.createFile('data', P, fill(0x11, P));
+  let a = 0;
+  let loaded = false;
+  const main = p.spawnThread('main', function* () {
+    a = ok(yield* p.mmap(0, P, RW, MAP_SHARED, file), 'mmap');
+    ok(yield* p.store(a, fill(0x22, 8)), 'store');
+    // Clean, so change_prot_numa hints it (a dirty page of the file LRU is skipped).
+    t.true(yield* writebackPage(k, file, 0, false));
+    // A read-only long-term pin in a shared mapping (a writable one of a file page is
+    // refused: vma_needs_dirty_tracking): change_prot_numa still hints it (only COW
+    // mappings skip pinned folios), and migrate_pages fails on the pin's references.
+    const pages: number[] = [];
+    t.is(yield* pinUserPagesFast(p.mm, a, 1, FOLL_LONGTERM, pages), 1);
+    // A scan period far below one hinting fault (assumed, as the fuzzer's `numa periodUs=1`):
+    // by the time the fault has restored the PTE, the scan has hinted it again.
+    startNumaBalancing(k, { periodNs: 100 });
+    yield* k.sim.sleep(1000);
+    t.true(pteHas(p.mm.pageTable.get(vpn(a)), PTE_PROTNONE), 'hinted');
+    bytes(yield* p.load(a, 8), 'load');
+    loaded = true;
+  });
+  const out = k.sim.run({ untilNs: 20_000_000 });
+  t.not(out.reason, 'failed', out.failure ?? '');
+  // Each retry is a hinting fault whose migrate_pages failed on the pin.
+  const failed = trace.of('migrate').filter((m) => m.ret < 0).length;
+  t.true(failed > 2000, `${failed} failed migrations, one per retry`);
+  t.false(loaded, 'the scan keeps winning: the load is still being retried when the run ends');
+  t.false(main.done);
 });
