@@ -167,7 +167,11 @@ function* handleMmFaultOnce(mm: MmStruct, vma: Vma, addr: number, flags: number)
       return 0;
     }
     pte = mm.pageTable.get(v);
-    if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) return FAULT_AGAIN;
+    if (!ptePresent(pte) || !pteHas(pte, PTE_PROTNONE)) {
+      // do_numa_page after a failed migration: !pte_same, so return and fault again.
+      sim.emit({ type: 'race-guard', node: kernel.node, fn: 'do_numa_page', what: 'pte-changed', frame: ptePresent(pte) ? pteFrame(pte) : -1 });
+      return FAULT_AGAIN;
+    }
     const f = pteFrame(pte);
     const w = numaRestoreWritable(mm, vma, pte, write);
     // pte_modify keeps the dirty bit, pte_mkyoung; a write through a writable PTE dirties it.

@@ -118,6 +118,10 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
       'the mmap and both reclaims (about 1,500 variants) and 250 other simSeeds with jittered times never made a device write fault meet a NUMA hint of the ' +
       'cleaned page. holdoff-numa-hint-after-writeback.json still reaches the same race (witness true)',
   },
+  'pinned-numa-retry-vs-fast-scan.json': {
+    describe: 'one access kept faulting: each NUMA hinting fault failed to migrate a pinned page, found its PTE changed (do_numa_page !pte_same) and returned to fault again, more than 190 times in a row (the depth at which the recursive retry overflowed the stack)',
+    holds: (records) => guards(records, 'do_numa_page', 'pte-changed').length > 190,
+  },
   'holdoff-pageout-shared-ksm-page.json': pageoutSharedKsm,
   'odp-pageout-shared-ksm-page.json': pageoutSharedKsm,
   'holdoff-swap-free-vs-reclaim.json': {
