@@ -274,9 +274,17 @@ export class Dmirror {
     this.mm.mmapLock.upRead();
     yield* mmput(this.mm);
     if (ret < 0) return ret;
-    // "Return the migrated data for verification" (dmirror_do_read over the mirror: any
-    // entry counts, a missing one is -ENOENT).
+    // "Return the migrated data for verification".
+    return yield* this.readMirrored(addr, npages);
+  }
+
+  /**
+   * dmirror_do_read over the mirror after a migrate or exclusive call: the bytes of every
+   * mirrored page (any entry counts, a missing one is -ENOENT), one cpage each.
+   */
+  private *readMirrored(addr: number, npages: number): Co<Uint8Array | number> {
     const out = new Uint8Array(npages * PAGE_SIZE);
+    let ret = 0;
     yield* this.mutex.lock();
     for (let i = 0; i < npages; i++) {
       const e = this.pt.get(addr / PAGE_SIZE + i);
@@ -491,19 +499,7 @@ export class Dmirror {
     this.mm.mmapLock.upRead();
     yield* mmput(this.mm);
     if (ret < 0) return ret;
-    const out = new Uint8Array(npages * PAGE_SIZE);
-    yield* this.mutex.lock();
-    for (let i = 0; i < npages; i++) {
-      const e = this.pt.get(addr / PAGE_SIZE + i);
-      if (!e) {
-        ret = -ENOENT;
-        break;
-      }
-      out.set(this.kernel.dmaBus.read(e.frame, 0, PAGE_SIZE), i * PAGE_SIZE);
-      this.cmd.cpages++;
-    }
-    this.mutex.unlock();
-    return ret < 0 ? ret : out;
+    return yield* this.readMirrored(addr, npages);
   }
 
   /** HMM_DMIRROR_CHECK_EXCLUSIVE (dmirror_check_atomic): -EPERM while any atomic entry of the range remains. */

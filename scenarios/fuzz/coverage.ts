@@ -176,6 +176,7 @@ export const OUTSIDE_FUZZ_WORLD: Readonly<Record<string, string>> = {
   'rdma A3': 'capability reports: the fuzz world does not query the device',
   'rdma F4': 'no MR-level event: a statement that nothing is reported (nothing to reach)',
   'rdma G5': 'pinned dma-buf MR: both fuzz NICs register dynamic importers',
+  'kernel rule 62': 'long-term pin placement migrates unpinnable folios (device-coherent, CMA, ZONE_MOVABLE) out first: the fuzz world has none of them; test/driver/pinned-coherent.test.ts covers it',
   'kernel rule 22': 'a MIGRATE invalidation with an owner comes from migrate_vma (device memory): no fuzz command migrates to a device; test/driver/odp-migrate.test.ts covers it',
 };
 
