@@ -15,12 +15,6 @@ export interface Witness {
   /** The interleaving, in words. */
   describe: string;
   holds(records: readonly TraceRecord[]): boolean;
-  /**
-   * Set when the entry no longer reaches its race and re-timing did not bring it back
-   * (what was tried): its test then asserts the witness is still false, so the marker goes
-   * the day the race is reached again. A known gap, not a regression test.
-   */
-  lostRace?: string;
 }
 
 type Rec<T extends TraceRecord['type']> = Extract<TraceRecord, { type: T }>;
@@ -111,13 +105,6 @@ const pageMkwriteVsReclaim: Witness = {
 
 export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
   'holdoff-numa-hint-after-writeback.json': numaHintAfterWriteback,
-  'odp-numa-hint-after-writeback.json': {
-    ...numaHintAfterWriteback,
-    lostRace: "on the calibrated timeline node 0's reclaim (24 pages, its invalidations stall node 0's NIC) holds the remote write back " +
-      "until after node 1's mmap replaced the file mapping, and node 1's reclaim takes the page first; shifting the write, the writeback, " +
-      'the mmap and both reclaims (about 1,500 variants) and 250 other simSeeds with jittered times never made a device write fault meet a NUMA hint of the ' +
-      'cleaned page. holdoff-numa-hint-after-writeback.json still reaches the same race (witness true)',
-  },
   'pinned-numa-retry-vs-fast-scan.json': {
     describe: 'one access kept faulting: each NUMA hinting fault failed to migrate a pinned page, found its PTE changed (do_numa_page !pte_same) and returned to fault again, more than 190 times in a row (the depth at which the recursive retry overflowed the stack)',
     holds: (records) => guards(records, 'do_numa_page', 'pte-changed').length > 190,
@@ -156,12 +143,6 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
     describe: "folio_mkclean's rmap walk reached a VMA piece a concurrent mprotect split off after the walk began",
     holds: guard('folio_mkclean', 'vma-split-during-walk'),
   },
-  'odp-page-mkwrite-vs-reclaim.json': {
-    ...pageMkwriteVsReclaim,
-    lostRace: 'on the calibrated timeline the node-0 reclaim (8 pages) frees anonymous pages only and is done long before it could reach the ' +
-      'file page the store faults on; no shift of the reclaim (0..60 µs) or the stores, nor 550 other simSeeds or jittered times, made a write ' +
-      'fault wait on a folio reclaim then freed. odp-page-mkwrite-vs-reclaim-freed.json reaches the race instead',
-  },
   'odp-page-mkwrite-vs-reclaim-freed.json': pageMkwriteVsReclaim,
   'odp-swapin-ksm-page.json': {
     describe: 'do_swap_page (write) found a KSM page in the swap cache on its last swap entry, and did not take it as exclusive (ksm_might_need_to_copy)',
@@ -174,17 +155,6 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
       const mine = syscallAt(records, r.task, r.seq);
       const theirs = syscallAt(records, r.owner, r.seq);
       return mine?.name === 'ftruncate' && theirs?.name === 'ftruncate';
-    }),
-  },
-  'odp-writeback-vs-page-mkwrite.json': {
-    lostRace: "on the calibrated timeline the device write reaches node 0 at about 360 µs whatever the command times; writeback cleans the " +
-      "process's PTE last, just before it unlocks, so a write fault on that page can only find it locked by reclaim, never by writeback. " +
-      'About 1,200 shifted variants and 550 other simSeeds did not reach it. holdoff-numa-hint-after-writeback.json reaches the race ' +
-      "(witness true; it fails with dirty-without-buffers when page_mkwrite does not take the folio lock)",
-    describe: "a write fault's page_mkwrite waited for the folio lock while writeback (folio_clear_dirty_for_io) cleaned that page",
-    holds: (records) => guards(records, 'do_page_mkwrite', 'folio-lock-wait').some((g) => {
-      const next = records.find((r) => r.seq > g.seq && r.type === 'fault' && r.task === g.task);
-      return laterOnFrame(records, g, ['writeback'], next?.seq ?? Infinity);
     }),
   },
   'pinned-exit-two-pins-one-frame.json': {

@@ -20,8 +20,7 @@ const names = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
 for (const name of names) {
   const text = readFileSync(dir + name, 'utf8');
   const why = (JSON.parse(text) as { why?: string }).why ?? '';
-  const lost = CORPUS_WITNESSES[name]?.lostRace !== undefined;
-  test(`${lost ? '(race lost) ' : ''}${name}: ${why}`, (t) => {
+  test(`${name}: ${why}`, (t) => {
     const parsed = parseReproducer(text);
     if ('error' in parsed) return t.fail(parsed.error);
     t.is(parsed.target.kind, 'reference');
@@ -36,12 +35,7 @@ for (const name of names) {
       ...(rep.schedule ? { schedule: rep.schedule } : {}),
       observe: (sim) => { sim.trace$.subscribe((rec) => records.push(rec)); },
     });
-    if (witness.lostRace !== undefined) {
-      t.log(`race lost (this entry tests nothing until it is re-found): ${witness.lostRace}`);
-      t.false(witness.holds(records), 'the race is reached again: remove lostRace from its witness');
-    } else {
-      t.true(witness.holds(records), `the run no longer reaches its race: ${witness.describe}`);
-    }
+    t.true(witness.holds(records), `the run no longer reaches its race: ${witness.describe}`);
     const part = failingPart(parsed.target, r);
     t.is(part, null, part ? `${part.failure ?? ''}\n${renderText(part.violations)}` : '');
   });
