@@ -11,7 +11,8 @@
  *   address is in a shared file mapping;
  * - a pwrite (`file-write` record) at (file, offset);
  * - a device write (`nic.access$`) where the frame it wrote is: at the bound mm's address
- *   when the CPU maps that very frame there, else at (file, offset) when the frame is a
+ *   when the CPU maps that very frame there, else where the bound mm maps that frame now
+ *   (an mremap moved it with its PTE), else at (file, offset) when the frame is a
  *   page-cache page (a pinned file page written after the process unmapped it still belongs
  *   to the file), else nowhere (an orphaned anonymous page the process no longer sees: that
  *   is pinned-incoherence's business, or use-after-invalidate's).
@@ -261,6 +262,13 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       const mm = ctx.mmOf(k, b.mmId);
       const pte = mm ? mm.pageTable.get(Math.floor(e.va / PAGE_SIZE)) : 0;
       if (mm && ptePresent(pte) && pteFrame(pte) === f) loc = locate(k, mm, e.va);
+    }
+    if (!loc && b && b.mmId !== null) {
+      // The bound mm maps the frame elsewhere now: an mremap moved the PTEs with their
+      // pages (move_ptes), and a pinned MR's device write lands in what the process sees
+      // at the new address.
+      const here = k.phys.mappingsOf(f).filter((m) => m.mm.id === b.mmId);
+      if (here.length === 1) loc = locate(k, here[0]!.mm, here[0]!.addr);
     }
     if (!loc) {
       const fileId = k.phys.mappingFile[f] ?? -1;

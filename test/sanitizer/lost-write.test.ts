@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import {
-  FOLL_WRITE, MADV_DONTNEED, MADV_PAGEOUT, MAP_ANONYMOUS, MAP_SHARED, PROT_READ, PROT_WRITE,
+  FOLL_WRITE, MADV_DONTNEED, MADV_PAGEOUT, MAP_ANONYMOUS, MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_READ, PROT_WRITE,
 } from '../../kernel-model/index.ts';
 import { MiniOdp, MiniPinned, P, anon, devWrite, expectIds, fill, ok, rig, run, sharedFile } from './_rig.ts';
 
@@ -100,4 +100,23 @@ test('hundreds of writes to one lost page: every lost byte counted, the trail na
   const dmas = v!.trail.filter((e) => e.kind === 'dma');
   t.is(dmas.length, 4);
   t.regex(dmas[3]!.text, /iova 0x[0-9a-f]+/);
+});
+
+test('legitimate (mm/mremap.c move_ptes): after mremap moves a pinned MR\'s pages, a device write through the MR lands in what the process sees at the new address and counts there; a CPU store it overwrites is not lost (fuzz pinned 22203)', (t) => {
+  const r = rig();
+  run(t, r, function* () {
+    const a = yield* anon(r.p, 2);
+    ok(yield* r.p.store(a, fill(1, 2 * P)), 'store');
+    const mr = new MiniPinned(r, r.p.mm, a, 2 * P);
+    yield* mr.register();
+    // MREMAP_FIXED to a new place: the PTEs (and so the pinned pages) move.
+    const to = yield* anon(r.p, 2);
+    const b = yield* r.p.mremap(a, 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+    t.is(b, to, 'moved');
+    ok(yield* r.p.store(b + P + 0x580, fill(88, 64)), 'CPU store at the new address');
+    ok(yield* devWrite(mr, a + P, fill(0, P)), 'the device writes the same page through the MR, later');
+    t.deepEqual(yield* r.p.load(b + P + 0x580, 4), fill(0, 4), 'the device wrote last');
+    yield* mr.dereg();
+  });
+  expectIds(t, r, []);
 });
