@@ -218,6 +218,15 @@ function* unmapOne(kernel: Kernel, mm: MmStruct, addr: number, frame: number, sl
       ok = false;
       return;
     }
+    if (slot < 0 && phys.has(frame, PG_KSM)) {
+      // A lazyfree KSM page is discarded from every mapping, including those of processes
+      // that never called MADV_FREE: madvise_free_pte_range (mm/madvise.c) lazyfrees a
+      // dirty folio it maps alone, and does not exclude KSM folios, while ksmd's
+      // try_to_merge_two_pages has made it the stable page (mm/ksm.c) but not yet mapped it
+      // into the second mm (replace_page, after that mm's write_protect_page, whose
+      // notifier may sleep). A kernel race the model keeps, recorded per mapping.
+      kernel.sim.emit({ type: 'race-guard', node: kernel.node, fn: 'try_to_unmap_one', what: 'lazyfree-ksm-discard', frame, mm: mm.id, addr });
+    }
     // "Set the dirty flag on the folio now the pte is gone" (try_to_unmap_one).
     if (pteHas(pte, PTE_DIRTY) && phys.mappingFile[frame]! >= 0) folioMarkDirty(kernel, frame, 'try_to_unmap_one');
     if (slot >= 0) {

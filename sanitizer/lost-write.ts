@@ -21,7 +21,9 @@
  * Legitimate discards drop intent: munmap, mmap over a range (MAP_FIXED), mremap (both
  * ranges; content that moved is not followed), MADV_DONTNEED/FREE/REMOVE, ftruncate (file
  * bytes past the size, and private copies of those pages), hole punch, exit, an OOM reap,
- * and processes no longer alive (exited or OOM-killed).
+ * and processes no longer alive (exited or OOM-killed). So does reclaim discarding a
+ * lazyfree KSM page (a `race-guard` record `lazyfree-ksm-discard`): that data loss is the
+ * kernel's (one sharer's MADV_FREE during ksmd's merge), not a driver's.
  *
  * What is compared: for an address, the page the CPU maps now (or its swap slot, or the
  * file page behind a private file mapping, or zeros); for a file page, the page-cache page
@@ -355,7 +357,7 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
     }
   }
 
-  ctx.onRecords(['cpu-store', 'file-write', 'syscall-begin', 'syscall-end', 'oom-reap', 'writeback'], id, (r) => {
+  ctx.onRecords(['cpu-store', 'file-write', 'syscall-begin', 'syscall-end', 'oom-reap', 'writeback', 'race-guard'], id, (r) => {
     switch (r.type) {
       case 'cpu-store':
         onCpuStore(r);
@@ -378,6 +380,14 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
       }
       case 'oom-reap':
         if (r.ret === 0) for (const k of ctx.kernelsForMm(r.mm)) discard('mm', k, r.mm, r.start, r.end);
+        return;
+      case 'race-guard':
+        // The kernel's own loss, not the driver's: reclaim discarding a lazyfree KSM page
+        // from a process that never freed it (vmscan.ts unmapOne).
+        if (r.what === 'lazyfree-ksm-discard' && r.mm !== undefined && r.addr !== undefined) {
+          const k = ctx.kernelByNode(r.node);
+          if (k) discard('mm', k, r.mm, r.addr, r.addr + PAGE_SIZE);
+        }
         return;
       case 'writeback':
         for (const k of ctx.kernelByNode(r.node) ? [ctx.kernelByNode(r.node) as Kernel] : ctx.kernels) {

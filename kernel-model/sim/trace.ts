@@ -46,8 +46,9 @@ export type TraceBody =
    * the fuzzer found that race): `fn` names the kernel function whose check it models,
    * `what` what it met, `frame` the page (-1: none). The fuzz regression corpus's witnesses
    * look for these (test/fuzz/corpus-witnesses.ts): an entry must still reach its race.
+   * `mm` and `addr` name the mapping, where the check is about one.
    */
-  | { type: 'race-guard'; node: string; fn: string; what: string; frame: number }
+  | { type: 'race-guard'; node: string; fn: string; what: string; frame: number; mm?: number; addr?: number }
   // ---- for the sanitizer (appended): facts the other records do not carry -------------
   /** A CPU store put `length` bytes (within one page) at `addr` of mm `mm`; they are now in `frame`. */
   | { type: 'cpu-store'; node: string; mm: number; addr: number; frame: number; offset: number; length: number }

@@ -109,6 +109,17 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
     describe: 'one access kept faulting: each NUMA hinting fault failed to migrate a pinned page, found its PTE changed (do_numa_page !pte_same) and returned to fault again, more than 190 times in a row (the depth at which the recursive retry overflowed the stack)',
     holds: (records) => guards(records, 'do_numa_page', 'pte-changed').length > 190,
   },
+  'holdoff-lazyfree-ksm-vs-merge.json': {
+    describe: 'reclaim discarded a lazyfree KSM page from a process that never called MADV_FREE: the other sharer freed it while ksmd was merging (try_to_unmap_one, lazyfree-ksm-discard)',
+    holds: (records) => {
+      const mmsByFrame = new Map<string, Set<number | undefined>>();
+      for (const g of guards(records, 'try_to_unmap_one', 'lazyfree-ksm-discard')) {
+        const key = `${g.node}:${g.frame}`;
+        mmsByFrame.set(key, (mmsByFrame.get(key) ?? new Set()).add(g.mm));
+      }
+      return [...mmsByFrame.values()].some((mms) => mms.size >= 2);
+    },
+  },
   'holdoff-pageout-shared-ksm-page.json': pageoutSharedKsm,
   'odp-pageout-shared-ksm-page.json': pageoutSharedKsm,
   'holdoff-swap-free-vs-reclaim.json': {

@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import {
-  FOLL_GET, FOLL_LONGTERM, FOLL_WRITE, Kernel, MADV_MERGEABLE, MADV_PAGEOUT, PG_ANON_EXCLUSIVE, MADV_UNMERGEABLE, PG_KSM, PTE_WRITE, getUserPages, ksmDoScan,
+  FOLL_GET, FOLL_LONGTERM, FOLL_WRITE, Kernel, MADV_MERGEABLE, MmuIntervalNotifier, PG_LAZYFREE, TASK_SIZE, mmuIntervalNotifierInsert, mmuIntervalSetSeq, MADV_PAGEOUT, PG_ANON_EXCLUSIVE, MADV_UNMERGEABLE, PG_KSM, PTE_WRITE, getUserPages, ksmDoScan,
   ksmStats, pinUserPagesFast, pteHas, putUserPages, startKsmd, unpinUserPages, vpn, newReclaimStats, shrinkPage, PG_SWAPCACHE, type Process,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, frameAt, lines, ok, pair, rig, runMain } from './_helpers.ts';
@@ -201,5 +201,57 @@ test('mm/madvise.c madvise_cold_or_pageout_pte_range: MADV_PAGEOUT leaves a KSM 
     t.is(frameAt(q.mm, a), kframe, 'still mapped in the other process');
     t.true(k.phys.isAllocated(kframe));
     t.deepEqual(bytes(yield* q.load(a, 64), 'load'), fill(0x11, 64), 'the other process keeps its bytes');
+  });
+});
+
+test('mm/ksm.c try_to_merge_two_pages vs mm/madvise.c madvise_free_pte_range (a kernel race the model keeps): MADV_FREE by the first sharer after its page became the stable KSM page, before replace_page maps it into the second mm (whose notifier sleeps in write_protect_page), lazyfrees it; reclaim then discards it from both, and the second process reads zeros (fuzz holdoff 22202)', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  const q = k.createProcess('other');
+  const guards: string[] = [];
+  k.sim.trace$.subscribe((rec) => {
+    if (rec.type === 'race-guard' && rec.what === 'lazyfree-ksm-discard') guards.push(`mm${rec.mm}`);
+  });
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, P, RW, ANON), 'mmap');
+    ok(yield* q.mmap(a, P, RW, ANON | 0x10 /* MAP_FIXED */), 'mmap');
+    for (const x of [p, q]) ok(yield* x.store(a, fill(0x11, 64)), 'store');
+    for (const x of [p, q]) ok(yield* x.madvise(a, P, MADV_MERGEABLE), 'madvise');
+    // A driver on each mm whose invalidation sleeps (a holdoff device waiting for DMA):
+    // ksmd's write_protect_page of the second page waits in it.
+    for (const x of [p, q]) {
+      ok(yield* mmuIntervalNotifierInsert(new MmuIntervalNotifier(`slow-${x.name}`), x.mm, 0, TASK_SIZE, {
+        *invalidate(s, _range, seq) {
+          mmuIntervalSetSeq(s, seq);
+          yield* k.sim.sleep(50_000);
+          return true;
+        },
+      }), 'insert');
+    }
+    const ksmd = k.sim.spawn('ksmd', function* () {
+      yield* ksmDoScan(k, 100);
+      yield* ksmDoScan(k, 100);
+    }, { kind: 'kthread' });
+    // Wait for the window: one process's page is the stable KSM page, the other's not yet replaced.
+    let first: Process | null = null;
+    while (!first && !ksmd.done) {
+      yield* k.sim.sleep(1_000);
+      for (const [x, y] of [[p, q], [q, p]] as const) {
+        const f = frameAt(x.mm, a);
+        if (f >= 0 && k.phys.has(f, PG_KSM) && frameAt(y.mm, a) !== f) first = x;
+      }
+    }
+    if (!first) return t.fail('no merge window seen');
+    const second = first === p ? q : p;
+    ok(yield* first.madvise(a, P, 8 /* MADV_FREE */), 'MADV_FREE by the first sharer');
+    yield* k.sim.join(ksmd);
+    const kframe = frameAt(first.mm, a);
+    t.is(frameAt(second.mm, a), kframe, 'replace_page mapped the stable page into the second mm');
+    t.is(k.phys.mapcount[kframe], 2);
+    t.true(k.phys.has(kframe, PG_LAZYFREE), 'lazyfree: madvise_free_pte_range saw one mapping and did not exclude a KSM folio');
+    // Global reclaim: the first pass finds the PTEs young, the second discards.
+    for (let i = 0; i < 2 && k.phys.isAllocated(kframe); i++) yield* shrinkPage(k, kframe, newReclaimStats());
+    t.deepEqual(bytes(yield* second.load(a, 8), 'load'), new Uint8Array(8), 'the second process, which never freed it, reads zeros');
+    t.deepEqual(guards.sort(), [`mm${p.mm.id}`, `mm${q.mm.id}`].sort(), 'a lazyfree-ksm-discard record per mapping');
   });
 });
