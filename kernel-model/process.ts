@@ -202,10 +202,27 @@ export class Process {
     }.bind(this));
   }
 
-  /** pwrite(2) through the page cache: the pages become dirty with buffers attached. */
+  /**
+   * pwrite(2) through the page cache: the pages become dirty with buffers attached. Under
+   * the inode lock (generic_file_write_iter, mm/filemap.c: inode_lock around
+   * __generic_file_write_iter), so it waits for a truncation in progress instead of
+   * instantiating a page the truncation then drops.
+   */
   *pwrite(file: File, offset: number, bytes: Uint8Array): Co<number> {
     return yield* this.syscall('pwrite', `${file.name}, ${bytes.length}, ${offset}`, function* (this: Process) {
       if (offset < 0) return -EINVAL;
+      const lock = inodeLock(this.kernel, file);
+      yield* lock.lock();
+      try {
+        return yield* this.pwriteLocked(file, offset, bytes);
+      } finally {
+        lock.unlock();
+      }
+    }.bind(this));
+  }
+
+  private *pwriteLocked(file: File, offset: number, bytes: Uint8Array): Co<number> {
+    {
       const { phys } = this.kernel;
       let pos = 0;
       while (pos < bytes.length) {
@@ -223,7 +240,7 @@ export class Process {
       if (offset + bytes.length > file.size) file.size = offset + bytes.length;
       yield* this.kernel.sim.preemptPoint('pwrite');
       return bytes.length;
-    }.bind(this));
+    }
   }
 
   /** pread(2) through the page cache. */
@@ -281,13 +298,23 @@ export class Process {
     return 0;
   }
 
-  /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over whole pages. */
+  /**
+   * fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) over whole pages, under the inode
+   * lock as the filesystems take it (ext4_punch_hole, shmem_fallocate: inode_lock).
+   */
   *punchHole(file: File, offset: number, length: number): Co<number> {
     return yield* this.syscall('fallocate', `${file.name}, PUNCH_HOLE, ${offset}, ${length}`, function* (this: Process) {
       if (offset < 0 || length <= 0) return -EINVAL;
       const first = Math.ceil(offset / PAGE_SIZE);
       const last = Math.floor((offset + length) / PAGE_SIZE) - 1;
-      if (last >= first) yield* truncatePages(this.kernel, file, first, last);
+      if (last < first) return 0;
+      const lock = inodeLock(this.kernel, file);
+      yield* lock.lock();
+      try {
+        yield* truncatePages(this.kernel, file, first, last);
+      } finally {
+        lock.unlock();
+      }
       return 0;
     }.bind(this));
   }

@@ -159,6 +159,13 @@ export const CORPUS_WITNESSES: Readonly<Record<string, Witness>> = {
     describe: 'do_swap_page (write) found a KSM page in the swap cache on its last swap entry, and did not take it as exclusive (ksm_might_need_to_copy)',
     holds: guard('do_swap_page', 'ksm-not-exclusive'),
   },
+  'holdoff-pwrite-vs-truncate.json': {
+    describe: "a pwrite waited for the inode lock (generic_file_write_iter's inode_lock) an ftruncate held while its unmap_mapping_range was held off",
+    holds: (records) => records.some((r) => {
+      if (r.type !== 'lock-contend' || !r.lock.endsWith('.i_rwsem')) return false;
+      return syscallAt(records, r.task, r.seq)?.name === 'pwrite' && syscallAt(records, r.owner, r.seq)?.name === 'ftruncate';
+    }),
+  },
   'odp-truncate-vs-extend.json': {
     describe: "an ftruncate waited for the inode lock (do_truncate's inode_lock) another ftruncate held",
     holds: (records) => records.some((r) => {

@@ -7,7 +7,7 @@
 import test from 'ava';
 import {
   EFAULT, MADV_DONTNEED, MAP_PRIVATE, MAP_SHARED, MS_ASYNC, MS_SYNC, PROT_READ, PROT_WRITE, PG_DIRTY,
-  type File,
+  MmuIntervalNotifier, TASK_SIZE, mmuIntervalNotifierInsert, mmuIntervalSetSeq, type File,
 } from '../../kernel-model/index.ts';
 import { P, bytes, fill, frameAt, ok, rig, runMain } from './_helpers.ts';
 
@@ -223,5 +223,35 @@ test('rule 21c: madvise(DONTNEED) on file mappings: shared data survives in the 
     t.true(r.k.phys.has(file.pageCache.get(0)!, PG_DIRTY), 'the dirty state moved to the page, not lost');
     t.is(yield* r.p.fsync(file), 0);
     t.deepEqual(diskBytes(file, 0, 0, 4), fill(0x20, 4));
+  });
+});
+
+test('mm/filemap.c generic_file_write_iter takes the inode lock: a pwrite past a truncation in progress (its unmap_mapping_range held off by a sleeping notifier) waits for it, so the truncation cannot drop the page the pwrite writes (fuzz holdoff 22204)', (t) => {
+  const r = rig();
+  const { k, p } = r;
+  const file = k.createFile('data', 3 * P, fill(0x11, 3 * P));
+  let wrote = -1;
+  let truncated = -1;
+  runMain(t, r, function* () {
+    const a = ok(yield* p.mmap(0, 3 * P, PROT_READ | PROT_WRITE, MAP_SHARED, file), 'mmap');
+    bytes(yield* p.load(a + 2 * P, 8), 'fault page 2 in');
+    ok(yield* mmuIntervalNotifierInsert(new MmuIntervalNotifier('slow'), p.mm, 0, TASK_SIZE, {
+      *invalidate(s, _range, seq) {
+        mmuIntervalSetSeq(s, seq);
+        yield* k.sim.sleep(50_000);
+        return true;
+      },
+    }), 'insert');
+    const writer = p.spawnThread('writer', function* () {
+      yield* k.sim.sleep(1_000);
+      ok(yield* p.pwrite(file, 2 * P + 16, fill(0x77, 64)), 'pwrite into page 2, extending the file again');
+      wrote = k.sim.now();
+    });
+    ok(yield* p.ftruncate(file, 2 * P), 'truncate to 2 pages');
+    truncated = k.sim.now();
+    yield* k.sim.join(writer);
+    t.true(wrote >= truncated, 'the pwrite finished after the truncation it waited for');
+    t.is(file.size, 2 * P + 80);
+    t.deepEqual(bytes(yield* p.pread(file, 2 * P + 16, 64), 'pread'), fill(0x77, 64), 'what the pwrite wrote is in the file');
   });
 });
