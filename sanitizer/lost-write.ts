@@ -31,6 +31,9 @@
  * drop at any time, so only the disk counts for it (the 2018 data loss: the device wrote a
  * page after writeback cleaned it, and nobody dirtied it again).
  *
+ * A discarding call still in progress at the end (a task that never returned) counts as
+ * done: it may have discarded any part of its range.
+ *
  * Not flagged: anything discarded as above; addresses whose mapping changed in a way this
  * checker cannot follow (the VMA is gone, or is now a shared file mapping). Writers that are
  * not on the streams (a DmaBus write not made by a NIC, such as dmirror's) are not intents;
@@ -461,6 +464,12 @@ export function createLostWrite(ctx: SanitizerContext): Checker {
   }
 
   function finish(): void {
+    // A discarding call still in progress when the run ended (its task waits forever, for
+    // instance in a callback behind a count batching policy that never reached its count)
+    // may have discarded any part of its range: count it as done (an unknown result, so a
+    // MAP_FIXED mmap counts its fixed range).
+    for (const stack of begun.values()) for (const b of stack) onSyscallEnd(b, -1);
+    begun.clear();
     for (const group of shadows.values()) {
       for (const s of group.values()) {
         const now = current(s);
