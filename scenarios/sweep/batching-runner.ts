@@ -40,8 +40,9 @@ import { pointPolicy, pointStrategy } from './point-policy.ts';
  *
  * munmap takes mmap_lock for writing, so the munmap churn is serialized (and stalls the
  * ODP faults, which take it for reading, while its invalidation waits for a sync);
- * madvise(DONTNEED/PAGEOUT) and hole punching take it for reading or not at all, so those
- * invalidations overlap and can share syncs.
+ * madvise(DONTNEED/PAGEOUT) takes it for reading, so those invalidations overlap and can
+ * share syncs; hole punching takes no mmap_lock but the file's inode lock (ext4_punch_hole,
+ * shmem_fallocate), so the punches go one at a time.
  *
  * Measured over `durationNs` of virtual time after set-up: invalidation latency (the
  * notifier callback, zap plus the wait for its sync; callbacks still waiting at the end

@@ -44,7 +44,8 @@ export const INNER_POLICY_NAMES: readonly string[] = BATCH_POLICY_NAMES.filter((
  * - `dma-heavy-reclaim`: the same plus memory pressure, so kswapd reclaims pages of the buffer;
  * - `dma-heavy-dontneed`: madvise(DONTNEED) churn only (no VMA changes);
  * - `dma-heavy-punch`: the buffer is a MAP_SHARED file mapping and the tasks punch holes in
- *   it (fallocate PUNCH_HOLE takes no mmap_lock, so their invalidations overlap);
+ *   it (fallocate PUNCH_HOLE takes no mmap_lock, but the inode lock: the punches, and so
+ *   their invalidations, go one at a time, against the DMA);
  * - `dma-heavy-mm`: `dma-heavy-reclaim` plus the mm's other background invalidators:
  *   automatic NUMA balancing scans (kernel-model/numa-balancing.ts) and KSM merging the
  *   buffer's identical pages (kernel-model/ksm.ts, the buffer MADV_MERGEABLE).
