@@ -9,7 +9,7 @@
  * |---|---|
  * | pageFaultNs | memory.ts `handleMmFault`, every CPU fault (exception entry to return) |
  * | swapInIoNs | swap.ts `swapIn`, a read from the swap device (not a swap-cache hit), on top |
- * | zapPerPageNs | tlb.ts `tlbFinishMmu`, per page of the zapped span (zap_pte_range) |
+ * | zapPerPageNs | tlb.ts `zapPteRangeWork`, per page of the zapped span (zap_pte_range), inside the notifier window |
  * | tlbFlushNs | tlb.ts `flushTlbMmRange`, per flush (flush_tlb_mm_range with its shootdown IPIs) |
  * | notifierDispatchNs | mmu-notifier.ts, per subscriber called for an invalidation |
  * | pinPerPageNs | gup.ts `pinUserPages`/`pinUserPagesFast`, per page pinned |

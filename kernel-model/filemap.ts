@@ -13,7 +13,7 @@ import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from '
 import { maybeMkwrite, notifyPageChange } from './memory.ts';
 import { zapPteRange } from './memory.ts';
 import { GFP_HIGHUSER_MOVABLE, allocPages } from './page-alloc.ts';
-import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { gatherPage, tlbFinishMmu, zapPteRangeWork, type GatheredSpan } from './tlb.ts';
 import { migrationEntryDropped } from './migrate.ts';
 import { PG_DMA_PINNED, gupReferences, proposal, waitForDmaIdle } from './variant.ts';
 
@@ -315,6 +315,7 @@ export function* truncatePages(kernel: Kernel, file: File, first: number, last: 
       phys.rmapRemove(f, mm, v * PAGE_SIZE);
       toFree.push(f);
     }
+    yield* zapPteRangeWork(mm, span);
     yield* mmuNotifierInvalidateRangeEnd(range);
     yield* tlbFinishMmu(mm, span, toFree);
   }

@@ -55,7 +55,7 @@ export {
   startKsmd, ksmDoScan, ksmStats, ksmdRunning, ksmMergeable, ksmUnmergeable, VM_MERGEABLE, KSM_PAGES_TO_SCAN, KSM_SLEEP_NS,
   type KsmStats, type KsmdOptions,
 } from './ksm.ts';
-export { flushTlbMmRange, flushTlbPage, tlbFinishMmu, gatherPage, secondaryTlbsFlushedByArch, type GatheredSpan } from './tlb.ts';
+export { flushTlbMmRange, flushTlbPage, tlbFinishMmu, zapPteRangeWork, gatherPage, secondaryTlbsFlushedByArch, type GatheredSpan } from './tlb.ts';
 export {
   allocPages, freePages, mightAlloc, fsReclaimAcquire, fsReclaimRelease, currentGfpContext, inReclaim, minWatermark, gfpName,
   gfpflagsAllowBlocking, memallocNoreclaimSave, memallocNoreclaimRestore, memallocNofsSave, memallocNofsRestore,

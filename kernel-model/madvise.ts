@@ -6,7 +6,7 @@ import { MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE, MA
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { gatherPage, tlbFinishMmu, zapPteRangeWork, type GatheredSpan } from './tlb.ts';
 import { splitVmasAt, splitVmasAtHuge } from './mmap.ts';
 import { PTE_DIRTY, PTE_ACCESSED, pteFrame, pteHas, ptePresent, PTE_SWAP, makePte, pteFlags } from './page-table.ts';
 import { PG_ANON, PG_DIRTY, PG_LAZYFREE } from './page-frames.ts';
@@ -100,6 +100,7 @@ export function* doMadvise(mm: MmStruct, addr: number, length: number, advice: n
           span = gatherPage(span, pv * PAGE_SIZE); // madvise_free_pte_range: tlb_remove_tlb_entry
         }
       }
+      yield* zapPteRangeWork(mm, span);
       yield* mmuNotifierInvalidateRangeEnd(range);
       yield* tlbFinishMmu(mm, span, toFree);
     }

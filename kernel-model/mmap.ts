@@ -10,7 +10,7 @@ import {
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { flushTlbMmRange, gatherPage, tlbFinishMmu, type GatheredSpan } from './tlb.ts';
+import { flushTlbMmRange, gatherPage, tlbFinishMmu, zapPteRangeWork, type GatheredSpan } from './tlb.ts';
 import { isDevicePrivateEntry, isMigrationEntry, pteFrame, pteHas, ptePresent, PTE_SWAP } from './page-table.ts';
 import { devicePageRmapMove } from './memremap.ts';
 import { migrationEntryMoved } from './migrate.ts';
@@ -98,6 +98,7 @@ export function* doMunmap(mm: MmStruct, start: number, end: number): Co<number> 
   const toFree: number[] = [];
   let span: GatheredSpan = null;
   for (const vma of vmas) span = zapPteRange(mm, vma, vma.start, vma.end, toFree, span);
+  yield* zapPteRangeWork(mm, span);
   yield* mmuNotifierInvalidateRangeEnd(range);
   for (const vma of vmas) {
     if (isVmHugetlbPage(vma)) hugetlbUnreserve(mm, vma, vma.start, vma.end);

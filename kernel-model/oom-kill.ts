@@ -7,7 +7,7 @@ import { VM_SHARED } from './vma.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit } from './mmu-notifier-range.ts';
 import { mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStartNonblock } from './mmu-notifier.ts';
 import { zapPteRange } from './memory.ts';
-import { tlbFinishMmu } from './tlb.ts';
+import { tlbFinishMmu, zapPteRangeWork } from './tlb.ts';
 
 /** MAX_OOM_REAP_RETRIES and the sleep between attempts (HZ/10). */
 export const MAX_OOM_REAP_RETRIES = 10;
@@ -67,6 +67,7 @@ export function* oomReapTaskMm(mm: MmStruct, result: OomReapResult): Co<boolean>
     }
     const toFree: number[] = [];
     const span = zapPteRange(mm, vma, vma.start, vma.end, toFree);
+    yield* zapPteRangeWork(mm, span);
     yield* mmuNotifierInvalidateRangeEnd(range);
     yield* tlbFinishMmu(mm, span, toFree);
   }

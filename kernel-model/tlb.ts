@@ -77,21 +77,30 @@ export function gatherHugePmd(span: GatheredSpan, haddr: number): GatheredSpan {
 }
 
 /**
+ * The CPU time zap_pte_range spends clearing the gathered span (cpu-costs.ts zapPerPageNs).
+ * The kernel clears PTEs between invalidate_range_start and invalidate_range_end
+ * (zap_page_range_single, unmap_vmas, __oom_reap_task_mm all call unmap_single_vma /
+ * unmap_page_range inside the pair), so callers charge this after their zap and before
+ * mmuNotifierInvalidateRangeEnd: a subscriber sees the window stay open that long.
+ * A huge entry in the span counts as ONE entry, not 512: zap_huge_pmd (mm/huge_memory.c)
+ * clears the PMD with one pmdp_huge_get_and_clear_full, removes one rmap
+ * (folio_remove_rmap_pmd) and gathers one folio (tlb_remove_page_size), with no per-page
+ * loop; hugetlb's __unmap_hugepage_range likewise clears one huge_ptep per huge page.
+ */
+export function* zapPteRangeWork(mm: MmStruct, span: GatheredSpan): Co {
+  if (!span) return;
+  const slots = (span.end - span.start) / PAGE_SIZE - (span.hugeEntries ?? 0) * (PMD_SIZE / PAGE_SIZE - 1);
+  yield* mm.kernel.sim.cpu(slots * mm.kernel.cpuCosts.zapPerPageNs);
+}
+
+/**
  * `tlb_finish_mmu`: flush what the zap gathered (nothing when it cleared no PTE), then
  * free the gathered pages: a secondary TLB is invalidated before a page it may still
- * translate to goes back to the allocator.
+ * translate to goes back to the allocator. The flush covers a huge entry's whole 2 MiB
+ * (tlb_remove_pmd_tlb_entry widens the range by HPAGE_PMD_SIZE). In the kernel it runs
+ * after invalidate_range_end (zap_page_range_single: end, then tlb_finish_mmu).
  */
 export function* tlbFinishMmu(mm: MmStruct, span: GatheredSpan, toFree: readonly number[]): Co {
-  // zap_pte_range's work per page of the gathered span (cpu-costs.ts zapPerPageNs). A huge
-  // entry in it counts as ONE entry, not 512: zap_huge_pmd (mm/huge_memory.c) clears the
-  // PMD with one pmdp_huge_get_and_clear_full, removes one rmap (folio_remove_rmap_pmd) and
-  // gathers one folio (tlb_remove_page_size), with no per-page loop; hugetlb's
-  // __unmap_hugepage_range likewise clears one huge_ptep per huge page. The flush still
-  // covers the whole 2 MiB (tlb_remove_pmd_tlb_entry widens the range by HPAGE_PMD_SIZE).
-  if (span) {
-    const slots = (span.end - span.start) / PAGE_SIZE - (span.hugeEntries ?? 0) * (PMD_SIZE / PAGE_SIZE - 1);
-    yield* mm.kernel.sim.cpu(slots * mm.kernel.cpuCosts.zapPerPageNs);
-  }
   if (span) yield* flushTlbMmRange(mm, span.start, span.end);
   for (const f of toFree) mm.kernel.phys.put(f);
 }

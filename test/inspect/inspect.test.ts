@@ -36,7 +36,7 @@ test('at the first violation of deferred-invalidation-reuse the stale device ent
   t.deepEqual(deferred.errors, []);
   const s = atViolation as WorldSnapshot;
   t.is(s.violation?.id, 'stale-translation');
-  t.is(s.t, 253_344);
+  t.is(s.t, 253_364);
   const stale = s.stale.filter((e) => !e.inWindow && e.kind === 'mirrored');
   t.is(stale.length, 1);
   const e = stale[0]!;

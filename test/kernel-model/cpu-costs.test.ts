@@ -4,8 +4,9 @@
  * charge in the wrong place, or a missing or doubled one, changes the figure.
  */
 import test from 'ava';
-import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, ZERO_CPU_COSTS, type CpuCosts } from '../../kernel-model/index.ts';
+import { MADV_DONTNEED, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE, ZERO_CPU_COSTS, type CpuCosts } from '../../kernel-model/index.ts';
 import { P, fill, ok, rig, runMain } from './_helpers.ts';
+import { traceOf } from './_pin-helpers.ts';
 
 const RW = PROT_READ | PROT_WRITE;
 const ANON = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -37,6 +38,22 @@ test('munmap of three populated pages costs three zapped PTEs and one TLB flush 
     const b = ok(yield* r.p.mmap(0, 4 * P, RW, ANON), 'mmap');
     ok(yield* r.p.munmap(b, 4 * P), 'munmap');
     t.is(r.k.sim.now() - t1, 0, 'an unpopulated range clears no PTE and flushes nothing');
+  });
+});
+
+test('the zap work falls inside the notifier window, the TLB flush after its end (mm/memory.c zap_page_range_single: unmap_single_vma between invalidate_range_start and _end, then tlb_finish_mmu)', (t) => {
+  const r = rig({ cpuCosts: COSTS });
+  const trace = traceOf(r.k);
+  runMain(t, r, function* () {
+    const a = ok(yield* r.p.mmap(0, 4 * P, RW, ANON), 'mmap');
+    for (let i = 0; i < 3; i++) ok(yield* r.p.store(a + i * P, fill(i, 1)), 'store');
+    const t0 = r.k.sim.now();
+    ok(yield* r.p.madvise(a, 4 * P, MADV_DONTNEED), 'madvise');
+    t.is(r.k.sim.now() - t0, 3 * 10 + 100_000, 'three zapped PTEs and one flush');
+    const [start] = trace.of('invalidate-start').filter((x) => x.t >= t0);
+    const [end] = trace.of('invalidate-end').filter((x) => x.t >= t0);
+    t.is(start!.t, t0);
+    t.is(end!.t - start!.t, 3 * 10, 'the window stays open for the zap, not for the flush');
   });
 });
 
