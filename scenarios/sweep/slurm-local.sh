@@ -125,15 +125,20 @@ pid_of() { tr -dc 0-9 <"$1"; }
 
 STARTED=()   # "name pidfile" of the daemons this run started, in start order
 JOB=''
+# SIGTERM the daemon of a pid file and wait (at most 10 s) until it is gone.
+stop_daemon() {
+  local name=$1 pidfile=$2 pid n
+  running "$pidfile" "$name" || return 0
+  pid=$(pid_of "$pidfile")
+  kill "$pid" 2>/dev/null
+  for ((n = 0; n < 100; n++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then say "$name (pid $pid) is still running 10 s after SIGTERM"; else say "stopped $name (pid $pid)"; fi
+}
 stop_started() {
-  local i name pidfile pid n
+  local i name pidfile
   for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
     read -r name pidfile <<<"${STARTED[$i]}"
-    running "$pidfile" "$name" || continue
-    pid=$(pid_of "$pidfile")
-    kill "$pid" 2>/dev/null
-    for ((n = 0; n < 100; n++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    say "stopped $name (pid $pid)"
+    stop_daemon "$name" "$pidfile"
   done
 }
 cleanup() {
@@ -218,14 +223,11 @@ NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=lab Nodes=$HOST Default=YES MaxTime=INFINITE State=UP"
 if [ ! -f "$SLURM_CONF" ] || [ "$(cat "$SLURM_CONF")" != "$CONF_TEXT" ]; then
   # A changed configuration: daemons of this state directory still on the old one restart.
-  for d in "slurmd $SLURMD_PID" "slurmctld $CTLD_PID"; do
-    read -r name pidfile <<<"$d"
-    if running "$pidfile" "$name"; then
-      say "slurm.conf changed: stopping $name (pid $(pid_of "$pidfile"))"
-      kill "$(pid_of "$pidfile")"
-      sleep 1
-    fi
-  done
+  if running "$SLURMD_PID" slurmd || running "$CTLD_PID" slurmctld; then
+    say "slurm.conf changed: restarting the daemons of $STATE"
+    stop_daemon slurmd "$SLURMD_PID"
+    stop_daemon slurmctld "$CTLD_PID"
+  fi
   printf '%s\n' "$CONF_TEXT" >"$SLURM_CONF"
   say "wrote $SLURM_CONF (node $HOST: $CPUS CPUs, $MEM MB)"
 fi
@@ -285,10 +287,11 @@ done
 [ -n "$JOB" ] || JOB=$(cut -d';' -f1 "$OUT/sbatch.out" 2>/dev/null)
 say "submitted job $JOB"
 while kill -0 "$SBATCH" 2>/dev/null; do
-  for ((n = 0; n < 15; n++)); do kill -0 "$SBATCH" 2>/dev/null || break; sleep 1; done
+  for ((n = 0; n < 15; n++)); do kill -0 "$SBATCH" 2>/dev/null || break 2; sleep 1; done
   done_points=$(cat "$OUT"/shard-*/results.jsonl 2>/dev/null | wc -l)
   tasks=$(squeue -h -j "$JOB" -o %T 2>/dev/null | sort | uniq -c | awk '{ printf "%s%s %s", s, $1, tolower($2); s = ", " }')
-  say "job $JOB: ${tasks:-no task queued}; ${done_points} points written"
+  # sbatch --wait polls the controller at growing intervals (2, 8, then every 32 s).
+  say "job $JOB: ${tasks:-every task ended, sbatch --wait has yet to poll}; ${done_points} points written"
 done
 wait "$SBATCH"
 rc=$?
@@ -298,7 +301,17 @@ if [ "$rc" -ne 0 ]; then
   for f in "$OUT"/slurm-*.out; do [ -s "$f" ] && { echo "--- $f" >&2; tail -n 5 "$f" >&2; }; done
   fail "the job array $JOB failed (sbatch exit $rc after $SLURM_S s; task logs $OUT/slurm-*.out)"
 fi
-say "job $JOB done in $SLURM_S s: $(for ((i = 0; i < SHARDS; i++)); do printf '%s ' "$(wc -l <"$OUT/shard-$i/results.jsonl")"; done)points per shard"
+# The array's own span, from the controller (submission to the last task's end, 1 s resolution).
+span=$(scontrol -o show job "$JOB" 2>/dev/null | tr ' ' '\n' | awk -F= '
+  $1 == "SubmitTime" && (s == "" || $2 < s) { s = $2 }
+  $1 == "EndTime" && $2 > e { e = $2 }
+  END { if (s != "" && e != "") print s, e }')
+ARRAY_S=''
+if [ -n "$span" ]; then
+  read -r submitted ended <<<"$span"
+  ARRAY_S=$(($(date -d "$ended" +%s) - $(date -d "$submitted" +%s)))
+fi
+say "job $JOB done: tasks ended ${ARRAY_S:-?} s after submission, sbatch --wait returned after $SLURM_S s; $(for ((i = 0; i < SHARDS; i++)); do printf '%s ' "$(wc -l <"$OUT/shard-$i/results.jsonl")"; done)points per shard"
 
 # ---------------------------------------------------------------- merge, single run, compare
 shards=()
@@ -315,7 +328,7 @@ files=$(cd "$OUT/single" && find . -type f | sed 's|^\./||' | sort)
 nfiles=$(printf '%s\n' "$files" | wc -l)
 points=$(wc -l <"$OUT/single/results.jsonl")
 if diff -r -q "$OUT/single" "$OUT/merged" >&2; then
-  echo "PASS: sweep $SPEC, $points points as a Slurm job array of $SHARDS shards (${SLURM_S} s) then lab merge, is byte-identical to one machine (${SINGLE_S} s): $nfiles files ($(printf '%s\n' "$files" | tr '\n' ' ' | sed 's/ $//'))"
+  echo "PASS: sweep $SPEC, $points points as a Slurm job array of $SHARDS shards (${ARRAY_S:-?} s) then lab merge, is byte-identical to one machine (${SINGLE_S} s): $nfiles files ($(printf '%s\n' "$files" | tr '\n' ' ' | sed 's/ $//'))"
   say "total $(since "$T0") s; results in $OUT"
   exit 0
 fi
