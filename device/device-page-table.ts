@@ -4,7 +4,7 @@
  * generation (a NIC-wide counter bumped at each install) and the virtual time it was
  * installed, so that an access can name the translation it used (DESIGN "Sanitizer").
  *
- * Sparse: entries live in 32-entry chunks of typed arrays, allocated on first install and
+ * Sparse: entries live in 8-entry chunks of typed arrays, allocated on first install and
  * freed when their last entry is cleared, so a terabyte-sized (or implicit) MR costs memory
  * only for the pages it touched.
  *
@@ -23,8 +23,13 @@ export const PTE_READ = 1;
 export const PTE_READ_WRITE = 2;
 export type PtePerm = typeof PTE_ABSENT | typeof PTE_READ | typeof PTE_READ_WRITE;
 
-/** Entries per chunk. Chunk arithmetic uses division, not shifts: page indices of a huge MR exceed 2^31. */
-const CHUNK_PAGES = 32;
+/**
+ * Entries per chunk. Chunk arithmetic uses division, not shifts: page indices of a huge MR
+ * exceed 2^31. Sized by measurement (bench/README.md, implicit.ts): a page touched alone
+ * costs its whole chunk, 168 bytes at 8 entries against 672 at 32 (48 MiB less for the
+ * implicit benchmark's 100k scattered pages); a dense MR pays a map entry per 8 pages.
+ */
+const CHUNK_PAGES = 8;
 /** Bytes per chunk: perm (1) + frame (4) + generation (8) + installedAt (8) per entry. */
 const CHUNK_BYTES = CHUNK_PAGES * (1 + 4 + 8 + 8);
 

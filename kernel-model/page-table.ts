@@ -49,8 +49,13 @@ export const makeDevicePrivateEntry = (pfn: number, writable: boolean): number =
 export const pteWith = (pte: number, set: number, clear = 0): number =>
   makePte(pteFrame(pte), (pteFlags(pte) | set) & ~clear);
 
-/** Entries per leaf: small, so a page touched alone in a huge range costs little. */
-const LEAF = 32;
+/**
+ * Entries per leaf: small, so a page touched alone in a huge range costs little (64 bytes).
+ * Sized by measurement (bench/README.md, implicit.ts): 8 rather than 32 took 19 MiB off
+ * the 100k scattered pages of the implicit ODP benchmark; a dense range pays one map
+ * entry per 8 pages instead of per 32.
+ */
+const LEAF = 8;
 /** Pages per 2 MiB PMD slot. */
 const PMD_PAGES = 512;
 /** Pages per 1 GiB PUD slot. */
@@ -62,7 +67,7 @@ const FIRST_BLOCK_LEAVES = 4;
 const DIRECT_WALK_LEAVES = 65_536;
 
 /**
- * A process page table. Leaves of 32 entries in a map keyed by vpn / 32, so the table
+ * A process page table. Leaves of LEAF entries in a map keyed by vpn / LEAF, so the table
  * costs memory only near pages that were touched (a lone page in a 128 TiB mapping costs
  * one small leaf), and a walk over a range visits only the leaves that exist: directly
  * for short ranges, through a lazily sorted index of leaf keys for huge ones (exit, a

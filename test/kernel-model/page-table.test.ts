@@ -1,6 +1,6 @@
 /**
- * The process page table's storage: leaves of 32 entries cut from shared blocks, found
- * through a map keyed by vpn / 32. Scattered pages across a 128 TiB span (many blocks)
+ * The process page table's storage: leaves of 8 entries cut from shared blocks, found
+ * through a map keyed by vpn / 8. Scattered pages across a 128 TiB span (many blocks)
  * read back what was written, range walks visit exactly the non-zero entries in address
  * order, and the entry count follows sets and clears.
  */
