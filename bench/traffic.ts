@@ -55,6 +55,12 @@ export interface TrafficOptions {
   sanitizerCheckers?: readonly CheckerId[];
   /** Path MTU in bytes (default: TRAFFIC_MTU, else unset: one packet per message). */
   mtu?: number;
+  /**
+   * The NIC's PAGE_FAULT_RESUME cost (device/cost-model.ts faultResumeNs; default:
+   * TRAFFIC_FAULT_RESUME_NS, else the calibrated 200 µs). 2000 gives back roughly the
+   * uncalibrated fault the figures before issue 15 were measured with, for comparison.
+   */
+  faultResumeNs?: number;
 }
 
 const MTUS = [256, 512, 1024, 2048, 4096];
@@ -100,10 +106,15 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const mtu = opts.mtu ?? (envMtu ? Number(envMtu) : undefined);
   if (mtu !== undefined && !MTUS.includes(mtu)) throw new Error(`TRAFFIC_MTU must be one of ${MTUS.join(', ')} (got ${envMtu})`);
 
+  const envResume = process.env['TRAFFIC_FAULT_RESUME_NS'];
+  const faultResumeNs = opts.faultResumeNs ?? (envResume ? Number(envResume) : undefined);
+  if (faultResumeNs !== undefined && !(Number.isInteger(faultResumeNs) && faultResumeNs >= 0)) throw new Error(`TRAFFIC_FAULT_RESUME_NS must be a whole number of ns (got ${envResume})`);
+
   const sim = new Simulation({ seed });
   const fabric = new Fabric(sim);
   const node = createRdmaNode(sim, fabric, {
     name: 'solo',
+    nic: faultResumeNs === undefined ? {} : { costs: { faultResumeNs } },
     // The whole MR may be resident at once, plus room for the rest of the process.
     kernel: { frames: MR_PAGES + 16_384 },
     device: { nonOdp: pinnedStrategy(), odp: odpStrategy() },
@@ -194,7 +205,7 @@ export function benchTraffic(opts: TrafficOptions = {}): Record<string, unknown>
   const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
   return {
     what: 'loopback RDMA WRITEs of 4 KiB at random page-aligned offsets into a 1 GiB ODP MR, with background madvise(DONTNEED) of random 64 KiB pieces',
-    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES', pathMtu: mtu ?? 'unset (one packet per message)' },
+    size: { writes, defaultWrites: DEFAULT_WRITES, full: writes === DEFAULT_WRITES, mrBytes: MR_BYTES, writeBytes: WRITE_BYTES, window: WINDOW, envVar: 'TRAFFIC_WRITES', pathMtu: mtu ?? 'unset (one packet per message)', faultResumeNs: faultResumeNs ?? 'calibrated default' },
     seed,
     wallSeconds: round(wallSeconds),
     // User + system CPU time of the process over the same span (all its threads, so the

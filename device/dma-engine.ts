@@ -7,7 +7,8 @@ import type { MemoryRegion } from './memory-region.ts';
 import type { TranslationCache } from './translation-cache.ts';
 
 /** What the device needs of the bus: read and write bytes of a frame (DESIGN "Device"). */
-export type DeviceDmaBus = Pick<DmaBus, 'read' | 'write'>;
+/** What the device needs of memory; `readShared` (no copy) is used when the bus has it. */
+export type DeviceDmaBus = Pick<DmaBus, 'read' | 'write'> & Partial<Pick<DmaBus, 'readShared'>>;
 
 /**
  * One page access by the DMA engine, on the access stream. It names the translation it
@@ -138,7 +139,8 @@ export class DmaEngine {
     mr.inFlight++;
     yield* this.sim.sleep(this.accessNs(length, t) + extraNs);
     const offset = iova - Math.floor(iova / DEVICE_PAGE_SIZE) * DEVICE_PAGE_SIZE;
-    const data = this.bus.read(t.frame, offset, length);
+    // No copy: the payload is a snapshot of the page that later writes do not change.
+    const data = this.bus.readShared ? this.bus.readShared(t.frame, offset, length) : this.bus.read(t.frame, offset, length);
     this.stats.bytesRead += length;
     this.committed(ctx, mr, key, index, iova, length, offset, false);
     return data;

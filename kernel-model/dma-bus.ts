@@ -19,6 +19,12 @@ export class DmaBus {
     return this.phys.read(frame, offset, length);
   }
 
+  /** `read` without the copy: a snapshot the caller must not write into (PhysicalMemory.readShared). */
+  readShared(frame: number, offset: number, length: number): Uint8Array {
+    this.check(frame, offset, length);
+    return this.phys.readShared(frame, offset, length);
+  }
+
   write(frame: number, offset: number, bytes: Uint8Array): void {
     this.check(frame, offset, bytes.length);
     this.phys.write(frame, offset, bytes);

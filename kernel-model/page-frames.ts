@@ -3,6 +3,9 @@ import { PAGE_SIZE } from './constants.ts';
 import type { Simulation } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 
+/** What `readShared` views for a page never written: all zeros, never written itself. */
+const NEVER_WRITTEN = new Uint8Array(PAGE_SIZE);
+
 /** Page flags (struct page / folio flags), one bit each in `PhysicalMemory.flags`. */
 export const PG_DIRTY = 1 << 0;
 export const PG_WRITEBACK = 1 << 1;
@@ -78,6 +81,11 @@ export class PhysicalMemory {
   /** Allocation generation: bumps every time a frame is handed out again. */
   readonly generation: Uint32Array;
   private readonly contents = new Map<number, Uint8Array>();
+  /**
+   * 1 while a frame's contents buffer is lent out by `readShared`: the next write copies
+   * the page first (copy on write), so what was lent never changes.
+   */
+  private readonly lent: Uint8Array;
   private readonly rmap = new Map<number, RmapItem[]>();
   private readonly free: number[] = [];
   private freeHead = 0;
@@ -101,6 +109,7 @@ export class PhysicalMemory {
 
   constructor(private readonly sim: Simulation, readonly frames: number, readonly reuseFreedFirst: boolean, readonly node = 'node0') {
     this.refcount = new Int32Array(frames);
+    this.lent = new Uint8Array(frames);
     this.mapcount = new Int32Array(frames);
     this.pincount = new Int32Array(frames);
     this.flags = new Uint32Array(frames);
@@ -385,11 +394,30 @@ export class PhysicalMemory {
     return out;
   }
 
+  /**
+   * `length` bytes at `offset` as a snapshot that costs no copy: a view of the page's
+   * buffer, which the next write of the page replaces rather than changes (see `lent`).
+   * For the device's reads, a packet's payload gathered from memory, millions in a run
+   * (a copy each was 15% of the traffic benchmark's CPU, bench/README.md). The caller must
+   * not write into it.
+   */
+  readShared(f: number, offset: number, length: number): Uint8Array {
+    const page = this.contents.get(f);
+    if (!page) return NEVER_WRITTEN.subarray(offset, offset + length);
+    this.lent[f] = 1;
+    return page.subarray(offset, offset + length);
+  }
+
   write(f: number, offset: number, bytes: Uint8Array): void {
     // A write to the zero page (frame 0) corrupts it for everyone, as on real hardware;
     // the CPU paths never do it (they COW), so only a buggy device mapping can.
     let page = this.contents.get(f);
-    if (!page) this.contents.set(f, (page = new Uint8Array(PAGE_SIZE)));
+    if (!page || this.lent[f] === 1) {
+      const fresh = new Uint8Array(PAGE_SIZE);
+      if (page) fresh.set(page);
+      this.contents.set(f, (page = fresh));
+      this.lent[f] = 0;
+    }
     page.set(bytes, offset);
   }
 
@@ -402,6 +430,7 @@ export class PhysicalMemory {
     const page = this.contents.get(src);
     if (page) this.contents.set(dst, page.slice());
     else this.contents.delete(dst);
+    this.lent[dst] = 0;
   }
 
   zeroPage(f: number): void {
