@@ -13,11 +13,14 @@
  * `TRAFFIC_WRITES` sets the number of writes for a quick run (the output says what ran).
  * `TRAFFIC_MTU` sets the QPs' path MTU in bytes (256..4096; unset: one packet per message,
  * which for these 4 KiB WRITEs is the same as 4096): below 4096 each WRITE is several
- * packets, each of which can fault on its own.
+ * packets, each of which can fault on its own. `TRAFFIC_FAULT_RESUME_NS` sets the NIC's
+ * PAGE_FAULT_RESUME cost (2000 gives back roughly the fast fault of the figures taken
+ * before issue 15's calibration).
  *
  * @example
  *   npx tsx bench/traffic.ts                        # the full 1M writes
  *   TRAFFIC_WRITES=20000 npx tsx bench/traffic.ts   # a quick run
+ *   TRAFFIC_FAULT_RESUME_NS=2000 npx tsx bench/traffic.ts
  */
 import { pathToFileURL } from 'node:url';
 import {
