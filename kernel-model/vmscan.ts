@@ -251,9 +251,9 @@ export function* shrinkLru(kernel: Kernel, target: number, stats: ReclaimStats =
   const budget = kernel.lru.size * 2;
   const goal = stats.reclaimed + target;
   for (let scanned = 0; stats.reclaimed < goal && scanned < budget; scanned++) {
-    const it = kernel.lru[Symbol.iterator]().next();
-    if (it.done) break;
-    yield* shrinkPage(kernel, it.value, stats);
+    const frame = kernel.lru.oldest();
+    if (frame < 0) break;
+    yield* shrinkPage(kernel, frame, stats);
   }
   return stats;
 }

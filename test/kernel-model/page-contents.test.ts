@@ -30,3 +30,33 @@ test('a shared read is a snapshot: writes after it, by the CPU side or the devic
   t.is(k.phys.read(f, 0, 1)[0], 7);
   t.is(k.phys.readShared(f, 0, PAGE_SIZE).length, PAGE_SIZE);
 });
+
+test('a freed page\'s buffer is reused zeroed for the next page written, but never one lent to a shared read', (t) => {
+  const { k } = rig();
+  const a = k.phys.allocPage();
+  const b = k.phys.allocPage();
+  k.phys.write(a, 0, new Uint8Array(PAGE_SIZE).fill(0xaa));
+  k.phys.write(b, 0, new Uint8Array(PAGE_SIZE).fill(0xbb));
+  const lent = k.phys.readShared(b, 0, 8);
+  k.phys.put(a);
+  k.phys.put(b);
+  // Two new pages, each written one byte: the rest must read as zeros, whichever buffer
+  // each got, and the view lent before b was freed must still read 0xbb.
+  const c = k.phys.allocPage();
+  const d = k.phys.allocPage();
+  k.phys.write(c, 0, new Uint8Array([1]));
+  k.phys.write(d, 0, new Uint8Array([2]));
+  for (const [f, first] of [[c, 1], [d, 2]] as const) {
+    const page = k.phys.read(f, 0, PAGE_SIZE);
+    t.is(page[0], first);
+    t.true(page.subarray(1).every((x) => x === 0), `frame ${f}: no bytes of a freed page`);
+  }
+  t.deepEqual([...lent], new Array(8).fill(0xbb), 'the lent view kept its bytes');
+  // copyPage onto a page with contents, and zeroPage: the replaced buffer is reused zeroed.
+  k.phys.copyPage(c, d);
+  t.is(k.phys.read(c, 0, 1)[0], 2);
+  k.phys.zeroPage(d);
+  t.true(k.phys.read(d, 0, PAGE_SIZE).every((x) => x === 0));
+  k.phys.copyPage(c, c);
+  t.is(k.phys.read(c, 0, 1)[0], 2, 'a page copied onto itself keeps its bytes');
+});
