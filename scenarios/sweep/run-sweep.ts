@@ -181,8 +181,13 @@ class WorkerProcess {
     });
   }
 
-  close(): void {
-    if (!this.exited) this.child.stdin.end();
+  /** End the worker's input; resolves once it has exited, so a finished sweep leaves no child behind. */
+  close(): Promise<void> {
+    if (this.exited) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.stdin.end();
+    });
   }
 
   kill(): void {
@@ -311,7 +316,7 @@ async function runLocked(
             progress.tick(label(point));
           }
         } finally {
-          worker.close();
+          await worker.close();
         }
       }),
     );
