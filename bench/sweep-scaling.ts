@@ -13,7 +13,8 @@
  * its workers over the sweep (the workers' from /proc/self/stat, Linux only), the figure to
  * compare when other load moves the wall time; `cores` is how many cores that kept busy.
  *
- * `SWEEP_PRESET` picks the preset (default `batching-synthetic`, 324 points; `smoke` has
+ * `SWEEP_PRESET` picks the preset (default `batching`, 324 points of the batching study,
+ * issue 22's target; `batching-synthetic` is the same grid on a synthetic model, `smoke` has
  * 32), `SWEEP_REPEATS` repeats the 1-then-2 pair (the figures are the best of each).
  *
  * @example
@@ -27,7 +28,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { PRESET_NAMES, loadSpec, runSweep } from '../scenarios/sweep/index.ts';
 
-const DEFAULT_PRESET = 'batching-synthetic';
+const DEFAULT_PRESET = 'batching';
 
 interface Timing {
   /** Until the first point was done: mostly worker start-up (Node, tsx, the model's modules). */

@@ -196,9 +196,9 @@ class WorkerProcess {
 }
 
 /**
- * Run a sweep (or one shard of it) into `outDir`: every finished point is appended to
- * results.jsonl and fsynced as it completes, so a killed sweep loses at most the points
- * in flight; `resume` skips the points already there (and runs failed ones again). Once the slice is complete,
+ * Run a sweep (or one shard of it) into `outDir`: finished points are appended to
+ * results.jsonl in batches with an fsync each (ResultsAppender), so an interrupted sweep
+ * loses the points in flight and, if killed outright, the last batch; `resume` skips the points already there (and runs failed ones again). Once the slice is complete,
  * results.jsonl is rewritten in point order, and for a whole-grid run the summaries,
  * plots and index.html are written.
  */
@@ -270,7 +270,8 @@ async function runLocked(
     );
   }
 
-  const appender = new ResultsAppender(resultsFile);
+  // Four results per worker, or half a second's worth, per write and fsync.
+  const appender = new ResultsAppender(resultsFile, { batchLines: 4 * nProc, batchMs: 500 });
   const progress = createProgress(opts.quiet ? 'none' : opts.progress ?? 'auto', slice.length, done.size, err);
   const fresh: ResultLine[] = [];
   const queue = [...todo];

@@ -192,3 +192,31 @@ test('the worker process answers one JSON line per point, in order, on stdin and
   await new Promise((r) => one.on('close', r));
   t.is(out1.trim(), out.trim().split('\n')[1] ?? 'missing');
 });
+
+test.serial('a worker that dies on a point is replaced: that point is recorded as failed, the others run and give the records they give alone', async (t) => {
+  // A user's batching policy that kills its worker process when a point builds it.
+  const dir = mkdtempSync(join(tmpdir(), 'sweep-crash-'));
+  writeFileSync(join(dir, 'crash.ts'), `import { defineBatchPolicy } from '${join(REPO, 'driver', 'index.ts')}';\n` +
+    `export const boom = defineBatchPolicy({ name: 'boom', policy: () => process.exit(7) });\n`);
+  const spec = { ...SPEC, name: 'crash-test', durationNs: 2_000_000, grid: { workload: ['dma-heavy-reclaim'], policy: ['none', './crash.ts#boom', 'window'], windowNs: [100_000], tasks: [1] } };
+  const specFile = join(dir, 'spec.json');
+  writeFileSync(specFile, JSON.stringify(spec));
+  const out = join(dir, 'out');
+  const r = await lab(['sweep', specFile, '--jobs', '1', '--out', out]).done;
+  t.is(r.code, 1, 'failed points: exit 1');
+  const lines = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; params: { policy: string }; record?: object; error?: string });
+  const pts = expandGrid(parseSpec(spec), dir);
+  t.is(lines.length, pts.length, 'every point has a line');
+  const failed = lines.filter((l) => l.error !== undefined);
+  t.deepEqual(failed.map((l) => l.id), pts.filter((p) => p.params.policy === './crash.ts#boom').map((p) => p.id));
+  t.true(failed.length > 0 && failed.length < lines.length);
+  for (const l of failed) t.regex(l.error ?? '', /^worker process exited \(code 7\)/);
+  t.regex(r.stderr, /point #2 \(\w+\) failed: worker process exited \(code 7\)/);
+  t.regex(r.stderr, new RegExp(`${failed.length} points failed`));
+  // The window points ran in the workers that replaced the dead ones: same bytes as alone.
+  for (const l of lines.filter((x) => x.error === undefined)) {
+    const p = pts.find((x) => x.id === l.id);
+    if (!p) return t.fail(`no point ${l.id}`);
+    t.is(JSON.stringify(l), JSON.stringify(await runPoint(p)), `point ${l.id} (${l.params.policy})`);
+  }
+});
