@@ -5,8 +5,6 @@ import type { MmStruct } from './mm.ts';
 
 /** What `readShared` views for a page never written: all zeros, never written itself. */
 const NEVER_WRITTEN = new Uint8Array(PAGE_SIZE);
-/** At most 1 MiB of freed page buffers kept for reuse (`spare`); assumed, not tuned. */
-const MAX_SPARE_BUFFERS = 256;
 
 /** Page flags (struct page / folio flags), one bit each in `PhysicalMemory.flags`. */
 export const PG_DIRTY = 1 << 0;
@@ -88,14 +86,6 @@ export class PhysicalMemory {
    * the page first (copy on write), so what was lent never changes.
    */
   private readonly lent: Uint8Array;
-  /**
-   * Page buffers of freed frames, kept for the next frame written: a fresh 4 KiB typed
-   * array is an external allocation the GC tracks and frees (about 4 µs each, allocated and
-   * retained; 0.3 µs taken from here and zeroed), and a batching sweep point writes ~7,000
-   * fresh pages (bench/README.md, issue 22 item 5). Never a buffer `readShared` lent out,
-   * which its holder may still be reading.
-   */
-  private readonly spare: Uint8Array[] = [];
   private readonly rmap = new Map<number, RmapItem[]>();
   private readonly free: number[] = [];
   private freeHead = 0;
@@ -301,7 +291,7 @@ export class PhysicalMemory {
     this.mappingFile[f] = -1;
     this.mapcount[f] = 0;
     this.pincount[f] = 0;
-    this.dropContents(f);
+    this.contents.delete(f);
     this.rmap.delete(f);
     this.free.push(f);
     this.nFree++;
@@ -319,7 +309,7 @@ export class PhysicalMemory {
     this.mappingFile[f] = -1;
     this.mapcount[f] = 0;
     this.pincount[f] = 0;
-    this.dropContents(f);
+    this.contents.delete(f);
     this.rmap.delete(f);
     this.used--;
     this.sim.emit({ type: 'page-free', frame: f, node: this.node });
@@ -355,7 +345,7 @@ export class PhysicalMemory {
       this.mapcount[f] = 0;
       this.pincount[f] = 0;
       this.mappingFile[f] = -1;
-      this.dropContents(f);
+      this.contents.delete(f);
     }
     // Off the free list for good (kept in order; the FIFO head restarts at 0).
     let w = 0;
@@ -423,7 +413,7 @@ export class PhysicalMemory {
     // the CPU paths never do it (they COW), so only a buggy device mapping can.
     let page = this.contents.get(f);
     if (!page || this.lent[f] === 1) {
-      const fresh = this.zeroedBuffer();
+      const fresh = new Uint8Array(PAGE_SIZE);
       if (page) fresh.set(page);
       this.contents.set(f, (page = fresh));
       this.lent[f] = 0;
@@ -437,29 +427,14 @@ export class PhysicalMemory {
   }
 
   copyPage(dst: number, src: number): void {
-    if (dst === src) return;
     const page = this.contents.get(src);
-    this.dropContents(dst);
-    if (!page) return;
-    const copy = this.zeroedBuffer();
-    copy.set(page);
-    this.contents.set(dst, copy);
+    if (page) this.contents.set(dst, page.slice());
+    else this.contents.delete(dst);
+    this.lent[dst] = 0;
   }
 
   zeroPage(f: number): void {
-    this.dropContents(f);
-  }
-
-  private dropContents(f: number): void {
-    const page = this.contents.get(f);
-    if (!page) return;
     this.contents.delete(f);
-    if (this.lent[f] === 0 && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(page);
-    this.lent[f] = 0;
-  }
-
-  private zeroedBuffer(): Uint8Array {
-    return this.spare.pop()?.fill(0) ?? new Uint8Array(PAGE_SIZE);
   }
 
   /** Bytes of page contents actually allocated (for memory benchmarks). */

@@ -31,7 +31,7 @@ test('a shared read is a snapshot: writes after it, by the CPU side or the devic
   t.is(k.phys.readShared(f, 0, PAGE_SIZE).length, PAGE_SIZE);
 });
 
-test('a freed page\'s buffer is reused zeroed for the next page written, but never one lent to a shared read', (t) => {
+test('a freed page\'s bytes never show in the next pages written, a view lent before the free keeps its bytes, and copyPage onto a page or itself copies', (t) => {
   const { k } = rig();
   const a = k.phys.allocPage();
   const b = k.phys.allocPage();
@@ -52,7 +52,7 @@ test('a freed page\'s buffer is reused zeroed for the next page written, but nev
     t.true(page.subarray(1).every((x) => x === 0), `frame ${f}: no bytes of a freed page`);
   }
   t.deepEqual([...lent], new Array(8).fill(0xbb), 'the lent view kept its bytes');
-  // copyPage onto a page with contents, and zeroPage: the replaced buffer is reused zeroed.
+  // copyPage onto a page with contents, zeroPage, and a copy onto itself.
   k.phys.copyPage(c, d);
   t.is(k.phys.read(c, 0, 1)[0], 2);
   k.phys.zeroPage(d);
