@@ -73,13 +73,12 @@ export class Lru {
     if (frame < this.onList.length) return;
     let size = Math.max(1024, this.onList.length);
     while (size <= frame) size *= 2;
-    const widen = <T extends Int32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
-      const b = make(size);
-      b.set(a);
-      return b;
-    };
-    this.next = widen(this.next, (n) => new Int32Array(n));
-    this.prev = widen(this.prev, (n) => new Int32Array(n));
-    this.onList = widen(this.onList, (n) => new Uint8Array(n));
+    const next = new Int32Array(size);
+    const prev = new Int32Array(size);
+    const onList = new Uint8Array(size);
+    next.set(this.next);
+    prev.set(this.prev);
+    onList.set(this.onList);
+    [this.next, this.prev, this.onList] = [next, prev, onList];
   }
 }

@@ -69,6 +69,8 @@ export class ResultsAppender {
   private fd: number | null;
   private pending: string[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** A write or fsync the timer's flush could not do: thrown at the next append or close. */
+  private failure: Error | null = null;
   private readonly batchLines: number;
   private readonly batchMs: number;
 
@@ -80,10 +82,17 @@ export class ResultsAppender {
 
   append(line: string): void {
     if (this.fd === null) throw new Error('results file closed');
+    if (this.failure) throw this.failure;
     this.pending.push(line);
     if (this.pending.length >= this.batchLines) this.flush();
     else if (this.timer === null) {
-      this.timer = setTimeout(() => this.flush(), this.batchMs);
+      this.timer = setTimeout(() => {
+        try {
+          this.flush();
+        } catch (e) {
+          this.failure = e as Error;
+        }
+      }, this.batchMs);
       this.timer.unref();
     }
   }
@@ -99,9 +108,13 @@ export class ResultsAppender {
   }
 
   close(): void {
-    this.flush();
-    if (this.fd !== null) closeSync(this.fd);
-    this.fd = null;
+    try {
+      if (this.failure) throw this.failure;
+      this.flush();
+    } finally {
+      if (this.fd !== null) closeSync(this.fd);
+      this.fd = null;
+    }
   }
 }
 

@@ -198,7 +198,8 @@ class WorkerProcess {
 /**
  * Run a sweep (or one shard of it) into `outDir`: finished points are appended to
  * results.jsonl in batches with an fsync each (ResultsAppender), so an interrupted sweep
- * loses the points in flight and, if killed outright, the last batch; `resume` skips the points already there (and runs failed ones again). Once the slice is complete,
+ * loses the points in flight and, if killed outright, the last batch; `resume` skips the
+ * points already there (and runs failed ones again). Once the slice is complete,
  * results.jsonl is rewritten in point order, and for a whole-grid run the summaries,
  * plots and index.html are written.
  */
