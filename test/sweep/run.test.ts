@@ -195,7 +195,7 @@ test('the worker process answers one JSON line per point, in order, on stdin and
 
 test.serial('a worker that dies on a point is replaced: that point is recorded as failed, the others run and give the records they give alone', async (t) => {
   // A user's batching policy that kills its worker process when a point builds it.
-  const dir = mkdtempSync(join(tmpdir(), 'sweep-crash-'));
+  const dir = mkdtempSync(join(TMP, 'crash-'));
   writeFileSync(join(dir, 'crash.ts'), `import { defineBatchPolicy } from '${join(REPO, 'driver', 'index.ts')}';\n` +
     `export const boom = defineBatchPolicy({ name: 'boom', policy: () => process.exit(7) });\n`);
   const spec = { ...SPEC, name: 'crash-test', durationNs: 2_000_000, grid: { workload: ['dma-heavy-reclaim'], policy: ['none', './crash.ts#boom', 'window'], windowNs: [100_000], tasks: [1] } };
