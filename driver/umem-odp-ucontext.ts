@@ -1,5 +1,5 @@
 import {
-  EAGAIN, EBUSY, EFAULT, EINVAL, EOPNOTSUPP, IntervalTree, MmuNotifier, Mutex, PAGE_SIZE, PG_DIRTY, RwSemaphore, folioMarkDirty, mmput,
+  EAGAIN, EBUSY, EFAULT, EINVAL, EOPNOTSUPP, IntervalTree, IntervalTreeNode, MmuNotifier, Mutex, PAGE_SIZE, PG_DIRTY, RwSemaphore, folioMarkDirty, mmput,
   mmuNotifierRegister, mmuNotifierUnregister, isVmHugetlbPage, type Co, type MmuNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
 import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion } from '../device/index.ts';
@@ -66,10 +66,17 @@ class Completion {
   }
 }
 
+/** A umem's place in its context's `umem_tree` (the kernel embeds the node in ib_umem_odp). */
+class UmemTreeNode extends IntervalTreeNode {
+  constructor(readonly umem: UmemOdpUcontext) {
+    super(umem.start, umem.end - 1);
+  }
+}
+
 /** The per-ucontext part: `context->mn`, `umem_tree`, `umem_rwsem`, the counts. */
 class UcontextOdp {
   readonly umemRwsem: RwSemaphore;
-  readonly tree = new IntervalTree<UmemOdpUcontext>();
+  readonly tree = new IntervalTree<UmemTreeNode>();
   odpMrsCount = 0;
   /** `context->notifier_count`: invalidations running on this context. */
   notifierCount = 0;
@@ -101,7 +108,7 @@ class UcontextOdp {
   }
 
   umemsIn(start: number, end: number): UmemOdpUcontext[] {
-    return end > start ? this.tree.overlapping(start, end - 1) : [];
+    return end > start ? this.tree.overlapping(start, end - 1).map((n) => n.umem) : [];
   }
 
   /** `ib_umem_notifiers`: start, end and release walk the tree under umem_rwsem (read). */
@@ -135,7 +142,7 @@ class UcontextOdp {
         self.startAccount();
         yield* self.umemRwsem.downRead();
         try {
-          for (const u of self.tree.values()) {
+          for (const { umem: u } of self.tree.values()) {
             yield* u.startAccount();
             u.dying = true;
             u.notifierCompletion.completeAll();
@@ -198,7 +205,7 @@ export class UmemOdpUcontext implements IbUmem, OdpOwner {
   /** `odp_data->private`: the MR, set once it exists (an earlier invalidation skips us). */
   private mrReady = false;
   private mrValue: MemoryRegion | null = null;
-  private treeNode: ReturnType<IntervalTree<UmemOdpUcontext>['insert']> | null = null;
+  private readonly treeNode: UmemTreeNode;
 
   private constructor(
     readonly ctx: IbUcontext, readonly uc: UcontextOdp, readonly batcher: SyncBatcher,
@@ -208,6 +215,7 @@ export class UmemOdpUcontext implements IbUmem, OdpOwner {
     this.writable = accessWritable(access);
     this.start = Math.floor(addr / PAGE_SIZE) * PAGE_SIZE;
     this.end = Math.ceil((addr + length) / PAGE_SIZE) * PAGE_SIZE;
+    this.treeNode = new UmemTreeNode(this);
     this.mutex = new Mutex(sim, `${ctx.device.name}/umem_odp.umem_mutex`, 'ib_umem_odp.umem_mutex');
     this.notifierCompletion = new Completion(sim);
   }
@@ -247,7 +255,7 @@ export class UmemOdpUcontext implements IbUmem, OdpOwner {
     try {
       yield* uc.umemRwsem.downWrite();
       uc.odpMrsCount++;
-      umem.treeNode = uc.tree.insert(umem.start, umem.end - 1, umem);
+      uc.tree.insert(umem.treeNode);
       if (uc.notifierCount === 0 || uc.odpMrsCount === 1) umem.mnCountersActive = true;
       else uc.noPrivateCounters.add(umem);
       // downgrade_write: the model's rwsem has none; write then read, nobody in between
@@ -399,8 +407,7 @@ export class UmemOdpUcontext implements IbUmem, OdpOwner {
     this.unmapPages([...this.pages.keys()]);
     this.mutex.unlock();
     yield* uc.umemRwsem.downWrite();
-    if (this.treeNode) uc.tree.remove(this.treeNode);
-    this.treeNode = null;
+    uc.tree.remove(this.treeNode);
     uc.odpMrsCount--;
     if (!this.mnCountersActive) {
       uc.noPrivateCounters.delete(this);

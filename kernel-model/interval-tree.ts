@@ -10,38 +10,40 @@
  * `last` of its subtree, so a walk skips every subtree that ends before the query. The
  * walk is the kernel's `interval_tree_iter_first/next`: O(log n + k) when the overlapping
  * nodes are clustered, O(k log n) at worst. Insert and remove are O(log n); removal is by
- * node handle, so one of several identical intervals can be removed.
+ * node, so one of several identical intervals can be removed.
+ *
+ * The node is intrusive, as the kernel's `struct interval_tree_node` is embedded in
+ * `struct mmu_interval_notifier`: what the tree holds extends IntervalTreeNode, so a
+ * subscriber costs no second object and its keys are stored once (an implicit ODP MR
+ * has tens of thousands of subscribers).
  *
  * @example
- *   const tree = new IntervalTree<string>();
- *   const a = tree.insert(0, 4095, 'a');
- *   tree.insert(4096, 8191, 'b');
- *   tree.overlapping(4000, 4100); // ['a', 'b']
+ *   class Range extends IntervalTreeNode { constructor(start: number, last: number, readonly tag: string) { super(start, last); } }
+ *   const tree = new IntervalTree<Range>();
+ *   const a = new Range(0, 4095, 'a');
+ *   tree.insert(a);
+ *   tree.insert(new Range(4096, 8191, 'b'));
+ *   tree.overlapping(4000, 4100).map((r) => r.tag); // ['a', 'b']
  *   tree.remove(a);
  */
-export class IntervalTreeNode<T> {
-  left: IntervalTreeNode<T> | null = null;
-  right: IntervalTreeNode<T> | null = null;
+export class IntervalTreeNode {
+  left: IntervalTreeNode | null = null;
+  right: IntervalTreeNode | null = null;
   height = 1;
-  subtreeLast: number;
-  /** Cleared by remove: the node's `RB_EMPTY_NODE`. */
-  inTree = true;
+  subtreeLast = 0;
+  /** Insertion number: orders equal starts. */
+  order = 0;
+  /** Set by insert, cleared by remove: the opposite of the node's `RB_EMPTY_NODE`. */
+  inTree = false;
 
-  constructor(
-    readonly start: number,
-    readonly last: number,
-    readonly value: T,
-    /** Insertion number: orders equal starts. */
-    readonly order: number,
-  ) {
-    this.subtreeLast = last;
-  }
+  /** The keys: set before insert, not changed while in the tree. */
+  constructor(public start = 0, public last = 0) {}
 }
 
-type Node<T> = IntervalTreeNode<T>;
+type Node = IntervalTreeNode;
 
-export class IntervalTree<T> {
-  private root: Node<T> | null = null;
+export class IntervalTree<N extends IntervalTreeNode> {
+  private root: Node | null = null;
   private inserted = 0;
   private count = 0;
 
@@ -49,16 +51,21 @@ export class IntervalTree<T> {
     return this.count;
   }
 
-  /** Insert [start, last]; returns the handle `remove` takes. */
-  insert(start: number, last: number, value: T): IntervalTreeNode<T> {
-    const node = new IntervalTreeNode(start, last, value, this.inserted++);
+  /** Insert `node` at its [start, last]; false if it is already in a tree. */
+  insert(node: N): boolean {
+    if (node.inTree) return false;
+    node.left = node.right = null;
+    node.height = 1;
+    node.subtreeLast = node.last;
+    node.order = this.inserted++;
+    node.inTree = true;
     this.root = insertInto(this.root, node);
     this.count++;
-    return node;
+    return true;
   }
 
   /** Remove one node; false if it was not in this tree. */
-  remove(node: IntervalTreeNode<T>): boolean {
+  remove(node: N): boolean {
     if (!node.inTree) return false;
     const before = this.count;
     this.root = removeFrom(this.root, node, () => this.count--);
@@ -68,10 +75,10 @@ export class IntervalTree<T> {
     return true;
   }
 
-  /** Values of every node overlapping [first, last] (inclusive), in tree order. */
-  overlapping(first: number, last: number): T[] {
-    const out: T[] = [];
-    walk(this.root, first, last, out);
+  /** Every node overlapping [first, last] (inclusive), in tree order. */
+  overlapping(first: number, last: number): N[] {
+    const out: N[] = [];
+    walk(this.root, first, last, out as Node[]);
     return out;
   }
 
@@ -90,29 +97,29 @@ export class IntervalTree<T> {
     return false;
   }
 
-  /** Every value, in tree order. */
-  values(): T[] {
-    const out: T[] = [];
-    walk(this.root, -Infinity, Infinity, out);
+  /** Every node, in tree order. */
+  values(): N[] {
+    const out: N[] = [];
+    walk(this.root, -Infinity, Infinity, out as Node[]);
     return out;
   }
 }
 
-function walk<T>(n: Node<T> | null, first: number, last: number, out: T[]): void {
+function walk(n: Node | null, first: number, last: number, out: Node[]): void {
   while (n && n.subtreeLast >= first) {
     walk(n.left, first, last, out);
     if (n.start > last) return;
-    if (n.last >= first) out.push(n.value);
+    if (n.last >= first) out.push(n);
     n = n.right;
   }
 }
 
-const before = <T>(a: Node<T>, b: Node<T>): boolean =>
+const before = (a: Node, b: Node): boolean =>
   a.start < b.start || (a.start === b.start && a.order < b.order);
 
-const height = <T>(n: Node<T> | null): number => (n ? n.height : 0);
+const height = (n: Node | null): number => (n ? n.height : 0);
 
-function update<T>(n: Node<T>): void {
+function update(n: Node): void {
   n.height = 1 + Math.max(height(n.left), height(n.right));
   let m = n.last;
   if (n.left && n.left.subtreeLast > m) m = n.left.subtreeLast;
@@ -120,8 +127,8 @@ function update<T>(n: Node<T>): void {
   n.subtreeLast = m;
 }
 
-function rotateRight<T>(n: Node<T>): Node<T> {
-  const l = n.left as Node<T>;
+function rotateRight(n: Node): Node {
+  const l = n.left as Node;
   n.left = l.right;
   l.right = n;
   update(n);
@@ -129,8 +136,8 @@ function rotateRight<T>(n: Node<T>): Node<T> {
   return l;
 }
 
-function rotateLeft<T>(n: Node<T>): Node<T> {
-  const r = n.right as Node<T>;
+function rotateLeft(n: Node): Node {
+  const r = n.right as Node;
   n.right = r.left;
   r.left = n;
   update(n);
@@ -138,36 +145,36 @@ function rotateLeft<T>(n: Node<T>): Node<T> {
   return r;
 }
 
-function balance<T>(n: Node<T>): Node<T> {
+function balance(n: Node): Node {
   update(n);
   const bf = height(n.left) - height(n.right);
   if (bf > 1) {
-    const l = n.left as Node<T>;
+    const l = n.left as Node;
     if (height(l.left) < height(l.right)) n.left = rotateLeft(l);
     return rotateRight(n);
   }
   if (bf < -1) {
-    const r = n.right as Node<T>;
+    const r = n.right as Node;
     if (height(r.right) < height(r.left)) n.right = rotateRight(r);
     return rotateLeft(n);
   }
   return n;
 }
 
-function insertInto<T>(n: Node<T> | null, node: Node<T>): Node<T> {
+function insertInto(n: Node | null, node: Node): Node {
   if (!n) return node;
   if (before(node, n)) n.left = insertInto(n.left, node);
   else n.right = insertInto(n.right, node);
   return balance(n);
 }
 
-function removeMin<T>(n: Node<T>): Node<T> | null {
+function removeMin(n: Node): Node | null {
   if (!n.left) return n.right;
   n.left = removeMin(n.left);
   return balance(n);
 }
 
-function removeFrom<T>(n: Node<T> | null, node: Node<T>, removed: () => void): Node<T> | null {
+function removeFrom(n: Node | null, node: Node, removed: () => void): Node | null {
   if (!n) return null;
   if (n === node) {
     removed();

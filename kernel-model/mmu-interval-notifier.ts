@@ -2,7 +2,7 @@ import type { Co } from './sim/index.ts';
 import type { MmStruct } from './mm.ts';
 import { EINVAL, EOVERFLOW } from './errno.ts';
 import { requireInterface } from './profile.ts';
-import type { IntervalTreeNode } from './interval-tree.ts';
+import { IntervalTreeNode } from './interval-tree.ts';
 import type { MmuNotifierRange } from './mmu-notifier-range.ts';
 import { inNotifierCallback, refuseInterface } from './notifier-callback.ts';
 import {
@@ -43,24 +43,30 @@ export interface MmuIntervalNotifierInsertOptions {
  *   const sub = new MmuIntervalNotifier('umem 3');
  *   yield* mmuIntervalNotifierInsert(sub, mm, addr, len, ops, { lock: umemMutex });
  */
-export class MmuIntervalNotifier {
+export class MmuIntervalNotifier extends IntervalTreeNode {
   /** Set by insert and kept afterwards, as in the kernel; undefined before the first insert. */
   mm!: MmStruct;
   /** Between a successful insert and the end of remove. */
   inserted = false;
   ops: MmuIntervalNotifierOps | null = null;
-  start = 0;
-  /** Inclusive: start + length - 1. */
-  last = 0;
   /** The subscriber's copy of the sequence (`invalidate_seq`); odd once a driver stored it. */
   invalidateSeq = 0;
-  /** In the interval tree; null while only on the deferred list (`RB_EMPTY_NODE`). */
-  node: IntervalTreeNode<MmuIntervalNotifier> | null = null;
   lock: SubscriberLock | null = null;
   /** How many times `mmuIntervalSetSeq` ran, so the core can tell whether an invalidate did. */
   setSeqCalls = 0;
 
-  constructor(readonly name: string) {}
+  /**
+   * `start`, `last` (inclusive: start + length - 1) and `inTree` (false while only on the
+   * deferred list, `RB_EMPTY_NODE`) are the embedded tree node's, as in the kernel.
+   */
+  constructor(private readonly label = '') {
+    super();
+  }
+
+  /** The name in traces and warnings; a subclass may build it only when asked. */
+  get name(): string {
+    return this.label;
+  }
 }
 
 /**
@@ -151,14 +157,14 @@ function insert(
       subs.deferredList.add(sub);
     } else {
       subs.invalidateSeq += 1;
-      sub.node = subs.itree.insert(sub.start, sub.last, sub);
+      subs.itree.insert(sub);
     }
     sub.invalidateSeq = subs.invalidateSeq;
   } else {
     if (isInvalidating(subs)) warn(sim, sub.name, 'S is odd with no invalidation active');
     // Odd and different from S: an idle subscriber never makes read_begin wait (rule 32).
     sub.invalidateSeq = subs.invalidateSeq - 1;
-    sub.node = subs.itree.insert(sub.start, sub.last, sub);
+    subs.itree.insert(sub);
   }
   sim.emit({ type: 'interval-insert', node: mm.kernel.node, sub: sub.name, mm: mm.id, start: sub.start, last: sub.last, lock: sub.lock?.name ?? null });
   return 0;
@@ -185,15 +191,14 @@ export function* mmuIntervalNotifierRemove(sub: MmuIntervalNotifier): Co {
   if (inNotifierCallback(sim)) warn(sim, sub.name, 'mmu_interval_notifier_remove called from a notifier callback (rule 30)');
   let seq = 0;
   if (isInvalidating(subs)) {
-    if (!sub.node) {
+    if (!sub.inTree) {
       subs.deferredList.delete(sub);
     } else {
       subs.deferredList.add(sub);
       seq = subs.invalidateSeq;
     }
-  } else if (sub.node) {
-    subs.itree.remove(sub.node);
-    sub.node = null;
+  } else if (sub.inTree) {
+    subs.itree.remove(sub);
   } else {
     warn(sim, sub.name, 'mmu_interval_notifier_remove of a subscriber not in the tree');
   }

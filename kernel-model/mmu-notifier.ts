@@ -472,12 +472,8 @@ function mnItreeInvEnd(subs: MmuNotifierSubscriptions): void {
   subs.invalidateSeq += 1;
   // hlist_add_head put the newest first: apply in that order.
   for (const sub of [...subs.deferredList].reverse()) {
-    if (sub.node) {
-      subs.itree.remove(sub.node);
-      sub.node = null;
-    } else {
-      sub.node = subs.itree.insert(sub.start, sub.last, sub);
-    }
+    if (sub.inTree) subs.itree.remove(sub);
+    else subs.itree.insert(sub);
   }
   subs.deferredList.clear();
   subs.wq.wakeUpAll();

@@ -10,12 +10,23 @@ import type { Blocker, Co, Task } from './task.ts';
  */
 export class Mutex implements Blocker {
   owner: Task | null = null;
-  private readonly waiters: { task: Task; wake: () => void }[] = [];
+  /** Made on the first wait: most mutexes (one per implicit ODP child) never see one. */
+  private waiters: { task: Task; wake: () => void }[] | null = null;
   /** `mutex_lock(name)`, built once: it names every lock's might-sleep and preemption point. */
-  private readonly lockSite: string;
+  private readonly site: string;
 
-  constructor(private readonly sim: Simulation, readonly name: string, readonly cls: string = name) {
-    this.lockSite = `mutex_lock(${name})`;
+  /** A subclass that builds its name when asked (`get name`) passes an empty `label`. */
+  constructor(private readonly sim: Simulation, private readonly label: string, readonly cls: string = label) {
+    this.site = label ? `mutex_lock(${label})` : '';
+  }
+
+  get name(): string {
+    return this.label;
+  }
+
+  /** The site of every lock's might-sleep and preemption point (built per lock for a subclass's name). */
+  private get lockSite(): string {
+    return this.site || `mutex_lock(${this.name})`;
   }
 
   holders(): readonly Task[] {
@@ -39,7 +50,7 @@ export class Mutex implements Blocker {
       if (this.sim.tracing) this.sim.emit({ type: 'lock-contend', lock: this.name, owner: this.owner.id });
       task.waitingOn = this;
       this.sim.lockdep.checkBlock(task, this);
-      yield* this.sim.park<void>((wake) => this.waiters.push({ task, wake }));
+      yield* this.sim.park<void>((wake) => (this.waiters ??= []).push({ task, wake }));
       task.waitingOn = null;
       // Ownership was handed to us by unlock().
     } else {
@@ -65,7 +76,7 @@ export class Mutex implements Blocker {
     }
     this.sim.lockdep.release(task, this.cls);
     if (this.sim.tracing) this.sim.emit({ type: 'lock-release', lock: this.name });
-    const next = this.waiters.shift();
+    const next = this.waiters?.shift();
     this.owner = next ? next.task : null;
     next?.wake();
   }

@@ -12,7 +12,7 @@ import { ULONG_MAX } from '../../kernel-model/constants.ts';
 import { DEFAULT_CPU_COSTS } from '../../kernel-model/cpu-costs.ts';
 import { Mutex, type Co, type TraceRecord } from '../../kernel-model/sim/index.ts';
 import type { MmStruct } from '../../kernel-model/mm.ts';
-import { IntervalTree, type IntervalTreeNode } from '../../kernel-model/interval-tree.ts';
+import { IntervalTree, IntervalTreeNode } from '../../kernel-model/interval-tree.ts';
 import { MmuNotifyEvent, mmuNotifierRangeInit, type MmuNotifierRange } from '../../kernel-model/mmu-notifier-range.ts';
 import {
   MmuNotifier, mmuNotifierInvalidateRangeEnd, mmuNotifierInvalidateRangeStart,
@@ -131,7 +131,7 @@ test('rule 23: insert during an invalidation is deferred (not in the tree, seq =
     t.is(subs().invalidateSeq % 2, 1, 'the tree is frozen');
     t.is(yield* insert(mm, b, 0, 4 * PAGE, okOps(log)), 0);
     t.is(b.invalidateSeq, subs().invalidateSeq);
-    t.is(b.node, null);
+    t.false(b.inTree);
     t.deepEqual(subs().itree.values(), [a]);
     t.true(subs().deferredList.has(b));
     // A second invalidation while b is deferred does not reach b.
@@ -162,7 +162,7 @@ test('rule 23: insert while A > 0 and S even sets S |= 1, goes into the tree now
     yield* insert(mm, b, 8 * PAGE, PAGE);
     t.is(subs().invalidateSeq, 3);
     t.is(b.invalidateSeq, 3);
-    t.not(b.node, null);
+    t.true(b.inTree);
     yield* mmuIntervalReadBegin(b);
     readAt = sim.now();
   });
@@ -486,20 +486,28 @@ test('rule 23: on linux-4.18 the interval notifier does not exist: insert is ref
 
 // ---- the interval tree ---------------------------------------------------------------------
 
+/** A test interval: the tree holds nodes that extend IntervalTreeNode (the kernel embeds it). */
+class Item extends IntervalTreeNode {
+  constructor(start: number, last: number, readonly id: string | number) {
+    super(start, last);
+  }
+}
+
+const ids = (items: Item[]) => items.map((x) => x.id);
+
 test('interval tree: equal starts come out in insertion order, and one of several identical intervals can be removed', (t) => {
-  const tree = new IntervalTree<string>();
-  const a = tree.insert(10, 20, 'a');
-  tree.insert(10, 15, 'b');
-  tree.insert(5, 30, 'c');
-  const d = tree.insert(10, 20, 'd');
-  const e = tree.insert(10, 20, 'e');
-  t.deepEqual(tree.overlapping(12, 12), ['c', 'a', 'b', 'd', 'e']);
+  const tree = new IntervalTree<Item>();
+  const [a, b, c, d, e] = [new Item(10, 20, 'a'), new Item(10, 15, 'b'), new Item(5, 30, 'c'), new Item(10, 20, 'd'), new Item(10, 20, 'e')];
+  for (const x of [a, b, c, d, e]) t.true(tree.insert(x));
+  t.false(tree.insert(a), 'a node already in the tree is refused');
+  t.is(tree.size, 5);
+  t.deepEqual(ids(tree.overlapping(12, 12)), ['c', 'a', 'b', 'd', 'e']);
   t.true(tree.remove(d));
   t.false(tree.remove(d), 'twice is refused');
-  t.deepEqual(tree.overlapping(0, 100), ['c', 'a', 'b', 'e']);
+  t.deepEqual(ids(tree.overlapping(0, 100)), ['c', 'a', 'b', 'e']);
   tree.remove(a);
   tree.remove(e);
-  t.deepEqual(tree.overlapping(16, 40), ['c']);
+  t.deepEqual(ids(tree.overlapping(16, 40)), ['c']);
   t.true(tree.anyOverlapping(30, 30));
   t.false(tree.anyOverlapping(31, 1000));
 });
@@ -515,13 +523,15 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 testProp('interval tree: the overlap query returns exactly the overlapping intervals, in (start, insertion) order, like a brute-force list',
   [fc.array(opArb, { maxLength: 300 })],
   (t, ops) => {
-    const tree = new IntervalTree<number>();
-    const live: { start: number; last: number; id: number; node: IntervalTreeNode<number> }[] = [];
+    const tree = new IntervalTree<Item>();
+    const live: { start: number; last: number; id: number; node: Item }[] = [];
     let id = 0;
     for (const op of ops) {
       if (op.kind === 'insert') {
         const last = op.start + op.len - 1;
-        live.push({ start: op.start, last, id, node: tree.insert(op.start, last, id) });
+        const node = new Item(op.start, last, id);
+        tree.insert(node);
+        live.push({ start: op.start, last, id, node });
         id++;
       } else if (op.kind === 'remove') {
         if (live.length === 0) continue;
@@ -533,7 +543,7 @@ testProp('interval tree: the overlap query returns exactly the overlapping inter
           .filter((x) => x.start <= b && x.last >= op.a)
           .sort((x, y) => x.start - y.start || x.id - y.id)
           .map((x) => x.id);
-        t.deepEqual(tree.overlapping(op.a, b), expected);
+        t.deepEqual(ids(tree.overlapping(op.a, b)), expected);
         t.is(tree.anyOverlapping(op.a, b), expected.length > 0);
       }
     }
@@ -543,10 +553,14 @@ testProp('interval tree: the overlap query returns exactly the overlapping inter
 );
 
 test('interval tree: 100k subscribers insert, query and remove in well under a second each', (t) => {
-  const tree = new IntervalTree<number>();
-  const nodes: IntervalTreeNode<number>[] = [];
+  const tree = new IntervalTree<Item>();
+  const nodes: Item[] = [];
   const n = 100_000;
-  for (let i = 0; i < n; i++) nodes.push(tree.insert(((i * 7919) % n) * PAGE, ((i * 7919) % n) * PAGE + 2 * PAGE - 1, i));
+  for (let i = 0; i < n; i++) {
+    const x = new Item(((i * 7919) % n) * PAGE, ((i * 7919) % n) * PAGE + 2 * PAGE - 1, i);
+    tree.insert(x);
+    nodes.push(x);
+  }
   t.is(tree.size, n);
   t.is(tree.overlapping(5000 * PAGE, 5000 * PAGE).length, 2);
   t.is(tree.overlapping(0, ULONG_MAX).length, n);

@@ -97,6 +97,41 @@ test('mutex: trylock takes a free mutex and fails on a held one without waiting'
   t.deepEqual(got, [['a', true, 0], ['b', false, 10], ['b', true, 60]]);
 });
 
+test('mutex: a subclass that builds its name only when asked (one per implicit ODP child) is named by it at each lock, contention and release', (t) => {
+  const sim = new Simulation();
+  const trace = record(sim);
+  let built = 0;
+  class NamedLate extends Mutex {
+    constructor(s: Simulation, readonly slot: number) {
+      super(s, '', 'umem_odp.umem_mutex');
+    }
+
+    override get name(): string {
+      built++;
+      return `child(${this.slot}).umem_mutex`;
+    }
+  }
+  const m = new NamedLate(sim, 7);
+  t.is(built, 0, 'no name is built at creation');
+  sim.spawn('holder', function* () {
+    sim.enterAtomic('nonblockable invalidate');
+    yield* m.lock();
+    sim.exitAtomic();
+    yield* sim.sleep(10);
+    m.unlock();
+  });
+  sim.spawn('waiter', function* () {
+    yield* sim.sleep(1);
+    yield* m.lock();
+    m.unlock();
+  });
+  t.is(sim.run().reason, 'idle');
+  t.like(trace.find((r) => r.type === 'might-sleep'), { what: 'mutex_lock(child(7).umem_mutex)', context: 'nonblockable invalidate' });
+  t.like(trace.find((r) => r.type === 'lock-contend'), { lock: 'child(7).umem_mutex' });
+  t.is(trace.filter((r) => r.type === 'lock-release' && r.lock === 'child(7).umem_mutex').length, 2);
+  t.is(m.cls, 'umem_odp.umem_mutex', 'the lockdep class is given, not built');
+});
+
 test('mutex: unlock by a task that does not own it throws a model error', (t) => {
   const sim = new Simulation();
   const m = new Mutex(sim, 'mmap_sem_like');
