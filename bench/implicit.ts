@@ -27,7 +27,7 @@ import {
   type CompletionQueue, type QueuePair,
 } from '../device/index.ts';
 import { SIZE_MAX, createRdmaNode, openDevice, pinnedStrategy, type IbvContext, type IbvMr } from '../driver/index.ts';
-import { odpStrategy } from '../driver/umem-odp.ts';
+import { odpStrategy } from '../driver/odp-strategy.ts';
 
 const DEFAULT_READS = 100_000;
 const READ_BYTES = 4096;

@@ -32,7 +32,7 @@ import {
   type CompletionQueue, type QueuePair,
 } from '../device/index.ts';
 import { createRdmaNode, openDevice, pinnedStrategy, type IbvContext, type IbvMr } from '../driver/index.ts';
-import { odpStrategy } from '../driver/umem-odp.ts';
+import { odpStrategy } from '../driver/odp-strategy.ts';
 import { attachSanitizer, type CheckerId } from '../sanitizer/index.ts';
 
 const GiB = 2 ** 30;

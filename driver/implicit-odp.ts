@@ -27,6 +27,22 @@ export function* regImplicitOdpMr(ctx: IbUcontext, req: RegMrRequest, batcher: S
 }
 
 /**
+ * One 1 GiB child of an implicit MR (mlx5's child mkey, E1). There is one per slot the
+ * device touched, tens of thousands when pages are scattered, so it keeps no name of its
+ * own: it is built from the parent's and the slot when printed.
+ */
+class ImplicitChild extends UmemOdp {
+  constructor(parent: ImplicitOdpUmem, readonly slot: number) {
+    const start = slot * IMPLICIT_CHILD_SIZE;
+    super(parent, start, start + IMPLICIT_CHILD_SIZE, parent.mr.pageIndexOf(start), '');
+  }
+
+  override get name(): string {
+    return `${(this.owner as ImplicitOdpUmem).name}/child(${this.slot})`;
+  }
+}
+
+/**
  * An implicit ODP MR (rdma A7, C1, E1 to E3). The device MR is one key over the whole
  * address space; behind it the driver keeps 1 GiB children, each a UmemOdp with its own
  * notifier and mutex, created on the first fault in its slot and reaped when an
@@ -54,7 +70,7 @@ export class ImplicitOdpUmem implements IbUmem, OdpOwner {
   dead = false;
   /** Faults and prefetches in flight on the parent. */
   readonly users: UsageCount;
-  private readonly name: string;
+  readonly name: string;
 
   constructor(
     readonly ctx: IbUcontext, readonly mr: MemoryRegion, readonly batcher: SyncBatcher, readonly length: number, readonly access: number,
@@ -62,7 +78,7 @@ export class ImplicitOdpUmem implements IbUmem, OdpOwner {
   ) {
     this.writable = accessWritable(access);
     this.name = `${ctx.device.name}/implicit(${mr.lkey.toString(16)})`;
-    this.users = new UsageCount(ctx.device.kernel.sim, this.name);
+    this.users = new UsageCount(ctx.device.kernel.sim, this);
   }
 
   get umem(): IbUmem {
@@ -88,9 +104,7 @@ export class ImplicitOdpUmem implements IbUmem, OdpOwner {
     }
     // The owner has exited: no new subscription on a dead mm (rdma B4: EINVAL).
     if (this.ctx.mm.users <= 0) return -EINVAL;
-    const start = slot * IMPLICIT_CHILD_SIZE;
-    // join: a flat name, not a chain of concatenations (one child per 1 GiB slot touched).
-    const odp = new UmemOdp(this, start, start + IMPLICIT_CHILD_SIZE, this.mr.pageIndexOf(start), [this.name, '/child(', slot, ')'].join(''));
+    const odp = new ImplicitChild(this, slot);
     const ret = yield* odp.insert();
     if (ret < 0) return ret;
     const winner = this.children.get(slot);

@@ -30,9 +30,10 @@ export {
   holdoffStrategy, HoldoffUmem, newHoldoffStats, zapRuns, DEFAULT_REMAP_SYSCALL_NS, type HoldoffStrategy, type HoldoffOptions, type HoldoffStats,
   type HoldoffUmemClass, type HoldoffUmemOptions,
 } from './umem-holdoff.ts';
+export { odpStrategy, type OdpStrategy } from './odp-strategy.ts';
 export {
-  odpStrategy, IbUmemOdp, UmemOdp, UsageCount, odpZapRuns, MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT,
-  odpRangeFlags, type OdpStrategy, type OdpOwner, type OdpMapMode, type OdpMapAttempt, type OdpSpan, type UmemOdpFactory,
+  IbUmemOdp, UmemOdp, UsageCount, odpZapRuns, MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT,
+  odpRangeFlags, type OdpOwner, type OdpMapMode, type OdpMapAttempt, type OdpSpan, type UmemOdpFactory,
   type UmemOdpClass,
 } from './umem-odp.ts';
 export { ImplicitOdpUmem, IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS } from './implicit-odp.ts';

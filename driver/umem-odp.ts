@@ -1,22 +1,19 @@
 import {
   EAGAIN, EBUSY, EFAULT, EINVAL, ENOENT, EPERM, PAGE_SIZE, PAGE_SHIFT, PMD_SIZE, isVmHugetlbPage, PG_DIRTY, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
-  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault, requireInterface,
+  HMM_PFN_WRITE, HMM_RANGE_DEFAULT_TIMEOUT_NS, MmuIntervalNotifier, MmuNotifyEvent, Mutex, WaitQueue, folioMarkDirty, hmmRangeFault,
   hmmRangeInit, mmput, mmuIntervalNotifierInsert, mmuIntervalNotifierRemove, mmuIntervalReadBegin, mmuIntervalReadRetry,
   mmuIntervalSetSeq, mmuNotifierRangeBlockable, fsReclaimAcquire, fsReclaimRelease, GFP_KERNEL, type Co, type HmmRange, type MmStruct, type MmuIntervalNotifierOps, type MmuNotifierRange, type Simulation,
 } from '../kernel-model/index.ts';
-import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion, type Nic } from '../device/index.ts';
-import { SyncBatcher, noBatching, type BatchPolicy } from './batching/index.ts';
-import { SIZE_MAX } from './ib-device.ts';
+import { IBV_ACCESS_HUGETLB, accessWritable, type DeviceFault, type MemoryRegion } from '../device/index.ts';
+import type { SyncBatcher } from './batching/index.ts';
 import type { IbUcontext } from './ib-ucontext.ts';
-import { newUmemCounters, type IbUmem, type RegMrRequest, type UmemCounters, type UmemStrategy } from './umem.ts';
+import { newUmemCounters, type IbUmem, type RegMrRequest, type UmemCounters } from './umem.ts';
 import {
   IBV_ADVISE_MR_ADVICE_PREFETCH, IBV_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE,
   IBV_ADVISE_MR_FLAG_FLUSH,
 } from './verbs.ts';
-import { regImplicitOdpMr } from './implicit-odp.ts';
 import { PageMirror } from './page-mirror.ts';
 import { odpIntervalGupMap } from './odp-gup-fault.ts';
-import { regUcontextOdpMr } from './umem-odp-ucontext.ts';
 
 /** HPAGE_SHIFT on x86-64: the page_shift of an IB_ACCESS_HUGETLB ODP umem (ib_umem_odp_get). */
 export const HPAGE_SHIFT = 21;
@@ -119,7 +116,8 @@ export class UsageCount {
   count = 0;
   private wq: WaitQueue | null = null;
 
-  constructor(private readonly sim: Simulation, readonly name: string) {}
+  /** `named`: what the count belongs to; its name is read only if a waiter has to sleep. */
+  constructor(private readonly sim: Simulation, private readonly named: { readonly name: string }) {}
 
   get(): void {
     this.count++;
@@ -131,8 +129,43 @@ export class UsageCount {
 
   *waitIdle(): Co {
     if (this.count === 0) return;
-    this.wq ??= new WaitQueue(this.sim, `${this.name}.usecount`);
+    this.wq ??= new WaitQueue(this.sim, `${this.named.name}.usecount`);
     yield* this.wq.waitEvent(() => this.count === 0);
+  }
+}
+
+/**
+ * The notifier of a UmemOdp knows its umem, so that one ops object serves them all: an
+ * implicit MR has a child, and so a notifier, per 1 GiB slot touched (70k for 100k pages
+ * scattered over 128 TiB), and a closure and ops object each would cost some 400 bytes.
+ * For the same reason its name is its umem's, built when printed. Its tree keys are the
+ * umem's span from the start: ib_umem_start/ib_umem_end read them
+ * (`notifier.interval_tree.start`, `.last + 1`), and insert sets the same values.
+ */
+class UmemOdpNotifier extends MmuIntervalNotifier {
+  constructor(readonly umem: UmemOdp, start: number, end: number) {
+    super();
+    this.start = start;
+    this.last = end - 1;
+  }
+
+  override get name(): string {
+    return this.umem.name;
+  }
+}
+
+const UMEM_ODP_OPS: MmuIntervalNotifierOps = {
+  invalidate: (sub, range, curSeq) => (sub as UmemOdpNotifier).umem.invalidate(range, curSeq),
+};
+
+/** The umem mutex, named after its umem when printed (one per implicit child, as above). */
+class UmemMutex extends Mutex {
+  constructor(sim: Simulation, private readonly umem: UmemOdp) {
+    super(sim, '', 'umem_odp.umem_mutex');
+  }
+
+  override get name(): string {
+    return `${this.umem.name}.umem_mutex`;
   }
 }
 
@@ -147,23 +180,8 @@ export class UsageCount {
  * not a 262144-entry array. It holds no page references:
  * the notifier is what keeps it honest (kernel rule 49), which is the point of ODP.
  */
-/**
- * The notifier of a UmemOdp knows its umem, so that one ops object serves them all: an
- * implicit MR has a child, and so a notifier, per 1 GiB slot touched (70k for 100k pages
- * scattered over 128 TiB), and a closure and ops object each would cost some 400 bytes.
- */
-class UmemOdpNotifier extends MmuIntervalNotifier {
-  constructor(name: string, readonly umem: UmemOdp) {
-    super(name);
-  }
-}
-
-const UMEM_ODP_OPS: MmuIntervalNotifierOps = {
-  invalidate: (sub, range, curSeq) => (sub as UmemOdpNotifier).umem.invalidate(range, curSeq),
-};
-
 export class UmemOdp {
-  readonly notifier: MmuIntervalNotifier;
+  readonly notifier: UmemOdpNotifier;
   readonly mutex: Mutex;
   readonly pages = new PageMirror();
   /** Mapping requests (faults, prefetches) working on this umem; teardown waits for none. */
@@ -186,13 +204,26 @@ export class UmemOdp {
    * `start`/`end`: the page-aligned user span; `firstDevicePage`: the MR page index that
    * maps `start` (0 for an explicit MR, the child's offset in an implicit one).
    */
-  constructor(readonly owner: OdpOwner, readonly start: number, readonly end: number, readonly firstDevicePage: number, readonly name: string) {
+  constructor(readonly owner: OdpOwner, start: number, end: number, readonly firstDevicePage: number, private readonly label: string) {
     const { sim } = owner.ctx.device.kernel;
-    this.notifier = new UmemOdpNotifier(name, this);
-    // join, not a template: one flat string rather than a chain of concatenations (an
-    // implicit MR has tens of thousands of children).
-    this.mutex = new Mutex(sim, [name, '.umem_mutex'].join(''), 'umem_odp.umem_mutex');
-    this.users = new UsageCount(sim, name);
+    this.notifier = new UmemOdpNotifier(this, start, end);
+    this.mutex = new UmemMutex(sim, this);
+    this.users = new UsageCount(sim, this);
+  }
+
+  /** ib_umem_start: the first byte of the span (the notifier's tree key, as in the kernel). */
+  get start(): number {
+    return this.notifier.start;
+  }
+
+  /** ib_umem_end: one past the span's last byte. */
+  get end(): number {
+    return this.notifier.last + 1;
+  }
+
+  /** The name in traces and reports; an implicit child builds its own when asked. */
+  get name(): string {
+    return this.label;
   }
 
   /**
@@ -677,9 +708,10 @@ export type UmemOdpFactory = (owner: OdpOwner, start: number, end: number, first
 /** A subclass of UmemOdp, which `odpStrategy` accepts in place of a factory. */
 export type UmemOdpClass = new (owner: OdpOwner, start: number, end: number, firstDevicePage: number, name: string) => UmemOdp;
 
-const defaultUmemOdp: UmemOdpFactory = (owner, start, end, first, name) => new UmemOdp(owner, start, end, first, name);
+export const defaultUmemOdp: UmemOdpFactory = (owner, start, end, first, name) => new UmemOdp(owner, start, end, first, name);
 
-function umemOdpFactory(core: UmemOdpFactory | UmemOdpClass): UmemOdpFactory {
+/** A factory for either form `odpStrategy` accepts. */
+export function umemOdpFactory(core: UmemOdpFactory | UmemOdpClass): UmemOdpFactory {
   if (core === UmemOdp || core.prototype instanceof UmemOdp) {
     const cls = core as UmemOdpClass;
     return (owner, start, end, first, name) => new cls(owner, start, end, first, name);
@@ -874,54 +906,4 @@ export class IbUmemOdp implements IbUmem, OdpOwner {
     yield* this.odp.release(false);
     return 0;
   }
-}
-
-/** The ODP strategy, with the sync batcher it uses on each NIC (for stats). */
-export interface OdpStrategy extends UmemStrategy {
-  readonly batchingName: string;
-  batcherFor(nic: Nic): SyncBatcher;
-}
-
-/**
- * The ODP registration strategy (DESIGN "Driver"): explicit ODP MRs with an interval
- * notifier each, and implicit ODP MRs (addr 0, length SIZE_MAX) with lazily created 1 GiB
- * children. Invalidations zap, then wait in the batcher for the sync covering them; the
- * default policy gives each invalidation its own sync, as mlx5 does. `core` builds each
- * explicit MR's UmemOdp (default: UmemOdp; a driver author's subclass, or a factory, goes
- * here). `name` is the strategy's name, which its MRs carry into bindings, violations and
- * reports (default 'odp').
- *
- * @example
- *   const node = createRdmaNode(sim, fabric, { name: 'a', device: { nonOdp: pinnedStrategy(), odp: odpStrategy() } });
- *   class FaultAround extends UmemOdp { protected override buildRange(a: OdpMapAttempt) { ... } }
- *   const mine = odpStrategy({ name: 'fault-around' }, FaultAround);
- */
-export function odpStrategy(
-  opts: { name?: string; batching?: BatchPolicy; batchingName?: string } = {}, core: UmemOdpFactory | UmemOdpClass = defaultUmemOdp,
-): OdpStrategy {
-  const name = opts.name ?? 'odp';
-  const factory = umemOdpFactory(core);
-  const policy = opts.batching ?? noBatching();
-  const batchingName = opts.batchingName ?? (opts.batching ? 'custom' : 'none');
-  const batchers = new WeakMap<Nic, SyncBatcher>();
-  const batcherFor = (nic: Nic): SyncBatcher => {
-    let b = batchers.get(nic);
-    if (!b) batchers.set(nic, (b = new SyncBatcher(nic.sim, nic, batchingName, policy)));
-    return b;
-  };
-  return {
-    name,
-    batchingName,
-    batcherFor,
-    *regMr(ctx: IbUcontext, req: RegMrRequest): Co<IbUmem | number> {
-      const batcher = batcherFor(ctx.device.nic);
-      const { profile, sim } = ctx.device.kernel;
-      if (requireInterface(profile, 'odp', 'ibv_reg_mr(IBV_ACCESS_ON_DEMAND)', (m) => sim.emit({ type: 'interface-refused', api: 'ib_umem_odp_get', message: m })) < 0) return -EINVAL;
-      // 3.19 to 5.4: the per-ucontext notifier protocol (umem-odp-ucontext.ts), for the
-      // reference driver; a driver author's own UmemOdp needs interval notifiers (5.5).
-      if (profile.odpNotifier === 'ucontext' && core === defaultUmemOdp) return yield* regUcontextOdpMr(ctx, req, batcher);
-      if (req.addr === 0 && req.length === SIZE_MAX) return yield* regImplicitOdpMr(ctx, req, batcher, name);
-      return yield* IbUmemOdp.reg(ctx, req, batcher, factory, name);
-    },
-  };
 }

@@ -19,7 +19,8 @@
  * (a staging page for the translation update) made under the mutex.
  */
 import { GFP_KERNEL, allocPages, freePages, type Co, type HmmRange } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpMapMode, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, type OdpMapMode } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class AllocUnderUmemMutexUmemOdp extends UmemOdp {
   protected override *program(range: HmmRange, mode: OdpMapMode): Co<number> {

@@ -16,7 +16,8 @@
  * the lock instead of read_retry under it.
  */
 import { mmuIntervalCheckRetry, type Co } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpMapAttempt, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, type OdpMapAttempt } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class CheckRetryInstallUmemOdp extends UmemOdp {
   protected override *commit(a: OdpMapAttempt): Co<number | null> {

@@ -16,7 +16,8 @@
  * PROTECTION_VMA (it runs after set_seq, so the sequence protocol itself stays intact).
  */
 import { MmuNotifyEvent, type MmuNotifierRange } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class IgnoreProtectionVmaUmemOdp extends UmemOdp {
   /** The filter: events this driver thinks cannot affect what the device may do. */

@@ -16,7 +16,8 @@
  * before `program`.
  */
 import { mmuIntervalReadRetry, type Co } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpMapAttempt, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, type OdpMapAttempt } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class InstallAfterUnlockUmemOdp extends UmemOdp {
   protected override *commit(a: OdpMapAttempt): Co<number | null> {

@@ -15,7 +15,8 @@
  * (`putMm`) before it unlocks, on success.
  */
 import { mmuIntervalReadRetry, type Co } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpMapAttempt, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, type OdpMapAttempt } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class MmputUnderMutexUmemOdp extends UmemOdp {
   protected override *commit(a: OdpMapAttempt): Co<number | null> {

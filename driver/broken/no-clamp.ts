@@ -16,7 +16,8 @@
  * intersection of the range with [this.start, this.end).
  */
 import type { MmuNotifierRange } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpSpan, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp, type OdpSpan } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class NoClampUmemOdp extends UmemOdp {
   protected override clamp(range: MmuNotifierRange): OdpSpan | null {

@@ -15,7 +15,8 @@
  *
  * The change: the reference `UmemOdp.unmapPages` without the dirtying.
  */
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class NoDirtyAtUnmapUmemOdp extends UmemOdp {
   protected override unmapPages(indices: Iterable<number>): void {

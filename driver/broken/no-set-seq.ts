@@ -14,7 +14,8 @@
  *
  * The change: the reference's `setSeq` step (of `UmemOdp.invalidate`) does nothing.
  */
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class NoSetSeqUmemOdp extends UmemOdp {
   protected override setSeq(_curSeq: number): void {

@@ -15,7 +15,8 @@
  * MIGRATE (it runs after set_seq, so the sequence protocol itself stays intact).
  */
 import { MmuNotifyEvent, type MmuNotifierRange } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class SkipEveryMigrateUmemOdp extends UmemOdp {
   protected override affects(range: MmuNotifierRange): boolean {

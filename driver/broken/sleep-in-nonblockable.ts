@@ -25,7 +25,8 @@
  */
 import type { MmuNotifierRange } from '../../kernel-model/index.ts';
 import type { BatchPolicy } from '../batching/index.ts';
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 /** The reference `UmemOdp` whose `mayBlock` step always says yes. */
 export class SleepingUmemOdp extends UmemOdp {

@@ -17,7 +17,8 @@
  * The change: the reference's `fence` step (of `UmemOdp.invalidate`) does nothing.
  */
 import type { Co } from '../../kernel-model/index.ts';
-import { UmemOdp, odpStrategy, type OdpStrategy } from '../umem-odp.ts';
+import { UmemOdp } from '../umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../odp-strategy.ts';
 
 export class ZapWithoutSyncUmemOdp extends UmemOdp {
   protected override *fence(_event: number): Co {

@@ -9,7 +9,7 @@ import {
 import {
   createRdmaNode, holdoffStrategy, openDevice, pinnedStrategy, type IbvContext, type IbvMr, type RdmaNode, type SyncBatcher,
 } from '../../driver/index.ts';
-import { odpStrategy } from '../../driver/umem-odp.ts';
+import { odpStrategy } from '../../driver/odp-strategy.ts';
 import { RunMetrics } from '../metrics.ts';
 import type { PointParams } from './grid.ts';
 import { percentile, type PointRecord } from './point-runners.ts';

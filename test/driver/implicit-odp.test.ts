@@ -19,7 +19,7 @@ import {
   IBV_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE, IBV_ADVISE_MR_FLAG_FLUSH, openDevice, type IbvContext, type IbvMr,
 } from '../../driver/verbs.ts';
 import type { UmemStrategy } from '../../driver/umem.ts';
-import { odpStrategy } from '../../driver/umem-odp.ts';
+import { odpStrategy } from '../../driver/odp-strategy.ts';
 import { IMPLICIT_CHILD_SIZE, IMPLICIT_SLOTS, ImplicitOdpUmem } from '../../driver/implicit-odp.ts';
 
 const P = PAGE_SIZE;
@@ -186,6 +186,10 @@ test('rdma A7, C1, E1: an implicit MR is one device key over [0, 2^47) with no n
 test('rdma E2, C1: children are created lazily, one per touched 1 GiB slot, each with its own notifier and mutex', (t) => {
   const { sim, a, b } = world();
   const accesses = watchAccesses([a, b]);
+  const inserted: string[] = [];
+  sim.trace$.subscribe((r) => {
+    if (r.type === 'interval-insert' && r.sub.includes('/child(')) inserted.push(r.sub);
+  });
   run(t, sim, a, function* () {
     const [qb] = rcPair(b, a);
     const { mr, umem } = yield* regImplicit(a);
@@ -205,7 +209,15 @@ test('rdma E2, C1: children are created lazily, one per touched 1 GiB slot, each
       t.is(odp.notifier.last, (slot + 1) * GiB - 1);
       t.is(odp.notifier.lock, odp.mutex);
       t.is(odp.mutex.cls, 'umem_odp.umem_mutex');
+      // ib_umem_start/ib_umem_end read the notifier's tree keys (include/rdma/ib_umem_odp.h).
+      t.is(odp.start, slot * GiB);
+      t.is(odp.end, (slot + 1) * GiB);
+      // Named after the parent and the slot, built when printed; the notifier and the mutex by it.
+      t.is(odp.name, `${umem.name}/child(${slot})`);
+      t.is(odp.notifier.name, odp.name);
+      t.is(odp.mutex.name, `${odp.name}.umem_mutex`);
     }
+    t.deepEqual(inserted.sort(), [4, 5, 9].map((s) => `${umem.name}/child(${s})`), 'interval-insert names each child');
     t.is(a.p.mm.notifierSubscriptions?.itree.size, 3);
     t.deepEqual(yield* load(a.p, x, 2 * P), pattern(1, 2 * P));
     t.deepEqual(yield* load(a.p, y, P), pattern(1, P));

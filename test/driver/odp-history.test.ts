@@ -14,7 +14,7 @@ import { Fabric, IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_ON_DEMAND, PTE_ABSENT, PTE_R
 import { createRdmaNode } from '../../driver/rdma-node.ts';
 import { openDevice, type IbvMr } from '../../driver/verbs.ts';
 import type { UmemStrategy } from '../../driver/umem.ts';
-import { odpStrategy } from '../../driver/umem-odp.ts';
+import { odpStrategy } from '../../driver/odp-strategy.ts';
 import { UmemOdpUcontext } from '../../driver/umem-odp-ucontext.ts';
 
 const P = PAGE_SIZE;

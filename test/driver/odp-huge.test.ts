@@ -14,7 +14,8 @@ import { createRdmaNode } from '../../driver/rdma-node.ts';
 import { openDevice, IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE, IBV_ADVISE_MR_FLAG_FLUSH, type IbvContext, type IbvMr } from '../../driver/verbs.ts';
 import { SIZE_MAX } from '../../driver/ib-device.ts';
 import type { UmemStrategy } from '../../driver/umem.ts';
-import { IbUmemOdp, odpStrategy } from '../../driver/umem-odp.ts';
+import { IbUmemOdp } from '../../driver/umem-odp.ts';
+import { odpStrategy } from '../../driver/odp-strategy.ts';
 
 const P = PAGE_SIZE;
 const M2 = PMD_SIZE;

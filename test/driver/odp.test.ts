@@ -22,7 +22,8 @@ import {
   IBV_ADVISE_MR_FLAG_FLUSH, openDevice, type IbvContext, type IbvMr,
 } from '../../driver/verbs.ts';
 import type { UmemStrategy } from '../../driver/umem.ts';
-import { IbUmemOdp, odpStrategy, odpZapRuns, type OdpStrategy } from '../../driver/umem-odp.ts';
+import { IbUmemOdp, odpZapRuns } from '../../driver/umem-odp.ts';
+import { odpStrategy, type OdpStrategy } from '../../driver/odp-strategy.ts';
 
 const P = PAGE_SIZE;
 const RW = PROT_READ | PROT_WRITE;
