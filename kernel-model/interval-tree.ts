@@ -27,12 +27,14 @@
  *   tree.remove(a);
  */
 export class IntervalTreeNode {
-  left: IntervalTreeNode | null = null;
-  right: IntervalTreeNode | null = null;
-  height = 1;
+  // The links are named after the kernel node's `rb` member, so that a subclass's own
+  // fields (a notifier's, a driver's) do not collide with them.
+  rbLeft: IntervalTreeNode | null = null;
+  rbRight: IntervalTreeNode | null = null;
+  rbHeight = 1;
   subtreeLast = 0;
   /** Insertion number: orders equal starts. */
-  order = 0;
+  rbOrder = 0;
   /** Set by insert, cleared by remove: the opposite of the node's `RB_EMPTY_NODE`. */
   inTree = false;
 
@@ -54,10 +56,10 @@ export class IntervalTree<N extends IntervalTreeNode> {
   /** Insert `node` at its [start, last]; false if it is already in a tree. */
   insert(node: N): boolean {
     if (node.inTree) return false;
-    node.left = node.right = null;
-    node.height = 1;
+    node.rbLeft = node.rbRight = null;
+    node.rbHeight = 1;
     node.subtreeLast = node.last;
-    node.order = this.inserted++;
+    node.rbOrder = this.inserted++;
     node.inTree = true;
     this.root = insertInto(this.root, node);
     this.count++;
@@ -71,11 +73,11 @@ export class IntervalTree<N extends IntervalTreeNode> {
     this.root = removeFrom(this.root, node, () => this.count--);
     if (this.count === before) return false;
     node.inTree = false;
-    node.left = node.right = null;
+    node.rbLeft = node.rbRight = null;
     return true;
   }
 
-  /** Every node overlapping [first, last] (inclusive), in tree order. */
+  /** Every node overlapping [first, last] (inclusive), in tree rbOrder. */
   overlapping(first: number, last: number): N[] {
     const out: N[] = [];
     walk(this.root, first, last, out as Node[]);
@@ -86,18 +88,18 @@ export class IntervalTree<N extends IntervalTreeNode> {
   anyOverlapping(first: number, last: number): boolean {
     let n = this.root;
     while (n && n.subtreeLast >= first) {
-      if (n.left && n.left.subtreeLast >= first) {
-        n = n.left;
+      if (n.rbLeft && n.rbLeft.subtreeLast >= first) {
+        n = n.rbLeft;
         continue;
       }
       if (n.start > last) return false;
       if (n.last >= first) return true;
-      n = n.right;
+      n = n.rbRight;
     }
     return false;
   }
 
-  /** Every node, in tree order. */
+  /** Every node, in tree rbOrder. */
   values(): N[] {
     const out: N[] = [];
     walk(this.root, -Infinity, Infinity, out as Node[]);
@@ -107,39 +109,39 @@ export class IntervalTree<N extends IntervalTreeNode> {
 
 function walk(n: Node | null, first: number, last: number, out: Node[]): void {
   while (n && n.subtreeLast >= first) {
-    walk(n.left, first, last, out);
+    walk(n.rbLeft, first, last, out);
     if (n.start > last) return;
     if (n.last >= first) out.push(n);
-    n = n.right;
+    n = n.rbRight;
   }
 }
 
 const before = (a: Node, b: Node): boolean =>
-  a.start < b.start || (a.start === b.start && a.order < b.order);
+  a.start < b.start || (a.start === b.start && a.rbOrder < b.rbOrder);
 
-const height = (n: Node | null): number => (n ? n.height : 0);
+const height = (n: Node | null): number => (n ? n.rbHeight : 0);
 
 function update(n: Node): void {
-  n.height = 1 + Math.max(height(n.left), height(n.right));
+  n.rbHeight = 1 + Math.max(height(n.rbLeft), height(n.rbRight));
   let m = n.last;
-  if (n.left && n.left.subtreeLast > m) m = n.left.subtreeLast;
-  if (n.right && n.right.subtreeLast > m) m = n.right.subtreeLast;
+  if (n.rbLeft && n.rbLeft.subtreeLast > m) m = n.rbLeft.subtreeLast;
+  if (n.rbRight && n.rbRight.subtreeLast > m) m = n.rbRight.subtreeLast;
   n.subtreeLast = m;
 }
 
 function rotateRight(n: Node): Node {
-  const l = n.left as Node;
-  n.left = l.right;
-  l.right = n;
+  const l = n.rbLeft as Node;
+  n.rbLeft = l.rbRight;
+  l.rbRight = n;
   update(n);
   update(l);
   return l;
 }
 
 function rotateLeft(n: Node): Node {
-  const r = n.right as Node;
-  n.right = r.left;
-  r.left = n;
+  const r = n.rbRight as Node;
+  n.rbRight = r.rbLeft;
+  r.rbLeft = n;
   update(n);
   update(r);
   return r;
@@ -147,15 +149,15 @@ function rotateLeft(n: Node): Node {
 
 function balance(n: Node): Node {
   update(n);
-  const bf = height(n.left) - height(n.right);
+  const bf = height(n.rbLeft) - height(n.rbRight);
   if (bf > 1) {
-    const l = n.left as Node;
-    if (height(l.left) < height(l.right)) n.left = rotateLeft(l);
+    const l = n.rbLeft as Node;
+    if (height(l.rbLeft) < height(l.rbRight)) n.rbLeft = rotateLeft(l);
     return rotateRight(n);
   }
   if (bf < -1) {
-    const r = n.right as Node;
-    if (height(r.right) < height(r.left)) n.right = rotateRight(r);
+    const r = n.rbRight as Node;
+    if (height(r.rbRight) < height(r.rbLeft)) n.rbRight = rotateRight(r);
     return rotateLeft(n);
   }
   return n;
@@ -163,14 +165,14 @@ function balance(n: Node): Node {
 
 function insertInto(n: Node | null, node: Node): Node {
   if (!n) return node;
-  if (before(node, n)) n.left = insertInto(n.left, node);
-  else n.right = insertInto(n.right, node);
+  if (before(node, n)) n.rbLeft = insertInto(n.rbLeft, node);
+  else n.rbRight = insertInto(n.rbRight, node);
   return balance(n);
 }
 
 function removeMin(n: Node): Node | null {
-  if (!n.left) return n.right;
-  n.left = removeMin(n.left);
+  if (!n.rbLeft) return n.rbRight;
+  n.rbLeft = removeMin(n.rbLeft);
   return balance(n);
 }
 
@@ -178,15 +180,15 @@ function removeFrom(n: Node | null, node: Node, removed: () => void): Node | nul
   if (!n) return null;
   if (n === node) {
     removed();
-    if (!n.left) return n.right;
-    if (!n.right) return n.left;
-    let min = n.right;
-    while (min.left) min = min.left;
-    min.right = removeMin(n.right);
-    min.left = n.left;
+    if (!n.rbLeft) return n.rbRight;
+    if (!n.rbRight) return n.rbLeft;
+    let min = n.rbRight;
+    while (min.rbLeft) min = min.rbLeft;
+    min.rbRight = removeMin(n.rbRight);
+    min.rbLeft = n.rbLeft;
     return balance(min);
   }
-  if (before(node, n)) n.left = removeFrom(n.left, node, removed);
-  else n.right = removeFrom(n.right, node, removed);
+  if (before(node, n)) n.rbLeft = removeFrom(n.rbLeft, node, removed);
+  else n.rbRight = removeFrom(n.rbRight, node, removed);
   return balance(n);
 }
