@@ -158,14 +158,18 @@ const UMEM_ODP_OPS: MmuIntervalNotifierOps = {
   invalidate: (sub, range, curSeq) => (sub as UmemOdpNotifier).umem.invalidate(range, curSeq),
 };
 
-/** The umem mutex, named after its umem when printed (one per implicit child, as above). */
+/**
+ * The umem mutex, named after its umem. A umem given a name (an explicit MR) names its
+ * mutex once, so each lock reuses the lock site; an implicit child, which has none, builds
+ * the mutex's name when printed (and the lock site at each lock), as above.
+ */
 class UmemMutex extends Mutex {
-  constructor(sim: Simulation, private readonly umem: UmemOdp) {
-    super(sim, '', 'umem_odp.umem_mutex');
+  constructor(sim: Simulation, private readonly umem: UmemOdp, umemLabel: string) {
+    super(sim, umemLabel && `${umemLabel}.umem_mutex`, 'umem_odp.umem_mutex');
   }
 
   override get name(): string {
-    return `${this.umem.name}.umem_mutex`;
+    return super.name || `${this.umem.name}.umem_mutex`;
   }
 }
 
@@ -207,7 +211,7 @@ export class UmemOdp {
   constructor(readonly owner: OdpOwner, start: number, end: number, readonly firstDevicePage: number, private readonly label: string) {
     const { sim } = owner.ctx.device.kernel;
     this.notifier = new UmemOdpNotifier(this, start, end);
-    this.mutex = new UmemMutex(sim, this);
+    this.mutex = new UmemMutex(sim, this, label);
     this.users = new UsageCount(sim, this);
   }
 
